@@ -1,0 +1,52 @@
+"""Input checks shared by the estimator's methods, with messages that name the argument and the value."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.validation import check_array, validate_data
+
+from .data import check_layout_matches, check_value_range, infer_layout
+
+
+def check_X(estimator, X, *, reset: bool):
+    """Validate ``X`` for ``estimator``: finite numbers, a known layout, images in range.
+
+    2-D input goes through scikit-learn's ``validate_data`` (feature names, ``n_features_in_``);
+    image arrays of 3 or 4 dimensions through ``check_array(allow_nd=True)``. On ``reset`` the layout
+    is inferred and returned; otherwise ``X`` must match ``estimator.layout_``.
+
+    Returns
+    -------
+    X : ndarray
+    layout : InputLayout
+    """
+    ndim = X.ndim if hasattr(X, "ndim") else np.ndim(X)
+    if ndim == 2:
+        X = validate_data(estimator, X, reset=reset, dtype="numeric")
+    else:
+        X = check_array(X, allow_nd=True, ensure_2d=False, dtype="numeric", input_name="X")
+    if reset:
+        layout = infer_layout(X, estimator.image_shape)
+        estimator.n_features_in_ = layout.n_features
+    else:
+        layout = estimator.layout_
+        check_layout_matches(X, layout)
+    check_value_range(X, layout)
+    return X, layout
+
+
+def check_min_samples(n_samples: int, validation_fraction: float) -> int:
+    """Return the number of validation samples, or raise if too few remain to train on.
+
+    Batch norm needs at least two samples per training batch.
+    """
+    n_val = int(round(validation_fraction * n_samples))
+    if validation_fraction > 0 and n_val == 0 and n_samples >= 3:
+        n_val = 1
+    if n_samples - n_val < 2:
+        raise ValueError(
+            f"VAEDetector needs at least 2 training samples after holding out "
+            f"validation_fraction={validation_fraction}; got n_samples={n_samples}."
+        )
+    return n_val
+

@@ -1,0 +1,552 @@
+"""``VAEDetector``: the scikit-learn estimator that composes networks, training loop and scores."""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import check_min_samples, check_X
+from .data import images_from_unit_range, images_to_unit_range
+from .losses import KL_SCHEDULES, LIKELIHOODS
+from .scoring import SCORES
+
+# The fraction of held-out training data flagged when contamination="auto".
+_AUTO_CONTAMINATION = 0.01
+# Inference needs no gradients, so it affords larger batches than training.
+_MIN_INFERENCE_BATCH = 256
+
+
+class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
+    """Anomaly and out-of-distribution detector built on a variational autoencoder.
+
+    Fits a VAE to data assumed normal, then scores new samples by how well the model explains them:
+    by default the evidence lower bound (ELBO) on ``log p(x)``. Works on tabular rows (an MLP VAE on
+    standardised features) and on images (the convolutional SharpVAE), and follows the conventions of
+    scikit-learn's outlier detectors: ``score_samples`` is higher for normal samples,
+    ``decision_function = score_samples - offset_`` is negative for outliers and ``predict`` returns
+    +1 for inliers and -1 for outliers.
+
+    Parameters
+    ----------
+    latent_dim : int, default=16
+        Size of the latent code (channels per position when ``spatial_latent=True``).
+    image_shape : tuple of int, default=None
+        ``(C, H, W)`` or ``(H, W)`` to read 2-D ``X`` as flattened images. When None, 2-D ``X`` is
+        tabular. Image arrays of 3 or 4 dimensions need no shape (see Notes for the layout rule).
+    base_channels : int, default=32
+        Channels of the first stage; each later stage doubles them. For tabular data the MLP's
+        hidden widths are the same numbers, widest first. The tutorial's SharpVAE uses 64.
+    n_stages : int, default=3
+        Stride-2 stages of the convolutional encoder (hidden layers of the MLP). The tutorial uses 4.
+    residual : bool, default=True
+        Whether each stage ends with a residual block of two 3x3 convolutions.
+    spatial_latent : bool, default=False
+        Use the tutorial's spatial latent code (``latent_dim`` channels at ``1 / 2**n_stages``
+        resolution) instead of a vector; ``transform`` then returns it flattened.
+    skip_connections : bool, default=False
+        The tutorial's U-Net skips from encoder to decoder. They let the decoder copy its input past
+        the latent code, so likelihood scores and sampling are no longer meaningful; off by default.
+    activation : {"leaky_relu", "relu"}, default="leaky_relu"
+    loss : {"elbo", "sharp"}, default="elbo"
+        ``"elbo"`` trains the proper negative ELBO under ``likelihood``; ``"sharp"`` is the tutorial's
+        MSE + 0.7 L1 + ``perceptual_weight`` VGG16 perceptual + KL loss (the decoder's scale is then
+        fitted afterwards, so that ELBO scores remain available).
+    likelihood : {"gaussian", "bernoulli", "laplace"}, default="gaussian"
+        Decoder distribution; Gaussian and Laplace have a learned scale per channel (feature).
+    perceptual_weight : float, default=0.3
+        Weight of the VGG16 perceptual term of ``loss="sharp"``; 0 avoids loading VGG16.
+    kl_schedule : {"warmup", "cyclical", "constant"}, default="warmup"
+        KL weight over epochs: linear warm-up over the first quarter, the tutorial's cyclical
+        ``max(0.2, 0.5 (1 + sin(2 pi epoch / 20)))``, or constant 1.
+    epochs : int, default=30
+    batch_size : int, default=32
+    learning_rate : float, default=5e-4
+        AdamW learning rate, decayed to 1e-6 by a cosine schedule.
+    weight_decay : float, default=1e-5
+    augment : bool or "auto", default="auto"
+        Random flips, small rotations and (RGB) colour jitter during training; "auto" turns it on for
+        images and off for tabular data.
+    validation_fraction : float, default=0.1
+        Share of the training data held out for early stopping and for setting ``offset_``.
+    early_stopping : bool, default=True
+        Stop when the validation loss has not improved for ``n_iter_no_change`` epochs and keep the
+        best epoch's weights.
+    n_iter_no_change : int, default=10
+    n_samples : int, default=10
+        Latent draws per input when scoring; above 1 the ELBO becomes the tighter importance-weighted
+        bound (IWAE). The tutorial's ``no_of_sample``.
+    score : {"elbo", "reconstruction"}, default="elbo"
+        ``score_samples``: ELBO in nats per sample, or the negative mean squared reconstruction error.
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Expected share of outliers; ``offset_`` is that quantile of the scores of the held-out
+        validation data. "auto" means 0.01.
+    device : str, default="auto"
+        "auto" picks CUDA, then MPS, then CPU; or any ``torch.device`` string.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, the validation split, shuffling, augmentation and the fixed
+        latent draws of scoring. Results are reproducible on the CPU for a given int.
+    verbose : int, default=0
+        Show a progress bar with per-epoch losses when positive.
+
+    Attributes
+    ----------
+    model_ : vaedetect.networks.VAE
+        The fitted network, in evaluation mode.
+    offset_ : float
+        Threshold on ``score_samples``: samples scoring below it are outliers.
+    history_ : pandas.DataFrame
+        Per-epoch loss terms, validation loss, KL weight, learning rate and seconds.
+    layout_ : vaedetect.data.InputLayout
+        How ``X`` maps to network tensors; outputs are returned in the same layout.
+    n_features_in_ : int
+        Number of values per sample (``C * H * W`` for images).
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a DataFrame with string column names.
+    feature_mean_, feature_scale_ : ndarray of shape (n_features,)
+        Standardisation of tabular data (None for images).
+    device_ : str
+        The device the model lives on.
+    noise_seed_ : int
+        Seed of the fixed latent draws used by every score call.
+
+    See Also
+    --------
+    sklearn.ensemble.IsolationForest : Tree-based outlier detector with the same interface.
+
+    Notes
+    -----
+    Layout rule: 2-D ``X`` is tabular unless ``image_shape`` is given; 3-D ``(n, H, W)`` is grayscale;
+    4-D is ``(n, C, H, W)`` or ``(n, H, W, C)``, with ``C`` in {1, 3} telling which. Integer images are
+    read as 0..255 and float images must lie in [0, 1]. ``inverse_transform`` returns data in the
+    same layout and range (uint8 for integer images).
+
+    References
+    ----------
+    Kingma and Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
+    Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
+    Rybkin, Daniilidis and Levine, "Simple and Effective VAE Training with Calibrated Decoders",
+    ICML 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vaedetect import VAEDetector
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.normal(size=(200, 4))
+    >>> detector = VAEDetector(latent_dim=2, epochs=5, random_state=0).fit(X)
+    >>> detector.predict([[0.0, 0.0, 0.0, 0.0], [8.0, -8.0, 8.0, -8.0]])
+    array([ 1, -1])
+    """
+
+    _parameter_constraints: dict = {
+        "latent_dim": [Interval(Integral, 1, None, closed="left")],
+        "image_shape": ["array-like", None],
+        "base_channels": [Interval(Integral, 1, None, closed="left")],
+        "n_stages": [Interval(Integral, 1, 8, closed="both")],
+        "residual": ["boolean"],
+        "spatial_latent": ["boolean"],
+        "skip_connections": ["boolean"],
+        "activation": [StrOptions({"leaky_relu", "relu"})],
+        "loss": [StrOptions({"elbo", "sharp"})],
+        "likelihood": [StrOptions(set(LIKELIHOODS))],
+        "perceptual_weight": [Interval(Real, 0, None, closed="left")],
+        "kl_schedule": [StrOptions(set(KL_SCHEDULES))],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "augment": ["boolean", StrOptions({"auto"})],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "score": [StrOptions(set(SCORES))],
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        latent_dim=16,
+        image_shape=None,
+        base_channels=32,
+        n_stages=3,
+        residual=True,
+        spatial_latent=False,
+        skip_connections=False,
+        activation="leaky_relu",
+        loss="elbo",
+        likelihood="gaussian",
+        perceptual_weight=0.3,
+        kl_schedule="warmup",
+        epochs=30,
+        batch_size=32,
+        learning_rate=5e-4,
+        weight_decay=1e-5,
+        augment="auto",
+        validation_fraction=0.1,
+        early_stopping=True,
+        n_iter_no_change=10,
+        n_samples=10,
+        score="elbo",
+        contamination="auto",
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.latent_dim = latent_dim
+        self.image_shape = image_shape
+        self.base_channels = base_channels
+        self.n_stages = n_stages
+        self.residual = residual
+        self.spatial_latent = spatial_latent
+        self.skip_connections = skip_connections
+        self.activation = activation
+        self.loss = loss
+        self.likelihood = likelihood
+        self.perceptual_weight = perceptual_weight
+        self.kl_schedule = kl_schedule
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.augment = augment
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.n_samples = n_samples
+        self.score = score
+        self.contamination = contamination
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X, y=None):
+        """Fit the VAE on ``X``, assumed (mostly) normal, and set the outlier threshold.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or image array
+            Tabular rows, or images as (n, H, W), (n, C, H, W), (n, H, W, C), or flat with
+            ``image_shape``. NaN and infinite values are refused.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : VAEDetector
+            The fitted detector.
+        """
+        import pandas as pd
+        import torch
+
+        from .networks import VAE
+        from .training import resolve_device, train
+
+        self._validate_params()
+        X, layout = check_X(self, X, reset=True)
+        n_val = check_min_samples(X.shape[0], self.validation_fraction)
+        self._check_param_combinations(layout)
+        if self.skip_connections and layout.kind == "image":
+            warnings.warn(
+                "skip_connections=True: the decoder sees the encoder's feature maps, so reconstructions "
+                "bypass the latent code; ELBO scores, latent interpolation and sampling are then not "
+                "meaningful. Use it only to reproduce the tutorial.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+        rng = check_random_state(self.random_state)
+        init_seed, train_seed, self.noise_seed_ = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3))
+        self.layout_ = layout
+        self._set_standardisation(X)
+        data = self._to_tensor(X)
+        order = rng.permutation(len(data))
+        x_val = data[order[:n_val]] if n_val else None
+        x_train = data[order[n_val:]]
+
+        device = resolve_device(self.device)
+        self.device_ = str(device)
+        # Module initialisation draws from torch's global RNG; fork it so that seeding for
+        # reproducibility leaves the caller's global random state untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            self.model_ = VAE(layout.shape, self._network_config()).to(device)
+        generator = torch.Generator(device=device).manual_seed(train_seed)
+        perceptual = self._perceptual_loss(device)
+        history = train(
+            self.model_,
+            x_train.to(device),
+            None if x_val is None else x_val.to(device),
+            self._train_config(layout),
+            generator,
+            perceptual,
+        )
+        self.history_ = pd.DataFrame(history)
+        if self.loss == "sharp":
+            self._calibrate_scale(x_train)
+        if x_val is None:
+            warnings.warn(
+                "validation_fraction=0: offset_ is set from the scores of the data the network was fit "
+                "on, which are optimistic; expect more than `contamination` of new normal data flagged.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._set_offset(x_train if x_val is None else x_val)
+        return self
+
+    def _check_param_combinations(self, layout):
+        if layout.kind == "tabular" and self.augment is True:
+            raise ValueError("augment=True applies to images only; X is tabular. Use augment='auto' or False.")
+        if layout.kind == "tabular" and self.likelihood == "bernoulli":
+            raise ValueError("likelihood='bernoulli' needs images in [0, 1]; X is tabular. Use 'gaussian'.")
+
+    def _network_config(self):
+        from .networks import NetworkConfig
+
+        return NetworkConfig(
+            latent_dim=self.latent_dim,
+            base_channels=self.base_channels,
+            n_stages=self.n_stages,
+            residual=self.residual,
+            spatial_latent=self.spatial_latent and self.layout_.kind == "image",
+            skip_connections=self.skip_connections and self.layout_.kind == "image",
+            activation=self.activation,
+        )
+
+    def _train_config(self, layout):
+        from .training import TrainConfig
+
+        augment = layout.kind == "image" if self.augment == "auto" else bool(self.augment)
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            loss=self.loss,
+            likelihood=self.likelihood,
+            perceptual_weight=self.perceptual_weight,
+            kl_schedule=self.kl_schedule,
+            augment=augment,
+            early_stopping=self.early_stopping,
+            n_iter_no_change=self.n_iter_no_change,
+            verbose=self.verbose,
+        )
+
+    def _perceptual_loss(self, device):
+        if self.loss != "sharp" or self.perceptual_weight == 0 or self.layout_.kind != "image":
+            return None
+        from .losses import PerceptualLoss
+
+        return PerceptualLoss("imagenet").to(device)
+
+    def _set_standardisation(self, X):
+        if self.layout_.kind == "tabular":
+            from sklearn.preprocessing import StandardScaler
+
+            scaler = StandardScaler().fit(X)
+            self.feature_mean_, self.feature_scale_ = scaler.mean_, scaler.scale_
+        else:
+            self.feature_mean_ = self.feature_scale_ = None
+
+    def _calibrate_scale(self, x_train):
+        """After the sharp loss, set the decoder's scale to its maximum-likelihood value on the
+        training data, so that ELBO scores are those of a calibrated decoder."""
+        import torch
+
+        from .scoring import map_batches, residuals
+
+        errors = map_batches(residuals, self.model_, x_train, self._inference_batch_size(), self.device_)
+        # one scale per channel (images) or per feature (tabular), as log_scale is shaped
+        dims = (0, 2, 3) if self.model_.is_image else (0,)
+        if self.likelihood == "laplace":
+            scale = errors.abs().mean(dim=dims)
+        else:
+            scale = errors.pow(2).mean(dim=dims).sqrt()
+        with torch.no_grad():
+            self.model_.log_scale.copy_(scale.clamp_min(1e-6).log().view_as(self.model_.log_scale))
+
+    def _set_offset(self, x_held_out):
+        contamination = _AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
+        self.offset_ = float(np.quantile(self._score_tensor(x_held_out), contamination))
+
+    # ------------------------------------------------------------------ inference
+
+    def _inference_batch_size(self):
+        return max(self.batch_size, _MIN_INFERENCE_BATCH)
+
+    def _to_tensor(self, X):
+        """Validated array -> float32 CPU tensor in network space."""
+        import torch
+
+        if self.layout_.kind == "image":
+            values = images_to_unit_range(X, self.layout_)
+        else:
+            values = ((X - self.feature_mean_) / self.feature_scale_).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(values))
+
+    def _score_tensor(self, x):
+        from .scoring import latent_noise, score_batches
+
+        noise = latent_noise(self.model_.latent_shape, self.n_samples, self.noise_seed_, self.device_)
+        return score_batches(
+            self.model_, x, self.score, noise, self.likelihood, self._inference_batch_size(), self.device_
+        )
+
+    def _check_input(self, X):
+        check_is_fitted(self)
+        X, _ = check_X(self, X, reset=False)
+        return self._to_tensor(X)
+
+    def score_samples(self, X):
+        """Normality score of each sample: higher means more normal.
+
+        Parameters
+        ----------
+        X : array-like
+            Data in the layout given to ``fit``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            With ``score="elbo"`` the ELBO (IWAE bound when ``n_samples > 1``) in nats per sample;
+            with ``score="reconstruction"`` the negative mean squared reconstruction error. The same
+            input always gets the same score, alone or in any batch.
+        """
+        return self._score_tensor(self._check_input(X))
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative for outliers.
+
+        Parameters
+        ----------
+        X : array-like
+            Data in the layout given to ``fit``.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """Label each sample +1 (inlier) or -1 (outlier).
+
+        Parameters
+        ----------
+        X : array-like
+            Data in the layout given to ``fit``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    def transform(self, X):
+        """Latent means of ``X``.
+
+        Parameters
+        ----------
+        X : array-like
+            Data in the layout given to ``fit``.
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, latent_dim)
+            Flattened to ``latent_dim * h * w`` columns for a spatial latent code.
+        """
+        import torch
+
+        x = self._check_input(X)
+        self.model_.eval()
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(x), self._inference_batch_size()):
+                mean, _, _ = self.model_.encode(x[start : start + self._inference_batch_size()].to(self.device_))
+                chunks.append(mean.flatten(1).double().cpu())
+        return torch.cat(chunks).numpy()
+
+    def inverse_transform(self, Z):
+        """Decode latent codes into data in the layout and value range of the ``X`` given to ``fit``.
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_samples, latent_dim)
+            Latent codes, e.g. from ``transform``.
+
+        Returns
+        -------
+        X : ndarray
+            Decoded means: float for tabular and float images, uint8 for integer images.
+        """
+        import torch
+
+        check_is_fitted(self)
+        if not self.model_.can_generate:
+            raise ValueError(
+                "inverse_transform is not available with skip_connections=True: the decoder needs an "
+                "input image's encoder features, not only a latent code."
+            )
+        latent_size = int(np.prod(self.model_.latent_shape))
+        Z = np.asarray(Z, dtype=np.float32)
+        if Z.ndim != 2 or Z.shape[1] != latent_size:
+            raise ValueError(f"Z must have shape (n_samples, {latent_size}); got {Z.shape}.")
+        if not np.isfinite(Z).all():
+            raise ValueError("Z contains NaN or infinite values.")
+        z = torch.from_numpy(Z).view(-1, *self.model_.latent_shape)
+        self.model_.eval()
+        with torch.inference_mode():
+            decoded = self.model_.output_mean(self.model_.decode(z.to(self.device_))).cpu().numpy()
+        if self.layout_.kind == "image":
+            return images_from_unit_range(decoded, self.layout_)
+        return decoded.astype(np.float64) * self.feature_scale_ + self.feature_mean_
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path):
+        """Write the fitted detector to one file that loading cannot execute code from.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination, conventionally ending in ``.vae``.
+        """
+        from .persistence import save_detector
+
+        check_is_fitted(self)
+        save_detector(self, path)
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Read a detector written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, optional
+            Where to put the model; defaults to the saved ``device`` parameter.
+
+        Returns
+        -------
+        detector : VAEDetector
+        """
+        from .persistence import load_detector
+
+        return load_detector(path, device=device)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags

@@ -1,0 +1,269 @@
+"""The torch networks: SharpVAE's convolutional encoder/decoder, an MLP for tabular data, the VAE.
+
+Read top to bottom: small blocks, then encoders and decoders, then :class:`VAE`, which only computes.
+Noise for the reparameterisation comes in as an argument, so randomness stays with the caller.
+
+The convolutional networks follow the SharpVAE tutorial: a 3x3 stem, stride-2 stages (4x4 conv, batch
+norm, activation, residual block) with channels doubling from ``base_channels``, mean and log-variance
+heads, and a mirrored transposed-convolution decoder ending in a 3x3 conv pair. The decoder returns
+pre-activation outputs ("logits"); ``tanh`` of them is the reconstruction in ``[-1, 1]``, and twice
+them are the Bernoulli logits, since ``sigmoid(2h) = (tanh(h) + 1) / 2``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture of a :class:`VAE`; every field maps to a ``VAEDetector`` parameter."""
+
+    latent_dim: int = 16
+    base_channels: int = 32
+    n_stages: int = 3
+    residual: bool = True
+    spatial_latent: bool = False
+    skip_connections: bool = False
+    activation: str = "leaky_relu"
+
+
+def _activation(name: str) -> nn.Module:
+    return nn.LeakyReLU(0.2, inplace=True) if name == "leaky_relu" else nn.ReLU(inplace=True)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 conv + batch norm with an identity shortcut."""
+
+    def __init__(self, channels: int, activation: str):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            _activation(activation),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        self.act = _activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
+def _stage(conv: nn.Module, out_channels: int, residual: bool, activation: str) -> nn.Sequential:
+    layers = [conv, nn.BatchNorm2d(out_channels), _activation(activation)]
+    if residual:
+        layers.append(ResBlock(out_channels, activation))
+    return nn.Sequential(*layers)
+
+
+def stage_channels(config: NetworkConfig) -> list[int]:
+    """Output channels of each encoder stage: ``base, 2 base, 4 base, ...``."""
+    return [config.base_channels * 2**i for i in range(config.n_stages)]
+
+
+class ConvEncoder(nn.Module):
+    """Image -> (mean, log-variance) of q(z|x), plus the feature maps the U-Net skips need."""
+
+    def __init__(self, in_channels: int, bottom_hw: tuple[int, int], config: NetworkConfig):
+        super().__init__()
+        channels = stage_channels(config)
+        base = config.base_channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, base, 3, padding=1, bias=False),
+            nn.BatchNorm2d(base),
+            _activation(config.activation),
+        )
+        self.stages = nn.ModuleList(
+            _stage(
+                nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
+                c_out,
+                config.residual,
+                config.activation,
+            )
+            for c_in, c_out in zip([base, *channels[:-1]], channels)
+        )
+        top = channels[-1]
+        if config.spatial_latent:
+            self.mean_head = nn.Conv2d(top, config.latent_dim, 1)
+            self.logvar_head = nn.Conv2d(top, config.latent_dim, 1)
+        else:
+            flat = top * bottom_hw[0] * bottom_hw[1]
+            self.mean_head = nn.Sequential(nn.Flatten(), nn.Linear(flat, config.latent_dim))
+            self.logvar_head = nn.Sequential(nn.Flatten(), nn.Linear(flat, config.latent_dim))
+
+    def forward(self, x: torch.Tensor):
+        h = self.stem(x)  # (B, C, H, W) -> (B, base, H, W)
+        features = [h]
+        for stage in self.stages:
+            h = stage(h)  # halves H and W
+            features.append(h)
+        # (B, top, H / 2^n, W / 2^n) -> (B, latent_dim) or (B, latent_dim, H / 2^n, W / 2^n)
+        return self.mean_head(h), self.logvar_head(h), features
+
+
+class ConvDecoder(nn.Module):
+    """Latent code -> per-pixel logits; with ``skip_connections`` it also concatenates encoder maps."""
+
+    def __init__(self, out_channels: int, bottom_hw: tuple[int, int], config: NetworkConfig):
+        super().__init__()
+        channels = stage_channels(config)
+        base, top = config.base_channels, channels[-1]
+        self.skips = config.skip_connections
+        self.bottom_hw = bottom_hw
+        if config.spatial_latent:
+            self.project = nn.Sequential(nn.Conv2d(config.latent_dim, top, 1), _activation(config.activation))
+        else:
+            self.project = nn.Sequential(
+                nn.Linear(config.latent_dim, top * bottom_hw[0] * bottom_hw[1]),
+                _activation(config.activation),
+            )
+        widen = 2 if self.skips else 1  # concatenated encoder maps double the input channels
+        outs = [*channels[-2::-1], base]
+        self.stages = nn.ModuleList(
+            _stage(
+                nn.ConvTranspose2d(widen * c_in, c_out, 4, stride=2, padding=1, bias=False),
+                c_out,
+                config.residual,
+                config.activation,
+            )
+            for c_in, c_out in zip(channels[::-1], outs)
+        )
+        self.head = nn.Sequential(
+            nn.Conv2d(widen * base, base, 3, padding=1, bias=False),
+            nn.BatchNorm2d(base),
+            _activation(config.activation),
+            nn.Conv2d(base, out_channels, 3, padding=1),
+        )
+        self.top = top
+
+    def forward(self, z: torch.Tensor, features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        h = self.project(z)
+        if h.ndim == 2:
+            h = h.view(-1, self.top, *self.bottom_hw)  # (B, top * h * w) -> (B, top, h, w)
+        for i, stage in enumerate(self.stages):
+            if self.skips:
+                h = torch.cat([h, features[-1 - i]], dim=1)
+            h = stage(h)  # doubles H and W
+        if self.skips:
+            h = torch.cat([h, features[0]], dim=1)
+        return self.head(h)  # (B, C, H, W) logits
+
+
+class MLPEncoder(nn.Module):
+    """Tabular rows -> (mean, log-variance); hidden widths shrink towards the latent code."""
+
+    def __init__(self, n_features: int, hidden: list[int], config: NetworkConfig):
+        super().__init__()
+        layers = []
+        for d_in, d_out in zip([n_features, *hidden[:-1]], hidden):
+            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), _activation(config.activation)]
+        self.body = nn.Sequential(*layers)
+        self.mean_head = nn.Linear(hidden[-1], config.latent_dim)
+        self.logvar_head = nn.Linear(hidden[-1], config.latent_dim)
+
+    def forward(self, x: torch.Tensor):
+        h = self.body(x)  # (B, d) -> (B, hidden[-1])
+        return self.mean_head(h), self.logvar_head(h), []
+
+
+class MLPDecoder(nn.Module):
+    """Latent code -> tabular rows (identity output: the data are standardised, not bounded)."""
+
+    def __init__(self, n_features: int, hidden: list[int], config: NetworkConfig):
+        super().__init__()
+        layers = []
+        widths = hidden[::-1]
+        for d_in, d_out in zip([config.latent_dim, *widths[:-1]], widths):
+            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), _activation(config.activation)]
+        self.body = nn.Sequential(*layers, nn.Linear(widths[-1], n_features))
+
+    def forward(self, z: torch.Tensor, features=None) -> torch.Tensor:
+        return self.body(z)  # (B, latent_dim) -> (B, d)
+
+
+class VAE(nn.Module):
+    """A variational autoencoder: encoder, decoder and the decoder's learned log-scale.
+
+    Parameters
+    ----------
+    data_shape : tuple of int
+        ``(C, H, W)`` for images (convolutional networks) or ``(d,)`` for tabular rows (MLP).
+    config : NetworkConfig
+        The architecture.
+
+    Notes
+    -----
+    Images whose sides are not multiples of ``2 ** n_stages`` are zero-padded (zero is mid-grey in
+    ``[-1, 1]``) before the encoder and the decoder's output is cropped back, so every method sees and
+    returns the original size. ``log_scale`` is the per-channel (per-feature) log standard deviation of
+    a calibrated Gaussian or Laplace decoder (Rybkin et al., 2021, https://arxiv.org/abs/2006.13202).
+    """
+
+    def __init__(self, data_shape: tuple[int, ...], config: NetworkConfig):
+        super().__init__()
+        self.data_shape = tuple(data_shape)
+        self.config = config
+        self.is_image = len(self.data_shape) == 3
+        if self.is_image:
+            channels, height, width = self.data_shape
+            factor = 2**config.n_stages
+            padded = (math.ceil(height / factor) * factor, math.ceil(width / factor) * factor)
+            pad_h, pad_w = padded[0] - height, padded[1] - width
+            # F.pad order: (left, right, top, bottom)
+            self.padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+            bottom = (padded[0] // factor, padded[1] // factor)
+            self.encoder = ConvEncoder(channels, bottom, config)
+            self.decoder = ConvDecoder(channels, bottom, config)
+            self.log_scale = nn.Parameter(torch.zeros(channels, 1, 1))
+            self.latent_shape = (config.latent_dim, *bottom) if config.spatial_latent else (config.latent_dim,)
+        else:
+            hidden = stage_channels(config)[::-1]
+            self.encoder = MLPEncoder(self.data_shape[0], hidden, config)
+            self.decoder = MLPDecoder(self.data_shape[0], hidden, config)
+            self.log_scale = nn.Parameter(torch.zeros(self.data_shape[0]))
+            self.latent_shape = (config.latent_dim,)
+
+    @property
+    def can_generate(self) -> bool:
+        """False when U-Net skips let the decoder bypass the latent code."""
+        return not (self.is_image and self.config.skip_connections)
+
+    def encode(self, x: torch.Tensor):
+        """Return ``(mean, logvar, features)`` of q(z|x); ``features`` feed the U-Net skips."""
+        if self.is_image and any(self.padding):
+            x = F.pad(x, self.padding)
+        return self.encoder(x)
+
+    @staticmethod
+    def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``z = mean + std * eps``; ``eps`` may carry leading sample axes, e.g. (K, B, latent)."""
+        return mean + torch.exp(0.5 * logvar) * eps
+
+    def decode(self, z: torch.Tensor, features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Return the decoder's logits for ``z``, cropped to the data shape."""
+        if self.config.skip_connections and self.is_image and features is None:
+            raise ValueError(
+                "This VAE was built with skip_connections=True: its decoder needs the encoder's "
+                "feature maps of an input image and cannot decode a latent code alone."
+            )
+        out = self.decoder(z, features)
+        if self.is_image and any(self.padding):
+            left, right, top, bottom = self.padding
+            out = out[..., top : out.shape[-2] - bottom, left : out.shape[-1] - right]
+        return out
+
+    def output_mean(self, logits: torch.Tensor) -> torch.Tensor:
+        """Reconstruction in data space: ``tanh`` for images in ``[-1, 1]``, identity for tabular."""
+        return torch.tanh(logits) if self.is_image else logits
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor):
+        """One stochastic pass: ``(logits, mean, logvar)`` with ``z = mean + std * eps``."""
+        mean, logvar, features = self.encode(x)
+        z = self.reparameterize(mean, logvar, eps)
+        return self.decode(z, features), mean, logvar
