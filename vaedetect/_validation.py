@@ -20,8 +20,9 @@ def check_X(estimator, X, *, reset: bool):
     X : ndarray
     layout : InputLayout
     """
-    ndim = X.ndim if hasattr(X, "ndim") else np.ndim(X)
-    if ndim == 2:
+    # scikit-learn's own checks give the standard messages (feature names, "Reshape your data")
+    ndim = X.ndim if hasattr(X, "ndim") else np.asarray(X).ndim
+    if ndim <= 2:
         X = validate_data(estimator, X, reset=reset, dtype="numeric")
     else:
         X = check_array(X, allow_nd=True, ensure_2d=False, dtype="numeric", input_name="X")

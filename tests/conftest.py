@@ -1,0 +1,22 @@
+"""Shared fixtures: tiny settings and small synthetic data, made in memory."""
+
+import numpy as np
+import pytest
+
+# Small enough that a fit takes well under a second on one CPU core.
+TINY = dict(latent_dim=2, base_channels=4, n_stages=2, epochs=3, n_samples=2, batch_size=16, random_state=0)
+
+
+@pytest.fixture
+def tabular():
+    return np.random.RandomState(0).normal(size=(120, 5))
+
+
+@pytest.fixture
+def gray_images():
+    """40 float images (n, H, W) in [0, 1]: bright squares at random places on a dark background."""
+    rng = np.random.RandomState(0)
+    images = rng.uniform(0.0, 0.1, size=(40, 12, 12))
+    for image, (row, col) in zip(images, rng.randint(0, 8, size=(40, 2))):
+        image[row : row + 4, col : col + 4] = 0.9
+    return images

@@ -1,0 +1,342 @@
+import copy
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+import vaedetect
+from vaedetect import VAEDetector
+
+from .conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def fitted_tabular():
+    X = np.random.RandomState(0).normal(size=(120, 5))
+    return VAEDetector(**TINY).fit(X), X
+
+
+@pytest.fixture(scope="module")
+def fitted_images():
+    rng = np.random.RandomState(1)
+    X = rng.randint(0, 256, size=(40, 10, 10, 3)).astype(np.uint8)
+    return VAEDetector(**TINY).fit(X), X
+
+
+# ------------------------------------------------------------------ layouts
+
+
+@pytest.mark.parametrize(
+    "shape, image_shape",
+    [((40, 5), None), ((40, 64), (1, 8, 8)), ((40, 8, 8), None), ((40, 3, 8, 8), None), ((40, 8, 8, 3), None)],
+)
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_every_layout_round_trips_through_transform_and_inverse(shape, image_shape, dtype):
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, size=shape).astype(dtype)
+    if dtype == np.float64:
+        X = X / 255.0
+    detector = VAEDetector(**TINY, image_shape=image_shape).fit(X)
+    Z = detector.transform(X)
+    assert Z.shape == (40, 2)
+    decoded = detector.inverse_transform(Z)
+    assert decoded.shape == X.shape
+    if image_shape is None and len(shape) == 2:
+        return  # tabular: unbounded, standardised back to the data's scale
+    assert decoded.dtype == (np.uint8 if dtype == np.uint8 else np.float32)
+    assert decoded.min() >= 0 and decoded.max() <= (255 if dtype == np.uint8 else 1.0)
+
+
+def test_tabular_inverse_transform_returns_the_feature_scale(fitted_tabular):
+    detector, X = fitted_tabular
+    X_shifted = X * 100 + 1000
+    detector = clone(detector).fit(X_shifted)
+    decoded = detector.inverse_transform(detector.transform(X_shifted))
+    # decoded means sit near the data's centre, in its own units
+    np.testing.assert_allclose(decoded.mean(0), X_shifted.mean(0), atol=60)
+
+
+def test_spatial_latent_is_flattened_by_transform():
+    X = np.random.RandomState(0).uniform(size=(20, 8, 8))
+    detector = VAEDetector(**TINY, spatial_latent=True).fit(X)
+    Z = detector.transform(X)
+    assert Z.shape == (20, 2 * 2 * 2)  # latent_dim channels at 8 / 2**2 = 2 pixels per side
+    assert detector.inverse_transform(Z).shape == X.shape
+
+
+# ------------------------------------------------------------------ scores
+
+
+def test_scores_are_finite_float_and_one_per_sample(fitted_images):
+    detector, X = fitted_images
+    scores = detector.score_samples(X)
+    assert scores.shape == (40,) and scores.dtype == np.float64
+    assert np.isfinite(scores).all()
+
+
+def test_scoring_is_deterministic_alone_or_in_any_batch(fitted_images):
+    detector, X = fitted_images
+    together = detector.score_samples(X)
+    alone = np.array([detector.score_samples(X[i : i + 1])[0] for i in range(5)])
+    np.testing.assert_allclose(alone, together[:5], rtol=1e-5)
+    np.testing.assert_array_equal(detector.score_samples(X), together)
+
+
+def test_decision_function_is_score_minus_offset(fitted_tabular):
+    detector, X = fitted_tabular
+    np.testing.assert_allclose(detector.decision_function(X), detector.score_samples(X) - detector.offset_)
+    np.testing.assert_array_equal(detector.predict(X), np.where(detector.decision_function(X) >= 0, 1, -1))
+
+
+def test_reconstruction_score_is_negative_mean_squared_error(fitted_tabular):
+    detector, X = fitted_tabular
+    detector = clone(detector).set_params(score="reconstruction").fit(X)
+    scores = detector.score_samples(X)
+    assert (scores <= 0).all()
+    # standardised space: the error of a far-away point is large
+    far = np.full((1, 5), 10.0)
+    assert detector.score_samples(far)[0] < scores.min()
+
+
+def test_iwae_with_more_draws_is_a_tighter_bound(fitted_images):
+    detector, X = fitted_images
+    # n_samples only matters at scoring time, so a fitted copy can change it
+    one = copy.deepcopy(detector).set_params(n_samples=1)
+    many = copy.deepcopy(detector).set_params(n_samples=64)
+    assert many.score_samples(X).mean() > one.score_samples(X).mean()
+
+
+def test_predict_flags_about_contamination_of_new_normal_data():
+    rng = np.random.RandomState(0)
+    X_train, X_new = rng.normal(size=(1000, 4)), rng.normal(size=(2000, 4))
+    detector = VAEDetector(**{**TINY, "epochs": 5}, contamination=0.1, validation_fraction=0.3).fit(X_train)
+    assert np.mean(detector.predict(X_new) == -1) == pytest.approx(0.1, abs=0.04)
+    # training data the network saw is flagged at about the same rate, no more
+    assert 0.03 < np.mean(detector.predict(X_train) == -1) <= 0.14
+
+
+def test_auto_contamination_flags_about_one_percent():
+    rng = np.random.RandomState(0)
+    # 1000 held-out samples pin the 1% quantile to within about +-0.3% (binomial standard error)
+    detector = VAEDetector(**TINY, validation_fraction=0.5).fit(rng.normal(size=(2000, 4)))
+    assert np.mean(detector.predict(rng.normal(size=(10000, 4))) == -1) == pytest.approx(0.01, abs=0.006)
+
+
+def test_one_digit_detector_ranks_other_digits_as_anomalous():
+    X, y = load_digits(return_X_y=True)
+    images = (X / 16.0).reshape(-1, 8, 8)
+    train, test = np.arange(len(X)) % 2 == 0, np.arange(len(X)) % 2 == 1
+    detector = VAEDetector(latent_dim=8, base_channels=8, n_stages=2, epochs=30, random_state=0)
+    detector.fit(images[train & (y == 0)])
+    auc = roc_auc_score(y[test] != 0, -detector.score_samples(images[test]))
+    assert auc >= 0.9
+
+
+# ------------------------------------------------------------------ persistence
+
+
+def test_save_and_load_give_identical_scores(fitted_images, tmp_path):
+    detector, X = fitted_images
+    path = tmp_path / "model.vae"
+    detector.save(path)
+    loaded = vaedetect.load(path)
+    np.testing.assert_array_equal(loaded.score_samples(X), detector.score_samples(X))
+    np.testing.assert_array_equal(loaded.predict(X), detector.predict(X))
+    assert loaded.get_params() == detector.get_params()
+    assert loaded.offset_ == detector.offset_
+    assert loaded.history_.equals(detector.history_)
+
+
+def test_tabular_model_file_keeps_standardisation_and_feature_names(tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(np.random.RandomState(0).normal(size=(50, 3)) * 5 + 2, columns=["a", "b", "c"])
+    detector = VAEDetector(**TINY).fit(frame)
+    detector.save(tmp_path / "t.vae")
+    loaded = VAEDetector.load(tmp_path / "t.vae")
+    np.testing.assert_array_equal(loaded.feature_names_in_, ["a", "b", "c"])
+    np.testing.assert_array_equal(loaded.score_samples(frame), detector.score_samples(frame))
+
+
+def test_pickle_round_trip_gives_identical_scores(fitted_tabular):
+    detector, X = fitted_tabular
+    restored = pickle.loads(pickle.dumps(detector))
+    np.testing.assert_array_equal(restored.score_samples(X), detector.score_samples(X))
+
+
+def test_clone_keeps_parameters_and_drops_fitted_state(fitted_tabular):
+    detector, _ = fitted_tabular
+    fresh = clone(detector)
+    assert fresh.get_params() == detector.get_params()
+    assert not hasattr(fresh, "model_")
+
+
+def test_loading_a_truncated_file_names_it(fitted_tabular, tmp_path):
+    detector, _ = fitted_tabular
+    path = tmp_path / "model.vae"
+    detector.save(path)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(ValueError, match="model.vae.*not a readable vaedetect model"):
+        vaedetect.load(path)
+
+
+def test_loading_another_torch_file_is_refused(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"layer.weight": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="not a vaedetect model"):
+        vaedetect.load(path)
+
+
+def test_loading_a_pickle_that_would_run_code_is_refused(tmp_path):
+    path = tmp_path / "evil.vae"
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    torch.save({"header": Exploit()}, path)
+    with pytest.raises(ValueError, match="not a readable vaedetect model"):
+        vaedetect.load(path)
+
+
+def test_loading_a_newer_format_asks_for_an_upgrade(fitted_tabular, tmp_path, monkeypatch):
+    from vaedetect import persistence
+
+    detector, _ = fitted_tabular
+    monkeypatch.setattr(persistence, "FORMAT_VERSION", 99)
+    detector.save(tmp_path / "future.vae")
+    monkeypatch.setattr(persistence, "FORMAT_VERSION", 1)
+    with pytest.raises(ValueError, match="format 99.*Upgrade vaedetect"):
+        vaedetect.load(tmp_path / "future.vae")
+
+
+def test_loading_a_missing_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.vae"):
+        vaedetect.load(tmp_path / "nothing.vae")
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0]]), "NaN"),
+        (np.array([[0.0, np.inf], [1.0, 2.0], [3.0, 4.0]]), "infinity"),
+        (np.zeros((3, 2, 2, 2, 2)), "5 dimension"),
+        (np.full((3, 4, 4), 2.0), r"must lie in \[0, 1\]"),
+        (np.zeros((1, 4)), "n_samples=1"),
+    ],
+    ids=["nan", "inf", "ndim", "float-range", "one-sample"],
+)
+def test_bad_input_gets_a_clear_error(X, message):
+    with pytest.raises(ValueError, match=message):
+        VAEDetector(**TINY).fit(X)
+
+
+def test_wrong_number_of_features_at_predict(fitted_tabular):
+    detector, X = fitted_tabular
+    with pytest.raises(ValueError, match="X has 4 features, but VAEDetector is expecting 5"):
+        detector.predict(X[:, :4])
+
+
+def test_wrong_image_size_at_predict(fitted_images):
+    detector, X = fitted_images
+    with pytest.raises(ValueError, match=r"fitted on arrays of shape \(n, 10, 10, 3\)"):
+        detector.score_samples(X[:, :8, :8])
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(latent_dim=0), "'latent_dim' parameter"),
+        (dict(loss="mse"), "'loss' parameter"),
+        (dict(contamination=0.7), "'contamination' parameter"),
+        (dict(kl_schedule="linear"), "'kl_schedule' parameter"),
+        (dict(augment=True), "augment=True applies to images only"),
+        (dict(likelihood="bernoulli"), "likelihood='bernoulli' needs images"),
+    ],
+)
+def test_bad_parameters_are_named_in_fit(params, message):
+    with pytest.raises(ValueError, match=message):
+        VAEDetector(**{**TINY, **params}).fit(np.zeros((10, 3)))
+
+
+def test_inverse_transform_checks_latent_width(fitted_tabular):
+    detector, _ = fitted_tabular
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 2\)"):
+        detector.inverse_transform(np.zeros((3, 5)))
+
+
+# ------------------------------------------------------------------ behaviour
+
+
+def test_fit_returns_self_and_leaves_parameters_untouched():
+    detector = VAEDetector(**TINY, image_shape=[8, 8])
+    assert detector.fit(np.random.RandomState(0).uniform(size=(10, 64))) is detector
+    assert detector.image_shape == [8, 8]
+
+
+def test_same_random_state_gives_identical_scores(fitted_tabular):
+    detector, X = fitted_tabular
+    again = clone(detector).fit(X)
+    np.testing.assert_array_equal(again.score_samples(X), detector.score_samples(X))
+
+
+def test_fit_leaves_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    VAEDetector(**TINY).fit(np.random.RandomState(0).normal(size=(30, 3)))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_skip_connections_warn_and_refuse_to_decode_codes():
+    X = np.random.RandomState(0).uniform(size=(20, 8, 8))
+    with pytest.warns(UserWarning, match="bypass the latent code"):
+        detector = VAEDetector(**TINY, skip_connections=True).fit(X)
+    assert np.isfinite(detector.score_samples(X)).all()
+    with pytest.raises(ValueError, match="skip_connections=True"):
+        detector.inverse_transform(detector.transform(X))
+
+
+def test_no_warning_without_skip_connections():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        VAEDetector(**TINY).fit(np.random.RandomState(0).uniform(size=(20, 8, 8)))
+
+
+def test_sharp_loss_without_perceptual_term_calibrates_the_scale():
+    X = np.random.RandomState(0).uniform(size=(30, 8, 8))
+    detector = VAEDetector(**TINY, loss="sharp", perceptual_weight=0.0, kl_schedule="cyclical").fit(X)
+    assert {"mse", "l1", "kl"} <= set(detector.history_.columns)
+    # the scale left its initial value of 1 for the maximum-likelihood one
+    assert detector.model_.log_scale.item() != 0.0
+    assert np.isfinite(detector.score_samples(X)).all()
+
+
+def test_works_inside_a_pipeline():
+    X = np.random.RandomState(0).normal(size=(60, 4))
+    pipeline = make_pipeline(FunctionTransformer(), VAEDetector(**TINY)).fit(X)
+    assert set(np.unique(pipeline.predict(X))) <= {-1, 1}
+    assert pipeline.score_samples(X).shape == (60,)
+
+
+def test_fit_predict_labels_training_data(fitted_tabular):
+    _, X = fitted_tabular
+    labels = VAEDetector(**TINY, contamination=0.2).fit_predict(X)
+    assert set(np.unique(labels)) == {-1, 1}
+
+
+def test_import_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, vaedetect; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
