@@ -270,7 +270,7 @@ def test_bad_parameters_are_named_in_fit(params, message):
 
 def test_inverse_transform_checks_latent_width(fitted_tabular):
     detector, _ = fitted_tabular
-    with pytest.raises(ValueError, match=r"shape \(n_samples, 2\)"):
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 2\) with n_samples >= 1; got \(3, 5\)"):
         detector.inverse_transform(np.zeros((3, 5)))
 
 
@@ -340,3 +340,21 @@ def test_import_does_not_load_torch():
 
     code = "import sys, vaedetect; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_threshold_from_training_data_is_announced():
+    with pytest.warns(UserWarning, match="No validation data held out"):
+        VAEDetector(**TINY, validation_fraction=0.0).fit(np.random.RandomState(0).normal(size=(30, 3)))
+
+
+def test_joblib_round_trip_gives_identical_scores(fitted_tabular, tmp_path):
+    joblib = pytest.importorskip("joblib")
+    detector, X = fitted_tabular
+    joblib.dump(detector, tmp_path / "detector.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "detector.joblib").score_samples(X), detector.score_samples(X))
+
+
+def test_verbose_shows_a_progress_bar_with_the_loss(capsys):
+    VAEDetector(**{**TINY, "verbose": 1}).fit(np.random.RandomState(0).normal(size=(30, 3)))
+    err = capsys.readouterr().err
+    assert "training" in err and "loss=" in err

@@ -298,7 +298,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             self._calibrate_scale(x_train)
         if x_val is None:
             warnings.warn(
-                "validation_fraction=0: offset_ is set from the scores of the data the network was fit "
+                f"No validation data held out (validation_fraction={self.validation_fraction}, "
+                f"n_samples={len(data)}): offset_ is set from the scores of the data the network was fit "
                 "on, which are optimistic; expect more than `contamination` of new normal data flagged.",
                 UserWarning,
                 stacklevel=2,
@@ -467,16 +468,12 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         Z : ndarray of shape (n_samples, latent_dim)
             Flattened to ``latent_dim * h * w`` columns for a spatial latent code.
         """
-        import torch
+        from .scoring import map_batches
 
         x = self._check_input(X)
-        self.model_.eval()
-        chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(x), self._inference_batch_size()):
-                mean, _, _ = self.model_.encode(x[start : start + self._inference_batch_size()].to(self.device_))
-                chunks.append(mean.flatten(1).double().cpu())
-        return torch.cat(chunks).numpy()
+        means = map_batches(lambda model, batch: model.encode(batch)[0].flatten(1), self.model_, x,
+                            self._inference_batch_size(), self.device_)
+        return means.double().numpy()
 
     def inverse_transform(self, Z):
         """Decode latent codes into data in the layout and value range of the ``X`` given to ``fit``.
@@ -493,6 +490,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         """
         import torch
 
+        from .scoring import map_batches
+
         check_is_fitted(self)
         if not self.model_.can_generate:
             raise ValueError(
@@ -501,14 +500,13 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             )
         latent_size = int(np.prod(self.model_.latent_shape))
         Z = np.asarray(Z, dtype=np.float32)
-        if Z.ndim != 2 or Z.shape[1] != latent_size:
-            raise ValueError(f"Z must have shape (n_samples, {latent_size}); got {Z.shape}.")
+        if Z.ndim != 2 or Z.shape[1] != latent_size or len(Z) == 0:
+            raise ValueError(f"Z must have shape (n_samples, {latent_size}) with n_samples >= 1; got {Z.shape}.")
         if not np.isfinite(Z).all():
             raise ValueError("Z contains NaN or infinite values.")
         z = torch.from_numpy(Z).view(-1, *self.model_.latent_shape)
-        self.model_.eval()
-        with torch.inference_mode():
-            decoded = self.model_.output_mean(self.model_.decode(z.to(self.device_))).cpu().numpy()
+        decoded = map_batches(lambda model, batch: model.output_mean(model.decode(batch)), self.model_, z,
+                              self._inference_batch_size(), self.device_).numpy()
         if self.layout_.kind == "image":
             return images_from_unit_range(decoded, self.layout_)
         return decoded.astype(np.float64) * self.feature_scale_ + self.feature_mean_

@@ -94,7 +94,7 @@ def batch_loss(model, x, eps, config: TrainConfig, weight: float, perceptual=Non
 
 def _batches(n: int, batch_size: int, generator: torch.Generator):
     """Shuffled index batches; a lone last sample is dropped for the epoch, as batch norm needs two."""
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=generator, device=generator.device)
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
         if len(index) > 1:

@@ -1,0 +1,1 @@
+"""Benchmarks of vaedetect against simple baselines, on the data in ``../shared/data``."""
