@@ -1,22 +1,188 @@
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
+from PIL import Image
 
+import vaedetect
 from vaedetect.cli import main
+from vaedetect.images import load_images
+
+FIT_ARGS = ["--image-size", "8", "--channels", "1", "--latent-dim", "2", "--base-channels", "4",
+            "--n-stages", "2", "--epochs", "2", "--n-samples", "2", "--seed", "0", "--quiet"]
 
 
-def test_help_does_not_import_torch():
+def _squares(folder, n, seed, bright=True):
+    """n small grayscale images: a bright (or dark) square on a noisy background."""
+    rng = np.random.RandomState(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = rng.randint(0, 40, size=(12, 12)).astype(np.uint8)
+        image[3:9, 3:9] = 230 if bright else 0
+        Image.fromarray(image).save(folder / f"img_{i:03d}.png")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model fitted by the CLI on 30 images plus one corrupt file, and a folder to score."""
+    root = tmp_path_factory.mktemp("cli")
+    _squares(root / "train", 30, seed=0)
+    (root / "train" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    _squares(root / "new" / "normal", 6, seed=1)
+    _squares(root / "new" / "odd", 4, seed=2, bright=False)
+    (root / "new" / "odd" / "corrupt.jpg").write_text("no jpeg here")
+    result = CliRunner().invoke(main, ["fit", str(root / "train"), "-o", str(root / "model.vae"), *FIT_ARGS])
+    assert result.exit_code == 0, result.output
+    return root, result
+
+
+def _score(*args):
+    return CliRunner().invoke(main, ["score", *map(str, args)])
+
+
+def test_fit_reports_images_used_and_skipped(trained):
+    root, result = trained
+    assert "Trained on 30 images (1 skipped)" in result.output
+    assert "broken.png" in result.output
+    assert (root / "model.vae").is_file()
+
+
+def test_fit_options_reach_the_estimator(trained):
+    root, _ = trained
+    detector = vaedetect.load(root / "model.vae")
+    assert (detector.image_size, detector.channels, detector.latent_dim, detector.epochs) == (8, 1, 2, 2)
+    assert detector.layout_.shape == (1, 8, 8)
+
+
+def test_score_writes_one_row_per_file_sorted_with_error_rows(trained):
+    root, _ = trained
+    result = _score(root / "model.vae", root / "new", "-o", root / "scores.csv")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(root / "scores.csv", keep_default_na=False)
+    assert list(table.columns) == ["path", "score", "is_outlier", "error"]
+    assert len(table) == 11
+    assert list(table["path"]) == sorted(table["path"])
+    bad = table[table["path"].str.endswith("corrupt.jpg")].iloc[0]
+    assert bad["score"] == "" and "not an image" in bad["error"]
+    assert (table.drop(bad.name)["error"] == "").all()
+
+
+def test_cli_scores_equal_python_scores(trained):
+    root, _ = trained
+    _score(root / "model.vae", root / "new" / "normal", "-o", root / "normal.jsonl")
+    table = pd.read_json(root / "normal.jsonl", lines=True)
+    detector = vaedetect.load(root / "model.vae")
+    images, used, _ = load_images(sorted(table["path"]), 8, 1)
+    np.testing.assert_allclose(table.set_index("path").loc[used, "score"], detector.score_samples(images), rtol=1e-6)
+
+
+def test_model_from_fit_scores_the_same_in_a_new_process(trained):
+    root, _ = trained
+    code = ("import sys, vaedetect; d = vaedetect.load(sys.argv[1]); "
+            "print(d.score_paths(sys.argv[2])['score'].to_json(orient='values'))")
+    out = subprocess.run([sys.executable, "-c", code, str(root / "model.vae"), str(root / "new" / "normal")],
+                         capture_output=True, text=True, check=True).stdout
+    here = vaedetect.load(root / "model.vae").score_paths(root / "new" / "normal")["score"]
+    np.testing.assert_allclose(json.loads(out), here, rtol=1e-6)
+
+
+def test_outliers_give_exit_code_one_only_when_asked(trained):
+    root, _ = trained
+    assert _score(root / "model.vae", root / "new", "--threshold", "1e9").exit_code == 0
+    result = _score(root / "model.vae", root / "new", "--threshold", "1e9", "--fail-on-outlier")
+    assert result.exit_code == 1
+    assert _score(root / "model.vae", root / "new", "--threshold", "-1e9", "--fail-on-outlier").exit_code == 0
+
+
+def test_threshold_and_contamination_override_the_stored_threshold(trained):
+    root, _ = trained
+    everything = _score(root / "model.vae", root / "new" / "normal", "--threshold", "1e9")
+    assert "6 outliers" in everything.output
+    nothing = _score(root / "model.vae", root / "new" / "normal", "--threshold", "-1e9")
+    assert "0 outliers" in nothing.output
+    assert _score(root / "model.vae", root / "new", "--contamination", "0.5").exit_code == 0
+    assert _score(root / "model.vae", root / "new", "--contamination", "0.9").exit_code == 2
+
+
+def test_top_prints_the_most_anomalous_first(trained):
+    root, _ = trained
+    result = _score(root / "model.vae", root / "new", "--top", "3")
+    assert result.exit_code == 0
+    top = result.output.split("most anomalous:")[1]
+    assert top.count(".png") == 3
+
+
+def test_table_goes_to_stdout_without_output_file(trained):
+    root, _ = trained
+    result = _score(root / "model.vae", root / "new" / "normal")
+    assert result.output.count("img_") == 6 and "is_outlier" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["score", "{root}/model.vae", "{root}/missing"], "missing' does not exist"),
+        (["score", "{root}/nope.vae", "{root}/new"], "nope.vae"),
+        (["score", "{root}/new/normal/img_000.png", "{root}/new"], "not a readable vaedetect model"),
+        (["score", "{root}/model.vae", "{root}/new", "-o", "{root}/out.xlsx"], "unknown extension"),
+        (["fit", "{root}/missing", "-o", "{root}/m.vae"], "does not exist"),
+        (["fit", "{root}/new", "-o", "{root}/m.vae", "--channels", "2"], "--channels"),
+    ],
+)
+def test_usage_errors_exit_with_two_naming_the_problem(trained, args, message):
+    root, _ = trained
+    result = CliRunner().invoke(main, [a.format(root=root) for a in args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_fit_on_a_folder_without_images_is_a_clear_error(tmp_path):
+    (tmp_path / "readme.txt").write_text("nothing here")
+    result = CliRunner().invoke(main, ["fit", str(tmp_path), "-o", str(tmp_path / "m.vae"), *FIT_ARGS])
+    assert result.exit_code == 2
+    assert "Found 0 images" in result.output
+
+
+def test_no_half_written_output_after_an_interrupt(trained, monkeypatch):
+    root, _ = trained
+    target = root / "interrupted.csv"
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", interrupted)
+    _score(root / "model.vae", root / "new", "-o", target)
+    assert not target.exists()
+    assert not list(root.glob(".interrupted.csv.*"))
+
+
+def test_info_shows_parameters_threshold_and_training_data(trained):
+    root, _ = trained
+    result = CliRunner().invoke(main, ["info", str(root / "model.vae")])
+    assert result.exit_code == 0
+    assert "latent_dim = 2" in result.output and "threshold:" in result.output
+    assert '"n_files_skipped": 1' in result.output
+
+
+@pytest.mark.parametrize("args", [["--help"], ["fit", "--help"], ["score", "--help"], ["info", "--help"]])
+def test_help_does_not_import_torch(args):
     code = (
         "import sys\n"
         "from vaedetect.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "demo" in result.stdout
+    assert "Usage:" in result.stdout
+
+
+def test_version():
+    assert vaedetect.__version__ in CliRunner().invoke(main, ["--version"]).output
 
 
 def test_demo_trains_scores_and_writes_model_and_csv(tmp_path):
@@ -24,6 +190,6 @@ def test_demo_trains_scores_and_writes_model_and_csv(tmp_path):
     assert result.exit_code == 0, result.output
     assert "ROC AUC" in result.output
     scores = pd.read_csv(tmp_path / "scores.csv")
-    assert len(scores) == 898  # the odd-indexed half of the 1797 digits
-    assert set(scores.columns) == {"index", "digit", "score", "is_outlier"}
-    assert (tmp_path / "digits.vae").stat().st_size > 0
+    # 88 held-out zeros, 10 of each other digit, 10 crops of each of the 2 sample photos
+    assert scores["kind"].value_counts().to_dict() == {"zeros": 88, "other_digits": 90, "photos": 20}
+    assert (tmp_path / "model.vae").stat().st_size > 0

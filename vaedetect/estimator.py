@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_min_samples, check_X
-from .data import images_from_unit_range, images_to_unit_range
+from .data import InputLayout, images_from_unit_range, images_to_unit_range
 from .losses import KL_SCHEDULES, LIKELIHOODS
 from .scoring import SCORES
 
@@ -20,6 +21,14 @@ from .scoring import SCORES
 _AUTO_CONTAMINATION = 0.01
 # Inference needs no gradients, so it affords larger batches than training.
 _MIN_INFERENCE_BATCH = 256
+
+
+def _as_list(paths):
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
+def _describe(paths) -> str:
+    return ", ".join(repr(str(p)) for p in _as_list(paths))
 
 
 class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
@@ -39,6 +48,11 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     image_shape : tuple of int, default=None
         ``(C, H, W)`` or ``(H, W)`` to read 2-D ``X`` as flattened images. When None, 2-D ``X`` is
         tabular. Image arrays of 3 or 4 dimensions need no shape (see Notes for the layout rule).
+    image_size : int, default=64
+        Side of the square images decoded from files by ``fit_paths`` and ``score_paths`` (short side
+        resized to it, centre cropped). Arrays are used at their own size.
+    channels : {1, 3}, default=3
+        Channels of the images decoded from files: 1 for grayscale, 3 for RGB.
     base_channels : int, default=32
         Channels of the first stage; each later stage doubles them. For tabular data the MLP's
         hidden widths are the same numbers, widest first. The tutorial's SharpVAE uses 64.
@@ -147,6 +161,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "latent_dim": [Interval(Integral, 1, None, closed="left")],
         "image_shape": ["array-like", None],
+        "image_size": [Interval(Integral, 4, None, closed="left")],
+        "channels": [Options(Integral, {1, 3})],
         "base_channels": [Interval(Integral, 1, None, closed="left")],
         "n_stages": [Interval(Integral, 1, 8, closed="both")],
         "residual": ["boolean"],
@@ -178,6 +194,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         *,
         latent_dim=16,
         image_shape=None,
+        image_size=64,
+        channels=3,
         base_channels=32,
         n_stages=3,
         residual=True,
@@ -205,6 +223,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     ):
         self.latent_dim = latent_dim
         self.image_shape = image_shape
+        self.image_size = image_size
+        self.channels = channels
         self.base_channels = base_channels
         self.n_stages = n_stages
         self.residual = residual
@@ -305,6 +325,41 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
                 stacklevel=2,
             )
         self._set_offset(x_train if x_val is None else x_val)
+        self.training_summary_ = {"n_samples": len(data), "n_train": len(x_train), "n_validation": n_val}
+        return self
+
+    def fit_paths(self, paths, *, n_jobs=0):
+        """Fit on the image files under ``paths``, decoded as ``image_size`` x ``image_size`` x ``channels``.
+
+        Files that cannot be decoded are skipped and listed in ``skipped_files_``.
+
+        Parameters
+        ----------
+        paths : str, path-like or sequence of them
+            Folders (searched recursively) and single image files.
+        n_jobs : int, default=0
+            Worker processes decoding images; 0 decodes in this process.
+
+        Returns
+        -------
+        self : VAEDetector
+        """
+        from .images import IMAGE_EXTENSIONS, discover_images, load_images
+
+        self._validate_params()
+        files, unreadable = discover_images(paths)
+        if not files:
+            raise ValueError(f"Found 0 images in {_describe(paths)} with extensions {IMAGE_EXTENSIONS}.")
+        images, used, skipped = load_images(files, self.image_size, self.channels, num_workers=n_jobs)
+        if not used:
+            raise ValueError(
+                f"None of the {len(files)} files found in {_describe(paths)} could be decoded; "
+                f"the first, {skipped[0].path!r}: {skipped[0].reason}."
+            )
+        self.fit(images)
+        self.skipped_files_ = unreadable + skipped
+        self.training_summary_.update(paths=[str(p) for p in _as_list(paths)], n_files_found=len(files),
+                                      n_files_skipped=len(self.skipped_files_))
         return self
 
     def _check_param_combinations(self, layout):
@@ -379,8 +434,36 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             self.model_.log_scale.copy_(scale.clamp_min(1e-6).log().view_as(self.model_.log_scale))
 
     def _set_offset(self, x_held_out):
-        contamination = _AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
-        self.offset_ = float(np.quantile(self._score_tensor(x_held_out), contamination))
+        # Kept so that the threshold can be moved later without the training data (set_threshold).
+        self.validation_scores_ = self._score_tensor(x_held_out)
+        self.set_threshold(contamination=self.contamination)
+
+    def set_threshold(self, *, contamination=None, threshold=None):
+        """Move the outlier threshold ``offset_`` of a fitted detector.
+
+        Parameters
+        ----------
+        contamination : "auto" or float in (0, 0.5], optional
+            Set ``offset_`` to this quantile of the held-out validation scores kept from ``fit``.
+        threshold : float, optional
+            Set ``offset_`` to this score directly. Give exactly one of the two.
+
+        Returns
+        -------
+        self : VAEDetector
+        """
+        check_is_fitted(self, "validation_scores_")
+        if (contamination is None) == (threshold is None):
+            raise ValueError("Give exactly one of contamination and threshold.")
+        if threshold is not None:
+            self.offset_ = float(threshold)
+            return self
+        if contamination == "auto":
+            contamination = _AUTO_CONTAMINATION
+        if not isinstance(contamination, Real) or not 0 < contamination <= 0.5:
+            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5]; got {contamination!r}.")
+        self.offset_ = float(np.quantile(self.validation_scores_, contamination))
+        return self
 
     # ------------------------------------------------------------------ inference
 
@@ -426,6 +509,47 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             input always gets the same score, alone or in any batch.
         """
         return self._score_tensor(self._check_input(X))
+
+    def score_paths(self, paths, *, n_jobs=0):
+        """Score every image file under ``paths``, streaming in batches so memory stays bounded.
+
+        Parameters
+        ----------
+        paths : str, path-like or sequence of them
+            Folders (searched recursively) and single image files.
+        n_jobs : int, default=0
+            Worker processes decoding images; 0 decodes in this process.
+
+        Returns
+        -------
+        table : pandas.DataFrame
+            One row per file found, sorted by path, with columns ``path``, ``score`` (higher = more
+            normal; NaN where the file failed), ``is_outlier`` (score below ``offset_``) and ``error``
+            (empty, or why the file could not be scored).
+        """
+        import pandas as pd
+        import torch
+
+        from .images import discover_images, stream_images
+
+        check_is_fitted(self)
+        if self.layout_.kind != "image":
+            raise ValueError("score_paths needs a detector fitted on images; this one was fitted on tabular data.")
+        channels, height, width = self.layout_.shape
+        if height != width:
+            raise ValueError(f"score_paths needs a detector fitted on square images; this one has {height}x{width}.")
+        files, unreadable = discover_images(paths)
+        # decoded files are (b, H, W, C) uint8, whatever layout the detector was fitted on
+        decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
+        rows = [(s.path, np.nan, s.reason) for s in unreadable]
+        for batch in stream_images(files, height, channels, batch_size=self._inference_batch_size(), num_workers=n_jobs):
+            x = torch.from_numpy(images_to_unit_range(batch.images, decoded))
+            scores = self._score_tensor(x) if len(x) else []
+            rows += [(path, score, "") for path, score in zip(batch.paths, scores)]
+            rows += [(s.path, np.nan, s.reason) for s in batch.skipped]
+        table = pd.DataFrame(rows, columns=["path", "score", "error"])
+        table.insert(2, "is_outlier", table["score"] < self.offset_)
+        return table.sort_values("path", ignore_index=True)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for outliers.

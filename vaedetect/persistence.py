@@ -15,7 +15,7 @@ import numpy as np
 
 FORMAT_NAME = "vaedetect-model"
 FORMAT_VERSION = 1
-_FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_")
+_FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_")
 
 
 def _json_params(detector) -> dict:
@@ -47,6 +47,7 @@ def save_detector(detector, path) -> None:
     payload = {
         "header": json.dumps(header),
         "weights": {k: v.detach().cpu() for k, v in detector.model_.state_dict().items()},
+        "validation_scores": torch.from_numpy(np.asarray(detector.validation_scores_, dtype=np.float64)),
     }
     if detector.feature_mean_ is not None:
         payload["feature_mean"] = torch.from_numpy(np.asarray(detector.feature_mean_, dtype=np.float64))
@@ -113,6 +114,7 @@ def load_detector(path, device=None):
     if header.get("feature_names_in"):
         detector.feature_names_in_ = np.asarray(header["feature_names_in"], dtype=object)
     detector.history_ = pd.DataFrame(header["history"])
+    detector.validation_scores_ = payload["validation_scores"].numpy()
     detector.feature_mean_ = payload["feature_mean"].numpy() if "feature_mean" in payload else None
     detector.feature_scale_ = payload["feature_scale"].numpy() if "feature_scale" in payload else None
 
