@@ -358,3 +358,12 @@ def test_verbose_shows_a_progress_bar_with_the_loss(capsys):
     VAEDetector(**{**TINY, "verbose": 1}).fit(np.random.RandomState(0).normal(size=(30, 3)))
     err = capsys.readouterr().err
     assert "training" in err and "loss=" in err
+
+
+def test_fit_paths_refuses_a_training_set_too_large_for_memory(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("L", (8, 8), 10 * i).save(tmp_path / f"{i}.png")
+    with pytest.raises(ValueError, match="Training on 3 images of 64x64x3 needs"):
+        VAEDetector(**TINY).fit_paths(tmp_path, max_memory_bytes=1000)

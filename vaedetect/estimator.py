@@ -328,7 +328,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         self.training_summary_ = {"n_samples": len(data), "n_train": len(x_train), "n_validation": n_val}
         return self
 
-    def fit_paths(self, paths, *, n_jobs=0):
+    def fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30):
         """Fit on the image files under ``paths``, decoded as ``image_size`` x ``image_size`` x ``channels``.
 
         Files that cannot be decoded are skipped and listed in ``skipped_files_``.
@@ -339,6 +339,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             Folders (searched recursively) and single image files.
         n_jobs : int, default=0
             Worker processes decoding images; 0 decodes in this process.
+        max_memory_bytes : int, default=8 GiB
+            Refuse, before decoding, a training set whose in-memory copies would need more.
 
         Returns
         -------
@@ -350,6 +352,14 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         files, unreadable = discover_images(paths)
         if not files:
             raise ValueError(f"Found 0 images in {_describe(paths)} with extensions {IMAGE_EXTENSIONS}.")
+        # Training keeps the decoded images in memory, as uint8 and again as float32 tensors.
+        needed = len(files) * self.image_size**2 * self.channels * 5
+        if needed > max_memory_bytes:
+            raise ValueError(
+                f"Training on {len(files)} images of {self.image_size}x{self.image_size}x{self.channels} needs "
+                f"about {needed / 2**30:.1f} GiB of memory, over max_memory_bytes={max_memory_bytes}; "
+                "use a smaller image_size, a sample of the files, or raise max_memory_bytes."
+            )
         images, used, skipped = load_images(files, self.image_size, self.channels, num_workers=n_jobs)
         if not used:
             raise ValueError(
