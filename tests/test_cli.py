@@ -193,3 +193,15 @@ def test_demo_trains_scores_and_writes_model_and_csv(tmp_path):
     # 88 held-out zeros, 10 of each other digit, 10 crops of each of the 2 sample photos
     assert scores["kind"].value_counts().to_dict() == {"zeros": 88, "other_digits": 90, "photos": 20}
     assert (tmp_path / "model.vae").stat().st_size > 0
+
+
+def test_parquet_output_needs_pyarrow_or_round_trips(trained):
+    root, _ = trained
+    result = _score(root / "model.vae", root / "new", "-o", root / "scores.parquet")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        assert result.exit_code == 2 and "pyarrow" in result.output
+        return
+    assert result.exit_code == 0
+    assert len(pd.read_parquet(root / "scores.parquet")) == 11

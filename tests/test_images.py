@@ -134,3 +134,12 @@ def test_streaming_keeps_order_and_batch_size(folder):
     assert [len(b.paths) + len(b.skipped) for b in batches] == [5, 5, 2]
     good = [p for b in batches for p in b.paths]
     assert good == [f for f in files if f in good]
+
+
+def test_pipes_and_broken_links_are_reported_not_opened(folder):
+    os.mkfifo(folder / "pipe.png")  # opening it for reading would block forever
+    os.symlink(folder / "gone.jpg", folder / "ghost.jpg")
+    files, unreadable = discover_images(folder)
+    assert len(files) == 12
+    assert sorted(os.path.basename(s.path) for s in unreadable) == ["ghost.jpg", "pipe.png"]
+    assert all("not a regular file" in s.reason for s in unreadable)

@@ -92,9 +92,11 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         Stop when the validation loss has not improved for ``n_iter_no_change`` epochs and keep the
         best epoch's weights.
     n_iter_no_change : int, default=10
-    n_samples : int, default=10
+    n_samples : int, default=1
         Latent draws per input when scoring; above 1 the ELBO becomes the tighter importance-weighted
-        bound (IWAE). The tutorial's ``no_of_sample``.
+        bound (IWAE), at that many decoder passes per input. The tutorial's ``no_of_sample`` is 10; on
+        one-class MNIST one draw ranked anomalies as well (mean ROC AUC 0.924 vs 0.919) at a tenth of
+        the cost (docs/mnist_one_class.md).
     score : {"elbo", "reconstruction"}, default="elbo"
         ``score_samples``: ELBO in nats per sample, or the negative mean squared reconstruction error.
     contamination : "auto" or float in (0, 0.5], default="auto"
@@ -214,7 +216,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         validation_fraction=0.1,
         early_stopping=True,
         n_iter_no_change=10,
-        n_samples=10,
+        n_samples=1,
         score="elbo",
         contamination="auto",
         device="auto",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+_NOT_REGULAR = "not a regular file (a broken link, a pipe or a device)"
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
 
@@ -43,7 +44,7 @@ def discover_images(paths) -> tuple[list[str], list[Skipped]]:
     files : list of str
         Sorted, without duplicates.
     unreadable : list of Skipped
-        Folders that could not be listed.
+        Folders that could not be listed, and entries that are not regular files.
 
     Raises
     ------
@@ -56,8 +57,10 @@ def discover_images(paths) -> tuple[list[str], list[Skipped]]:
     for path in map(Path, paths):
         if path.is_dir():
             files.update(_walk(path, unreadable))
-        elif path.exists():
+        elif path.is_file():
             files.add(str(path))
+        elif path.exists() or path.is_symlink():
+            unreadable.append(Skipped(str(path), _NOT_REGULAR))
         else:
             raise FileNotFoundError(f"Path {str(path)!r} does not exist.")
     return sorted(files), unreadable
@@ -79,7 +82,11 @@ def _walk(root: Path, unreadable: list[Skipped]):
         dirs.sort()
         for name in names:
             if name.lower().endswith(IMAGE_EXTENSIONS):
-                yield os.path.join(folder, name)
+                path = os.path.join(folder, name)
+                if os.path.isfile(path):
+                    yield path
+                else:  # opening a named pipe would block forever; a broken link cannot be read
+                    unreadable.append(Skipped(path, _NOT_REGULAR))
 
 
 # ------------------------------------------------------------------ decoding
