@@ -367,3 +367,15 @@ def test_fit_paths_refuses_a_training_set_too_large_for_memory(tmp_path):
         Image.new("L", (8, 8), 10 * i).save(tmp_path / f"{i}.png")
     with pytest.raises(ValueError, match="Training on 3 images of 64x64x3 needs"):
         VAEDetector(**TINY).fit_paths(tmp_path, max_memory_bytes=1000)
+
+
+def test_set_threshold_moves_offset_without_refitting(fitted_tabular):
+    detector, X = copy.deepcopy(fitted_tabular[0]), fitted_tabular[1]
+    detector.set_threshold(contamination=0.5)
+    assert detector.offset_ == pytest.approx(np.median(detector.validation_scores_))
+    detector.set_threshold(threshold=-3.0)
+    assert detector.offset_ == -3.0
+    with pytest.raises(ValueError, match="exactly one"):
+        detector.set_threshold(threshold=1.0, contamination=0.1)
+    with pytest.raises(ValueError, match=r"float in \(0, 0.5\]"):
+        detector.set_threshold(contamination=0.9)
