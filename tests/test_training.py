@@ -71,3 +71,11 @@ def test_auto_device_falls_back_to_cpu_without_accelerators(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_unavailable_or_unknown_device_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device='cuda:1' was asked for"):
+        resolve_device("cuda:1")
+    with pytest.raises(ValueError, match="'device' parameter"):
+        resolve_device("gpu please")

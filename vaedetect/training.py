@@ -41,7 +41,15 @@ class TrainConfig:
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; anything else goes to ``torch.device``."""
     if device != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except RuntimeError as error:
+            raise ValueError(f"The 'device' parameter must be 'auto' or a torch device; got {device!r}.") from error
+        available = {"cuda": torch.cuda.is_available, "mps": lambda: torch.backends.mps.is_available()}
+        if chosen.type in available and not available[chosen.type]():
+            raise ValueError(f"device={device!r} was asked for, but this machine has no {chosen.type.upper()} "
+                             "device usable by torch; use device='auto' or 'cpu'.")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
