@@ -63,11 +63,11 @@ def test_score_writes_one_row_per_file_sorted_with_error_rows(trained):
     result = _score(root / "model.vae", root / "new", "-o", root / "scores.csv")
     assert result.exit_code == 0, result.output
     table = pd.read_csv(root / "scores.csv", keep_default_na=False)
-    assert list(table.columns) == ["path", "score", "is_outlier", "error"]
+    assert list(table.columns) == ["path", "score", "p_value", "is_outlier", "error"]
     assert len(table) == 11
     assert list(table["path"]) == sorted(table["path"])
     bad = table[table["path"].str.endswith("corrupt.jpg")].iloc[0]
-    assert bad["score"] == "" and "not an image" in bad["error"]
+    assert bad["score"] == "" and bad["p_value"] == "" and "not an image" in bad["error"]
     assert (table.drop(bad.name)["error"] == "").all()
 
 
@@ -106,6 +106,8 @@ def test_threshold_and_contamination_override_the_stored_threshold(trained):
     assert "0 outliers" in nothing.output
     assert _score(root / "model.vae", root / "new", "--contamination", "0.5").exit_code == 0
     assert _score(root / "model.vae", root / "new", "--contamination", "0.9").exit_code == 2
+    assert _score(root / "model.vae", root / "new", "--fpr", "0.5").exit_code == 0
+    assert _score(root / "model.vae", root / "new", "--fpr", "0.1", "--threshold", "0").exit_code == 2
 
 
 def test_top_prints_the_most_anomalous_first(trained):

@@ -375,7 +375,41 @@ def test_set_threshold_moves_offset_without_refitting(fitted_tabular):
     assert detector.offset_ == pytest.approx(np.median(detector.validation_scores_))
     detector.set_threshold(threshold=-3.0)
     assert detector.offset_ == -3.0
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="exactly one of contamination, fpr and threshold"):
         detector.set_threshold(threshold=1.0, contamination=0.1)
     with pytest.raises(ValueError, match=r"float in \(0, 0.5\]"):
         detector.set_threshold(contamination=0.9)
+
+
+def test_p_values_count_held_out_scores_at_or_below():
+    from vaedetect.scoring import conformal_p_values, conformal_threshold
+
+    calibration = np.array([1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(conformal_p_values(calibration, [0.5, 2.0, 9.0]), [1 / 5, 3 / 5, 5 / 5])
+    # fpr * (n + 1) = 2 -> the 2nd smallest; only scores below it have p <= 0.4
+    assert conformal_threshold(calibration, 0.4) == 2.0
+    assert conformal_threshold(calibration, 0.1) == -np.inf
+
+
+@pytest.mark.parametrize("fpr", [0.05, 0.2])
+def test_false_alarm_rate_at_target_fpr_holds_across_seeds(fpr):
+    rates, n_val = [], 200
+    for seed in range(4):
+        rng = np.random.RandomState(seed)
+        detector = VAEDetector(**{**TINY, "random_state": seed}, validation_fraction=0.5)
+        detector.fit(rng.normal(size=(2 * n_val, 3))).set_threshold(fpr=fpr)
+        X_new = rng.normal(size=(4000, 3))
+        flagged = detector.predict(X_new) == -1
+        np.testing.assert_array_equal(flagged, detector.p_values(X_new) <= fpr)
+        rates.append(flagged.mean())
+    # the guarantee is on average over calibration sets; each run may exceed it by sampling error
+    standard_error = np.sqrt(fpr * (1 - fpr) / n_val)
+    assert np.mean(rates) <= fpr + standard_error
+    assert max(rates) <= fpr + 3 * standard_error
+
+
+def test_fpr_too_small_for_the_held_out_set_warns_and_flags_nothing(fitted_tabular):
+    detector, X = copy.deepcopy(fitted_tabular[0]), fitted_tabular[1]
+    with pytest.warns(UserWarning, match="nothing will be flagged"):
+        detector.set_threshold(fpr=0.001)
+    assert (detector.predict(X) == 1).all()

@@ -152,22 +152,27 @@ def write_table(table, path: Path) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the table here (.csv, .parquet or .jsonl); printed when omitted.")
 @click.option("--threshold", type=float, help="Flag scores below this instead of the model's threshold.")
+@click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Flag files whose conformal p-value is at most this target false-positive rate.")
 @click.option("--contamination", callback=lambda ctx, param, value: _contamination(value),
               help="Flag this share of held-out training data instead ('auto' or a float in (0, 0.5]).")
 @click.option("--top", type=click.IntRange(min=1), help="Print the N most anomalous files.")
 @click.option("--fail-on-outlier", is_flag=True, help="Exit with code 1 when any file is an outlier.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding images.")
-def score(model, paths, output, threshold, contamination, top, fail_on_outlier, workers):
+def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outlier, workers):
     """Score the images in PATHS with the detector in MODEL; one row per file found.
 
-    Columns: path, score (higher = more normal), is_outlier, error (why a file could not be scored).
+    Columns: path, score (higher = more normal), p_value (small for anomalies), is_outlier,
+    error (why a file could not be scored).
     """
-    if threshold is not None and contamination is not None:
-        raise click.UsageError("Give at most one of --threshold and --contamination.")
+    overrides = {"threshold": threshold, "fpr": fpr, "contamination": contamination}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    if len(overrides) > 1:
+        raise click.UsageError("Give at most one of --threshold, --fpr and --contamination.")
     detector = _load_model(model)
-    if threshold is not None or contamination is not None:
-        detector.set_threshold(threshold=threshold, contamination=contamination)
+    if overrides:
+        detector.set_threshold(**overrides)
     table = detector.score_paths(list(paths), n_jobs=workers)
     if output is None:
         click.echo(table.to_string(index=False) if len(table) else "No image files found.")

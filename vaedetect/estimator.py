@@ -450,32 +450,68 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         self.validation_scores_ = self._score_tensor(x_held_out)
         self.set_threshold(contamination=self.contamination)
 
-    def set_threshold(self, *, contamination=None, threshold=None):
-        """Move the outlier threshold ``offset_`` of a fitted detector.
+    def set_threshold(self, *, contamination=None, fpr=None, threshold=None):
+        """Move the outlier threshold ``offset_`` of a fitted detector; give exactly one argument.
 
         Parameters
         ----------
         contamination : "auto" or float in (0, 0.5], optional
             Set ``offset_`` to this quantile of the held-out validation scores kept from ``fit``.
+        fpr : float in (0, 1), optional
+            Target false-positive rate: flag exactly the samples whose conformal p-value
+            (:meth:`p_values`) is at most ``fpr``, so that at most ``fpr`` of new normal data is
+            flagged, up to sampling error. Warns when the held-out set is too small for that rate.
         threshold : float, optional
-            Set ``offset_`` to this score directly. Give exactly one of the two.
+            Set ``offset_`` to this score directly.
 
         Returns
         -------
         self : VAEDetector
         """
+        from .scoring import conformal_threshold
+
         check_is_fitted(self, "validation_scores_")
-        if (contamination is None) == (threshold is None):
-            raise ValueError("Give exactly one of contamination and threshold.")
+        if sum(arg is not None for arg in (contamination, fpr, threshold)) != 1:
+            raise ValueError("Give exactly one of contamination, fpr and threshold.")
         if threshold is not None:
             self.offset_ = float(threshold)
-            return self
-        if contamination == "auto":
-            contamination = _AUTO_CONTAMINATION
-        if not isinstance(contamination, Real) or not 0 < contamination <= 0.5:
-            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5]; got {contamination!r}.")
-        self.offset_ = float(np.quantile(self.validation_scores_, contamination))
+        elif fpr is not None:
+            if not isinstance(fpr, Real) or not 0 < fpr < 1:
+                raise ValueError(f"fpr must be a float in (0, 1); got {fpr!r}.")
+            self.offset_ = conformal_threshold(self.validation_scores_, fpr)
+            if self.offset_ == -np.inf:
+                warnings.warn(
+                    f"fpr={fpr} needs at least {int(np.ceil(1 / fpr)) - 1} held-out samples, and fit kept "
+                    f"{len(self.validation_scores_)}; nothing will be flagged. Fit on more data or with a "
+                    "larger validation_fraction.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        else:
+            if contamination == "auto":
+                contamination = _AUTO_CONTAMINATION
+            if not isinstance(contamination, Real) or not 0 < contamination <= 0.5:
+                raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5]; got {contamination!r}.")
+            self.offset_ = float(np.quantile(self.validation_scores_, contamination))
         return self
+
+    def p_values(self, X):
+        """Split-conformal p-values against the held-out validation scores kept from ``fit``.
+
+        Parameters
+        ----------
+        X : array-like
+            Data in the layout given to ``fit``.
+
+        Returns
+        -------
+        p_values : ndarray of shape (n_samples,)
+            In ``(0, 1]``; small for anomalies. For new data like the training data,
+            ``P(p <= alpha) <= alpha`` for every ``alpha``.
+        """
+        from .scoring import conformal_p_values
+
+        return conformal_p_values(self.validation_scores_, self.score_samples(X))
 
     # ------------------------------------------------------------------ inference
 
@@ -536,13 +572,14 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         -------
         table : pandas.DataFrame
             One row per file found, sorted by path, with columns ``path``, ``score`` (higher = more
-            normal; NaN where the file failed), ``is_outlier`` (score below ``offset_``) and ``error``
-            (empty, or why the file could not be scored).
+            normal; NaN where the file failed), ``p_value`` (see :meth:`p_values`), ``is_outlier``
+            (score below ``offset_``) and ``error`` (empty, or why the file could not be scored).
         """
         import pandas as pd
         import torch
 
         from .images import discover_images, stream_images
+        from .scoring import conformal_p_values
 
         check_is_fitted(self)
         if self.layout_.kind != "image":
@@ -560,7 +597,10 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             rows += [(path, score, "") for path, score in zip(batch.paths, scores)]
             rows += [(s.path, np.nan, s.reason) for s in batch.skipped]
         table = pd.DataFrame(rows, columns=["path", "score", "error"])
-        table.insert(2, "is_outlier", table["score"] < self.offset_)
+        scored = table["score"].notna()
+        table.insert(2, "p_value", np.nan)
+        table.loc[scored, "p_value"] = conformal_p_values(self.validation_scores_, table.loc[scored, "score"])
+        table.insert(3, "is_outlier", table["score"] < self.offset_)
         return table.sort_values("path", ignore_index=True)
 
     def decision_function(self, X):
