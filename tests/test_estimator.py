@@ -413,3 +413,49 @@ def test_fpr_too_small_for_the_held_out_set_warns_and_flags_nothing(fitted_tabul
     with pytest.warns(UserWarning, match="nothing will be flagged"):
         detector.set_threshold(fpr=0.001)
     assert (detector.predict(X) == 1).all()
+
+
+def test_bits_per_dim_of_a_unit_density_is_the_bin_count():
+    from vaedetect.scoring import bits_per_dim
+
+    # density 1 on [-1, 1] per dimension: each of the 255 bins of width 2/255 has probability 2/255
+    assert bits_per_dim(np.zeros(1), 1)[0] == pytest.approx(np.log2(127.5))
+    assert bits_per_dim(np.zeros(1), 10)[0] == pytest.approx(np.log2(127.5))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 32, 32), (1, 1, 28, 28)])
+def test_png_complexity_of_constant_and_noise_images(shape):
+    from vaedetect.scoring import png_bits_per_dim
+
+    constant = torch.full(shape, 0.3)
+    noise = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert png_bits_per_dim(constant).item() < 0.1
+    assert 7.8 < png_bits_per_dim(noise).item() < 8.4
+
+
+def test_score_table_has_every_method_and_matches_score_samples(fitted_images):
+    detector, X = fitted_images
+    table = detector.score_table(X[:7])
+    assert list(table.columns) == ["elbo", "elbo_bits_per_dim", "png_bits_per_dim", "complexity", "reconstruction"]
+    np.testing.assert_allclose(table["elbo"], detector.score_samples(X[:7]))
+    for method in ("reconstruction", "complexity"):
+        other = copy.deepcopy(detector).set_params(score=method)
+        np.testing.assert_allclose(table[method], other.score_samples(X[:7]), rtol=1e-6)
+    np.testing.assert_allclose(table["complexity"], table["png_bits_per_dim"] - table["elbo_bits_per_dim"])
+
+
+def test_complexity_corrects_the_preference_for_simple_images():
+    # trained on textured noise images, the plain ELBO still prefers a flat image; the complexity
+    # score, which charges the flat image's low PNG cost against it, does not
+    rng = np.random.RandomState(0)
+    X = rng.randint(60, 200, size=(120, 16, 16)).astype(np.uint8)
+    detector = VAEDetector(**{**TINY, "epochs": 10}, score="complexity").fit(X)
+    flat = np.full((1, 16, 16), 128, dtype=np.uint8)
+    table = detector.score_table(np.concatenate([X[:20], flat]))
+    assert table["elbo"].iloc[-1] > table["elbo"].iloc[:-1].median()
+    assert table["complexity"].iloc[-1] < table["complexity"].iloc[:-1].min()
+
+
+def test_complexity_score_is_for_images_only():
+    with pytest.raises(ValueError, match="images only"):
+        VAEDetector(**TINY, score="complexity").fit(np.zeros((10, 3)))

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import check_min_samples, check_X
 from .data import InputLayout, images_from_unit_range, images_to_unit_range
 from .losses import KL_SCHEDULES, LIKELIHOODS
-from .scoring import SCORES
+from .scoring import IMAGE_SCORES, SCORES
 
 # The fraction of held-out training data flagged when contamination="auto".
 _AUTO_CONTAMINATION = 0.01
@@ -97,8 +97,10 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         bound (IWAE), at that many decoder passes per input. The tutorial's ``no_of_sample`` is 10; on
         one-class MNIST one draw ranked anomalies as well (mean ROC AUC 0.924 vs 0.919) at a tenth of
         the cost (docs/mnist_one_class.md).
-    score : {"elbo", "reconstruction"}, default="elbo"
-        ``score_samples``: ELBO in nats per sample, or the negative mean squared reconstruction error.
+    score : {"elbo", "reconstruction", "complexity"}, default="elbo"
+        ``score_samples``: ELBO in nats per sample; the negative mean squared reconstruction error; or
+        (images only) the ELBO corrected by input complexity, PNG bits minus model bits per dimension
+        (Serra et al., 2020). ``score_table`` gives them all at once.
     contamination : "auto" or float in (0, 0.5], default="auto"
         Expected share of outliers; ``offset_`` is that quantile of the scores of the held-out
         validation data. "auto" means 0.01.
@@ -377,6 +379,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     def _check_param_combinations(self, layout):
         if layout.kind == "tabular" and self.augment is True:
             raise ValueError("augment=True applies to images only; X is tabular. Use augment='auto' or False.")
+        if layout.kind == "tabular" and self.score in IMAGE_SCORES:
+            raise ValueError(f"score={self.score!r} is defined for images only; X is tabular.")
         if layout.kind == "tabular" and self.likelihood == "bernoulli":
             raise ValueError("likelihood='bernoulli' needs images in [0, 1]; X is tabular. Use 'gaussian'.")
 
@@ -528,12 +532,12 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             values = ((X - self.feature_mean_) / self.feature_scale_).astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(values))
 
-    def _score_tensor(self, x):
+    def _score_tensor(self, x, score=None):
         from .scoring import latent_noise, score_batches
 
         noise = latent_noise(self.model_.latent_shape, self.n_samples, self.noise_seed_, self.device_)
         return score_batches(
-            self.model_, x, self.score, noise, self.likelihood, self._inference_batch_size(), self.device_
+            self.model_, x, score or self.score, noise, self.likelihood, self._inference_batch_size(), self.device_
         )
 
     def _check_input(self, X):
@@ -557,6 +561,34 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             input always gets the same score, alone or in any batch.
         """
         return self._score_tensor(self._check_input(X))
+
+    def score_table(self, X):
+        """Every score method at once, one column each (higher = more normal in every column).
+
+        Parameters
+        ----------
+        X : array-like
+            Data in the layout given to ``fit``.
+
+        Returns
+        -------
+        table : pandas.DataFrame of shape (n_samples, n_methods)
+            Columns ``elbo`` (nats per sample), ``elbo_bits_per_dim`` (its negative log-likelihood of
+            8-bit data in bits per dimension, lower = more normal, comparable across image sizes),
+            ``reconstruction``, and for images ``png_bits_per_dim`` and ``complexity``.
+        """
+        import pandas as pd
+
+        from .scoring import bits_per_dim, png_bits_per_dim
+
+        x = self._check_input(X)
+        table = pd.DataFrame({"elbo": self._score_tensor(x, "elbo")})
+        if self.layout_.kind == "image":
+            table["elbo_bits_per_dim"] = bits_per_dim(table["elbo"].to_numpy(), self.n_features_in_)
+            table["png_bits_per_dim"] = png_bits_per_dim(x).numpy()
+            table["complexity"] = table["png_bits_per_dim"] - table["elbo_bits_per_dim"]
+        table["reconstruction"] = self._score_tensor(x, "reconstruction")
+        return table
 
     def score_paths(self, paths, *, n_jobs=0):
         """Score every image file under ``paths``, streaming in batches so memory stays bounded.

@@ -7,12 +7,20 @@ shared by every input, so that a sample's score depends on that sample alone, wh
 
 from __future__ import annotations
 
+import functools
+import io
+import math
+
 import numpy as np
 import torch
 
 from .losses import iwae_bound, kl_divergence, log_likelihood
 
-SCORES = ("elbo", "reconstruction")
+SCORES = ("elbo", "reconstruction", "complexity")
+# Scores defined for images only.
+IMAGE_SCORES = ("complexity",)
+# Images reach the networks in [-1, 1]: one of the 256 levels of an 8-bit value is 2 / 255 wide.
+_BIN_WIDTH = 2.0 / 255.0
 
 
 def latent_noise(latent_shape, n_samples: int, seed: int, device) -> torch.Tensor:
@@ -50,7 +58,58 @@ def reconstruction_score(model, x, noise=None, likelihood=None) -> torch.Tensor:
     return -residuals(model, x).pow(2).flatten(1).mean(-1)
 
 
-_SCORE_FUNCTIONS = {"elbo": elbo_score, "reconstruction": reconstruction_score}
+def bits_per_dim(log_likelihood_nats, n_dims: int):
+    """Negative log-likelihood of 8-bit data in bits per dimension, from a density in network space.
+
+    A density on ``[-1, 1]`` times the width of one 8-bit bin (``2 / 255``) approximates the probability
+    of that bin, so ``-(log p + D log(2 / 255)) / (D log 2)`` is comparable across image sizes and with
+    lossless codecs (8 bits per dimension is the cost of storing raw bytes). Works on tensors and
+    numpy arrays alike.
+    """
+    return -(log_likelihood_nats + n_dims * math.log(_BIN_WIDTH)) / (n_dims * math.log(2.0))
+
+
+def _png_bytes(image: np.ndarray) -> int:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG", compress_level=9)
+    return buffer.tell()
+
+
+@functools.lru_cache(maxsize=16)
+def _png_overhead_bytes(shape: tuple[int, int, int]) -> int:
+    """Bytes of the PNG of a blank image of ``shape``: the header, chunk framing and the least a
+    deflate stream of that many rows can take, paid by every image of that shape."""
+    return _png_bytes(np.zeros(shape, dtype=np.uint8))
+
+
+def png_bits_per_dim(x: torch.Tensor) -> torch.Tensor:
+    """Length of each image's lossless PNG encoding (maximum compression), in bits per dimension.
+
+    ``x`` is a (B, C, H, W) batch in ``[-1, 1]``, quantised back to 8 bits first. The fixed cost of
+    the format (the PNG of a blank image of the same shape) is left out, so a constant image costs
+    about 0 bits per dimension and uniform noise about 8.
+    """
+    pixels = torch.round((x.detach().cpu() + 1.0) * 127.5).clamp(0, 255).to(torch.uint8)
+    pixels = pixels.permute(0, 2, 3, 1).numpy()  # (B, H, W, C) for PIL
+    overhead = _png_overhead_bytes(pixels.shape[1:])
+    bits = [8.0 * max(_png_bytes(image) - overhead, 0) for image in pixels]
+    return torch.tensor(bits, dtype=torch.float64) / x[0].numel()
+
+
+def complexity_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
+    """Likelihood corrected by input complexity (Serra et al., ICLR 2020), higher = more normal.
+
+    ``L(x) - NLL(x)``, both in bits per dimension: the bits a generic lossless codec (PNG) needs minus
+    the bits the model needs. Simple images are cheap for both, so their likelihood advantage cancels.
+    https://arxiv.org/abs/1909.11480
+    """
+    nll = bits_per_dim(elbo_score(model, x, noise, likelihood).double(), x[0].numel())
+    return png_bits_per_dim(x).to(nll.device) - nll
+
+
+_SCORE_FUNCTIONS = {"elbo": elbo_score, "reconstruction": reconstruction_score, "complexity": complexity_score}
 
 
 def map_batches(function, model, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
