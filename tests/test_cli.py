@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -207,3 +208,16 @@ def test_parquet_output_needs_pyarrow_or_round_trips(trained):
         return
     assert result.exit_code == 0
     assert len(pd.read_parquet(root / "scores.parquet")) == 11
+
+
+def test_maps_are_written_for_flagged_files_only(trained):
+    root, _ = trained
+    maps = root / "maps"
+    result = _score(root / "model.vae", root / "new", "--threshold", "1e9", "--maps", maps, "-o", root / "m.csv")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(root / "m.csv", keep_default_na=False)
+    flagged = table[table["is_outlier"] == True]  # noqa: E712
+    assert len(flagged) == 10 and sorted(p.name for p in maps.iterdir()) == sorted(Path(m).name for m in flagged["map"])
+    assert (table.loc[table["is_outlier"] == False, "map"] == "").all()  # noqa: E712
+    with Image.open(flagged["map"].iloc[0]) as overlay:
+        assert overlay.mode == "RGB" and min(overlay.size) >= 128

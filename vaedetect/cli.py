@@ -158,9 +158,11 @@ def write_table(table, path: Path) -> None:
               help="Flag this share of held-out training data instead ('auto' or a float in (0, 0.5]).")
 @click.option("--top", type=click.IntRange(min=1), help="Print the N most anomalous files.")
 @click.option("--fail-on-outlier", is_flag=True, help="Exit with code 1 when any file is an outlier.")
+@click.option("--maps", "maps_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Save a heat-map overlay of where each flagged image is anomalous to this folder.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding images.")
-def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outlier, workers):
+def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outlier, maps_dir, workers):
     """Score the images in PATHS with the detector in MODEL; one row per file found.
 
     Columns: path, score (higher = more normal), p_value (small for anomalies), is_outlier,
@@ -173,7 +175,7 @@ def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outl
     detector = _load_model(model)
     if overrides:
         detector.set_threshold(**overrides)
-    table = detector.score_paths(list(paths), n_jobs=workers)
+    table = detector.score_paths(list(paths), n_jobs=workers, maps_dir=maps_dir)
     if output is None:
         click.echo(table.to_string(index=False) if len(table) else "No image files found.")
     else:

@@ -160,6 +160,11 @@ def images_from_unit_range(images: np.ndarray, layout: InputLayout) -> np.ndarra
         images = np.rint(images * 255.0).astype(np.uint8)
     else:
         images = images.astype(np.float32)
+    return arrange_like(images, layout)
+
+
+def arrange_like(images: np.ndarray, layout: InputLayout) -> np.ndarray:
+    """Reorder ``(n, C, H, W)`` values into the user's array layout, values unchanged."""
     n = images.shape[0]
     if layout.form == "flat":
         return images.reshape(n, -1)

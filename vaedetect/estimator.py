@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_min_samples, check_X
-from .data import InputLayout, images_from_unit_range, images_to_unit_range
+from .data import InputLayout, arrange_like, images_from_unit_range, images_to_unit_range
 from .losses import KL_SCHEDULES, LIKELIHOODS
 from .scoring import IMAGE_SCORES, SCORES
 
@@ -21,6 +21,26 @@ from .scoring import IMAGE_SCORES, SCORES
 _AUTO_CONTAMINATION = 0.01
 # Inference needs no gradients, so it affords larger batches than training.
 _MIN_INFERENCE_BATCH = 256
+
+
+def _write_overlays(folder, paths, images, heat_maps) -> dict[str, str]:
+    """Save one heat-map overlay PNG per image; return {source path: overlay path}."""
+    import hashlib
+    from pathlib import Path
+
+    from PIL import Image
+
+    from .plotting import heatmap_overlay
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for path, image, heat in zip(paths, images, heat_maps):
+        # the digest keeps same-named files from different folders apart
+        name = f"{Path(path).stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}.png"
+        Image.fromarray(heatmap_overlay(image, heat)).save(folder / name)
+        written[path] = str(folder / name)
+    return written
 
 
 def _as_list(paths):
@@ -532,13 +552,24 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             values = ((X - self.feature_mean_) / self.feature_scale_).astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(values))
 
-    def _score_tensor(self, x, score=None):
-        from .scoring import latent_noise, score_batches
+    def _latent_noise(self):
+        from .scoring import latent_noise
 
-        noise = latent_noise(self.model_.latent_shape, self.n_samples, self.noise_seed_, self.device_)
-        return score_batches(
-            self.model_, x, score or self.score, noise, self.likelihood, self._inference_batch_size(), self.device_
-        )
+        return latent_noise(self.model_.latent_shape, self.n_samples, self.noise_seed_, self.device_)
+
+    def _score_tensor(self, x, score=None):
+        from .scoring import score_batches
+
+        return score_batches(self.model_, x, score or self.score, self._latent_noise(), self.likelihood,
+                             self._inference_batch_size(), self.device_)
+
+    def _anomaly_map_tensor(self, x):
+        """(n, C, H, W) per-element negative log-likelihood, averaged over the ``n_samples`` draws."""
+        from .scoring import anomaly_map, map_batches
+
+        noise = self._latent_noise()
+        return map_batches(lambda model, batch: anomaly_map(model, batch, noise, self.likelihood), self.model_, x,
+                           self._inference_batch_size(), self.device_).numpy()
 
     def _check_input(self, X):
         check_is_fitted(self)
@@ -561,6 +592,29 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             input always gets the same score, alone or in any batch.
         """
         return self._score_tensor(self._check_input(X))
+
+    def anomaly_map(self, X, *, per_channel=False):
+        """Where each image is anomalous: per-pixel negative log-likelihood under the model.
+
+        Parameters
+        ----------
+        X : array-like
+            Images in the layout given to ``fit``.
+        per_channel : bool, default=False
+            Keep one map per channel, returned in the layout of ``X``; by default the channels are
+            summed into one ``(n, H, W)`` map.
+
+        Returns
+        -------
+        maps : ndarray
+            ``-log p(x|z)`` in nats per element, averaged over ``n_samples`` latent draws; higher means
+            worse explained. Summed over an image it is the reconstruction term of its ELBO.
+        """
+        check_is_fitted(self)
+        if self.layout_.kind != "image":
+            raise ValueError("anomaly_map needs a detector fitted on images; this one was fitted on tabular data.")
+        maps = self._anomaly_map_tensor(self._check_input(X))
+        return arrange_like(maps, self.layout_) if per_channel else maps.sum(axis=1)
 
     def score_table(self, X):
         """Every score method at once, one column each (higher = more normal in every column).
@@ -590,7 +644,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         table["reconstruction"] = self._score_tensor(x, "reconstruction")
         return table
 
-    def score_paths(self, paths, *, n_jobs=0):
+    def score_paths(self, paths, *, n_jobs=0, maps_dir=None):
         """Score every image file under ``paths``, streaming in batches so memory stays bounded.
 
         Parameters
@@ -599,6 +653,9 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             Folders (searched recursively) and single image files.
         n_jobs : int, default=0
             Worker processes decoding images; 0 decodes in this process.
+        maps_dir : str or path-like, optional
+            Write a heat-map overlay (``anomaly_map`` over the image) as PNG here for every file
+            flagged as an outlier, and add a ``map`` column with its path.
 
         Returns
         -------
@@ -623,12 +680,19 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         # decoded files are (b, H, W, C) uint8, whatever layout the detector was fitted on
         decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
         rows = [(s.path, np.nan, s.reason) for s in unreadable]
+        maps = {}
         for batch in stream_images(files, height, channels, batch_size=self._inference_batch_size(), num_workers=n_jobs):
             x = torch.from_numpy(images_to_unit_range(batch.images, decoded))
             scores = self._score_tensor(x) if len(x) else []
             rows += [(path, score, "") for path, score in zip(batch.paths, scores)]
             rows += [(s.path, np.nan, s.reason) for s in batch.skipped]
+            if maps_dir is not None and len(x):
+                flagged = np.flatnonzero(scores < self.offset_)
+                maps.update(_write_overlays(maps_dir, [batch.paths[i] for i in flagged], batch.images[flagged],
+                                            self._anomaly_map_tensor(x[flagged]).sum(axis=1)))
         table = pd.DataFrame(rows, columns=["path", "score", "error"])
+        if maps_dir is not None:
+            table["map"] = [maps.get(path, "") for path in table["path"]]
         scored = table["score"].notna()
         table.insert(2, "p_value", np.nan)
         table.loc[scored, "p_value"] = conformal_p_values(self.validation_scores_, table.loc[scored, "score"])

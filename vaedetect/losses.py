@@ -25,14 +25,14 @@ def _sum_per_sample(t: torch.Tensor, sample_dims: int) -> torch.Tensor:
     return t.flatten(sample_dims).sum(-1)
 
 
-def log_likelihood(
+def elementwise_log_likelihood(
     x: torch.Tensor,
     logits: torch.Tensor,
     log_scale: torch.Tensor,
     likelihood: str = "gaussian",
     bounded: bool = True,
 ) -> torch.Tensor:
-    """``log p(x | z)`` per sample, summed over all data dimensions.
+    """``log p(x | z)`` of every data element, shaped like ``logits``.
 
     Parameters
     ----------
@@ -45,27 +45,26 @@ def log_likelihood(
     likelihood : {"gaussian", "bernoulli", "laplace"}
     bounded : bool
         True for images: the decoder mean is ``tanh(logits)`` and Bernoulli targets are ``(x + 1) / 2``.
-
-    Returns
-    -------
-    Tensor of shape ``logits.shape[:-x.ndim + 1]``, i.e. one value per sample.
     """
-    sample_dims = logits.ndim - x.ndim + 1
     if likelihood == "bernoulli":
         if not bounded:
             raise ValueError("likelihood='bernoulli' needs image data in [0, 1]; use it for images only.")
         target = ((x + 1.0) / 2.0).expand_as(logits)
-        log_p = -F.binary_cross_entropy_with_logits(2.0 * logits, target, reduction="none")
-        return _sum_per_sample(log_p, sample_dims)
+        return -F.binary_cross_entropy_with_logits(2.0 * logits, target, reduction="none")
     mean = torch.tanh(logits) if bounded else logits
     log_scale = log_scale.clamp(min=_MIN_LOG_SCALE)
     if likelihood == "gaussian":
-        log_p = -0.5 * ((x - mean) * torch.exp(-log_scale)) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)
-    elif likelihood == "laplace":
-        log_p = -(x - mean).abs() * torch.exp(-log_scale) - log_scale - math.log(2.0)
-    else:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS}; got {likelihood!r}.")
-    return _sum_per_sample(log_p, sample_dims)
+        return -0.5 * ((x - mean) * torch.exp(-log_scale)) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)
+    if likelihood == "laplace":
+        return -(x - mean).abs() * torch.exp(-log_scale) - log_scale - math.log(2.0)
+    raise ValueError(f"likelihood must be one of {LIKELIHOODS}; got {likelihood!r}.")
+
+
+def log_likelihood(x, logits, log_scale, likelihood="gaussian", bounded=True) -> torch.Tensor:
+    """``log p(x | z)`` per sample, summed over all data dimensions (arguments as
+    :func:`elementwise_log_likelihood`); shape ``logits.shape[:-x.ndim + 1]``."""
+    sample_dims = logits.ndim - x.ndim + 1
+    return _sum_per_sample(elementwise_log_likelihood(x, logits, log_scale, likelihood, bounded), sample_dims)
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

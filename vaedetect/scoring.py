@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from .losses import iwae_bound, kl_divergence, log_likelihood
+from .losses import elementwise_log_likelihood, iwae_bound, kl_divergence, log_likelihood
 
 SCORES = ("elbo", "reconstruction", "complexity")
 # Scores defined for images only.
@@ -29,22 +29,37 @@ def latent_noise(latent_shape, n_samples: int, seed: int, device) -> torch.Tenso
     return torch.randn((n_samples, 1, *latent_shape), generator=generator).to(device)
 
 
+def _decode_draws(model, x, noise):
+    """Decode ``K`` latent draws per input: ``(logits (K, B, *data), z (K, B, *latent), mean, logvar)``."""
+    mean, logvar, features = model.encode(x)
+    n_draws = noise.shape[0]
+    z = model.reparameterize(mean, logvar, noise)  # (K, B, *latent)
+    if features:  # U-Net skips: every draw sees the same encoder maps
+        features = [f.repeat(n_draws, *([1] * (f.ndim - 1))) for f in features]
+    logits = model.decode(z.flatten(0, 1), features).unflatten(0, (n_draws, len(x)))  # (K, B, *data)
+    return logits, z, mean, logvar
+
+
 def elbo_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     """Per-sample evidence lower bound in nats.
 
     With one draw it is ``log p(x|z) - KL(q(z|x) || p(z))`` with the KL in closed form; with ``K > 1``
     draws it is the importance-weighted bound (IWAE), which is tighter and tends to ``log p(x)``.
     """
-    mean, logvar, features = model.encode(x)
-    n_draws = noise.shape[0]
-    z = model.reparameterize(mean, logvar, noise)  # (K, B, *latent)
-    flat_z = z.flatten(0, 1)  # (K * B, *latent)
-    if features:
-        features = [f.repeat(n_draws, *([1] * (f.ndim - 1))) for f in features]
-    logits = model.decode(flat_z, features).unflatten(0, (n_draws, len(x)))  # (K, B, *data)
-    if n_draws == 1:
+    logits, z, mean, logvar = _decode_draws(model, x, noise)
+    if noise.shape[0] == 1:
         return log_likelihood(x, logits[0], model.log_scale, likelihood, model.is_image) - kl_divergence(mean, logvar)
     return iwae_bound(x, logits, z, mean, logvar, model.log_scale, likelihood, model.is_image)
+
+
+def anomaly_map(model, x, noise, likelihood="gaussian") -> torch.Tensor:
+    """Per-element negative log-likelihood ``-log p(x|z)`` in nats, averaged over the latent draws.
+
+    Shaped like ``x``: higher where the model explains the input worse. Summed over every element it is
+    the expected reconstruction term of the ELBO.
+    """
+    logits, _, _, _ = _decode_draws(model, x, noise)
+    return -elementwise_log_likelihood(x, logits, model.log_scale, likelihood, model.is_image).mean(0)
 
 
 def residuals(model, x) -> torch.Tensor:
