@@ -436,9 +436,10 @@ def test_png_complexity_of_constant_and_noise_images(shape):
 def test_score_table_has_every_method_and_matches_score_samples(fitted_images):
     detector, X = fitted_images
     table = detector.score_table(X[:7])
-    assert list(table.columns) == ["elbo", "elbo_bits_per_dim", "png_bits_per_dim", "complexity", "reconstruction"]
+    assert list(table.columns) == ["elbo", "elbo_bits_per_dim", "png_bits_per_dim", "complexity", "reconstruction",
+                                   "regret"]
     np.testing.assert_allclose(table["elbo"], detector.score_samples(X[:7]))
-    for method in ("reconstruction", "complexity"):
+    for method in ("reconstruction", "complexity", "regret"):
         other = copy.deepcopy(detector).set_params(score=method)
         np.testing.assert_allclose(table[method], other.score_samples(X[:7]), rtol=1e-6)
     np.testing.assert_allclose(table["complexity"], table["png_bits_per_dim"] - table["elbo_bits_per_dim"])
@@ -503,3 +504,26 @@ def test_heatmap_overlay_is_enlarged_rgb_and_hot_where_the_map_peaks():
     assert overlay.shape == (32, 32, 3) and overlay.dtype == np.uint8
     hot, cold = overlay[2 * 4, 5 * 4], overlay[0, 0]
     assert hot.sum() > cold.sum() + 200
+
+
+def test_likelihood_regret_is_non_negative_and_grows_with_steps(dark_detector):
+    detector, X = dark_detector
+    odd = X[:5].copy()
+    odd[:, 4:8, 4:8] = 255
+    batch = np.concatenate([X[:5], odd])
+    regret = copy.deepcopy(detector).set_params(score="regret", regret_steps=3)
+    few = regret.score_samples(batch)
+    many = regret.set_params(regret_steps=30).score_samples(batch)
+    # the score is minus the regret: regret >= 0, and more steps only find better posteriors
+    assert (few <= 0).all() and (many <= few + 1e-9).all()
+    assert (many < 0).all()
+    # the decoder was not touched and collected no gradients
+    assert all(p.grad is None for p in regret.model_.parameters())
+
+
+def test_regret_is_the_same_alone_or_in_a_batch(dark_detector):
+    detector, X = dark_detector
+    regret = copy.deepcopy(detector).set_params(score="regret", regret_steps=5)
+    together = regret.score_samples(X[:6])
+    alone = np.array([regret.score_samples(X[i : i + 1])[0] for i in range(6)])
+    np.testing.assert_allclose(alone, together, rtol=1e-4, atol=1e-4)

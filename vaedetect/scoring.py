@@ -16,7 +16,7 @@ import torch
 
 from .losses import elementwise_log_likelihood, iwae_bound, kl_divergence, log_likelihood
 
-SCORES = ("elbo", "reconstruction", "complexity")
+SCORES = ("elbo", "reconstruction", "complexity", "regret")
 # Scores defined for images only.
 IMAGE_SCORES = ("complexity",)
 # Images reach the networks in [-1, 1]: one of the 256 levels of an 8-bit value is 2 / 255 wide.
@@ -29,15 +29,14 @@ def latent_noise(latent_shape, n_samples: int, seed: int, device) -> torch.Tenso
     return torch.randn((n_samples, 1, *latent_shape), generator=generator).to(device)
 
 
-def _decode_draws(model, x, noise):
-    """Decode ``K`` latent draws per input: ``(logits (K, B, *data), z (K, B, *latent), mean, logvar)``."""
-    mean, logvar, features = model.encode(x)
+def _decode_posterior(model, mean, logvar, features, noise):
+    """Decode ``K`` draws from q(z|x) per input: ``logits (K, B, *data)`` and ``z (K, B, *latent)``."""
     n_draws = noise.shape[0]
     z = model.reparameterize(mean, logvar, noise)  # (K, B, *latent)
     if features:  # U-Net skips: every draw sees the same encoder maps
         features = [f.repeat(n_draws, *([1] * (f.ndim - 1))) for f in features]
-    logits = model.decode(z.flatten(0, 1), features).unflatten(0, (n_draws, len(x)))  # (K, B, *data)
-    return logits, z, mean, logvar
+    logits = model.decode(z.flatten(0, 1), features).unflatten(0, (n_draws, len(mean)))  # (K, B, *data)
+    return logits, z
 
 
 def elbo_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
@@ -46,7 +45,12 @@ def elbo_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     With one draw it is ``log p(x|z) - KL(q(z|x) || p(z))`` with the KL in closed form; with ``K > 1``
     draws it is the importance-weighted bound (IWAE), which is tighter and tends to ``log p(x)``.
     """
-    logits, z, mean, logvar = _decode_draws(model, x, noise)
+    mean, logvar, features = model.encode(x)
+    return _elbo_given_posterior(model, x, mean, logvar, features, noise, likelihood)
+
+
+def _elbo_given_posterior(model, x, mean, logvar, features, noise, likelihood):
+    logits, z = _decode_posterior(model, mean, logvar, features, noise)
     if noise.shape[0] == 1:
         return log_likelihood(x, logits[0], model.log_scale, likelihood, model.is_image) - kl_divergence(mean, logvar)
     return iwae_bound(x, logits, z, mean, logvar, model.log_scale, likelihood, model.is_image)
@@ -58,7 +62,8 @@ def anomaly_map(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     Shaped like ``x``: higher where the model explains the input worse. Summed over every element it is
     the expected reconstruction term of the ELBO.
     """
-    logits, _, _, _ = _decode_draws(model, x, noise)
+    mean, logvar, features = model.encode(x)
+    logits, _ = _decode_posterior(model, mean, logvar, features, noise)
     return -elementwise_log_likelihood(x, logits, model.log_scale, likelihood, model.is_image).mean(0)
 
 
@@ -113,6 +118,41 @@ def png_bits_per_dim(x: torch.Tensor) -> torch.Tensor:
     return torch.tensor(bits, dtype=torch.float64) / x[0].numel()
 
 
+def regret_score(model, x, noise, likelihood="gaussian", steps: int = 20, learning_rate: float = 0.1) -> torch.Tensor:
+    """Minus the Likelihood Regret (Xiao, Yan and Amit, NeurIPS 2020), higher = more normal.
+
+    The regret is how much each input's ELBO improves when its posterior is fitted to that input alone
+    with the decoder frozen: an input like the training data gains little over what the shared
+    encoder gives it, an out-of-distribution input gains much. Here the per-input posterior parameters
+    ``(mean, logvar)`` are fitted with Adam for ``steps`` steps, which is vectorised over the batch
+    (Adam acts element by element, so inputs do not interact) and costs about ``2 * steps`` decoder
+    passes. The best ELBO seen along the way counts, so the regret is >= 0 and never shrinks with more
+    steps. https://arxiv.org/abs/2003.02977
+    """
+    with torch.no_grad():
+        mean, logvar, features = model.encode(x)
+        features = [f.detach() for f in features]
+    with torch.enable_grad():
+        params = [mean.detach().clone().requires_grad_(True), logvar.detach().clone().requires_grad_(True)]
+        optimizer = torch.optim.Adam(params, lr=learning_rate)
+        start = best = None
+        for step in range(steps + 1):
+            elbo = _elbo_given_posterior(model, x, *params, features, noise, likelihood)
+            start = elbo.detach() if start is None else start
+            best = elbo.detach() if best is None else torch.maximum(best, elbo.detach())
+            if step == steps:
+                break
+            # gradients of the inputs' own ELBOs only: nothing accumulates in the decoder's .grad
+            grads = torch.autograd.grad(-elbo.sum(), params)
+            for param, grad in zip(params, grads):
+                param.grad = grad
+            optimizer.step()
+    return -(best - start)
+
+
+regret_score.needs_grad = True
+
+
 def complexity_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     """Likelihood corrected by input complexity (Serra et al., ICLR 2020), higher = more normal.
 
@@ -124,24 +164,37 @@ def complexity_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     return png_bits_per_dim(x).to(nll.device) - nll
 
 
-_SCORE_FUNCTIONS = {"elbo": elbo_score, "reconstruction": reconstruction_score, "complexity": complexity_score}
+_SCORE_FUNCTIONS = {
+    "elbo": elbo_score,
+    "reconstruction": reconstruction_score,
+    "complexity": complexity_score,
+    "regret": regret_score,
+}
 
 
-def map_batches(function, model, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
-    """``function(model, batch)`` over ``x`` in evaluation mode, batch by batch; results on the CPU."""
+def map_batches(function, model, x: torch.Tensor, batch_size: int, device, needs_grad=False) -> torch.Tensor:
+    """``function(model, batch)`` over ``x`` in evaluation mode, batch by batch; results on the CPU.
+
+    Runs under ``torch.inference_mode`` unless ``needs_grad`` (scores that optimise per input).
+    """
     model.eval()
     chunks = []
-    with torch.inference_mode():
+    with torch.inference_mode(not needs_grad):
         for start in range(0, len(x), batch_size):
             chunks.append(function(model, x[start : start + batch_size].to(device)).cpu())
     return torch.cat(chunks)
 
 
-def score_batches(model, x: torch.Tensor, score: str, noise, likelihood, batch_size: int, device) -> np.ndarray:
-    """Apply the score named ``score`` to ``x`` (on any device) in batches; float64 numpy out."""
+def score_batches(model, x: torch.Tensor, score: str, noise, likelihood, batch_size: int, device,
+                  **options) -> np.ndarray:
+    """Apply the score named ``score`` to ``x`` (on any device) in batches; float64 numpy out.
+
+    ``options`` go to the score function (e.g. ``steps`` of ``"regret"``).
+    """
     function = _SCORE_FUNCTIONS[score]
-    scores = map_batches(lambda m, batch: function(m, batch, noise, likelihood), model, x, batch_size, device)
-    return scores.double().numpy()
+    scores = map_batches(lambda m, batch: function(m, batch, noise, likelihood, **options), model, x, batch_size,
+                         device, needs_grad=getattr(function, "needs_grad", False))
+    return scores.detach().double().numpy()
 
 
 # ------------------------------------------------------------------ split-conformal calibration

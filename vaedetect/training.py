@@ -189,5 +189,6 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    optimizer.zero_grad(set_to_none=True)  # a fitted model carries no stale gradients
     model.eval()
     return history
