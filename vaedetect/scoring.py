@@ -125,8 +125,8 @@ def regret_score(model, x, noise, likelihood="gaussian", steps: int = 20, learni
     with the decoder frozen: an input like the training data gains little over what the shared
     encoder gives it, an out-of-distribution input gains much. Here the per-input posterior parameters
     ``(mean, logvar)`` are fitted with Adam for ``steps`` steps, which is vectorised over the batch
-    (Adam acts element by element, so inputs do not interact) and costs about ``2 * steps`` decoder
-    passes. The best ELBO seen along the way counts, so the regret is >= 0 and never shrinks with more
+    (Adam acts element by element, so inputs do not interact) and costs ``steps + 1`` decoder forward
+    and ``steps`` backward passes. The best ELBO seen along the way counts, so the regret is >= 0 and never shrinks with more
     steps. https://arxiv.org/abs/2003.02977
     """
     with torch.no_grad():
