@@ -596,9 +596,9 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         scores : ndarray of shape (n_samples,)
-            With ``score="elbo"`` the ELBO (IWAE bound when ``n_samples > 1``) in nats per sample;
-            with ``score="reconstruction"`` the negative mean squared reconstruction error. The same
-            input always gets the same score, alone or in any batch.
+            The method named by ``score``: with ``"elbo"`` the ELBO (IWAE bound when
+            ``n_samples > 1``) in nats per sample; see the ``score`` parameter for the others. The
+            same input always gets the same score, alone or in any batch.
         """
         return self._score_tensor(self._check_input(X))
 
