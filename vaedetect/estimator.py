@@ -626,7 +626,10 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         return arrange_like(maps, self.layout_) if per_channel else maps.sum(axis=1)
 
     def score_table(self, X):
-        """Every score method at once, one column each (higher = more normal in every column).
+        """Every score method at once, one column each.
+
+        The score columns (``elbo``, ``complexity``, ``reconstruction``, ``regret``) are higher for
+        more normal samples; the two ``*_bits_per_dim`` columns are costs, lower for simpler inputs.
 
         Parameters
         ----------
