@@ -221,3 +221,14 @@ def test_maps_are_written_for_flagged_files_only(trained):
     assert (table.loc[table["is_outlier"] == False, "map"] == "").all()  # noqa: E712
     with Image.open(flagged["map"].iloc[0]) as overlay:
         assert overlay.mode == "RGB" and min(overlay.size) >= 128
+
+
+def test_fit_option_choices_match_the_estimator_parameters():
+    # the CLI spells its choices out so that --help need not import torch; keep them in step
+    from vaedetect.cli import _FIT_OPTIONS
+
+    constraints = vaedetect.VAEDetector._parameter_constraints
+    for _, parameter, kind, _ in _FIT_OPTIONS:
+        if hasattr(kind, "choices"):
+            allowed = {str(v) for c in constraints[parameter] for v in getattr(c, "options", ())}
+            assert set(kind.choices) == allowed, parameter

@@ -33,7 +33,7 @@ _FIT_OPTIONS = [
     ("--validation-fraction", "validation_fraction", click.FloatRange(0, 1, max_open=True),
      "Share held out for early stopping and the threshold."),
     ("--n-samples", "n_samples", click.IntRange(min=1), "Latent draws per image when scoring."),
-    ("--score", "score", click.Choice(["elbo", "reconstruction", "complexity", "regret"]), "Score written by `vaedetect score`."),
+    ("--score", "score", click.Choice(["elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", "regret"]), "Score written by `vaedetect score`."),
     ("--contamination", "contamination", None, "Expected share of outliers: 'auto' or a float in (0, 0.5]."),
     ("--device", "device", str, "auto, cpu, cuda, cuda:1, mps, ..."),
     ("--seed", "random_state", int, "Random seed, for reproducible models."),

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import check_min_samples, check_X
 from .data import InputLayout, arrange_like, images_from_unit_range, images_to_unit_range
 from .losses import KL_SCHEDULES, LIKELIHOODS
-from .scoring import IMAGE_SCORES, SCORES
+from .scoring import IMAGE_SCORES, REFERENCE_SCORES, SCORES
 
 # The fraction of held-out training data flagged when contamination="auto".
 _AUTO_CONTAMINATION = 0.01
@@ -41,6 +41,17 @@ def _write_overlays(folder, paths, images, heat_maps) -> dict[str, str]:
         Image.fromarray(heatmap_overlay(image, heat)).save(folder / name)
         written[path] = str(folder / name)
     return written
+
+
+def _anomaly_labels(y) -> np.ndarray:
+    """Boolean "is anomaly" from labels in {0, 1} (1 = anomaly), booleans, or {-1, +1} (-1 = anomaly)."""
+    y = np.asarray(y).ravel()
+    values = set(np.unique(y).tolist())
+    if y.dtype == bool or values <= {0, 1}:
+        return y.astype(bool)
+    if values <= {-1, 1}:
+        return y == -1
+    raise ValueError(f"y must hold 0/1 (1 = anomaly), booleans, or -1/+1 (-1 = anomaly); got values {sorted(values)}.")
 
 
 def _as_list(paths):
@@ -113,15 +124,29 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         best epoch's weights.
     n_iter_no_change : int, default=10
     n_samples : int, default=1
-        Latent draws per input when scoring; above 1 the ELBO becomes the tighter importance-weighted
-        bound (IWAE), at that many decoder passes per input. The tutorial's ``no_of_sample`` is 10; on
-        one-class MNIST one draw ranked anomalies as well (mean ROC AUC 0.924 vs 0.919) at a tenth of
-        the cost (docs/mnist_one_class.md).
-    score : {"elbo", "reconstruction", "complexity", "regret"}, default="elbo"
-        ``score_samples``: ELBO in nats per sample; the negative mean squared reconstruction error;
-        (images only) the ELBO corrected by input complexity, PNG bits minus model bits per dimension
-        (Serra et al., 2020); or minus the Likelihood Regret (Xiao et al., 2020), the ELBO gained by
-        fitting each input's posterior alone. ``score_table`` gives them all at once.
+        Latent draws per input when scoring: the ``elbo`` averages its reconstruction term over them
+        and ``iwae`` is the importance-weighted bound they give, tighter as they grow, at that many
+        decoder passes per input. The tutorial's ``no_of_sample`` is 10; on one-class MNIST the
+        10-draw bound ranked anomalies no better than one draw (mean ROC AUC 0.919 vs 0.924) at ten
+        times the cost (docs/mnist_one_class.md).
+    score : {"elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", "regret"}, \
+            default="elbo"
+        What ``score_samples`` returns, higher = more normal:
+
+        - ``"elbo"``: the evidence lower bound, in nats per sample;
+        - ``"iwae"``: the importance-weighted bound with ``n_samples`` draws;
+        - ``"kl"``: minus the KL divergence of the posterior from the prior (the rate);
+        - ``"reconstruction"``: minus the mean squared error of the reconstruction from the latent mean;
+        - ``"latent"``: minus the squared Mahalanobis distance of the latent mean from the training
+          data's latent means;
+        - ``"typicality"``: how close the ELBO is to the training data's typical ELBO, from either
+          side, so that inputs far *more* likely than the training data (flat or simpler images,
+          on which VAEs are known to be over-confident) are flagged too;
+        - ``"complexity"`` (images only): PNG bits minus model bits per dimension (Serra et al., 2020);
+        - ``"regret"``: minus the Likelihood Regret (Xiao et al., 2020), the ELBO gained by fitting
+          each input's posterior alone.
+
+        ``score_table`` gives them all at once; docs/scores.md compares them.
     regret_steps : int, default=20
         Optimiser steps per input for ``score="regret"``: ``regret_steps + 1`` decoder forward and
         ``regret_steps`` backward passes per input (about 55 times the one-draw ELBO at 20 steps).
@@ -156,6 +181,11 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         The device the model lives on.
     noise_seed_ : int
         Seed of the fixed latent draws used by every score call.
+    reference_ : vaedetect.scoring.Reference
+        Statistics of the training data's latent codes and ELBOs, used by the ``latent`` and
+        ``typicality`` scores.
+    validation_scores_ : ndarray of shape (n_validation,)
+        Scores of the held-out validation data, which thresholds and p-values are calibrated on.
 
     See Also
     --------
@@ -347,6 +377,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         self.history_ = pd.DataFrame(history)
         if self.loss == "sharp":
             self._calibrate_scale(x_train)
+        self.reference_ = self._fit_reference(x_train)
         if x_val is None:
             warnings.warn(
                 f"No validation data held out (validation_fraction={self.validation_fraction}, "
@@ -476,13 +507,19 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         with torch.no_grad():
             self.model_.log_scale.copy_(scale.clamp_min(1e-6).log().view_as(self.model_.log_scale))
 
+    def _fit_reference(self, x_train):
+        from .scoring import fit_reference
+
+        return fit_reference(self.model_, x_train, self._latent_noise(), self.likelihood,
+                             self._inference_batch_size(), self.device_)
+
     def _set_offset(self, x_held_out):
         # Kept so that the threshold can be moved later without the training data (set_threshold).
         self.validation_scores_ = self._score_tensor(x_held_out)
         self.set_threshold(contamination=self.contamination)
 
-    def set_threshold(self, *, contamination=None, fpr=None, threshold=None):
-        """Move the outlier threshold ``offset_`` of a fitted detector; give exactly one argument.
+    def set_threshold(self, *, contamination=None, fpr=None, threshold=None, X=None, y=None):
+        """Move the outlier threshold ``offset_`` of a fitted detector; give exactly one way.
 
         Parameters
         ----------
@@ -494,17 +531,36 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             flagged, up to sampling error. Warns when the held-out set is too small for that rate.
         threshold : float, optional
             Set ``offset_`` to this score directly.
+        X, y : array-like, optional
+            A few labelled examples, given together: the threshold that maximises the F1 score of
+            flagging the anomalies among them. ``y`` is 1 (or True) for anomalies and 0 for normal
+            samples, or sklearn's ``predict`` convention, -1 for anomalies and +1 for normal ones.
+            Without both kinds among the labels no threshold is better than another: the threshold is
+            left as it was, with a warning.
 
         Returns
         -------
         self : VAEDetector
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from vaedetect import VAEDetector
+        >>> X = np.random.RandomState(0).normal(size=(300, 2))
+        >>> detector = VAEDetector(latent_dim=1, epochs=3, random_state=0).fit(X)
+        >>> labelled = np.vstack([X[:20], [[6.0, 6.0], [-6.0, 6.0]]])
+        >>> detector.set_threshold(X=labelled, y=[0] * 20 + [1, 1]).predict(labelled)[-2:]
+        array([-1, -1])
         """
         from .scoring import conformal_threshold
 
         check_is_fitted(self, "validation_scores_")
-        if sum(arg is not None for arg in (contamination, fpr, threshold)) != 1:
-            raise ValueError("Give exactly one of contamination, fpr and threshold.")
-        if threshold is not None:
+        labelled = None if X is None and y is None else (X, y)
+        if sum(arg is not None for arg in (contamination, fpr, threshold, labelled)) != 1:
+            raise ValueError("Give exactly one of contamination, fpr, threshold and (X, y).")
+        if labelled is not None:
+            self._set_threshold_from_labels(X, y)
+        elif threshold is not None:
             self.offset_ = float(threshold)
         elif fpr is not None:
             if not isinstance(fpr, Real) or not 0 < fpr < 1:
@@ -525,6 +581,31 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
                 raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5]; got {contamination!r}.")
             self.offset_ = float(np.quantile(self.validation_scores_, contamination))
         return self
+
+    def _set_threshold_from_labels(self, X, y):
+        from sklearn.metrics import precision_recall_curve
+
+        if X is None or y is None:
+            raise ValueError("Labelled examples need both X and y.")
+        is_anomaly = _anomaly_labels(y)
+        scores = self.score_samples(X)
+        if len(is_anomaly) != len(scores):
+            raise ValueError(f"X has {len(scores)} samples but y has {len(is_anomaly)} labels.")
+        if is_anomaly.all() or not is_anomaly.any():
+            kind = "anomalies" if is_anomaly.all() else "normal samples"
+            warnings.warn(
+                f"The {len(is_anomaly)} labelled examples are all {kind}, so no threshold separates them; "
+                f"offset_ stays at {self.offset_:.6g}. Label at least one anomaly and one normal sample.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+        # anomalies are the positive class and low scores are anomalous: rank by -score
+        precision, recall, cutoffs = precision_recall_curve(is_anomaly, -scores)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, np.finfo(float).tiny)
+        best = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no cutoff
+        # flagged when -score >= cutoff, i.e. score <= -cutoff; predict flags score < offset_
+        self.offset_ = float(np.nextafter(-cutoffs[best], np.inf))
 
     def p_values(self, X):
         """Split-conformal p-values against the held-out validation scores kept from ``fit``.
@@ -569,6 +650,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
 
         score = score or self.score
         options = {"steps": self.regret_steps} if score == "regret" else {}
+        if score in REFERENCE_SCORES:
+            options["reference"] = self.reference_
         return score_batches(self.model_, x, score, self._latent_noise(), self.likelihood,
                              self._inference_batch_size(), self.device_, **options)
 
@@ -625,37 +708,71 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         maps = self._anomaly_map_tensor(self._check_input(X))
         return arrange_like(maps, self.layout_) if per_channel else maps.sum(axis=1)
 
-    def score_table(self, X):
-        """Every score method at once, one column each.
+    def score_table(self, X, *, methods=None):
+        """Several score methods at once, one column each, from one call.
 
-        The score columns (``elbo``, ``complexity``, ``reconstruction``, ``regret``) are higher for
-        more normal samples; the two ``*_bits_per_dim`` columns are costs, lower for simpler inputs.
+        Score columns are higher for more normal samples. With images, ``elbo`` and ``iwae`` also get
+        a ``*_bits_per_dim`` column: the negative log-likelihood of the 8-bit image in bits per
+        dimension (a cost, lower = more normal), comparable across image sizes and with the
+        ``png_bits_per_dim`` column that comes with ``complexity``.
 
         Parameters
         ----------
         X : array-like
             Data in the layout given to ``fit``.
+        methods : sequence of str, optional
+            Score methods to compute, in column order (see the ``score`` parameter). Defaults to all
+            methods that apply to the data; ``"regret"`` alone costs about ``2 * regret_steps``
+            times as much as ``"elbo"``, so leave it out to save time.
 
         Returns
         -------
-        table : pandas.DataFrame of shape (n_samples, n_methods)
-            Columns ``elbo`` (nats per sample), ``elbo_bits_per_dim`` (its negative log-likelihood of
-            8-bit data in bits per dimension, lower = more normal, comparable across image sizes),
-            ``reconstruction``, ``regret``, and for images ``png_bits_per_dim`` and ``complexity``.
+        table : pandas.DataFrame of shape (n_samples, n_columns)
+            Each column equals ``score_samples`` of a detector with that ``score``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from vaedetect import VAEDetector
+        >>> X = np.random.RandomState(0).normal(size=(100, 3))
+        >>> detector = VAEDetector(latent_dim=2, epochs=2, random_state=0).fit(X)
+        >>> list(detector.score_table(X[:5], methods=["elbo", "kl", "latent"]).columns)
+        ['elbo', 'kl', 'latent']
         """
         import pandas as pd
 
-        from .scoring import bits_per_dim, png_bits_per_dim
+        from .scoring import bits_per_dim, png_bits_per_dim, typicality_from_elbo
 
         x = self._check_input(X)
-        table = pd.DataFrame({"elbo": self._score_tensor(x, "elbo")})
-        if self.layout_.kind == "image":
-            table["elbo_bits_per_dim"] = bits_per_dim(table["elbo"].to_numpy(), self.n_features_in_)
-            table["png_bits_per_dim"] = png_bits_per_dim(x).numpy()
-            table["complexity"] = table["png_bits_per_dim"] - table["elbo_bits_per_dim"]
-        table["reconstruction"] = self._score_tensor(x, "reconstruction")
-        table["regret"] = self._score_tensor(x, "regret")
+        methods = self._check_methods(methods)
+        is_image = self.layout_.kind == "image"
+        # typicality and complexity are functions of the ELBO: compute it once
+        elbo = self._score_tensor(x, "elbo") if {"elbo", "typicality", "complexity"} & set(methods) else None
+        table = pd.DataFrame(index=pd.RangeIndex(len(x)))
+        for method in methods:
+            if method == "elbo":
+                values = elbo
+            elif method == "typicality":
+                values = typicality_from_elbo(elbo, self.reference_)
+            elif method == "complexity":
+                table["png_bits_per_dim"] = png_bits_per_dim(x).numpy()
+                values = table["png_bits_per_dim"].to_numpy() - bits_per_dim(elbo, self.n_features_in_)
+            else:
+                values = self._score_tensor(x, method)
+            table[method] = values
+            if is_image and method in ("elbo", "iwae"):
+                table[f"{method}_bits_per_dim"] = bits_per_dim(values, self.n_features_in_)
         return table
+
+    def _check_methods(self, methods):
+        applicable = [m for m in SCORES if self.layout_.kind == "image" or m not in IMAGE_SCORES]
+        if methods is None:
+            return applicable
+        methods = [methods] if isinstance(methods, str) else list(methods)
+        unknown = [m for m in methods if m not in applicable]
+        if unknown or not methods:
+            raise ValueError(f"methods must be a non-empty list drawn from {applicable}; got {methods!r}.")
+        return methods
 
     def score_paths(self, paths, *, n_jobs=0, maps_dir=None):
         """Score every image file under ``paths``, streaming in batches so memory stays bounded.

@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 
 FORMAT_NAME = "vaedetect-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 lacked the reference statistics (latent and typicality scores); it is not read.
+_OLDEST_READABLE = 2
 _FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_")
+_REFERENCE_SCALARS = ("elbo_center", "elbo_spread_below", "elbo_spread_above")
 
 
 def _json_params(detector) -> dict:
@@ -43,11 +46,14 @@ def save_detector(detector, path) -> None:
         "layout": json.loads(detector.layout_.to_json()),
         "feature_names_in": [str(n) for n in getattr(detector, "feature_names_in_", [])] or None,
         "history": detector.history_.to_dict(orient="list"),
+        "reference": {name: getattr(detector.reference_, name) for name in _REFERENCE_SCALARS},
     }
     payload = {
         "header": json.dumps(header),
         "weights": {k: v.detach().cpu() for k, v in detector.model_.state_dict().items()},
         "validation_scores": torch.from_numpy(np.asarray(detector.validation_scores_, dtype=np.float64)),
+        "latent_location": detector.reference_.latent_location.cpu(),
+        "latent_precision": detector.reference_.latent_precision.cpu(),
     }
     if detector.feature_mean_ is not None:
         payload["feature_mean"] = torch.from_numpy(np.asarray(detector.feature_mean_, dtype=np.float64))
@@ -90,6 +96,11 @@ def read_header(path) -> tuple[dict, dict]:
             f"{str(path)!r} was written by vaedetect {header.get('vaedetect_version')} in model format "
             f"{version}; this vaedetect reads formats up to {FORMAT_VERSION}. Upgrade vaedetect to load it."
         )
+    if version < _OLDEST_READABLE:
+        raise ValueError(
+            f"{str(path)!r} was written by vaedetect {header.get('vaedetect_version')} in model format "
+            f"{version}, which lacks the training statistics this version scores with; fit the model again."
+        )
     return header, payload
 
 
@@ -101,6 +112,7 @@ def load_detector(path, device=None):
     from .data import InputLayout
     from .estimator import VAEDetector
     from .networks import VAE
+    from .scoring import Reference
     from .training import resolve_device
 
     header, payload = read_header(path)
@@ -117,6 +129,8 @@ def load_detector(path, device=None):
     detector.validation_scores_ = payload["validation_scores"].numpy()
     detector.feature_mean_ = payload["feature_mean"].numpy() if "feature_mean" in payload else None
     detector.feature_scale_ = payload["feature_scale"].numpy() if "feature_scale" in payload else None
+    detector.reference_ = Reference(latent_location=payload["latent_location"],
+                                    latent_precision=payload["latent_precision"], **header["reference"])
 
     target = resolve_device(device or params["device"])
     detector.device_ = str(target)

@@ -10,15 +10,18 @@ from __future__ import annotations
 import functools
 import io
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .losses import elementwise_log_likelihood, iwae_bound, kl_divergence, log_likelihood
 
-SCORES = ("elbo", "reconstruction", "complexity", "regret")
+SCORES = ("elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", "regret")
 # Scores defined for images only.
 IMAGE_SCORES = ("complexity",)
+# Scores that compare against statistics of the training data (a fitted Reference).
+REFERENCE_SCORES = ("latent", "typicality")
 # Images reach the networks in [-1, 1]: one of the 256 levels of an 8-bit value is 2 / 255 wide.
 _BIN_WIDTH = 2.0 / 255.0
 
@@ -40,20 +43,35 @@ def _decode_posterior(model, mean, logvar, features, noise):
 
 
 def elbo_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
-    """Per-sample evidence lower bound in nats.
+    """Per-sample evidence lower bound ``E_q[log p(x|z)] - KL(q(z|x) || p(z))`` in nats.
 
-    With one draw it is ``log p(x|z) - KL(q(z|x) || p(z))`` with the KL in closed form; with ``K > 1``
-    draws it is the importance-weighted bound (IWAE), which is tighter and tends to ``log p(x)``.
+    The expectation is averaged over the ``K`` draws in ``noise``; the KL is in closed form.
     """
     mean, logvar, features = model.encode(x)
     return _elbo_given_posterior(model, x, mean, logvar, features, noise, likelihood)
 
 
 def _elbo_given_posterior(model, x, mean, logvar, features, noise, likelihood):
+    logits, _ = _decode_posterior(model, mean, logvar, features, noise)
+    expected = log_likelihood(x, logits, model.log_scale, likelihood, model.is_image).mean(0)
+    return expected - kl_divergence(mean, logvar)
+
+
+def iwae_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
+    """Importance-weighted bound on ``log p(x)`` (Burda et al., 2016) from the ``K`` draws, in nats.
+
+    At least the ELBO for every ``K`` and tighter as ``K`` grows; with ``K = 1`` it is a one-draw
+    estimate of the ELBO (KL estimated from the draw too). https://arxiv.org/abs/1509.00519
+    """
+    mean, logvar, features = model.encode(x)
     logits, z = _decode_posterior(model, mean, logvar, features, noise)
-    if noise.shape[0] == 1:
-        return log_likelihood(x, logits[0], model.log_scale, likelihood, model.is_image) - kl_divergence(mean, logvar)
     return iwae_bound(x, logits, z, mean, logvar, model.log_scale, likelihood, model.is_image)
+
+
+def kl_score(model, x, noise=None, likelihood=None) -> torch.Tensor:
+    """Minus the rate ``KL(q(z|x) || p(z))`` in nats: how many nats the code of ``x`` carries."""
+    mean, logvar, _ = model.encode(x)
+    return -kl_divergence(mean, logvar)
 
 
 def anomaly_map(model, x, noise, likelihood="gaussian") -> torch.Tensor:
@@ -164,9 +182,90 @@ def complexity_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     return png_bits_per_dim(x).to(nll.device) - nll
 
 
+@dataclass
+class Reference:
+    """Statistics of the training data that the ``latent`` and ``typicality`` scores compare against.
+
+    Attributes
+    ----------
+    latent_location : Tensor of shape (d,)
+        Mean of the training data's latent means (flattened codes).
+    latent_precision : Tensor of shape (d, d)
+        Inverse of their Ledoit-Wolf shrunk covariance, well defined even for ``d`` near ``n``.
+    elbo_center : float
+        Median ELBO of the training data, in nats.
+    elbo_spread_below, elbo_spread_above : float
+        Median distance to ``elbo_center`` of the ELBOs below and above it: the typical set's width
+        on each side, which differ because per-sample ELBOs have a long lower tail.
+    """
+
+    latent_location: torch.Tensor
+    latent_precision: torch.Tensor
+    elbo_center: float
+    elbo_spread_below: float
+    elbo_spread_above: float
+
+
+def fit_reference(model, x: torch.Tensor, noise, likelihood, batch_size: int, device) -> Reference:
+    """Compute the :class:`Reference` statistics of data ``x`` (the training data, in network space)."""
+    from sklearn.covariance import LedoitWolf
+
+    codes = map_batches(lambda m, batch: m.encode(batch)[0].flatten(1), model, x, batch_size, device).double()
+    covariance = LedoitWolf().fit(codes.numpy())
+    elbo = map_batches(lambda m, batch: elbo_score(m, batch, noise, likelihood), model, x, batch_size, device)
+    elbo = elbo.double().numpy()
+    center = float(np.median(elbo))
+    below, above = center - elbo[elbo < center], elbo[elbo > center] - center
+    # a side without spread (all ELBOs equal) would divide by zero; any positive width keeps the ranking
+    below, above = (float(np.median(side)) if len(side) and np.median(side) > 0 else 1.0 for side in (below, above))
+    return Reference(
+        latent_location=torch.from_numpy(covariance.location_).float(),
+        latent_precision=torch.from_numpy(covariance.precision_).float(),
+        elbo_center=center,
+        elbo_spread_below=below,
+        elbo_spread_above=above,
+    )
+
+
+def latent_score(model, x, noise=None, likelihood=None, *, reference: Reference) -> torch.Tensor:
+    """Minus the squared Mahalanobis distance of the latent mean of ``x`` from the training latents.
+
+    A density score in latent space (a Gaussian fitted to the training codes): high for codes where the
+    training data's codes lie, whatever the decoder makes of them.
+    """
+    codes = model.encode(x)[0].flatten(1)
+    centred = codes - reference.latent_location.to(codes.device)
+    return -torch.einsum("bi,ij,bj->b", centred, reference.latent_precision.to(codes.device), centred)
+
+
+def typicality_from_elbo(elbo, reference: Reference):
+    """Two-sided distance of an ELBO from the training data's typical ELBO, negated (higher = more normal).
+
+    ``-max((c - elbo) / w_below, (elbo - c) / w_above)`` with ``c`` the median training ELBO and ``w``
+    the typical deviations below and above it. An input the model finds much *more* likely than the
+    training data (a flat or much simpler image) is as atypical as one it finds much less likely.
+    Works on tensors and numpy arrays alike.
+    """
+    below = (reference.elbo_center - elbo) / reference.elbo_spread_below
+    above = (elbo - reference.elbo_center) / reference.elbo_spread_above
+    return -(torch.maximum(below, above) if isinstance(below, torch.Tensor) else np.maximum(below, above))
+
+
+def typicality_score(model, x, noise, likelihood="gaussian", *, reference: Reference) -> torch.Tensor:
+    """The ELBO's two-sided typicality (:func:`typicality_from_elbo`), after Nalisnick et al., "Detecting
+    Out-of-Distribution Inputs to Deep Generative Models Using Typicality", 2019, applied per input.
+    https://arxiv.org/abs/1906.02994
+    """
+    return typicality_from_elbo(elbo_score(model, x, noise, likelihood), reference)
+
+
 _SCORE_FUNCTIONS = {
     "elbo": elbo_score,
+    "iwae": iwae_score,
+    "kl": kl_score,
     "reconstruction": reconstruction_score,
+    "latent": latent_score,
+    "typicality": typicality_score,
     "complexity": complexity_score,
     "regret": regret_score,
 }
