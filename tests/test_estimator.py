@@ -483,6 +483,19 @@ def test_false_alarm_rate_at_target_fpr_holds_across_seeds(fpr):
     assert max(rates) <= fpr + 3 * standard_error
 
 
+def test_changing_the_score_after_fit_needs_a_new_calibration(fitted_tabular):
+    detector, X = copy.deepcopy(fitted_tabular[0]), fitted_tabular[1]
+    detector.set_params(score="latent")
+    with pytest.raises(ValueError, match="calibrated for score='elbo', but score='latent' now.*calibrate"):
+        detector.predict(X)
+    X_normal = np.random.RandomState(5).normal(size=(300, 5))
+    detector.calibrate(X_normal)
+    assert detector.calibrated_score_ == "latent"
+    np.testing.assert_array_equal(detector.validation_scores_, detector.score_samples(X_normal))
+    # contamination="auto": 1% of the calibration data lies below the threshold
+    assert np.mean(detector.predict(X_normal) == -1) == pytest.approx(0.01, abs=0.004)
+
+
 def _best_f1(is_anomaly, scores):
     from sklearn.metrics import f1_score
 

@@ -185,7 +185,10 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         Statistics of the training data's latent codes and ELBOs, used by the ``latent`` and
         ``typicality`` scores.
     validation_scores_ : ndarray of shape (n_validation,)
-        Scores of the held-out validation data, which thresholds and p-values are calibrated on.
+        Scores of the held-out validation data (or of the data given to :meth:`calibrate`), which
+        thresholds and p-values are calibrated on.
+    calibrated_score_ : str
+        The score method ``validation_scores_`` belong to.
 
     See Also
     --------
@@ -516,7 +519,38 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     def _set_offset(self, x_held_out):
         # Kept so that the threshold can be moved later without the training data (set_threshold).
         self.validation_scores_ = self._score_tensor(x_held_out)
+        self.calibrated_score_ = self.score
         self.set_threshold(contamination=self.contamination)
+
+    def calibrate(self, X):
+        """Re-calibrate the threshold and p-values on new data known to be normal.
+
+        Replaces the held-out scores kept from ``fit`` by the scores of ``X`` under the current
+        ``score`` parameter and sets ``offset_`` from ``contamination``; thresholds set later with
+        :meth:`set_threshold` and :meth:`p_values` then refer to ``X``. Use it after changing
+        ``score`` on a fitted detector, or to calibrate on more (or more recent) normal data than
+        ``fit`` held out. ``X`` must not be data the network was trained on, whose scores are
+        optimistic.
+
+        Parameters
+        ----------
+        X : array-like
+            Normal data in the layout given to ``fit``.
+
+        Returns
+        -------
+        self : VAEDetector
+        """
+        self._set_offset(self._check_input(X))
+        return self
+
+    def _check_calibrated(self):
+        check_is_fitted(self, "validation_scores_")
+        if self.calibrated_score_ != self.score:
+            raise ValueError(
+                f"The threshold was calibrated for score={self.calibrated_score_!r}, but score={self.score!r} now. "
+                "Call calibrate(X) with held-out normal data to calibrate it for the new score, or fit again."
+            )
 
     def set_threshold(self, *, contamination=None, fpr=None, threshold=None, X=None, y=None):
         """Move the outlier threshold ``offset_`` of a fitted detector; give exactly one way.
@@ -554,7 +588,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         """
         from .scoring import conformal_threshold
 
-        check_is_fitted(self, "validation_scores_")
+        self._check_calibrated()
         labelled = None if X is None and y is None else (X, y)
         if sum(arg is not None for arg in (contamination, fpr, threshold, labelled)) != 1:
             raise ValueError("Give exactly one of contamination, fpr, threshold and (X, y).")
@@ -623,6 +657,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         """
         from .scoring import conformal_p_values
 
+        self._check_calibrated()
         return conformal_p_values(self.validation_scores_, self.score_samples(X))
 
     # ------------------------------------------------------------------ inference
@@ -800,7 +835,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         from .images import discover_images, stream_images
         from .scoring import conformal_p_values
 
-        check_is_fitted(self)
+        self._check_calibrated()
         if self.layout_.kind != "image":
             raise ValueError("score_paths needs a detector fitted on images; this one was fitted on tabular data.")
         channels, height, width = self.layout_.shape
@@ -841,6 +876,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         -------
         decision : ndarray of shape (n_samples,)
         """
+        self._check_calibrated()
         return self.score_samples(X) - self.offset_
 
     def predict(self, X):

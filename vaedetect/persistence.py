@@ -17,7 +17,7 @@ FORMAT_NAME = "vaedetect-model"
 FORMAT_VERSION = 2
 # Format 1 lacked the reference statistics (latent and typicality scores); it is not read.
 _OLDEST_READABLE = 2
-_FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_")
+_FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_", "calibrated_score_")
 _REFERENCE_SCALARS = ("elbo_center", "elbo_spread_below", "elbo_spread_above")
 
 
