@@ -34,3 +34,35 @@ def load_mnist(path=None) -> tuple[np.ndarray, np.ndarray]:
     images = _read_idx(images_file, 16).reshape(-1, 28, 28)
     labels = _read_idx(labels_file, 8)
     return images, labels
+
+
+def load_cifar10(split: str, classes=None, path=None, limit_per_class=None) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 photos of ``split`` ("train" or "test") straight from the tar file, without unpacking.
+
+    Returns images (n, 32, 32, 3) uint8 and their class names, ordered by class then file name;
+    ``classes`` keeps only those classes, ``limit_per_class`` the first so many files of each.
+    Raises ``FileNotFoundError`` naming the missing tar file.
+    """
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    archive_path = data_dir(path) / "cifar10" / f"cifar10-{split}.tar"
+    if not archive_path.is_file():
+        raise FileNotFoundError(f"CIFAR-10 file {archive_path} not found; pass --data-dir or set VAEDETECT_DATA.")
+    with tarfile.open(archive_path) as archive:
+        members = sorted((m for m in archive.getmembers() if m.isfile() and m.name.endswith(".jpg")),
+                         key=lambda m: m.name)
+        by_class: dict[str, list] = {}
+        for member in members:
+            label = Path(member.name).parent.name
+            if classes is None or label in classes:
+                by_class.setdefault(label, []).append(member)
+        images, labels = [], []
+        for label in sorted(by_class):
+            for member in by_class[label][:limit_per_class]:
+                with Image.open(io.BytesIO(archive.extractfile(member).read())) as image:
+                    images.append(np.asarray(image.convert("RGB")))
+                labels.append(label)
+    return np.stack(images), np.asarray(labels)

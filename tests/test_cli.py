@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 import subprocess
 import sys
@@ -232,3 +233,55 @@ def test_fit_option_choices_match_the_estimator_parameters():
         if hasattr(kind, "choices"):
             allowed = {str(v) for c in constraints[parameter] for v in getattr(c, "options", ())}
             assert set(kind.choices) == allowed, parameter
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_generate_writes_a_grid_of_the_requested_size(trained, tmp_path):
+    root, _ = trained
+    result = _invoke("generate", root / "model.vae", "-n", 6, "-o", tmp_path / "grid.png", "--seed", 1)
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "grid.png") as image:
+        # 6 tiles of 8 px in a 3 x 2 grid with 1 px gaps, enlarged 8x so each tile is 64 px
+        assert image.size == ((3 * 9 - 1) * 8, (2 * 9 - 1) * 8)
+
+
+def test_interpolate_writes_a_strip_framed_by_its_inputs(trained, tmp_path):
+    root, _ = trained
+    start, end = root / "new" / "normal" / "img_000.png", root / "new" / "odd" / "img_000.png"
+    result = _invoke("interpolate", root / "model.vae", start, end, "--steps", 5, "-o", tmp_path / "strip.png")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "strip.png") as image:
+        assert image.size == ((7 * 9 - 1) * 8, 8 * 8)
+        strip = np.asarray(image.convert("L"))
+    first = np.asarray(load_images([str(start)], 8, 1)[0][0, ..., 0])
+    np.testing.assert_array_equal(strip[:64:8, :64:8], first)
+
+
+def test_interpolate_names_an_unreadable_input(trained, tmp_path):
+    root, _ = trained
+    broken = root / "new" / "odd" / "corrupt.jpg"
+    result = _invoke("interpolate", root / "model.vae", broken, broken, "-o", tmp_path / "strip.png")
+    assert result.exit_code == 2 and "corrupt.jpg" in result.output
+
+
+def test_pca_plots_the_folders(trained, tmp_path):
+    root, _ = trained
+    result = _invoke("pca", root / "model.vae", root / "new", "-o", tmp_path / "pca.png")
+    assert result.exit_code == 0, result.output
+    assert "latent PCA of 10 images" in result.output
+    assert "corrupt.jpg" in result.output  # reported as skipped
+    with Image.open(tmp_path / "pca.png") as image:
+        assert min(image.size) > 200
+
+
+def test_score_writes_an_html_report(trained, tmp_path):
+    root, _ = trained
+    result = _invoke("score", root / "model.vae", root / "new", "-o", tmp_path / "s.csv", "--contamination", 0.2,
+                     "--report", tmp_path / "report.html", "--report-top", 3)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert "--contamination 0.2" in page
+    assert len(re.findall(r'<div class="card( outlier)?">', page)) == 6

@@ -549,21 +549,39 @@ def test_bits_per_dim_of_a_unit_density_is_the_bin_count():
     assert bits_per_dim(np.zeros(1), 10)[0] == pytest.approx(np.log2(127.5))
 
 
+@pytest.mark.parametrize("codec", ["png", "webp"])
 @pytest.mark.parametrize("shape", [(1, 3, 32, 32), (1, 1, 28, 28)])
-def test_png_complexity_of_constant_and_noise_images(shape):
-    from vaedetect.scoring import png_bits_per_dim
+def test_lossless_complexity_of_constant_and_noise_images(shape, codec):
+    from vaedetect.scoring import lossless_bits_per_dim
 
     constant = torch.full(shape, 0.3)
     noise = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert png_bits_per_dim(constant).item() < 0.1
-    assert 7.8 < png_bits_per_dim(noise).item() < 8.4
+    assert lossless_bits_per_dim(constant, codec).item() < 0.1
+    assert 7.8 < lossless_bits_per_dim(noise, codec).item() < 8.5
+
+
+def test_webp_compresses_a_smooth_image_tighter_than_png():
+    from vaedetect.scoring import lossless_bits_per_dim
+
+    ramp = torch.linspace(-1, 1, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32)
+    wavy = (ramp + 0.2 * torch.sin(torch.arange(32.0) * 0.7).view(1, 1, 32, 1)).clamp(-1, 1)
+    assert lossless_bits_per_dim(wavy, "webp").item() < lossless_bits_per_dim(wavy, "png").item()
+
+
+def test_complexity_codec_names_its_column(fitted_images):
+    detector, X = fitted_images
+    webp = copy.deepcopy(detector).set_params(complexity_codec="webp")
+    table = webp.score_table(X[:3], methods=["complexity"])
+    assert list(table.columns) == ["webp_bits_per_dim", "complexity"]
+    np.testing.assert_allclose(table["complexity"], webp.set_params(score="complexity").score_samples(X[:3]), rtol=1e-6)
 
 
 def test_score_table_has_every_method_and_matches_score_samples(fitted_images):
     detector, X = fitted_images
     table = detector.score_table(X[:7])
     assert list(table.columns) == ["elbo", "elbo_bits_per_dim", "iwae", "iwae_bits_per_dim", "kl", "reconstruction",
-                                   "latent", "typicality", "png_bits_per_dim", "complexity", "regret"]
+                                   "latent", "typicality", "png_bits_per_dim", "complexity", "bits_typicality",
+                                   "regret"]
     from vaedetect.scoring import SCORES
 
     for method in SCORES:

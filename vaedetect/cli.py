@@ -33,7 +33,10 @@ _FIT_OPTIONS = [
     ("--validation-fraction", "validation_fraction", click.FloatRange(0, 1, max_open=True),
      "Share held out for early stopping and the threshold."),
     ("--n-samples", "n_samples", click.IntRange(min=1), "Latent draws per image when scoring."),
-    ("--score", "score", click.Choice(["elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", "regret"]), "Score written by `vaedetect score`."),
+    ("--score", "score", click.Choice(["elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity",
+                                     "bits_typicality", "regret"]), "Score written by `vaedetect score`."),
+    ("--regret-steps", "regret_steps", click.IntRange(min=1), "Optimiser steps per image of --score regret."),
+    ("--complexity-codec", "complexity_codec", click.Choice(["png", "webp"]), "Codec of --score complexity."),
     ("--contamination", "contamination", None, "Expected share of outliers: 'auto' or a float in (0, 0.5]."),
     ("--device", "device", str, "auto, cpu, cuda, cuda:1, mps, ..."),
     ("--seed", "random_state", int, "Random seed, for reproducible models."),
@@ -160,9 +163,15 @@ def write_table(table, path: Path) -> None:
 @click.option("--fail-on-outlier", is_flag=True, help="Exit with code 1 when any file is an outlier.")
 @click.option("--maps", "maps_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Save a heat-map overlay of where each flagged image is anomalous to this folder.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a self-contained HTML report (histogram, most anomalous and most normal images "
+                   "with anomaly maps, latent PCA) here.")
+@click.option("--report-top", type=click.IntRange(min=1), default=24, show_default=True,
+              help="Thumbnails of this many most anomalous and most normal files in the report.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding images.")
-def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outlier, maps_dir, workers):
+def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outlier, maps_dir, report_path,
+          report_top, workers):
     """Score the images in PATHS with the detector in MODEL; one row per file found.
 
     Columns: path, score (higher = more normal), p_value (small for anomalies), is_outlier,
@@ -185,11 +194,118 @@ def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outl
         ranked = table.dropna(subset=["score"]).nsmallest(top, "score")
         click.echo(f"\nThe {len(ranked)} most anomalous:")
         click.echo(ranked[["path", "score", "is_outlier"]].to_string(index=False))
+    if report_path is not None:
+        from .report import write_report
+
+        note = ", ".join(f"--{name} {value}" for name, value in overrides.items()) or "(the model's own)"
+        write_report(report_path, detector, table, model_path=str(model), inputs=[str(p) for p in paths],
+                     threshold_note=note, top=report_top)
+        click.echo(f"Wrote the report to {report_path}", err=True)
     n_outliers, n_errors = int(table["is_outlier"].sum()), int((table["error"] != "").sum())
     click.echo(f"{len(table)} files: {n_outliers} outliers, {n_errors} could not be scored "
                f"(threshold {detector.offset_:.6g})", err=True)
     if fail_on_outlier and n_outliers:
         raise SystemExit(1)
+
+
+# ------------------------------------------------------------------ looking inside
+
+
+def _save_mosaic(images, path: Path, ncols=None, min_tile=64) -> None:
+    """Save images tiled into one PNG, small tiles enlarged (nearest neighbour) to ``min_tile`` pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from .plotting import mosaic
+
+    canvas = np.rint(mosaic(images, ncols=ncols) * 255).astype(np.uint8)
+    side = np.asarray(images).shape[1 if np.asarray(images).ndim == 3 else 2]
+    factor = max(1, -(-min_tile // side))
+    Image.fromarray(canvas.repeat(factor, axis=0).repeat(factor, axis=1)).save(path)
+
+
+def _load_image_model(path, command):
+    detector = _load_model(path)
+    if detector.layout_.kind != "image":
+        raise click.UsageError(f"`vaedetect {command}` needs a model fitted on images; {path} was fitted on tabular data.")
+    return detector
+
+
+def _call(function, *args, **kwargs):
+    """Run a library call; its ValueError (bad input, unsuitable model) becomes a usage error."""
+    try:
+        return function(*args, **kwargs)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-n", "count", type=click.IntRange(min=1), default=64, show_default=True, help="Images to generate.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="PNG file for the grid.")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Scale of the prior draws; lower gives more typical images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def generate(model, count, output, temperature, seed):
+    """Decode COUNT draws from the latent prior of MODEL into a grid of images."""
+    detector = _load_image_model(model, "generate")
+    samples = _call(detector.sample, count, temperature=temperature, random_state=seed)
+    _save_mosaic(samples, output)
+    click.echo(f"Wrote {count} generated images to {output}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("start", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("end", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Images on the path.")
+@click.option("--method", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="PNG file for the strip.")
+def interpolate(model, start, end, steps, method, output):
+    """Decode a latent path from image START to image END into a strip of images.
+
+    The strip begins and ends with the two inputs as read for the model, and shows the decoded
+    path between them.
+    """
+    import numpy as np
+
+    detector = _load_image_model(model, "interpolate")
+    X, used, skipped = detector.read_images([start, end])
+    if skipped:
+        raise click.UsageError(f"could not read {skipped[0].path}: {skipped[0].reason}")
+    X = X[[used.index(str(start)), used.index(str(end))]]
+    path = _call(detector.interpolate, X[0], X[1], steps=steps, method=method)
+    _save_mosaic(np.concatenate([X[:1], path, X[1:]]), output, ncols=steps + 2)
+    click.echo(f"Wrote {steps} interpolated images between {start} and {end} to {output}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("folders", nargs=-1, required=True, callback=_existing_paths)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="PNG file for the scatter plot.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes decoding images.")
+def pca(model, folders, output, workers):
+    """Plot the latent means of the images in FOLDERS on their first two principal components.
+
+    Points are coloured by the folder each image lies in (e.g. test/dog, test/cat).
+    """
+    from .plotting import latent_scatter
+
+    detector = _load_image_model(model, "pca")
+    X, used, skipped = detector.read_images(list(folders), n_jobs=workers)
+    for item in skipped:
+        click.echo(f"skipped {item.path}: {item.reason}", err=True)
+    if len(X) < 2:
+        raise click.UsageError(f"need at least 2 readable images in {', '.join(folders)}; found {len(X)}.")
+    _, coordinates = _call(detector.latent_pca, X, n_components=2)
+    ax = latent_scatter(coordinates, labels=[Path(p).parent.name for p in used])
+    ax.set_title(f"latent PCA of {len(X)} images")
+    ax.figure.savefig(output, dpi=120, bbox_inches="tight")
+    click.echo(f"Wrote the latent PCA of {len(X)} images to {output}")
 
 
 # ------------------------------------------------------------------ info

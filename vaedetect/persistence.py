@@ -18,7 +18,8 @@ FORMAT_VERSION = 2
 # Format 1 lacked the reference statistics (latent and typicality scores); it is not read.
 _OLDEST_READABLE = 2
 _FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_", "calibrated_score_")
-_REFERENCE_SCALARS = ("elbo_center", "elbo_spread_below", "elbo_spread_above")
+_REFERENCE_SCALARS = ("elbo_center", "elbo_spread_below", "elbo_spread_above", "codec")
+_REFERENCE_TENSORS = ("latent_location", "latent_precision", "bits_location", "bits_precision")
 
 
 def _json_params(detector) -> dict:
@@ -52,9 +53,11 @@ def save_detector(detector, path) -> None:
         "header": json.dumps(header),
         "weights": {k: v.detach().cpu() for k, v in detector.model_.state_dict().items()},
         "validation_scores": torch.from_numpy(np.asarray(detector.validation_scores_, dtype=np.float64)),
-        "latent_location": detector.reference_.latent_location.cpu(),
-        "latent_precision": detector.reference_.latent_precision.cpu(),
     }
+    for name in _REFERENCE_TENSORS:
+        value = getattr(detector.reference_, name)
+        if value is not None:
+            payload[name] = value.cpu()
     if detector.feature_mean_ is not None:
         payload["feature_mean"] = torch.from_numpy(np.asarray(detector.feature_mean_, dtype=np.float64))
         payload["feature_scale"] = torch.from_numpy(np.asarray(detector.feature_scale_, dtype=np.float64))
@@ -129,8 +132,7 @@ def load_detector(path, device=None):
     detector.validation_scores_ = payload["validation_scores"].numpy()
     detector.feature_mean_ = payload["feature_mean"].numpy() if "feature_mean" in payload else None
     detector.feature_scale_ = payload["feature_scale"].numpy() if "feature_scale" in payload else None
-    detector.reference_ = Reference(latent_location=payload["latent_location"],
-                                    latent_precision=payload["latent_precision"], **header["reference"])
+    detector.reference_ = Reference(**{name: payload.get(name) for name in _REFERENCE_TENSORS}, **header["reference"])
 
     target = resolve_device(device or params["device"])
     detector.device_ = str(target)

@@ -33,3 +33,249 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.5, 
     overlay = np.rint((1 - alpha) * rgb + alpha * colours).clip(0, 255).astype(np.uint8)
     factor = max(1, int(np.ceil(min_side / max(1, min(overlay.shape[:2])))))
     return overlay.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def _axes(ax, figsize):
+    """The given axes, or new ones on a new pyplot figure."""
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)[1]
+
+
+def as_hwc_float(images) -> np.ndarray:
+    """Images in any layout vaedetect returns -> ``(n, H, W, C)`` floats in [0, 1].
+
+    Accepts ``(n, H, W)`` grayscale, ``(n, H, W, C)`` and ``(n, C, H, W)`` with ``C`` in {1, 3};
+    integer images are read as 0..255, float images as 0..1.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"images must be (n, H, W), (n, H, W, C) or (n, C, H, W); got shape {images.shape}.")
+    if images.shape[1] in (1, 3) and images.shape[3] not in (1, 3):
+        images = images.transpose(0, 2, 3, 1)
+    scale = 255.0 if images.dtype.kind in "ui" else 1.0
+    return np.clip(images.astype(np.float64) / scale, 0.0, 1.0)
+
+
+def mosaic(images, *, ncols: int | None = None, padding: int = 1) -> np.ndarray:
+    """Tile images into one ``(rows * (H + padding), cols * (W + padding), 3)`` RGB array in [0, 1]."""
+    tiles = as_hwc_float(images)
+    if tiles.shape[-1] == 1:
+        tiles = np.repeat(tiles, 3, axis=-1)
+    n, height, width, _ = tiles.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    canvas = np.ones((nrows * (height + padding) - padding, ncols * (width + padding) - padding, 3))
+    for index, tile in enumerate(tiles):
+        row, col = divmod(index, ncols)
+        canvas[row * (height + padding) : row * (height + padding) + height,
+               col * (width + padding) : col * (width + padding) + width] = tile
+    return canvas
+
+
+def image_grid(images, *, ncols=None, title=None, ax=None):
+    """Show images as one grid.
+
+    Parameters
+    ----------
+    images : array-like
+        ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)``, e.g. from ``VAEDetector.sample``.
+    ncols : int, optional
+        Images per row; about a square grid by default.
+    title : str, optional
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure by default.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    ax = _axes(ax, (6, 6))
+    ax.imshow(mosaic(images, ncols=ncols), interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def reconstruction_grid(originals, reconstructions, *, ncols=8, ax=None):
+    """Originals and their reconstructions in alternating rows (originals above).
+
+    Parameters
+    ----------
+    originals, reconstructions : array-like
+        Images of the same shape, e.g. ``X`` and ``VAEDetector.reconstruct(X)``.
+    ncols : int, default=8
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    originals, reconstructions = as_hwc_float(originals), as_hwc_float(reconstructions)
+    if originals.shape != reconstructions.shape:
+        raise ValueError(f"originals {originals.shape} and reconstructions {reconstructions.shape} differ in shape.")
+    rows = []
+    for start in range(0, len(originals), ncols):
+        chunk = slice(start, start + ncols)
+        blank = np.ones((ncols - len(originals[chunk]), *originals.shape[1:]))
+        rows += [np.concatenate([originals[chunk], blank]), np.concatenate([reconstructions[chunk], blank])]
+    ax = image_grid(np.concatenate(rows), ncols=ncols, ax=ax)
+    ax.set_title("originals (odd rows) and reconstructions (even rows)")
+    return ax
+
+
+def interpolation_strip(path, *, ax=None):
+    """A latent interpolation (``VAEDetector.interpolate``) as one row of images.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    ax = _axes(ax, (1.2 * len(path), 1.6))
+    return image_grid(path, ncols=len(path), ax=ax)
+
+
+def latent_scatter(coordinates, *, labels=None, scores=None, outliers=None, ax=None):
+    """Scatter of 2-D latent coordinates (e.g. from ``VAEDetector.latent_pca``).
+
+    Parameters
+    ----------
+    coordinates : array-like of shape (n, 2)
+    labels : array-like of shape (n,), optional
+        Categories (e.g. sub-folder names), one colour each, with a legend.
+    scores : array-like of shape (n,), optional
+        Colour by score instead, with a colour bar (used when ``labels`` is None).
+    outliers : array-like of bool, shape (n,), optional
+        Samples to ring in red.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    coordinates = np.asarray(coordinates, dtype=float)
+    if coordinates.ndim != 2 or coordinates.shape[1] < 2:
+        raise ValueError(f"coordinates must have shape (n, 2); got {coordinates.shape}.")
+    ax = _axes(ax, (6, 5))
+    x, y = coordinates[:, 0], coordinates[:, 1]
+    if labels is not None:
+        labels = np.asarray(labels)
+        for label in np.unique(labels):
+            keep = labels == label
+            ax.scatter(x[keep], y[keep], s=8, alpha=0.7, label=str(label))
+        ax.legend(markerscale=2, fontsize="small", loc="best")
+    elif scores is not None:
+        points = ax.scatter(x, y, s=8, c=np.asarray(scores, dtype=float), cmap="viridis")
+        ax.figure.colorbar(points, ax=ax, label="score (higher = more normal)")
+    else:
+        ax.scatter(x, y, s=8, alpha=0.7)
+    if outliers is not None:
+        outliers = np.asarray(outliers, dtype=bool)
+        ax.scatter(x[outliers], y[outliers], s=40, facecolors="none", edgecolors="red", linewidths=1.0,
+                   label="outlier")
+    ax.set_xlabel("latent PC 1")
+    ax.set_ylabel("latent PC 2")
+    return ax
+
+
+def training_curves(history, *, ax=None):
+    """Training and validation loss per epoch, from ``VAEDetector.history_``.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    ax = _axes(ax, (6, 4))
+    ax.plot(history["epoch"], history["loss"], label="training loss")
+    if "val_loss" in history:
+        ax.plot(history["epoch"], history["val_loss"], label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (nats per sample)" if "kl" in history and "mse" not in history else "loss")
+    ax.legend()
+    return ax
+
+
+def score_histogram(scores, *, threshold=None, labels=None, bins=50, ax=None):
+    """Histogram of scores, with the outlier threshold as a vertical line.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n,)
+    threshold : float, optional
+        E.g. ``VAEDetector.offset_``; scores below it are outliers.
+    labels : array-like of shape (n,), optional
+        One histogram per category, overlaid.
+    bins : int, default=50
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    scores = np.asarray(scores, dtype=float)
+    finite = np.isfinite(scores)
+    ax = _axes(ax, (6, 4))
+    edges = np.histogram_bin_edges(scores[finite], bins=bins)
+    if labels is None:
+        ax.hist(scores[finite], bins=edges, color="tab:blue", alpha=0.8)
+    else:
+        labels = np.asarray(labels)
+        for label in np.unique(labels):
+            ax.hist(scores[finite & (labels == label)], bins=edges, alpha=0.5, label=str(label))
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color="red", linestyle="--", label=f"threshold {threshold:.4g}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    ax.set_xlabel("score (higher = more normal)")
+    ax.set_ylabel("count")
+    return ax
+
+
+def roc_curve(is_anomaly, scores, *, ax=None):
+    """ROC curve of flagging low scores as anomalies, with its area in the legend.
+
+    Parameters
+    ----------
+    is_anomaly : array-like of bool, shape (n,)
+        True for the known anomalies.
+    scores : array-like of shape (n,)
+        Higher = more normal, as ``score_samples`` returns.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_curve as _roc_curve
+
+    is_anomaly, scores = np.asarray(is_anomaly, dtype=bool), np.asarray(scores, dtype=float)
+    false_positive_rate, true_positive_rate, _ = _roc_curve(is_anomaly, -scores)
+    ax = _axes(ax, (5, 5))
+    ax.plot(false_positive_rate, true_positive_rate, label=f"ROC AUC {roc_auc_score(is_anomaly, -scores):.3f}")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.legend(loc="lower right")
+    return ax
+
+
+def anomaly_overlays(images, maps, *, ncols=None, ax=None):
+    """Each image with its anomaly map (``VAEDetector.anomaly_map``) blended over it, as one grid.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    tiles = as_hwc_float(images)
+    maps = np.asarray(maps, dtype=float)
+    if maps.shape != tiles.shape[:3]:
+        raise ValueError(f"maps must have shape {tiles.shape[:3]} (one (H, W) map per image); got {maps.shape}.")
+    pixels = np.rint(tiles * 255).astype(np.uint8)
+    overlays = np.stack([heatmap_overlay(image, heat, min_side=1) for image, heat in zip(pixels, maps)])
+    return image_grid(overlays, ncols=ncols, ax=ax)

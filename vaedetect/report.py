@@ -1,0 +1,180 @@
+"""A scoring run as one self-contained HTML page: summary, score histogram, the most anomalous and the
+most normal images (with their anomaly maps), and the latent PCA.
+
+Everything is embedded (PNG data URIs, inline CSS, no scripts), so the file opens from disk with no
+network. Its size is bounded whatever the number of files scored: thumbnails are drawn only for the
+``top`` most anomalous and most normal files, the PCA for a sample of at most ``pca_sample`` files,
+and at most ``max_errors`` unreadable files are listed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table.summary td { padding: 2px 12px 2px 0; vertical-align: top; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; }
+.card { width: 212px; border: 1px solid #ddd; border-radius: 4px; padding: 6px; font-size: 0.8em; }
+.card img { width: 100px; height: 100px; image-rendering: pixelated; }
+.card .path { overflow-wrap: anywhere; color: #555; }
+.outlier { border-color: #c00; }
+img.plot { max-width: 100%; }
+"""
+
+
+def _png_data_uri(pixels: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure_data_uri(ax) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    ax.figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(ax.figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _img(uri: str, alt: str, css_class: str = "") -> str:
+    css = f' class="{css_class}"' if css_class else ""
+    return f'<img{css} src="{uri}" alt="{html.escape(alt, quote=True)}">'
+
+
+def _thumbnails(detector, rows) -> list[str]:
+    """One card per row of the score table: the image, its anomaly map, path, score and p-value."""
+    from .plotting import as_hwc_float, heatmap_overlay
+
+    X, used, _ = detector.read_images(list(rows["path"]))
+    if not len(X):
+        return []
+    maps = detector.anomaly_map(X)
+    pixels = np.rint(as_hwc_float(X) * 255).astype(np.uint8)
+    position = {path: i for i, path in enumerate(used)}
+    cards = []
+    for row in rows.itertuples(index=False):
+        if row.path not in position:
+            continue  # the file changed or vanished since it was scored
+        i = position[row.path]
+        image = pixels[i] if pixels.shape[-1] == 3 else np.repeat(pixels[i], 3, axis=-1)
+        overlay = heatmap_overlay(pixels[i], maps[i], min_side=1)
+        name = Path(row.path).name
+        cards.append(
+            f'<div class="card{" outlier" if row.is_outlier else ""}">'
+            f"{_img(_png_data_uri(image), name)} {_img(_png_data_uri(overlay), 'anomaly map of ' + name)}"
+            f"<div>score {row.score:.4g}, p-value {row.p_value:.3g}{' &middot; <b>outlier</b>' if row.is_outlier else ''}"
+            f'</div><div class="path">{html.escape(str(row.path))}</div></div>'
+        )
+    return cards
+
+
+def _latent_pca_figure(detector, scored, pca_sample: int, random_state: int) -> str | None:
+    from .plotting import latent_scatter
+
+    if len(scored) < 3:
+        return None
+    rng = np.random.RandomState(random_state)
+    sample = scored.iloc[np.sort(rng.choice(len(scored), size=min(pca_sample, len(scored)), replace=False))]
+    X, used, _ = detector.read_images(list(sample["path"]))
+    if len(X) < 3:
+        return None
+    _, coordinates = detector.latent_pca(X, n_components=2)
+    outlier = dict(zip(sample["path"], sample["is_outlier"]))
+    ax = latent_scatter(coordinates, labels=[Path(p).parent.name for p in used],
+                        outliers=[bool(outlier[p]) for p in used])
+    ax.set_title(f"latent means of {len(X)} scored images, coloured by folder; outliers ringed")
+    return _figure_data_uri(ax)
+
+
+def render_report(detector, table, *, model_path=None, inputs=(), threshold_note="", top=24, pca_sample=2000,
+                  max_errors=200, random_state=0) -> str:
+    """The HTML text of the report on ``table`` (from ``VAEDetector.score_paths``) scored by ``detector``.
+
+    Parameters
+    ----------
+    detector : VAEDetector
+        The fitted detector that scored the table (image model).
+    table : pandas.DataFrame
+        Columns ``path``, ``score``, ``p_value``, ``is_outlier``, ``error``.
+    model_path : str, optional
+        Shown in the summary.
+    inputs : sequence of str
+        The folders and files that were scored, shown in the summary.
+    threshold_note : str
+        How the threshold was chosen (e.g. ``"--fpr 0.01"``).
+    top : int, default=24
+        Thumbnails of this many most anomalous and most normal files.
+    pca_sample : int, default=2000
+        At most this many scored files (a random sample) go into the latent PCA.
+    max_errors : int, default=200
+        At most this many unreadable files are listed.
+    random_state : int, default=0
+        Seeds the PCA sample.
+
+    Returns
+    -------
+    html : str
+    """
+    from . import __version__
+    from .plotting import score_histogram
+
+    scored = table[table["score"].notna()]
+    errors = table[table["error"] != ""]
+    by_score = scored.sort_values("score", kind="stable")
+    n_outliers = int(scored["is_outlier"].sum())
+    summary = [
+        ("model", model_path or "(in memory)"),
+        ("scored", ", ".join(str(p) for p in inputs) or "(unspecified)"),
+        ("score method", f"{detector.score} (higher = more normal)"),
+        ("threshold", f"{detector.offset_:.6g} {threshold_note}".strip()),
+        ("files", f"{len(table)} found, {len(scored)} scored, {len(errors)} could not be read"),
+        ("outliers", f"{n_outliers} ({n_outliers / max(len(scored), 1):.2%} of scored)"),
+        ("model trained on", ", ".join(detector.training_summary_.get("paths", [])) or
+         f"{detector.training_summary_.get('n_samples', '?')} samples"),
+        ("written", f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} by vaedetect {__version__}"),
+    ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>vaedetect report</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>vaedetect report</h1>",
+        '<table class="summary">',
+        *(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(str(v))}</td></tr>" for k, v in summary),
+        "</table>",
+    ]
+    if len(scored):
+        ax = score_histogram(scored["score"].to_numpy(), threshold=detector.offset_)
+        ax.set_title(f"scores of {len(scored)} files")
+        parts += ["<h2>Score distribution</h2>", _img(_figure_data_uri(ax), "histogram of scores", "plot")]
+        parts += [f"<h2>The {min(top, len(by_score))} most anomalous</h2>",
+                  "<p>Each image beside its anomaly map: brighter where the model explains the image worse.</p>",
+                  '<div class="cards">', *_thumbnails(detector, by_score.head(top)), "</div>"]
+        parts += [f"<h2>The {min(top, len(by_score))} most normal, for contrast</h2>",
+                  '<div class="cards">', *_thumbnails(detector, by_score.tail(top).iloc[::-1]), "</div>"]
+        pca_uri = _latent_pca_figure(detector, scored, pca_sample, random_state)
+        if pca_uri:
+            parts += ["<h2>Latent space</h2>", _img(pca_uri, "latent PCA scatter", "plot")]
+    if len(errors):
+        shown = errors.head(max_errors)
+        parts += [f"<h2>Files that could not be scored ({len(errors)})</h2>", "<ul>"]
+        parts += [f"<li>{html.escape(str(r.path))}: {html.escape(str(r.error))}</li>" for r in shown.itertuples()]
+        parts += ["</ul>"] + ([f"<p>... and {len(errors) - len(shown)} more.</p>"] if len(errors) > len(shown) else [])
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(path, detector, table, **options) -> None:
+    """Write :func:`render_report` to ``path`` (UTF-8)."""
+    Path(path).write_text(render_report(detector, table, **options), encoding="utf-8")
