@@ -285,3 +285,17 @@ def test_score_writes_an_html_report(trained, tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "--contamination 0.2" in page
     assert len(re.findall(r'<div class="card( outlier)?">', page)) == 6
+
+
+def test_written_files_get_the_usual_permissions(trained, tmp_path):
+    import os
+
+    root, _ = trained
+    mask = os.umask(0o022)
+    try:
+        result = _invoke("score", root / "model.vae", root / "new", "-o", tmp_path / "s.csv")
+    finally:
+        os.umask(mask)
+    assert result.exit_code == 0, result.output
+    # what a plain open() gives under that umask, not the owner-only mode of a temporary file
+    assert (tmp_path / "s.csv").stat().st_mode & 0o777 == 0o644

@@ -613,9 +613,54 @@ def test_complexity_corrects_the_preference_for_simple_images():
     assert table["typicality"].iloc[-1] < table["typicality"].iloc[:-1].min()
 
 
-def test_complexity_score_is_for_images_only():
+@pytest.mark.parametrize("score", ["complexity", "bits_typicality"])
+def test_codec_scores_are_for_images_only(score):
     with pytest.raises(ValueError, match="images only"):
-        VAEDetector(**TINY, score="complexity").fit(np.zeros((10, 3)))
+        VAEDetector(**TINY, score=score).fit(np.zeros((10, 3)))
+
+
+def test_auto_score_is_bits_typicality_for_images_and_elbo_for_tables(fitted_images, fitted_tabular):
+    assert fitted_images[0].score == "auto" and fitted_images[0].calibrated_score_ == "bits_typicality"
+    assert fitted_tabular[0].calibrated_score_ == "elbo"
+    detector, X = fitted_images
+    explicit = copy.deepcopy(detector).set_params(score="bits_typicality")
+    np.testing.assert_array_equal(detector.score_samples(X), explicit.score_samples(X))
+
+
+def test_bits_typicality_flags_images_simpler_or_more_complex_than_the_training_images():
+    rng = np.random.RandomState(0)
+    X = rng.randint(60, 200, size=(150, 16, 16)).astype(np.uint8)  # mid-range texture, ~7 PNG bits/dim
+    detector = VAEDetector(**{**TINY, "epochs": 10}, score="bits_typicality").fit(X)
+    flat = np.full((1, 16, 16), 128, dtype=np.uint8)
+    full_range = rng.randint(0, 256, size=(1, 16, 16)).astype(np.uint8)
+    table = detector.score_table(np.concatenate([X[:30], flat, full_range]), methods=["elbo", "bits_typicality"])
+    typical = table["bits_typicality"].iloc[:30]
+    assert table["bits_typicality"].iloc[30] < typical.min()  # far simpler: flagged, though its ELBO is high
+    assert table["elbo"].iloc[30] > table["elbo"].iloc[:30].median()
+    assert table["bits_typicality"].iloc[31] < typical.min()  # more complex than any training image
+
+
+def test_bits_reference_is_centred_on_the_training_pairs():
+    from vaedetect.scoring import bits_per_dim
+
+    X = np.random.RandomState(0).randint(60, 200, size=(100, 8, 8)).astype(np.uint8)
+    detector = VAEDetector(**TINY, validation_fraction=0.0)
+    with pytest.warns(UserWarning, match="No validation data"):
+        detector.fit(X)
+    table = detector.score_table(X, methods=["elbo", "complexity"])
+    pairs = np.c_[bits_per_dim(table["elbo"].to_numpy(), 64), table["png_bits_per_dim"]]
+    assert detector.reference_.codec == "png"
+    # a robust centre: within the middle half of the training pairs on both axes
+    low, high = np.percentile(pairs, [25, 75], axis=0)
+    assert np.all((low <= detector.reference_.bits_location.numpy()) & (detector.reference_.bits_location.numpy() <= high))
+
+
+def test_robust_gaussian_of_identical_points_stays_invertible():
+    from vaedetect.scoring import _robust_gaussian
+
+    location, precision = _robust_gaussian(np.ones((20, 2)))
+    np.testing.assert_allclose(location, [1.0, 1.0])
+    assert np.isfinite(precision).all()
 
 
 @pytest.fixture(scope="module")

@@ -216,3 +216,11 @@ def test_roc_curve_reports_the_area_under_it():
 def test_plots_need_no_axes():
     ax = plotting.image_grid(np.zeros((4, 8, 8)))
     assert ax.figure is not None
+
+
+def test_score_histogram_keeps_the_bulk_readable_despite_a_long_tail():
+    scores = np.r_[np.random.RandomState(0).normal(size=990), np.full(10, -1000.0)]
+    ax = plotting.score_histogram(scores, threshold=-2.5)
+    # bins span the 1st percentile (here the tail itself starts above it) to the maximum, threshold included
+    assert ax.get_xlim()[0] > -1000
+    assert ax.texts[0].get_text() == "10 lower scores off the left edge"

@@ -8,8 +8,6 @@ given), so a default is defined in one place.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -33,8 +31,8 @@ _FIT_OPTIONS = [
     ("--validation-fraction", "validation_fraction", click.FloatRange(0, 1, max_open=True),
      "Share held out for early stopping and the threshold."),
     ("--n-samples", "n_samples", click.IntRange(min=1), "Latent draws per image when scoring."),
-    ("--score", "score", click.Choice(["elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity",
-                                     "bits_typicality", "regret"]), "Score written by `vaedetect score`."),
+    ("--score", "score", click.Choice(["auto", "elbo", "iwae", "kl", "reconstruction", "latent", "typicality",
+                                     "complexity", "bits_typicality", "regret"]), "Score written by `vaedetect score`."),
     ("--regret-steps", "regret_steps", click.IntRange(min=1), "Optimiser steps per image of --score regret."),
     ("--complexity-codec", "complexity_codec", click.Choice(["png", "webp"]), "Codec of --score complexity."),
     ("--contamination", "contamination", None, "Expected share of outliers: 'auto' or a float in (0, 0.5]."),
@@ -138,15 +136,9 @@ def write_table(table, path: Path) -> None:
             import pyarrow  # noqa: F401
         except ImportError:
             raise click.BadParameter("writing .parquet needs pyarrow (pip install pyarrow).", param_hint="'-o'") from None
-    # write next to the target and rename: a crash or Ctrl-C never leaves half a file
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writers[suffix](tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ._files import write_atomically
+
+    write_atomically(path, writers[suffix])
 
 
 @main.command()

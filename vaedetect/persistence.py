@@ -7,11 +7,11 @@ restricted unpickler of ``weights_only=True`` can read it and loading cannot run
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ._files import write_atomically
 
 FORMAT_NAME = "vaedetect-model"
 FORMAT_VERSION = 2
@@ -61,15 +61,7 @@ def save_detector(detector, path) -> None:
     if detector.feature_mean_ is not None:
         payload["feature_mean"] = torch.from_numpy(np.asarray(detector.feature_mean_, dtype=np.float64))
         payload["feature_scale"] = torch.from_numpy(np.asarray(detector.feature_scale_, dtype=np.float64))
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(payload, file)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_header(path) -> tuple[dict, dict]:

@@ -163,21 +163,31 @@ def latent_scatter(coordinates, *, labels=None, scores=None, outliers=None, ax=N
         raise ValueError(f"coordinates must have shape (n, 2); got {coordinates.shape}.")
     ax = _axes(ax, (6, 5))
     x, y = coordinates[:, 0], coordinates[:, 1]
+    size = 8 if len(coordinates) <= 2000 else 3
+    handles = []
     if labels is not None:
-        labels = np.asarray(labels)
-        for label in np.unique(labels):
-            keep = labels == label
-            ax.scatter(x[keep], y[keep], s=8, alpha=0.7, label=str(label))
-        ax.legend(markerscale=2, fontsize="small", loc="best")
+        from matplotlib import colormaps
+        from matplotlib.lines import Line2D
+
+        names, codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+        palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
+        colours = palette(codes % palette.N)
+        # one call in random order: drawn class by class, the last class would hide the others
+        order = np.random.RandomState(0).permutation(len(coordinates))
+        ax.scatter(x[order], y[order], s=size, c=colours[order], alpha=0.7)
+        handles = [Line2D([], [], marker="o", linestyle="", color=palette(i % palette.N), label=name)
+                   for i, name in enumerate(names)]
     elif scores is not None:
-        points = ax.scatter(x, y, s=8, c=np.asarray(scores, dtype=float), cmap="viridis")
+        points = ax.scatter(x, y, s=size, c=np.asarray(scores, dtype=float), cmap="viridis")
         ax.figure.colorbar(points, ax=ax, label="score (higher = more normal)")
     else:
-        ax.scatter(x, y, s=8, alpha=0.7)
+        ax.scatter(x, y, s=size, alpha=0.7)
     if outliers is not None:
         outliers = np.asarray(outliers, dtype=bool)
-        ax.scatter(x[outliers], y[outliers], s=40, facecolors="none", edgecolors="red", linewidths=1.0,
-                   label="outlier")
+        handles.append(ax.scatter(x[outliers], y[outliers], s=40, facecolors="none", edgecolors="red",
+                                  linewidths=1.0, label="outlier"))
+    if handles:
+        ax.legend(handles=handles, fontsize="small", loc="best")
     ax.set_xlabel("latent PC 1")
     ax.set_ylabel("latent PC 2")
     return ax
@@ -220,17 +230,25 @@ def score_histogram(scores, *, threshold=None, labels=None, bins=50, ax=None):
     scores = np.asarray(scores, dtype=float)
     finite = np.isfinite(scores)
     ax = _axes(ax, (6, 4))
-    edges = np.histogram_bin_edges(scores[finite], bins=bins)
+    # a long tail of very anomalous scores would squeeze the bulk into one bar: bin the range from
+    # the 1st percentile up (the threshold included) and say how many lie further out
+    has_threshold = threshold is not None and np.isfinite(threshold)
+    low = min(np.quantile(scores[finite], 0.01), threshold if has_threshold else np.inf)
+    edges = np.histogram_bin_edges(scores[finite], bins=bins, range=(low, scores[finite].max()))
+    n_below = int(np.sum(scores[finite] < low))
+    if n_below:
+        ax.text(0.01, 0.98, f"{n_below} lower scores off the left edge", transform=ax.transAxes, va="top",
+                fontsize="small")
     if labels is None:
         ax.hist(scores[finite], bins=edges, color="tab:blue", alpha=0.8)
     else:
         labels = np.asarray(labels)
         for label in np.unique(labels):
             ax.hist(scores[finite & (labels == label)], bins=edges, alpha=0.5, label=str(label))
-    if threshold is not None and np.isfinite(threshold):
+    if has_threshold:
         ax.axvline(threshold, color="red", linestyle="--", label=f"threshold {threshold:.4g}")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper right")
     ax.set_xlabel("score (higher = more normal)")
     ax.set_ylabel("count")
     return ax

@@ -136,7 +136,7 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
     summary = [
         ("model", model_path or "(in memory)"),
         ("scored", ", ".join(str(p) for p in inputs) or "(unspecified)"),
-        ("score method", f"{detector.score} (higher = more normal)"),
+        ("score method", f"{detector.calibrated_score_} (higher = more normal)"),
         ("threshold", f"{detector.offset_:.6g} {threshold_note}".strip()),
         ("files", f"{len(table)} found, {len(scored)} scored, {len(errors)} could not be read"),
         ("outliers", f"{n_outliers} ({n_outliers / max(len(scored), 1):.2%} of scored)"),
@@ -176,5 +176,8 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
 
 
 def write_report(path, detector, table, **options) -> None:
-    """Write :func:`render_report` to ``path`` (UTF-8)."""
-    Path(path).write_text(render_report(detector, table, **options), encoding="utf-8")
+    """Write :func:`render_report` to ``path`` (UTF-8), atomically."""
+    from ._files import write_atomically
+
+    page = render_report(detector, table, **options)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))

@@ -300,8 +300,7 @@ def bits_typicality_from_pairs(pairs: torch.Tensor, reference: Reference) -> tor
     """Minus the squared Mahalanobis distance of ``(model bits, codec bits)`` pairs from the training pairs."""
     if reference.bits_location is None:
         raise ValueError("bits_typicality needs a detector fitted on images.")
-    centred = pairs - reference.bits_location
-    return -torch.einsum("bi,ij,bj->b", centred, reference.bits_precision, centred)
+    return -squared_mahalanobis(pairs, reference.bits_location, reference.bits_precision)
 
 
 def bits_typicality_score(model, x, noise, likelihood="gaussian", *, reference: Reference) -> torch.Tensor:
@@ -326,8 +325,13 @@ def latent_score(model, x, noise=None, likelihood=None, *, reference: Reference)
     training data's codes lie, whatever the decoder makes of them.
     """
     codes = model.encode(x)[0].flatten(1)
-    centred = codes - reference.latent_location.to(codes.device)
-    return -torch.einsum("bi,ij,bj->b", centred, reference.latent_precision.to(codes.device), centred)
+    return -squared_mahalanobis(codes, reference.latent_location, reference.latent_precision)
+
+
+def squared_mahalanobis(points: torch.Tensor, location: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """``(p - location)^T precision (p - location)`` for each row ``p`` of ``points``."""
+    centred = points - location.to(points)
+    return torch.einsum("bi,ij,bj->b", centred, precision.to(points), centred)
 
 
 def typicality_from_elbo(elbo, reference: Reference):
