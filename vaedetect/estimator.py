@@ -133,8 +133,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         Random flips, small rotations and (RGB) colour jitter during training, as in the tutorial;
         "auto" turns it on for images and off for tabular data. Off by default because it teaches the
         model that mirrored, rotated and recoloured inputs are normal, which an anomaly detector may
-        have to flag: on one-class MNIST it lowered the mean ROC AUC from 0.955 to 0.924
-        (docs/mnist_one_class.md).
+        have to flag: on one-class MNIST it lowered the mean ROC AUC of the ELBO from 0.955 to 0.924
+        (docs/scores.md).
     validation_fraction : float, default=0.1
         Share of the training data held out for early stopping and for setting ``offset_``.
     early_stopping : bool, default=True
@@ -146,7 +146,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         and ``iwae`` is the importance-weighted bound they give, tighter as they grow, at that many
         decoder passes per input. The tutorial's ``no_of_sample`` is 10; on one-class MNIST the
         10-draw bound ranked anomalies no better than one draw (mean ROC AUC 0.919 vs 0.924) at ten
-        times the cost (docs/mnist_one_class.md).
+        times the cost (benchmarks/results/mnist_one_class_iwae10.json).
     score : {"auto", "elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", \
             "bits_typicality", "regret"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for
