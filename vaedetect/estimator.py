@@ -81,9 +81,10 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     """Anomaly and out-of-distribution detector built on a variational autoencoder.
 
     Fits a VAE to data assumed normal, then scores new samples by how well the model explains them:
-    by default the evidence lower bound (ELBO) on ``log p(x)``. Works on tabular rows (an MLP VAE on
-    standardised features) and on images (the convolutional SharpVAE), and follows the conventions of
-    scikit-learn's outlier detectors: ``score_samples`` is higher for normal samples,
+    for tabular data by the evidence lower bound (ELBO) on ``log p(x)``, for images by how typical
+    both the image's complexity and the model's cost of it are (``score``). Works on tabular rows
+    (an MLP VAE on standardised features) and on images (the convolutional SharpVAE), and follows the
+    conventions of scikit-learn's outlier detectors: ``score_samples`` is higher for normal samples,
     ``decision_function = score_samples - offset_`` is negative for outliers and ``predict`` returns
     +1 for inliers and -1 for outliers.
 
@@ -753,9 +754,9 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         scores : ndarray of shape (n_samples,)
-            The method named by ``score``: with ``"elbo"`` the ELBO (IWAE bound when
-            ``n_samples > 1``) in nats per sample; see the ``score`` parameter for the others. The
-            same input always gets the same score, alone or in any batch.
+            The method named by ``score`` (by default ``"bits_typicality"`` for images and the
+            ELBO in nats per sample for tabular data; see the ``score`` parameter). The same input
+            always gets the same score, alone or in any batch.
         """
         return self._score_tensor(self._check_input(X))
 
