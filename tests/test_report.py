@@ -110,3 +110,22 @@ def test_report_screenshot_in_headless_chromium_shows_content(chromium, report_h
         assert image.size == (1200, 1600)
         pixels = np.asarray(image.convert("L"), dtype=float)
     assert pixels.std() > 10  # not a blank page
+
+
+def test_report_of_100000_files_stays_small_and_survives_vanished_files(scored_run):
+    import pandas as pd
+
+    detector = scored_run[0]
+    n = 100_000
+    table = pd.DataFrame({
+        "path": [f"/vanished/{i % 10}/img_{i:06d}.png" for i in range(n)],
+        "score": np.random.RandomState(0).normal(size=n),
+        "p_value": 0.5,
+        "error": "",
+    })
+    table.loc[:999, ["score", "error"]] = [np.nan, "truncated file"]
+    table["is_outlier"] = table["score"] < 0
+    page = render_report(detector, table)
+    assert "100000 found, 99000 scored, 1000 could not be read" in page
+    assert page.count("truncated file") == 200 and "... and 800 more." in page
+    assert len(page) < 200_000  # the histogram, no thumbnails: their files are gone

@@ -52,11 +52,21 @@ def _img(uri: str, alt: str, css_class: str = "") -> str:
     return f'<img{css} src="{uri}" alt="{html.escape(alt, quote=True)}">'
 
 
+def _read_still_present(detector, paths):
+    """Decode the files among ``paths`` that still exist; files moved or deleted since they were
+    scored are left out rather than stopping the report."""
+    present = [path for path in paths if Path(path).is_file()]
+    if not present:
+        return np.empty((0,)), []
+    X, used, _ = detector.read_images(present)
+    return X, used
+
+
 def _thumbnails(detector, rows) -> list[str]:
     """One card per row of the score table: the image, its anomaly map, path, score and p-value."""
     from .plotting import as_hwc_float, heatmap_overlay
 
-    X, used, _ = detector.read_images(list(rows["path"]))
+    X, used = _read_still_present(detector, list(rows["path"]))
     if not len(X):
         return []
     maps = detector.anomaly_map(X)
@@ -86,7 +96,7 @@ def _latent_pca_figure(detector, scored, pca_sample: int, random_state: int) -> 
         return None
     rng = np.random.RandomState(random_state)
     sample = scored.iloc[np.sort(rng.choice(len(scored), size=min(pca_sample, len(scored)), replace=False))]
-    X, used, _ = detector.read_images(list(sample["path"]))
+    X, used = _read_still_present(detector, list(sample["path"]))
     if len(X) < 3:
         return None
     _, coordinates = detector.latent_pca(X, n_components=2)
