@@ -21,10 +21,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import tabular
+from . import speed, tabular
 from ._data import data_dir
 
-SUITES = ("tabular", "cli")
+SUITES = ("tabular", "speed", "cli")
+# Files decoded to this side by default (VAEDetector's image_size).
+IMAGE_SIZE = 64
 
 
 def cli_start_up(repeats: int = 7) -> dict:
@@ -38,6 +40,28 @@ def cli_start_up(repeats: int = 7) -> dict:
     return {"command": "vaedetect --help", "median_seconds": statistics.median(seconds), "best_seconds": min(seconds)}
 
 
+def speed_suites(folder: Path, quick: bool) -> dict:
+    """Training speed on random images; scoring speed and peak memory on CIFAR-10's JPEG folders."""
+    import tarfile
+    import tempfile
+
+    results = {"training": speed.training_suite(IMAGE_SIZE, n_images=256 if quick else 1024, epochs=1)}
+    tars = folder / "cifar10"
+    if not (tars / "cifar10-train.tar").is_file():
+        results["skipped"] = f"{tars / 'cifar10-train.tar'} not found: no folder scoring or memory figures"
+        return results
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model = speed.fit_speed_model(work / "speed.vae", IMAGE_SIZE)
+        # the whole training split as one folder of 50,000 photos (the test split's 10,000 with --quick)
+        split = "test" if quick else "train"
+        with tarfile.open(tars / f"cifar10-{split}.tar") as archive:
+            archive.extractall(work, filter="data")
+        results["scoring"] = speed.scoring_suite(work / split, model, n_files=1000 if quick else 5000)
+        results["memory"] = speed.peak_memory_suite(work / split, model, work / "scores.csv")
+    return results
+
+
 def machine() -> dict:
     import torch
 
@@ -48,6 +72,42 @@ def machine() -> dict:
                    f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
         "versions": {"vaedetect": vaedetect.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
+
+
+def _verdict(met: bool) -> str:
+    return "**met**" if met else "**not met**"
+
+
+def speed_markdown(suite: dict) -> list[str]:
+    training = suite["training"]
+    shape = "x".join(str(s) for s in training["image_shape"])
+    lines = [
+        f"Training the default network on {shape} images, batch {training['batch_size']}: vaedetect's loop "
+        f"{training['vaedetect_images_per_second']:.1f} images/s, a plain PyTorch loop of the same network "
+        f"{training['plain_loop_images_per_second']:.1f} images/s: **{training['speed_up']:.2f}x** (target 2x, "
+        f"{_verdict(training['speed_up'] >= 2)}).",
+        "",
+        f"One training step costs {training['training_gflop_per_image']:.2f} GFLOP per image (forward and "
+        f"backward, `torch.utils.flop_counter`), so the loop achieves {training['achieved_gflops']:.0f} GFLOP/s, "
+        f"**{training['share_of_peak']:.0%}** of this machine's measured float32 matrix-multiply peak of "
+        f"{training['matmul_peak_gflops']:.0f} GFLOP/s (target 50%, {_verdict(training['share_of_peak'] >= 0.5)}).",
+    ]
+    if "scoring" in suite:
+        scoring, memory = suite["scoring"], suite["memory"]
+        lines += [
+            "",
+            f"Scoring {scoring['n_files']} CIFAR-10 JPEGs (decoded and resized to {IMAGE_SIZE}x{IMAGE_SIZE}, 2 "
+            f"decoding workers): {scoring['folder_images_per_second']:.0f} images/s, against "
+            f"{scoring['model_images_per_second']:.0f} images/s for the model alone on tensors: "
+            f"**{scoring['share_of_model_only']:.0%}** (target 70%, {_verdict(scoring['share_of_model_only'] >= 0.7)}).",
+            "",
+            f"`vaedetect score` over one folder of {memory['n_files']} photos: peak resident memory "
+            f"**{memory['peak_rss_mb']:.0f} MB** in {memory['seconds']:.0f} s (target under 1.5 GB, "
+            f"{_verdict(memory['peak_rss_mb'] < 1536)}).",
+        ]
+    if "skipped" in suite:
+        lines += ["", f"Skipped: {suite['skipped']}."]
+    return lines
 
 
 def markdown_page(results: dict) -> str:
@@ -75,6 +135,8 @@ def markdown_page(results: dict) -> str:
         ours, theirs = means["vaedetect"]["mean"], means["isolation_forest"]["mean"]
         lines += ["", f"Target, vaedetect's default at or above IsolationForest on the mean ROC AUC: "
                       f"{ours:.3f} vs {theirs:.3f}, **{'met' if ours >= theirs else 'not met'}**."]
+    if "speed" in results["suites"]:
+        lines += ["", "## Speed", "", *speed_markdown(results["suites"]["speed"])]
     if "cli" in results["suites"]:
         cli = results["suites"]["cli"]
         lines += ["", "## Command line", "",
@@ -113,6 +175,8 @@ def run(argv=None) -> dict:
             results["suites"]["tabular"] = tabular.run(folder, seeds, args.quick)
         except FileNotFoundError as error:
             results["skipped"]["tabular"] = str(error)
+    if "speed" in args.suites:
+        results["suites"]["speed"] = speed_suites(folder, args.quick)
     if "cli" in args.suites:
         results["suites"]["cli"] = cli_start_up()
     results["seconds"] = time.perf_counter() - started

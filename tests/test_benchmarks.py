@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import __main__ as runner
-from benchmarks import tabular
+from benchmarks import speed, tabular
 
 
 @pytest.fixture
@@ -33,7 +33,8 @@ def test_tabular_suite_scores_every_method_on_the_same_split(tiny_adbench):
 
 def test_runner_writes_json_and_markdown(tiny_adbench, tmp_path):
     out, page = tmp_path / "b.json", tmp_path / "b.md"
-    runner.run(["--quick", "--data-dir", str(tiny_adbench), "--out", str(out), "--markdown", str(page)])
+    runner.run(["--quick", "--suites", "tabular", "cli", "--data-dir", str(tiny_adbench), "--out", str(out),
+                "--markdown", str(page)])
     results = json.loads(out.read_text())
     assert set(results["suites"]) == {"tabular", "cli"}
     assert 0 < results["suites"]["cli"]["median_seconds"] < 10
@@ -43,3 +44,26 @@ def test_runner_writes_json_and_markdown(tiny_adbench, tmp_path):
 def test_missing_data_skips_the_suite_with_the_reason(tmp_path):
     results = runner.run(["--quick", "--suites", "tabular", "--data-dir", str(tmp_path), "--out", "", "--markdown", ""])
     assert "no ADBench .npz files" in results["skipped"]["tabular"]
+
+
+def test_training_speed_figures_are_consistent_ratios():
+    result = speed.training_suite(image_size=16, n_images=64, epochs=1)
+    assert result["speed_up"] == pytest.approx(
+        result["vaedetect_images_per_second"] / result["plain_loop_images_per_second"])
+    assert result["training_gflop_per_image"] > 0
+    assert 0 < result["share_of_peak"] == pytest.approx(result["achieved_gflops"] / result["matmul_peak_gflops"])
+
+
+def test_folder_scoring_speed_and_memory_run_on_a_small_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(12):
+        Image.fromarray(rng.randint(0, 256, size=(20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    model = speed.fit_speed_model(tmp_path / "m.vae", image_size=8)
+    scoring = speed.scoring_suite(folder, model, n_files=10)
+    assert scoring["n_files"] == 10 and scoring["share_of_model_only"] > 0
+    memory = speed.peak_memory_suite(folder, model, tmp_path / "scores.csv")
+    assert memory["exit_code"] == 0 and memory["n_files"] == 12 and memory["peak_rss_mb"] > 50

@@ -1,0 +1,167 @@
+"""Speed suite: every figure a ratio of two measurements taken in the same run, so that it survives a
+noisy machine.
+
+- training throughput of vaedetect's loop against a plain PyTorch loop of the same network, written the
+  obvious way (float32, contiguous NCHW, ``.item()`` every step);
+- achieved training FLOP/s (``torch.utils.flop_counter``) as a share of the machine's measured float32
+  matrix-multiply peak;
+- scoring throughput on a real JPEG folder, decoding included, against model-only throughput on tensors;
+- peak resident memory of ``vaedetect score`` over a whole folder (a separate process).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
+    """Best float32 FLOP/s of ``size x size`` matrix products on this machine's CPU."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm up
+    best = np.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * size**3 / best
+
+
+def training_step_flops(model, x) -> int:
+    """FLOPs of one forward and backward pass of the ELBO on batch ``x``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vaedetect.training import TrainConfig, batch_loss
+
+    eps = torch.randn((len(x), *model.latent_shape))
+    with FlopCounterMode(display=False) as counter:
+        batch_loss(model, x, eps, TrainConfig(), 1.0)["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def plain_loop_images_per_second(model, x, batch_size: int, steps: int) -> float:
+    """The obvious PyTorch loop: Adam on MSE + KL, float32 NCHW, ``.item()`` every step."""
+    import torch
+    import torch.nn.functional as F
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    model.train()
+    losses = []
+    started = time.perf_counter()
+    for step in range(steps):
+        batch = x[(step * batch_size) % len(x) :][:batch_size]
+        mean, logvar, features = model.encode(batch)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        reconstruction = torch.tanh(model.decode(z, features))
+        kl = -0.5 * torch.mean(1 + logvar - mean.pow(2) - logvar.exp())
+        loss = F.mse_loss(reconstruction, batch) + kl
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def vaedetect_loop_images_per_second(model, x, batch_size: int, epochs: int) -> float:
+    import torch
+
+    from vaedetect.training import TrainConfig, train
+
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, early_stopping=False)
+    started = time.perf_counter()
+    train(model, x, None, config, torch.Generator().manual_seed(0))
+    return epochs * len(x) / (time.perf_counter() - started)
+
+
+def default_network():
+    """The network configuration and batch size ``VAEDetector()`` uses for images by default."""
+    from vaedetect import VAEDetector
+    from vaedetect.networks import NetworkConfig
+
+    defaults = VAEDetector().get_params()
+    config = NetworkConfig(latent_dim=defaults["latent_dim"], base_channels=defaults["base_channels"],
+                           n_stages=defaults["n_stages"], residual=defaults["residual"],
+                           spatial_latent=defaults["spatial_latent"], skip_connections=defaults["skip_connections"],
+                           activation=defaults["activation"])
+    return config, defaults["batch_size"]
+
+
+def fit_speed_model(path: Path, image_size: int) -> Path:
+    """A default-architecture detector for ``image_size`` RGB files, fitted for one epoch on random
+    images (its weights do not matter for speed), saved to ``path``."""
+    from vaedetect import VAEDetector
+
+    images = np.random.RandomState(0).randint(0, 256, size=(256, image_size, image_size, 3), dtype=np.uint8)
+    VAEDetector(image_size=image_size, epochs=1, random_state=0).fit(images).save(path)
+    return path
+
+
+def training_suite(image_size: int, n_images: int, epochs: int) -> dict:
+    """Both loops on the default network and random images of ``image_size``; FLOP/s share of peak."""
+    import torch
+
+    from vaedetect.networks import VAE
+
+    config, batch_size = default_network()
+    shape = (3, image_size, image_size)
+    x = torch.rand((n_images, *shape)) * 2 - 1
+    torch.manual_seed(0)
+    plain = plain_loop_images_per_second(VAE(shape, config), x, batch_size, steps=epochs * n_images // batch_size)
+    torch.manual_seed(0)
+    model = VAE(shape, config)
+    ours = vaedetect_loop_images_per_second(model, x, batch_size, epochs)
+    flops_per_image = training_step_flops(VAE(shape, config).train(), x[:batch_size]) / batch_size
+    peak = matmul_peak_flops()
+    return {
+        "image_shape": list(shape),
+        "batch_size": batch_size,
+        "plain_loop_images_per_second": plain,
+        "vaedetect_images_per_second": ours,
+        "speed_up": ours / plain,
+        "training_gflop_per_image": flops_per_image / 1e9,
+        "achieved_gflops": ours * flops_per_image / 1e9,
+        "matmul_peak_gflops": peak / 1e9,
+        "share_of_peak": ours * flops_per_image / peak,
+    }
+
+
+def scoring_suite(folder: Path, model_path: Path, n_files: int) -> dict:
+    """Scoring throughput of ``score_paths`` on the first ``n_files`` JPEGs of ``folder`` against the
+    model alone on the same images as tensors."""
+    import torch
+
+    import vaedetect
+    from vaedetect.images import discover_images
+
+    detector = vaedetect.load(model_path)
+    files = discover_images(folder)[0][:n_files]
+    started = time.perf_counter()
+    table = detector.score_paths(files, n_jobs=min(2, os.cpu_count() or 1))
+    folder_rate = len(table) / (time.perf_counter() - started)
+    x = torch.rand((len(files), *detector.layout_.shape)) * 2 - 1
+    started = time.perf_counter()
+    detector._score_tensor(x)
+    model_rate = len(files) / (time.perf_counter() - started)
+    return {"n_files": len(files), "folder_images_per_second": folder_rate, "model_images_per_second": model_rate,
+            "share_of_model_only": folder_rate / model_rate}
+
+
+def peak_memory_suite(folder: Path, model_path: Path, table_path: Path) -> dict:
+    """Peak resident memory of ``vaedetect score MODEL FOLDER -o TABLE`` in its own process."""
+    command = [sys.executable, "-m", "vaedetect", "score", str(model_path), str(folder), "-o", str(table_path),
+               "--workers", "2"]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    n_files = sum(1 for _ in open(table_path)) - 1 if Path(table_path).is_file() else 0
+    return {"exit_code": os.waitstatus_to_exitcode(status), "n_files": n_files,
+            "seconds": time.perf_counter() - started, "peak_rss_mb": usage.ru_maxrss / 1024}
