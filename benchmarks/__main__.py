@@ -89,7 +89,7 @@ def speed_markdown(suite: dict) -> list[str]:
         "",
         f"One training step costs {training['training_gflop_per_image']:.2f} GFLOP per image (forward and "
         f"backward, `torch.utils.flop_counter`), so the loop achieves {training['achieved_gflops']:.0f} GFLOP/s, "
-        f"**{training['share_of_peak']:.0%}** of this machine's measured float32 matrix-multiply peak of "
+        f"**{training['share_of_peak']:.1%}** of this machine's measured float32 matrix-multiply peak of "
         f"{training['matmul_peak_gflops']:.0f} GFLOP/s (target 50%, {_verdict(training['share_of_peak'] >= 0.5)}).",
     ]
     if "scoring" in suite:
@@ -99,7 +99,7 @@ def speed_markdown(suite: dict) -> list[str]:
             f"Scoring {scoring['n_files']} CIFAR-10 JPEGs (decoded and resized to {IMAGE_SIZE}x{IMAGE_SIZE}, 2 "
             f"decoding workers): {scoring['folder_images_per_second']:.0f} images/s, against "
             f"{scoring['model_images_per_second']:.0f} images/s for the model alone on tensors: "
-            f"**{scoring['share_of_model_only']:.0%}** (target 70%, {_verdict(scoring['share_of_model_only'] >= 0.7)}).",
+            f"**{scoring['share_of_model_only']:.1%}** (target 70%, {_verdict(scoring['share_of_model_only'] >= 0.7)}).",
             "",
             f"`vaedetect score` over one folder of {memory['n_files']} photos: peak resident memory "
             f"**{memory['peak_rss_mb']:.0f} MB** in {memory['seconds']:.0f} s (target under 1.5 GB, "
@@ -163,7 +163,7 @@ def run(argv=None) -> dict:
     seeds = [0] if args.quick else [0, 1, 2]
     started = time.perf_counter()
     results = {
-        "command": "python -m benchmarks run " + " ".join(argv if argv is not None else sys.argv[2:]),
+        "command": " ".join(["python -m benchmarks run", *(argv if argv is not None else sys.argv[2:])]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seeds": seeds,
         **machine(),
