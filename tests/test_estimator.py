@@ -137,14 +137,20 @@ def test_latent_score_is_minus_the_mahalanobis_distance_to_the_training_codes(fi
     np.testing.assert_allclose(detector.score_table(X, methods=["latent"])["latent"], -distance, rtol=1e-4)
 
 
-def test_latent_reference_is_the_mean_and_shrunk_covariance_of_training_codes():
-    from sklearn.covariance import LedoitWolf
-
+@pytest.fixture(scope="module")
+def fitted_on_all():
+    """A tabular detector without a validation split, so that its reference is fitted on exactly X."""
     X = np.random.RandomState(0).normal(size=(200, 4))
-    # no validation split: the reference is fitted on exactly X
     detector = VAEDetector(**TINY, validation_fraction=0.0)
     with pytest.warns(UserWarning, match="No validation data"):
         detector.fit(X)
+    return detector, X
+
+
+def test_latent_reference_is_the_mean_and_shrunk_covariance_of_training_codes(fitted_on_all):
+    from sklearn.covariance import LedoitWolf
+
+    detector, X = fitted_on_all
     codes = detector.transform(X)
     np.testing.assert_allclose(detector.reference_.latent_location, codes.mean(0), atol=1e-5)
     np.testing.assert_allclose(detector.reference_.latent_precision, LedoitWolf().fit(codes).precision_, rtol=1e-3)
@@ -160,11 +166,8 @@ def test_typicality_is_the_two_sided_scaled_distance_from_the_typical_elbo():
     np.testing.assert_allclose(typicality_from_elbo(torch.tensor(elbo), reference).numpy(), [0.0, -2.0, -2.0, -4.0])
 
 
-def test_typicality_reference_centres_on_the_median_training_elbo():
-    X = np.random.RandomState(0).normal(size=(200, 4))
-    detector = VAEDetector(**TINY, validation_fraction=0.0)
-    with pytest.warns(UserWarning, match="No validation data"):
-        detector.fit(X)
+def test_typicality_reference_centres_on_the_median_training_elbo(fitted_on_all):
+    detector, X = fitted_on_all
     elbo = detector.score_samples(X)
     reference = detector.reference_
     assert reference.elbo_center == pytest.approx(np.median(elbo), rel=1e-5)

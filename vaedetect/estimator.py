@@ -180,8 +180,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         ``regret_steps`` backward passes per input (about 55 times the one-draw ELBO at 20 steps).
     complexity_codec : {"png", "webp"}, default="png"
         Lossless codec whose length measures input complexity for ``score="complexity"``: PNG at
-        maximum compression, or lossless WebP, which compresses photos about 30% smaller (a tighter
-        complexity estimate) at about the same speed.
+        maximum compression, or lossless WebP, which compresses CIFAR-10 photos about 30% smaller (a
+        tighter complexity estimate) but is slower to encode.
     contamination : "auto" or float in (0, 0.5], default="auto"
         Expected share of outliers; ``offset_`` is that quantile of the scores of the held-out
         validation data. "auto" means 0.01.
