@@ -109,6 +109,7 @@ def training_suite(image_size: int, n_images: int, epochs: int) -> dict:
     """Both loops on the default network and random images of ``image_size``; FLOP/s share of peak."""
     import torch
 
+    from vaedetect.acceleration import use_channels_last
     from vaedetect.networks import VAE
 
     config, batch_size = default_network()
@@ -117,7 +118,7 @@ def training_suite(image_size: int, n_images: int, epochs: int) -> dict:
     torch.manual_seed(0)
     plain = plain_loop_images_per_second(VAE(shape, config), x, batch_size, steps=epochs * n_images // batch_size)
     torch.manual_seed(0)
-    model = VAE(shape, config)
+    model = use_channels_last(VAE(shape, config), "cpu")  # as VAEDetector.fit prepares it
     ours = vaedetect_loop_images_per_second(model, x, batch_size, epochs)
     flops_per_image = training_step_flops(VAE(shape, config).train(), x[:batch_size]) / batch_size
     peak = matmul_peak_flops()

@@ -196,7 +196,9 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     Attributes
     ----------
     model_ : vaedetect.networks.VAE
-        The fitted network, in evaluation mode.
+        The fitted network, in evaluation mode. Inference runs a copy with batch norms folded into
+        the convolutions (:func:`vaedetect.acceleration.inference_network`), made on first use; assign
+        a new ``model_`` rather than editing its weights in place.
     offset_ : float
         Threshold on ``score_samples``: samples scoring below it are outliers.
     history_ : pandas.DataFrame
@@ -370,6 +372,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         import pandas as pd
         import torch
 
+        from .acceleration import use_channels_last
         from .networks import VAE
         from .training import resolve_device, train
 
@@ -401,7 +404,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         # reproducibility leaves the caller's global random state untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            self.model_ = VAE(layout.shape, self._network_config()).to(device)
+            self.model_ = use_channels_last(VAE(layout.shape, self._network_config()).to(device), device)
         generator = torch.Generator(device=device).manual_seed(train_seed)
         perceptual = self._perceptual_loss(device)
         history = train(
@@ -535,7 +538,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
 
         from .scoring import map_batches, residuals
 
-        errors = map_batches(residuals, self.model_, x_train, self._inference_batch_size(), self.device_)
+        errors = map_batches(residuals, self._network(), x_train, self._inference_batch_size(), self.device_)
         # one scale per channel (images) or per feature (tabular), as log_scale is shaped
         dims = (0, 2, 3) if self.model_.is_image else (0,)
         if self.likelihood == "laplace":
@@ -549,7 +552,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         from .scoring import fit_reference
 
         codec = self.complexity_codec if self.layout_.kind == "image" else None
-        return fit_reference(self.model_, x_train, self._latent_noise(), self.likelihood,
+        return fit_reference(self._network(), x_train, self._latent_noise(), self.likelihood,
                              self._inference_batch_size(), self.device_, codec=codec)
 
     def _set_offset(self, x_held_out):
@@ -704,6 +707,22 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ inference
 
+    def _network(self):
+        """``model_`` as inference runs it: batch norms folded, channels-last; made once per ``model_``."""
+        from .acceleration import inference_network, use_channels_last
+
+        cached = self.__dict__.get("_inference_cache")
+        if cached is None or cached[0] is not self.model_:
+            network = use_channels_last(inference_network(self.model_), self.device_)
+            cached = self._inference_cache = (self.model_, network)
+        return cached[1]
+
+    def __getstate__(self):
+        # The folded copy is derived from model_; pickles and clones carry model_ alone.
+        state = super().__getstate__()
+        state.pop("_inference_cache", None)
+        return state
+
     def _inference_batch_size(self):
         by_size = _INFERENCE_BATCH_VALUES // max(self.n_features_in_, 1)
         return max(self.batch_size, min(by_size, _MAX_INFERENCE_BATCH))
@@ -732,7 +751,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             options["codec"] = self.complexity_codec
         if score in REFERENCE_SCORES:
             options["reference"] = self.reference_
-        return score_batches(self.model_, x, score, self._latent_noise(), self.likelihood,
+        return score_batches(self._network(), x, score, self._latent_noise(), self.likelihood,
                              self._inference_batch_size(), self.device_, **options)
 
     def _anomaly_map_tensor(self, x):
@@ -740,7 +759,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         from .scoring import anomaly_map, map_batches
 
         noise = self._latent_noise()
-        return map_batches(lambda model, batch: anomaly_map(model, batch, noise, self.likelihood), self.model_, x,
+        return map_batches(lambda model, batch: anomaly_map(model, batch, noise, self.likelihood), self._network(), x,
                            self._inference_batch_size(), self.device_).numpy()
 
     def _check_input(self, X):
@@ -1029,7 +1048,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         """Latent codes (tensor, any batch) -> decoded means in the layout and value range of ``X``."""
         from .scoring import map_batches
 
-        decoded = map_batches(lambda model, batch: model.output_mean(model.decode(batch)), self.model_, z,
+        decoded = map_batches(lambda model, batch: model.output_mean(model.decode(batch)), self._network(), z,
                               self._inference_batch_size(), self.device_).numpy()
         return self._from_network_space(decoded)
 
@@ -1097,7 +1116,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     def _encode_means(self, x):
         from .scoring import map_batches
 
-        return map_batches(lambda model, batch: model.encode(batch)[0], self.model_, x, self._inference_batch_size(),
+        return map_batches(lambda model, batch: model.encode(batch)[0], self._network(), x, self._inference_batch_size(),
                            self.device_)
 
     def _one_sample(self, value, name):

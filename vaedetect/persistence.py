@@ -51,7 +51,8 @@ def save_detector(detector, path) -> None:
     }
     payload = {
         "header": json.dumps(header),
-        "weights": {k: v.detach().cpu() for k, v in detector.model_.state_dict().items()},
+        # contiguous: the file holds plain NCHW tensors whatever memory format training used
+        "weights": {k: v.detach().cpu().contiguous() for k, v in detector.model_.state_dict().items()},
         "validation_scores": torch.from_numpy(np.asarray(detector.validation_scores_, dtype=np.float64)),
     }
     for name in _REFERENCE_TENSORS:
