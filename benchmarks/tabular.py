@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+
+from ._tables import evaluation, log_means, markdown, summary  # noqa: F401 (re-exported for the runner)
 
 
 def load_adbench(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -46,27 +47,33 @@ def pca_detector(seed):
     return PCAReconstruction()
 
 
-def methods(quick: bool) -> dict[str, callable]:
-    """``{name: make(seed) -> unfitted detector}``; deterministic methods ignore the seed."""
+def peers(with_pyod: bool = True) -> dict[str, callable]:
+    """The other detectors, ``{name: make(seed) -> unfitted detector}``; deterministic ones ignore
+    the seed. PyOD's VAE joins when ``pyod`` is installed (extra ``bench``) and ``with_pyod``."""
     from sklearn.ensemble import IsolationForest
     from sklearn.neighbors import LocalOutlierFactor
     from sklearn.pipeline import make_pipeline
 
-    from vaedetect import VAEDetector
-
     makers = {
-        "vaedetect": lambda seed: VAEDetector(random_state=seed, epochs=30 if not quick else 15),
         "isolation_forest": lambda seed: IsolationForest(random_state=seed),
         "pca": pca_detector,
         "lof": lambda seed: make_pipeline(StandardScaler(), LocalOutlierFactor(novelty=True)),
     }
-    try:
-        from pyod.models.vae import VAE as PyODVAE
+    if with_pyod:
+        try:
+            from pyod.models.vae import VAE as PyODVAE
 
-        makers["pyod_vae"] = lambda seed: _PyODScores(PyODVAE(random_state=seed, verbose=0))
-    except ImportError:
-        pass
+            makers["pyod_vae"] = lambda seed: _PyODScores(PyODVAE(random_state=seed, verbose=0))
+        except ImportError:
+            pass
     return makers
+
+
+def methods(quick: bool) -> dict[str, callable]:
+    """vaedetect and its peers, ``{name: make(seed) -> unfitted detector}``."""
+    from vaedetect import VAEDetector
+
+    return {"vaedetect": lambda seed: VAEDetector(random_state=seed, epochs=30 if not quick else 15), **peers()}
 
 
 class _PyODScores:
@@ -96,13 +103,9 @@ def run(data_dir: Path, seeds: list[int], quick: bool, log=print) -> dict:
                 detector = make(seed).fit(X_train)
                 fit_seconds = time.perf_counter() - started
                 for column, (scores, score_seconds) in _scores(method, detector, X_test).items():
-                    results[name]["methods"].setdefault(column, []).append({
-                        "seed": seed, "roc_auc": float(roc_auc_score(y_test, -scores)),
-                        "average_precision": float(average_precision_score(y_test, -scores)),
-                        "fit_seconds": fit_seconds, "score_seconds": score_seconds})
-        for column, runs in results[name]["methods"].items():
-            aucs = [r["roc_auc"] for r in runs]
-            log(f"tabular {name} {column}: ROC AUC {np.mean(aucs):.3f} ± {np.std(aucs):.3f}")
+                    results[name]["methods"].setdefault(column, []).append(
+                        evaluation(y_test, scores, seed=seed, fit_seconds=fit_seconds, score_seconds=score_seconds))
+        log_means(f"tabular {name}", results[name], log)
     return results
 
 
@@ -121,38 +124,3 @@ def _scores(method, detector, X) -> dict[str, tuple[np.ndarray, float]]:
             scores = detector.score_table(X, methods=[alternative])[alternative].to_numpy()
             columns[f"vaedetect_{alternative}"] = (scores, time.perf_counter() - started)
     return columns
-
-
-def summary(results: dict) -> dict[str, dict[str, float]]:
-    """Mean over seeds per data set and method, and the mean over data sets."""
-    table = {}
-    for name, entry in results.items():
-        for method, runs in entry["methods"].items():
-            row = table.setdefault(method, {})
-            row[name] = float(np.mean([r["roc_auc"] for r in runs]))
-    for row in table.values():
-        row["mean"] = float(np.mean([row[name] for name in results]))
-    return table
-
-
-def markdown(results: dict) -> str:
-    names = list(results)
-    methods_ = list(next(iter(results.values()))["methods"])
-    lines = [
-        "| data set (n train / test, anomalies) | " + " | ".join(methods_) + " |",
-        "|---|" + "---|" * len(methods_),
-    ]
-    for name in names:
-        entry = results[name]
-        cells = []
-        for method in methods_:
-            runs = entry["methods"][method]
-            auc, ap = ([r[key] for r in runs] for key in ("roc_auc", "average_precision"))
-            seconds = np.mean([r["fit_seconds"] + r["score_seconds"] for r in runs])
-            spread = f" ± {np.std(auc):.3f}" if len(runs) > 1 and np.std(auc) >= 5e-4 else ""
-            cells.append(f"{np.mean(auc):.3f}{spread} (AP {np.mean(ap):.3f}, {seconds:.1f} s)")
-        lines.append(f"| {name} ({entry['n_train']} / {entry['n_test']}, {entry['anomaly_share']:.1%}) | "
-                     + " | ".join(cells) + " |")
-    means = summary(results)
-    lines.append("| **mean ROC AUC** | " + " | ".join(f"**{means[m]['mean']:.3f}**" for m in methods_) + " |")
-    return "\n".join(lines)

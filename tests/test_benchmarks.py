@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import __main__ as runner
-from benchmarks import speed, tabular
+from benchmarks import one_class, speed, tabular
 
 
 @pytest.fixture
@@ -67,3 +67,76 @@ def test_folder_scoring_speed_and_memory_run_on_a_small_folder(tmp_path):
     assert scoring["n_files"] == 10 and scoring["share_of_model_only"] > 0
     memory = speed.peak_memory_suite(folder, model, tmp_path / "scores.csv")
     assert memory["exit_code"] == 0 and memory["n_files"] == 12 and memory["peak_rss_mb"] > 50
+
+
+def _write_idx(path, array, magic):
+    import gzip
+    import struct
+
+    with gzip.open(path, "wb") as file:
+        file.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape) + array.tobytes())
+
+
+@pytest.fixture
+def tiny_images_data(tmp_path):
+    """A data folder with a (mostly blank) MNIST of 5,004 digits and a CIFAR-10 of two classes, six
+    photos each per split: dogs bright, cats dark."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    (tmp_path / "mnist").mkdir()
+    digits = np.zeros((5004, 28, 28), np.uint8)
+    digits[:, 10:18, 12:16] = 255
+    _write_idx(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz", digits, 2051)
+    _write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz", (np.arange(5004) % 10).astype(np.uint8), 2049)
+    (tmp_path / "cifar10").mkdir()
+    for split in ("train", "test"):
+        with tarfile.open(tmp_path / "cifar10" / f"cifar10-{split}.tar", "w") as archive:
+            for label, low in (("cat", 0), ("dog", 150)):
+                for i in range(6):
+                    buffer = io.BytesIO()
+                    pixels = rng.randint(low, low + 100, size=(32, 32, 3), dtype=np.uint8)
+                    Image.fromarray(pixels).save(buffer, format="JPEG")
+                    member = tarfile.TarInfo(f"{split}/{label}/{i}.jpg")
+                    member.size = buffer.tell()
+                    buffer.seek(0)
+                    archive.addfile(member, buffer)
+    return tmp_path
+
+
+def test_one_class_run_scores_vaedetect_and_peers_on_the_same_images(monkeypatch):
+    monkeypatch.setattr(one_class, "QUICK_EPOCHS", 2)
+    rng = np.random.RandomState(0)
+    train = rng.randint(0, 60, size=(24, 8, 8), dtype=np.uint8)
+    test = np.r_[rng.randint(0, 60, size=(10, 8, 8)), rng.randint(190, 256, size=(10, 8, 8))].astype(np.uint8)
+    is_anomaly = np.r_[np.zeros(10, bool), np.ones(10, bool)]
+    entry = one_class.run_class(train, test, is_anomaly, seeds=[0, 1], quick=True,
+                                far_sets={"blank": np.full((5, 8, 8), 255, np.uint8)})
+    assert set(entry["methods"]) == {"vaedetect", "vaedetect_elbo", "vaedetect_latent",
+                                     "isolation_forest", "pca", "lof"}
+    assert (entry["n_train"], entry["n_test"], entry["anomaly_share"]) == (24, 20, 0.5)
+    for method, runs in entry["methods"].items():
+        assert [r["seed"] for r in runs] == [0, 1]
+        assert all(0.0 <= r["roc_auc"] <= 1.0 and r["fit_seconds"] >= 0 for r in runs)
+    # bright squares among dark ones: the pixel-space peers cannot miss them
+    assert entry["methods"]["isolation_forest"][0]["roc_auc"] == 1.0
+    assert set(entry["far_ood"]["blank"]) == set(entry["methods"])
+
+
+@pytest.mark.filterwarnings("ignore:n_neighbors .* is greater than the total number of samples")
+def test_runner_cifar_suite_trains_each_class_and_reports_far_ood(tiny_images_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(one_class, "QUICK_EPOCHS", 1)
+    monkeypatch.setattr(one_class, "N_FAR_OOD", 4)
+    page = tmp_path / "b.md"
+    results = runner.run(["--quick", "--suites", "cifar10", "--data-dir", str(tiny_images_data), "--out", "",
+                          "--markdown", str(page)])
+    suite = results["suites"]["cifar10"]
+    assert set(suite) == {"cat", "dog"}
+    assert (suite["dog"]["n_train"], suite["dog"]["n_test"], suite["dog"]["anomaly_share"]) == (6, 12, 0.5)
+    assert set(suite["dog"]["far_ood"]) == {"mnist", "constant", "noise"} and not suite["cat"]["far_ood"]
+    text = page.read_text()
+    assert "## One-class CIFAR-10" in text and "| dog (6 / 12, 50.0%) |" in text
+    assert "Slowest training of one class" in text and "dog vs noise" in text

@@ -1,0 +1,58 @@
+"""Results shared by the detector suites: one entry per data set (or normal class), runs per method.
+
+An entry is ``{"n_train", "n_test", "anomaly_share", "methods": {method: [run, ...]}}`` and a run is
+``{"seed", "roc_auc", "average_precision", "fit_seconds", "score_seconds"}``, anomalies the positive
+class and every score higher = more normal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+
+def evaluation(is_anomaly, scores, **fields) -> dict:
+    """One run: ROC AUC and average precision of ``scores`` (higher = more normal), plus ``fields``."""
+    return {**fields, "roc_auc": float(roc_auc_score(is_anomaly, -np.asarray(scores))),
+            "average_precision": float(average_precision_score(is_anomaly, -np.asarray(scores)))}
+
+
+def log_means(prefix: str, entry: dict, log=print) -> None:
+    for method, runs in entry["methods"].items():
+        aucs = [r["roc_auc"] for r in runs]
+        log(f"{prefix} {method}: ROC AUC {np.mean(aucs):.3f} ± {np.std(aucs):.3f}")
+
+
+def summary(results: dict) -> dict[str, dict[str, float]]:
+    """Mean over seeds per data set and method, and the mean over data sets."""
+    table = {}
+    for name, entry in results.items():
+        for method, runs in entry["methods"].items():
+            row = table.setdefault(method, {})
+            row[name] = float(np.mean([r["roc_auc"] for r in runs]))
+    for row in table.values():
+        row["mean"] = float(np.mean([row[name] for name in results]))
+    return table
+
+
+def markdown(results: dict) -> str:
+    names = list(results)
+    methods_ = list(next(iter(results.values()))["methods"])
+    lines = [
+        "| data set (n train / test, anomalies) | " + " | ".join(methods_) + " |",
+        "|---|" + "---|" * len(methods_),
+    ]
+    for name in names:
+        entry = results[name]
+        cells = []
+        for method in methods_:
+            runs = entry["methods"][method]
+            auc, ap = ([r[key] for r in runs] for key in ("roc_auc", "average_precision"))
+            seconds = np.mean([r["fit_seconds"] + r["score_seconds"] for r in runs])
+            spread = f" ± {np.std(auc):.3f}" if len(runs) > 1 and np.std(auc) >= 5e-4 else ""
+            cells.append(f"{np.mean(auc):.3f}{spread} (AP {np.mean(ap):.3f}, {seconds:.1f} s)")
+        lines.append(f"| {name} ({entry['n_train']} / {entry['n_test']}, {entry['anomaly_share']:.1%}) | "
+                     + " | ".join(cells) + " |")
+    means = summary(results)
+    lines.append("| **mean ROC AUC** | " + " | ".join(f"**{means[m]['mean']:.3f}**" for m in methods_) + " |")
+    return "\n".join(lines)
