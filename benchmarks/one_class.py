@@ -12,7 +12,8 @@ Protocols (``../shared/data/README.md``):
 vaedetect is ``VAEDetector(random_state=seed)`` with default settings (``--quick`` trains fewer epochs,
 and CIFAR-10 on a sample of each class); its default score is the column ``vaedetect``, and two other
 scores of the same network are reported beside it. The peers (IsolationForest, PCA reconstruction
-error, LocalOutlierFactor) see the pixels as flat vectors in ``[0, 1]``. PyOD's VAE is left out of
+error, LocalOutlierFactor) see the pixels as flat vectors in ``[0, 1]``, not standardised: a pixel
+that is almost always dark would otherwise dominate once divided by its tiny spread. PyOD's VAE is left out of
 these suites: on 784 or 3,072 features it costs more than the whole quick run allows.
 """
 
@@ -82,7 +83,7 @@ def run_class(train, test, is_anomaly, seeds, quick: bool, far_sets=None) -> dic
         far = {name: vaedetect_scores(detector, images)[0] for name, images in far_sets.items()}
         for column, scores in columns.items():
             record(column, scores, fit_seconds, score_seconds, seed, {n: far[n][column] for n in far})
-        for name, make in tabular.peers(with_pyod=False).items():
+        for name, make in tabular.peers(with_pyod=False, standardise=False).items():
             started = time.perf_counter()
             peer = make(seed).fit(flat_pixels(train))
             fit_seconds = time.perf_counter() - started

@@ -56,8 +56,10 @@ def plain_loop_images_per_second(model, x, batch_size: int, steps: int) -> float
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
     model.train()
     losses = []
-    started = time.perf_counter()
-    for step in range(steps):
+    started = None
+    for step in range(-1, steps):  # step -1 warms up (kernel selection, allocations), untimed
+        if step == 0:
+            started = time.perf_counter()
         batch = x[(step * batch_size) % len(x) :][:batch_size]
         mean, logvar, features = model.encode(batch)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
@@ -77,6 +79,7 @@ def vaedetect_loop_images_per_second(model, x, batch_size: int, epochs: int) -> 
     from vaedetect.training import TrainConfig, train
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, early_stopping=False)
+    train(model, x[:batch_size], None, TrainConfig(epochs=1, batch_size=batch_size), torch.Generator().manual_seed(1))
     started = time.perf_counter()
     train(model, x, None, config, torch.Generator().manual_seed(0))
     return epochs * len(x) / (time.perf_counter() - started)
@@ -188,3 +191,78 @@ def peak_memory_suite(folder: Path, model_path: Path, table_path: Path) -> dict:
             n_files = sum(1 for _ in table) - 1  # less the header
     return {"exit_code": process.returncode, "n_files": n_files, "seconds": time.perf_counter() - started,
             "peak_rss_mb": peak}
+
+
+def training_profile(image_size: int, steps: int = 4, top: int = 8) -> list[dict]:
+    """Where a training step of the default network spends its time: the ``top`` operators by self CPU
+    time over ``steps`` steps (after one warm-up), each with its share of the total."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from vaedetect.acceleration import use_channels_last
+    from vaedetect.networks import VAE
+    from vaedetect.training import TrainConfig, train
+
+    config, batch_size = default_network()
+    shape = (3, image_size, image_size)
+    x = torch.rand((batch_size * steps, *shape)) * 2 - 1
+    torch.manual_seed(0)
+    model = use_channels_last(VAE(shape, config), "cpu")
+    settings = TrainConfig(epochs=1, batch_size=batch_size, early_stopping=False)
+    train(model, x[:batch_size], None, settings, torch.Generator().manual_seed(0))  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        train(model, x, None, settings, torch.Generator().manual_seed(0))
+    events = [e for e in profiler.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [{"operator": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:top]]
+
+
+def preset_cost(image_size: int, train_batch: int = 8, train_steps: int = 3, n_score: int = 64) -> dict:
+    """Training and scoring images/s of the ``"sharp"`` preset's network (with its VGG16 perceptual
+    loss, randomly initialised: the cost does not depend on the weights) against the default network,
+    both measured here, and the FLOPs of one forward pass of each."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vaedetect.acceleration import inference_network, use_channels_last
+    from vaedetect.estimator import PRESETS
+    from vaedetect.losses import PerceptualLoss
+    from vaedetect.networks import VAE, NetworkConfig
+    from vaedetect.training import TrainConfig, train
+
+    shape = (3, image_size, image_size)
+    sharp = PRESETS["sharp"]
+    configs = {
+        "default": (default_network()[0], TrainConfig(epochs=1, batch_size=train_batch, early_stopping=False), None),
+        "sharp": (NetworkConfig(base_channels=sharp["base_channels"], n_stages=sharp["n_stages"],
+                                spatial_latent=sharp["spatial_latent"]),
+                  TrainConfig(epochs=1, batch_size=train_batch, early_stopping=False, loss="sharp",
+                              kl_schedule="cyclical", augment=True),
+                  PerceptualLoss(weights=None)),
+    }
+    results = {}
+    for name, (config, settings, perceptual) in configs.items():
+        torch.manual_seed(0)
+        model = use_channels_last(VAE(shape, config), "cpu")
+        x = torch.rand((train_batch * train_steps, *shape)) * 2 - 1
+        generator = torch.Generator().manual_seed(0)
+        train(model, x[:train_batch], None, settings, generator, perceptual)  # warm-up
+        started = time.perf_counter()
+        train(model, x, None, settings, generator, perceptual)
+        train_rate = len(x) / (time.perf_counter() - started)
+        network = use_channels_last(inference_network(model), "cpu")
+        images = torch.rand((n_score, *shape)) * 2 - 1
+        eps = torch.zeros((n_score, *model.latent_shape))
+        with torch.inference_mode():
+            network(images[:8], eps[:8])
+            started = time.perf_counter()
+            for start in range(0, n_score, 32):
+                network(images[start : start + 32], eps[start : start + 32])
+            score_rate = n_score / (time.perf_counter() - started)
+            with FlopCounterMode(display=False) as counter:
+                network(images[:1], eps[:1])
+        results[name] = {"train_images_per_second": train_rate, "score_images_per_second": score_rate,
+                         "forward_gflop_per_image": counter.get_total_flops() / 1e9}
+    results["image_shape"] = list(shape)
+    return results

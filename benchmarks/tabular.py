@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
@@ -29,14 +30,15 @@ def load_adbench(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return sets
 
 
-def pca_detector(seed):
-    """PCA reconstruction error on standardised features, as an estimator with ``score_samples``."""
+def pca_detector(seed, standardise: bool = True):
+    """PCA(0.9) reconstruction error, on standardised features unless ``standardise`` is False, as an
+    estimator with ``score_samples``."""
     from sklearn.base import BaseEstimator
     from sklearn.decomposition import PCA
 
     class PCAReconstruction(BaseEstimator):
         def fit(self, X):
-            self.scaler_ = StandardScaler().fit(X)
+            self.scaler_ = StandardScaler(with_mean=standardise, with_std=standardise).fit(X)
             self.pca_ = PCA(n_components=0.9, random_state=seed).fit(self.scaler_.transform(X))
             return self
 
@@ -47,17 +49,20 @@ def pca_detector(seed):
     return PCAReconstruction()
 
 
-def peers(with_pyod: bool = True) -> dict[str, callable]:
+def peers(with_pyod: bool = True, standardise: bool = True) -> dict[str, callable]:
     """The other detectors, ``{name: make(seed) -> unfitted detector}``; deterministic ones ignore
-    the seed. PyOD's VAE joins when ``pyod`` is installed (extra ``bench``) and ``with_pyod``."""
+    the seed. PCA and LOF see standardised features unless ``standardise`` is False (pixels, whose
+    common scale carries meaning). PyOD's VAE joins when ``pyod`` is installed (extra ``bench``) and
+    ``with_pyod``."""
     from sklearn.ensemble import IsolationForest
     from sklearn.neighbors import LocalOutlierFactor
     from sklearn.pipeline import make_pipeline
 
+    scaler = StandardScaler(with_mean=standardise, with_std=standardise)
     makers = {
         "isolation_forest": lambda seed: IsolationForest(random_state=seed),
-        "pca": pca_detector,
-        "lof": lambda seed: make_pipeline(StandardScaler(), LocalOutlierFactor(novelty=True)),
+        "pca": lambda seed: pca_detector(seed, standardise),
+        "lof": lambda seed: make_pipeline(clone(scaler), LocalOutlierFactor(novelty=True)),
     }
     if with_pyod:
         try:

@@ -299,3 +299,21 @@ def test_written_files_get_the_usual_permissions(trained, tmp_path):
     assert result.exit_code == 0, result.output
     # what a plain open() gives under that umask, not the owner-only mode of a temporary file
     assert (tmp_path / "s.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_fit_preset_sets_the_tutorial_recipe_and_options_override_it(trained, tmp_path):
+    root, _ = trained
+    result = CliRunner().invoke(main, ["fit", str(root / "train"), "-o", str(tmp_path / "sharp.vae"), *FIT_ARGS,
+                                       "--preset", "sharp", "--perceptual-weight", "0"])
+    assert result.exit_code == 0, result.output
+    detector = vaedetect.load(tmp_path / "sharp.vae")
+    assert (detector.loss, detector.kl_schedule, detector.augment, detector.spatial_latent) == ("sharp", "cyclical", True, True)
+    # the explicit options win over the preset's 64 channels and 4 stages
+    assert (detector.base_channels, detector.n_stages, detector.perceptual_weight) == (4, 2, 0)
+
+
+def test_preset_choices_match_the_estimator_presets():
+    from vaedetect.estimator import PRESETS
+
+    preset = next(p for p in main.commands["fit"].params if p.name == "preset")
+    assert set(preset.type.choices) == set(PRESETS)

@@ -731,3 +731,21 @@ def test_regret_is_the_same_alone_or_in_a_batch(dark_detector):
     together = regret.score_samples(X[:6])
     alone = np.array([regret.score_samples(X[i : i + 1])[0] for i in range(6)])
     np.testing.assert_allclose(alone, together, rtol=1e-4, atol=1e-4)
+
+
+def test_sharp_preset_is_the_tutorials_full_size_network():
+    detector = VAEDetector.from_preset("sharp", random_state=3)
+    assert (detector.base_channels, detector.n_stages, detector.spatial_latent) == (64, 4, True)
+    assert (detector.loss, detector.kl_schedule, detector.augment, detector.skip_connections) == ("sharp", "cyclical", True, False)
+    assert detector.random_state == 3
+    assert clone(detector).get_params() == detector.get_params()
+
+
+def test_preset_values_give_way_to_explicit_parameters():
+    assert VAEDetector.from_preset("sharp", n_stages=2).n_stages == 2
+    assert VAEDetector.from_preset("default").get_params() == VAEDetector().get_params()
+
+
+def test_unknown_preset_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"Unknown preset 'huge'; choose one of \['default', 'sharp'\]"):
+        VAEDetector.from_preset("huge")

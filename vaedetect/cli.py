@@ -8,6 +8,8 @@ given), so a default is defined in one place.
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import click
@@ -97,25 +99,72 @@ def main():
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding images.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--preset", type=click.Choice(["default", "sharp"]), default="default", show_default=True,
+              help="Named settings; 'sharp' is the tutorial's full-size SharpVAE. Other options override it.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train data-parallel on this many processes (torchrun; one per GPU, or Gloo on CPUs).")
 @_fit_options
-def fit(folders, output, workers, quiet, **params):
+def fit(folders, output, workers, quiet, preset, nproc, **params):
     """Train a detector on the images in FOLDERS (searched recursively) and save it."""
+    from .distributed import launched_by_torchrun
+
+    if nproc > 1 and not launched_by_torchrun():
+        raise SystemExit(_run_under_torchrun(nproc, folders, output, workers, quiet, preset, params))
     from .estimator import VAEDetector
 
-    params = {name: value for name, value in params.items() if value is not None}
-    if "channels" in params:
-        params["channels"] = int(params["channels"])
-    detector = VAEDetector(**params, verbose=0 if quiet else 1)
+    given = {name: value for name, value in params.items() if value is not None}
+    if "channels" in given:
+        given["channels"] = int(given["channels"])
+    detector = VAEDetector.from_preset(preset, **given, verbose=0 if quiet else 1)
     try:
+        if launched_by_torchrun():
+            _fit_distributed(detector, folders, output, workers)
+            return
         detector.fit_paths(list(folders), n_jobs=workers)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    _report_fit(detector, output)
+
+
+def _report_fit(detector, output):
     for skipped in detector.skipped_files_:
         click.echo(f"skipped {skipped.path}: {skipped.reason}", err=True)
     detector.save(output)
     summary = detector.training_summary_
     click.echo(f"Trained on {summary['n_samples']} images ({summary['n_files_skipped']} skipped); "
                f"model written to {output}")
+
+
+def _fit_distributed(detector, folders, output, workers):
+    """One rank of ``vaedetect fit`` under torchrun: train together, rank 0 alone reports and writes."""
+    from .distributed import fit_distributed, init_process_group
+
+    world = init_process_group()
+    if world.rank != 0:
+        detector.set_params(verbose=0)
+    try:
+        fit_distributed(detector, paths=list(folders), world=world, n_jobs=workers)
+    except Exception as error:
+        # torchrun stops the other ranks when this one exits; say which rank failed and why
+        click.echo(f"vaedetect fit: rank {world.rank} of {world.size} failed: {type(error).__name__}: {error}",
+                   err=True)
+        raise
+    if world.rank == 0:
+        _report_fit(detector, output)
+
+
+def _run_under_torchrun(nproc, folders, output, workers, quiet, preset, params) -> int:
+    """Start ``nproc`` copies of this ``vaedetect fit`` under torchrun on this machine; their exit code."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               "-m", "vaedetect", "fit", *map(str, folders), "-o", str(output), "--workers", str(workers),
+               "--preset", preset]
+    command += ["--quiet"] if quiet else []
+    for option, parameter, _, _ in _FIT_OPTIONS:
+        if params.get(parameter) is not None:
+            command += [option, str(params[parameter])]
+    return subprocess.run(command).returncode
 
 
 # ------------------------------------------------------------------ score
@@ -162,8 +211,13 @@ def write_table(table, path: Path) -> None:
               help="Thumbnails of this many most anomalous and most normal files in the report.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding images.")
+@click.option("--shard", callback=lambda ctx, param, value: _shard(value), metavar="I/N",
+              help="Score only the I-th of N equal shares of the files (0 <= I < N), e.g. for a job array.")
+@click.option("--dask-scheduler", metavar="ADDRESS", help="Score on this Dask cluster (needs vaedetect[dask]).")
+@click.option("--dask-workers", type=click.IntRange(min=1),
+              help="Score on a local Dask cluster of this many single-threaded workers (needs vaedetect[dask]).")
 def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outlier, maps_dir, report_path,
-          report_top, workers):
+          report_top, workers, shard, dask_scheduler, dask_workers):
     """Score the images in PATHS with the detector in MODEL; one row per file found.
 
     Columns: path, score (higher = more normal), p_value (small for anomalies), is_outlier,
@@ -173,10 +227,21 @@ def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outl
     overrides = {name: value for name, value in overrides.items() if value is not None}
     if len(overrides) > 1:
         raise click.UsageError("Give at most one of --threshold, --fpr and --contamination.")
+    if dask_scheduler and dask_workers:
+        raise click.UsageError("Give at most one of --dask-scheduler and --dask-workers.")
     detector = _load_model(model)
     if overrides:
         detector.set_threshold(**overrides)
-    table = detector.score_paths(list(paths), n_jobs=workers, maps_dir=maps_dir)
+    targets = list(paths)
+    if shard is not None:
+        from .images import discover_entries
+
+        index, count = shard
+        targets = discover_entries(paths)[index::count]
+    if dask_scheduler or dask_workers:
+        table = _score_on_dask(model, targets, overrides, maps_dir, dask_scheduler, dask_workers)
+    else:
+        table = detector.score_paths(targets, n_jobs=workers, maps_dir=maps_dir)
     if output is None:
         click.echo(table.to_string(index=False) if len(table) else "No image files found.")
     else:
@@ -198,6 +263,34 @@ def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outl
                f"(threshold {detector.offset_:.6g})", err=True)
     if fail_on_outlier and n_outliers:
         raise SystemExit(1)
+
+
+def _shard(value):
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\d+)/(\d+)", value.strip())
+    if not match or not int(match[1]) < int(match[2]):
+        raise click.BadParameter(f"must be I/N with 0 <= I < N, e.g. 0/4; got {value!r}.")
+    return int(match[1]), int(match[2])
+
+
+def _score_on_dask(model, targets, overrides, maps_dir, scheduler, n_workers):
+    """The score table computed by :func:`vaedetect.dask.score_paths` on a cluster: the one at
+    ``scheduler``, or a local one of ``n_workers`` processes started for this command."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise click.UsageError('--dask-scheduler and --dask-workers need dask: pip install "vaedetect[dask]".') from None
+    from .dask import score_paths
+
+    # one thread per worker: torch already uses the cores a worker process has
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True) if n_workers else None
+    try:
+        with Client(cluster if cluster is not None else scheduler):
+            return score_paths(model, targets, maps_dir=maps_dir, **overrides).compute()
+    finally:
+        if cluster is not None:
+            cluster.close()
 
 
 # ------------------------------------------------------------------ looking inside

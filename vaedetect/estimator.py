@@ -26,6 +26,16 @@ _AUTO_CONTAMINATION = 0.01
 _INFERENCE_BATCH_VALUES = 2**18
 _MAX_INFERENCE_BATCH = 256
 
+# Named settings for VAEDetector.from_preset. "sharp" is the tutorial's full-size SharpVAE and its
+# training recipe (64 -> 512 channels over 4 stages, spatial latent at 1/16 resolution, MSE + L1 +
+# VGG16 perceptual loss, cyclical KL weight, augmentation); its measured cost is in docs/benchmarks.md.
+# Its U-Net skips stay off: they would let the decoder copy the input past the latent code.
+PRESETS = {
+    "default": {},
+    "sharp": {"base_channels": 64, "n_stages": 4, "spatial_latent": True, "loss": "sharp",
+              "kl_schedule": "cyclical", "augment": True},
+}
+
 
 def _write_overlays(folder, paths, images, heat_maps) -> dict[str, str]:
     """Save one heat-map overlay PNG per image; return {source path: overlay path}."""
@@ -351,6 +361,36 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    @classmethod
+    def from_preset(cls, name, **params):
+        """A detector with the settings of the preset ``name``, ``params`` overriding them.
+
+        Parameters
+        ----------
+        name : {"default", "sharp"}
+            ``"sharp"`` is the tutorial's full-size SharpVAE: ``base_channels=64, n_stages=4,
+            spatial_latent=True, loss="sharp", kl_schedule="cyclical", augment=True``. It costs about
+            eight times the default network per image (docs/benchmarks.md) and needs the VGG16 ImageNet
+            weights for its perceptual loss (or ``perceptual_weight=0``).
+        **params
+            Any other ``VAEDetector`` parameters.
+
+        Returns
+        -------
+        detector : VAEDetector
+            Unfitted; ``get_params`` shows every value, so ``clone`` and saved models need no preset.
+
+        Examples
+        --------
+        >>> from vaedetect import VAEDetector
+        >>> detector = VAEDetector.from_preset("sharp", perceptual_weight=0, random_state=0)
+        >>> detector.base_channels, detector.n_stages, detector.perceptual_weight
+        (64, 4, 0)
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        return cls(**{**PRESETS[name], **params})
+
     # ------------------------------------------------------------------ fitting
 
     def fit(self, X, y=None):
@@ -369,6 +409,11 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         self : VAEDetector
             The fitted detector.
         """
+        return self._fit(X)
+
+    def _fit(self, X, world=None, device=None):
+        """``fit``, data-parallel over ``world`` (a :class:`vaedetect.distributed.World`) when given,
+        on ``device`` instead of the ``device`` parameter when given."""
         import pandas as pd
         import torch
 
@@ -398,7 +443,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         x_val = data[order[:n_val]] if n_val else None
         x_train = data[order[n_val:]]
 
-        device = resolve_device(self.device)
+        device = resolve_device(device or self.device)
         self.device_ = str(device)
         # Module initialisation draws from torch's global RNG; fork it so that seeding for
         # reproducibility leaves the caller's global random state untouched.
@@ -414,6 +459,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             self._train_config(layout),
             generator,
             perceptual,
+            world,
         )
         self.history_ = pd.DataFrame(history)
         if self.loss == "sharp":
@@ -449,6 +495,10 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         -------
         self : VAEDetector
         """
+        return self._fit_paths(paths, n_jobs=n_jobs, max_memory_bytes=max_memory_bytes)
+
+    def _fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, world=None, device=None):
+        """``fit_paths``; with ``world``, each process decodes its share of the files (see ``_fit``)."""
         from .images import IMAGE_EXTENSIONS, discover_images, load_images
 
         self._validate_params()
@@ -463,13 +513,19 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
                 f"about {needed / 2**30:.1f} GiB of memory, over max_memory_bytes={max_memory_bytes}; "
                 "use a smaller image_size, a sample of the files, or raise max_memory_bytes."
             )
-        images, used, skipped = load_images(files, self.image_size, self.channels, num_workers=n_jobs)
+        if world is None:
+            images, used, skipped = load_images(files, self.image_size, self.channels, num_workers=n_jobs)
+        else:
+            from .distributed import gather_decoded
+
+            shard = load_images(files[world.rank :: world.size], self.image_size, self.channels, num_workers=n_jobs)
+            images, used, skipped = gather_decoded(world, files, *shard)
         if not used:
             raise ValueError(
                 f"None of the {len(files)} files found in {_describe(paths)} could be decoded; "
                 f"the first, {skipped[0].path!r}: {skipped[0].reason}."
             )
-        self.fit(images)
+        self._fit(images, world=world, device=device)
         self.skipped_files_ = unreadable + skipped
         self.training_summary_.update(paths=[str(p) for p in _as_list(paths)], n_files_found=len(files),
                                       n_files_skipped=len(self.skipped_files_))

@@ -66,6 +66,16 @@ def discover_images(paths) -> tuple[list[str], list[Skipped]]:
     return sorted(files), unreadable
 
 
+def discover_entries(paths) -> list[str]:
+    """Every entry of :func:`discover_images`, image files and unreadable ones alike, sorted by path.
+
+    Splitting this list and scoring the parts (``score_paths`` on each) gives the rows of scoring it
+    whole, unreadable entries reported again with their reason: how shards and Dask partitions are cut.
+    """
+    files, unreadable = discover_images(paths)
+    return sorted({*files, *(s.path for s in unreadable)})
+
+
 def _walk(root: Path, unreadable: list[Skipped]):
     """Files with image extensions under ``root``, following symbolic links but never in a loop."""
     seen_dirs = set()

@@ -93,19 +93,24 @@ def augment_images(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def batch_loss(model, x, eps, config: TrainConfig, weight: float, perceptual=None) -> dict:
-    """The training objective of one batch (a dict whose ``loss`` entry is minimised)."""
+    """The training objective of one batch (a dict whose ``loss`` entry is minimised).
+
+    ``model`` may be wrapped in ``DistributedDataParallel``; its attributes are read from the VAE inside.
+    """
     logits, mean, logvar = model(x, eps)
     if config.loss == "sharp":
         return sharp_loss(x, logits, mean, logvar, weight, perceptual, config.perceptual_weight)
-    return negative_elbo(x, logits, mean, logvar, model.log_scale, config.likelihood, model.is_image, weight)
+    vae = getattr(model, "module", model)
+    return negative_elbo(x, logits, mean, logvar, vae.log_scale, config.likelihood, vae.is_image, weight)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
-    """Shuffled index batches; a lone last sample is dropped for the epoch, as batch norm needs two."""
+def _batches(n: int, batch_size: int, generator: torch.Generator, min_size: int = 2):
+    """Shuffled index batches; a last batch under ``min_size`` is dropped for the epoch, as batch norm
+    needs two samples (on every process, when training is distributed)."""
     order = torch.randperm(n, generator=generator, device=generator.device)
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
-        if len(index) > 1:
+        if len(index) >= min_size:
             yield index
 
 
@@ -113,19 +118,33 @@ def _mean_terms(sums: dict, count: int) -> dict:
     return {name: float(value) / count for name, value in sums.items()}
 
 
-def evaluate_loss(model, x, config: TrainConfig, generator: torch.Generator, perceptual=None) -> float:
-    """Mean objective over ``x`` with the KL weight at 1 (the true negative ELBO for ``loss="elbo"``)."""
+def _local(rows: torch.Tensor, world) -> torch.Tensor:
+    """This process's share of a global batch: every ``world.size``-th row from ``world.rank``, as
+    ``DistributedSampler`` deals them. Alone (``world`` None), the whole batch."""
+    return rows if world is None else rows[world.rank :: world.size]
+
+
+def evaluate_loss(model, x, config: TrainConfig, generator: torch.Generator, perceptual=None, world=None) -> float:
+    """Mean objective over ``x`` with the KL weight at 1 (the true negative ELBO for ``loss="elbo"``).
+
+    Distributed, each process evaluates every ``world.size``-th batch and the sums are added up; every
+    process still draws the noise of every batch, so that all generators stay in step.
+    """
     model.eval()
-    total = torch.zeros((), device=x.device)
+    total = torch.zeros(2, device=x.device)  # loss sum, sample count
     with torch.inference_mode():
-        for start in range(0, len(x), config.batch_size):
+        for number, start in enumerate(range(0, len(x), config.batch_size)):
             batch = x[start : start + config.batch_size]
             eps = torch.randn((len(batch), *model.latent_shape), generator=generator, device=x.device)
-            total += batch_loss(model, batch, eps, config, 1.0, perceptual)["loss"] * len(batch)
-    return float(total) / len(x)
+            if world is None or number % world.size == world.rank:
+                loss = batch_loss(model, batch, eps, config, 1.0, perceptual)["loss"]
+                total += torch.stack([loss * len(batch), torch.tensor(float(len(batch)), device=x.device)])
+    if world is not None:
+        total = world.all_reduce_sum(total)
+    return float(total[0] / total[1])
 
 
-def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator, perceptual=None):
+def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator, perceptual=None, world=None):
     """Fit ``model`` in place and return its history as a list of per-epoch dicts.
 
     Parameters
@@ -139,6 +158,12 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
         The only source of randomness (shuffling, augmentation, latent noise); on the data's device.
     perceptual : PerceptualLoss, optional
         Feature network for ``loss="sharp"``.
+    world : vaedetect.distributed.World, optional
+        Train data-parallel with ``DistributedDataParallel`` in an initialised process group. Every
+        process passes the same data and an identically seeded generator: all draw the same global
+        batches and noise and each computes every ``world.size``-th row of them, so the averaged
+        gradient is that of the whole ``config.batch_size`` batch. Batch norm normalises over each
+        process's rows (see :mod:`vaedetect.distributed`).
 
     Returns
     -------
@@ -150,20 +175,24 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_learning_rate)
+    network = model if world is None else world.wrap(model)
+    min_batch = 2 if world is None else 2 * world.size
     history, best_val, best_state, stale = [], math.inf, None, 0
-    epochs = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not config.verbose)
+    show = config.verbose and (world is None or world.rank == 0)
+    epochs = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not show)
     for epoch in epochs:
         started = time.perf_counter()
         weight = kl_weight(config.kl_schedule, epoch, config.epochs)
-        model.train()
+        network.train()
         # Terms accumulate on the device; one host sync per epoch instead of one per step.
         sums, count = {}, 0
-        for index in _batches(len(x_train), config.batch_size, generator):
+        for index in _batches(len(x_train), config.batch_size, generator, min_batch):
             x = x_train[index]
-            if config.augment:
+            if config.augment:  # the whole global batch, so that the random stream is the same everywhere
                 x = augment_images(x, generator)
             eps = torch.randn((len(x), *model.latent_shape), generator=generator, device=x.device)
-            terms = batch_loss(model, x, eps, config, weight, perceptual)
+            x, eps = _local(x, world), _local(eps, world)
+            terms = batch_loss(network, x, eps, config, weight, perceptual)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -171,9 +200,15 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach() * len(x)
             count += len(x)
+        if world is not None:
+            # batch-norm running statistics follow each process's own rows; rank 0's count everywhere
+            world.broadcast_buffers(model)
+            if sums:
+                totals = world.all_reduce_sum(torch.stack([*sums.values(), torch.tensor(float(count), device=x_train.device)]))
+                sums, count = dict(zip(sums, totals[:-1])), float(totals[-1])
         record = {"epoch": epoch + 1, **_mean_terms(sums, max(count, 1))}
         if x_val is not None:
-            record["val_loss"] = evaluate_loss(model, x_val, config, generator, perceptual)
+            record["val_loss"] = evaluate_loss(model, x_val, config, generator, perceptual, world)
         record.update(kl_weight=weight, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
         scheduler.step()
         history.append(record)
