@@ -202,6 +202,23 @@ def cifar_markdown(results: dict, quick: bool) -> list[str]:
     return lines
 
 
+ARCHITECTURE_RESULTS = Path("benchmarks/results/architecture.json")
+
+
+def architecture_section() -> list[str]:
+    """The candidate networks' comparison (``python -m benchmarks.architecture``), when it has been run."""
+    from . import architecture
+
+    if not ARCHITECTURE_RESULTS.is_file():
+        return []
+    saved = json.loads(ARCHITECTURE_RESULTS.read_text())
+    return ["", "## Choosing the default network", "",
+            f"From `{saved['command']}` on {saved['date']}: each candidate trained with otherwise default "
+            "settings on the hardest normal digits of one-class MNIST, ROC AUC of the default score, mean "
+            "seconds to train and to score the 5,000 evaluation images.", "",
+            architecture.markdown(saved["results"])]
+
+
 def markdown_page(results: dict) -> str:
     lines = [
         "# Benchmarks",
@@ -241,6 +258,7 @@ def markdown_page(results: dict) -> str:
                   f"**{'met' if cli['median_seconds'] < 0.3 else 'not met'}**."]
     for suite, reason in results["skipped"].items():
         lines += ["", f"Suite `{suite}` skipped: {reason}"]
+    lines += architecture_section()
     lines += ["", "Every score method of one network, in more detail: one-class MNIST in",
               "[mnist_one_class.md](mnist_one_class.md), far and near out-of-distribution on CIFAR-10 in",
               "[scores_cifar_dog.md](scores_cifar_dog.md)."]
@@ -298,12 +316,25 @@ def run(argv=None) -> dict:
     return results
 
 
+def render(argv=None) -> str:
+    """Rewrite the markdown page from a saved JSON file, e.g. after ``benchmarks.architecture`` ran."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks render", description=render.__doc__)
+    parser.add_argument("--json", default="benchmarks/results/benchmarks.json")
+    parser.add_argument("--markdown", default="docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    page = markdown_page(json.loads(Path(args.json).read_text()))
+    Path(args.markdown).write_text(page)
+    return page
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "run":
-        print("usage: python -m benchmarks run [--quick] [--data-dir DIR] [--suites ...]", file=sys.stderr)
+    commands = {"run": run, "render": render}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m benchmarks run [--quick] [--data-dir DIR] [--suites ...]\n"
+              "       python -m benchmarks render [--json FILE] [--markdown FILE]", file=sys.stderr)
         return 2
-    run(argv[1:])
+    commands[argv[0]](argv[1:])
     return 0
 
 

@@ -140,3 +140,28 @@ def test_runner_cifar_suite_trains_each_class_and_reports_far_ood(tiny_images_da
     text = page.read_text()
     assert "## One-class CIFAR-10" in text and "| dog (6 / 12, 50.0%) |" in text
     assert "Slowest training of one class" in text and "dog vs noise" in text
+
+
+def test_render_rewrites_the_page_from_saved_results(tiny_adbench, tmp_path):
+    out, page = tmp_path / "b.json", tmp_path / "b.md"
+    runner.run(["--quick", "--suites", "cli", "--data-dir", str(tiny_adbench), "--out", str(out), "--markdown", ""])
+    runner.render(["--json", str(out), "--markdown", str(page)])
+    assert "vaedetect --help" in page.read_text()
+
+
+def test_architecture_candidates_are_compared_on_the_same_digits():
+    from benchmarks import architecture
+
+    rng = np.random.RandomState(0)
+    # the protocol's layout: images 0-4999 the training pool (40 of digit 0 here), 5000- the evaluation set
+    pool = np.r_[rng.randint(0, 40, size=(40, 8, 8)), np.zeros((4960, 8, 8))].astype(np.uint8)
+    pool_labels = np.r_[np.zeros(40, int), np.full(4960, 9)]
+    test = rng.randint(0, 40, size=(40, 8, 8)).astype(np.uint8)
+    test[20:, 2:6, 2:6] = 250
+    test_labels = np.r_[np.zeros(20, int), np.ones(20, int)]
+    images, labels = np.r_[pool, test], np.r_[pool_labels, test_labels]
+    candidates = {"tiny": {"base_channels": 4, "n_stages": 1, "epochs": 2}}
+    results = architecture.run(images, labels, digits=[0], seed=0, candidates=candidates, log=lambda *_: None)
+    run = results["tiny"]["runs"][0]
+    assert run["digit"] == 0 and run["roc_auc"] > 0.9  # bright squares among plain noise
+    assert "| tiny | " in architecture.markdown(results)
