@@ -8,6 +8,7 @@ given), so a default is defined in one place.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -164,7 +165,9 @@ def _run_under_torchrun(nproc, folders, output, workers, quiet, preset, params) 
     for option, parameter, _, _ in _FIT_OPTIONS:
         if params.get(parameter) is not None:
             command += [option, str(params[parameter])]
-    return subprocess.run(command).returncode
+    # torchrun would give every process one thread; share the cores out instead
+    environment = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc)), **os.environ}
+    return subprocess.run(command, env=environment).returncode
 
 
 # ------------------------------------------------------------------ score
@@ -283,8 +286,14 @@ def _score_on_dask(model, targets, overrides, maps_dir, scheduler, n_workers):
         raise click.UsageError('--dask-scheduler and --dask-workers need dask: pip install "vaedetect[dask]".') from None
     from .dask import score_paths
 
-    # one thread per worker: torch already uses the cores a worker process has
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True) if n_workers else None
+    import dask
+
+    cluster = None
+    if n_workers:
+        # one task at a time per worker, its torch threads sharing out the cores (Dask would give it one)
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.OMP_NUM_THREADS": threads}):
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True)
     try:
         with Client(cluster if cluster is not None else scheduler):
             return score_paths(model, targets, maps_dir=maps_dir, **overrides).compute()
