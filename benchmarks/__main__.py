@@ -261,7 +261,8 @@ def markdown_page(results: dict) -> str:
     lines += architecture_section()
     lines += ["", "Every score method of one network, in more detail: one-class MNIST in",
               "[mnist_one_class.md](mnist_one_class.md), far and near out-of-distribution on CIFAR-10 in",
-              "[scores_cifar_dog.md](scores_cifar_dog.md)."]
+              "[scores_cifar_dog.md](scores_cifar_dog.md). One-class CIFAR-10 at the default settings (seed 0, "
+              "five classes so far): [benchmarks_cifar10_full.md](benchmarks_cifar10_full.md)."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,8 @@
-"""Shared fixtures: tiny settings and small synthetic data, made in memory."""
+"""Shared fixtures: tiny settings and small synthetic data, made in memory or in temporary folders."""
 
 import numpy as np
 import pytest
+from PIL import Image
 
 # Small enough that a fit takes well under a second on one CPU core.
 TINY = dict(latent_dim=2, base_channels=4, n_stages=2, epochs=3, n_samples=2, batch_size=16, random_state=0)
@@ -20,3 +21,13 @@ def gray_images():
     for image, (row, col) in zip(images, rng.randint(0, 8, size=(40, 2))):
         image[row : row + 4, col : col + 4] = 0.9
     return images
+
+
+def write_squares(folder, n, seed, bright=True):
+    """n small grayscale PNGs in ``folder``: a bright (or dark) square on a noisy background."""
+    rng = np.random.RandomState(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = rng.randint(0, 40, size=(12, 12)).astype(np.uint8)
+        image[3:9, 3:9] = 230 if bright else 0
+        Image.fromarray(image).save(folder / f"img_{i:03d}.png")

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import vaedetect
+from tests.conftest import write_squares
 from vaedetect.cli import main
 from vaedetect.images import load_images
 
@@ -18,24 +19,14 @@ FIT_ARGS = ["--image-size", "8", "--channels", "1", "--latent-dim", "2", "--base
             "--n-stages", "2", "--epochs", "2", "--n-samples", "2", "--seed", "0", "--quiet"]
 
 
-def _squares(folder, n, seed, bright=True):
-    """n small grayscale images: a bright (or dark) square on a noisy background."""
-    rng = np.random.RandomState(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        image = rng.randint(0, 40, size=(12, 12)).astype(np.uint8)
-        image[3:9, 3:9] = 230 if bright else 0
-        Image.fromarray(image).save(folder / f"img_{i:03d}.png")
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A model fitted by the CLI on 30 images plus one corrupt file, and a folder to score."""
     root = tmp_path_factory.mktemp("cli")
-    _squares(root / "train", 30, seed=0)
+    write_squares(root / "train", 30, seed=0)
     (root / "train" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    _squares(root / "new" / "normal", 6, seed=1)
-    _squares(root / "new" / "odd", 4, seed=2, bright=False)
+    write_squares(root / "new" / "normal", 6, seed=1)
+    write_squares(root / "new" / "odd", 4, seed=2, bright=False)
     (root / "new" / "odd" / "corrupt.jpg").write_text("no jpeg here")
     result = CliRunner().invoke(main, ["fit", str(root / "train"), "-o", str(root / "model.vae"), *FIT_ARGS])
     assert result.exit_code == 0, result.output

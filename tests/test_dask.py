@@ -1,11 +1,10 @@
 """Scoring folders on a Dask cluster, and in shards: the same rows as one `vaedetect score`."""
 
-import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
+from tests.conftest import write_squares
 from vaedetect.cli import main
 
 pytest.importorskip("dask.distributed", reason="the Dask tests need the extra vaedetect[dask]")
@@ -14,22 +13,13 @@ FIT_ARGS = ["--image-size", "8", "--channels", "1", "--latent-dim", "2", "--base
             "--epochs", "2", "--seed", "0", "--quiet"]
 
 
-def _squares(folder, n, seed, bright=True):
-    rng = np.random.RandomState(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        image = rng.randint(0, 40, size=(12, 12)).astype(np.uint8)
-        image[3:9, 3:9] = 230 if bright else 0
-        Image.fromarray(image).save(folder / f"img_{i:03d}.png")
-
-
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """A model, a folder of 23 files in two subfolders (one corrupt), and its single-process table."""
     root = tmp_path_factory.mktemp("dask")
-    _squares(root / "train", 30, seed=0)
-    _squares(root / "new" / "normal", 12, seed=1)
-    _squares(root / "new" / "odd", 10, seed=2, bright=False)
+    write_squares(root / "train", 30, seed=0)
+    write_squares(root / "new" / "normal", 12, seed=1)
+    write_squares(root / "new" / "odd", 10, seed=2, bright=False)
     (root / "new" / "odd" / "corrupt.jpg").write_text("no jpeg here")
     runner = CliRunner()
     result = runner.invoke(main, ["fit", str(root / "train"), "-o", str(root / "model.vae"), *FIT_ARGS])

@@ -30,7 +30,7 @@ def _cached_detector(model_path: str, modified: float, threshold_items: tuple):
     threshold setting), so that every partition after the first skips reading and building the model."""
     import vaedetect
 
-    detector = vaedetect.load(model_path, device="cpu")
+    detector = vaedetect.load(model_path)  # its own device setting: "auto" takes a worker's GPU
     if threshold_items:
         detector.set_threshold(**dict(threshold_items))
     return detector
