@@ -369,9 +369,10 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         ----------
         name : {"default", "sharp"}
             ``"sharp"`` is the tutorial's full-size SharpVAE: ``base_channels=64, n_stages=4,
-            spatial_latent=True, loss="sharp", kl_schedule="cyclical", augment=True``. It costs about
-            eight times the default network per image (docs/benchmarks.md) and needs the VGG16 ImageNet
-            weights for its perceptual loss (or ``perceptual_weight=0``).
+            spatial_latent=True, loss="sharp", kl_schedule="cyclical", augment=True``. Measured at
+            64x64 on 2 CPU cores (docs/benchmarks.md): 4.7 times the default network's forward FLOPs,
+            7 times its training time (with the VGG16 loss) and 4 times its scoring time. Its
+            perceptual loss needs the VGG16 ImageNet weights (or ``perceptual_weight=0``).
         **params
             Any other ``VAEDetector`` parameters.
 
