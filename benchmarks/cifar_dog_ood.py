@@ -42,16 +42,22 @@ def mnist_as_rgb(images: np.ndarray, size: int = 32) -> np.ndarray:
     return np.repeat(np.stack(resized)[..., None], 3, axis=-1)
 
 
+def far_ood_sets(data_dir, n_synthetic: int, seed: int) -> dict[str, np.ndarray]:
+    """``n_synthetic`` each of MNIST digits as 32x32 RGB, constant colours and uniform noise, uint8."""
+    rng = np.random.RandomState(seed)
+    digits, _ = load_mnist(data_dir)
+    colours = rng.randint(0, 256, size=(n_synthetic, 1, 1, 3), dtype=np.uint8)
+    return {
+        "mnist": mnist_as_rgb(digits[5000 : 5000 + n_synthetic]),
+        "constant": np.ascontiguousarray(np.broadcast_to(colours, (n_synthetic, 32, 32, 3))),
+        "noise": rng.randint(0, 256, size=(n_synthetic, 32, 32, 3), dtype=np.uint8),
+    }
+
+
 def evaluation_sets(data_dir, n_synthetic: int, per_class: int | None, seed: int) -> dict[str, np.ndarray]:
     """``{"dog": test dogs, "mnist": ..., "constant": ..., "noise": ..., <class>: ...}`` as (n, 32, 32, 3) uint8."""
-    rng = np.random.RandomState(seed)
     test, labels = load_cifar10("test", path=data_dir)
-    digits, _ = load_mnist(data_dir)
-    sets = {"dog": test[labels == "dog"]}
-    sets["mnist"] = mnist_as_rgb(digits[5000 : 5000 + n_synthetic])
-    colours = rng.randint(0, 256, size=(n_synthetic, 1, 1, 3), dtype=np.uint8)
-    sets["constant"] = np.ascontiguousarray(np.broadcast_to(colours, (n_synthetic, 32, 32, 3)))
-    sets["noise"] = rng.randint(0, 256, size=(n_synthetic, 32, 32, 3), dtype=np.uint8)
+    sets = {"dog": test[labels == "dog"], **far_ood_sets(data_dir, n_synthetic, seed)}
     for label in sorted(set(labels) - {"dog"}):
         sets[label] = test[labels == label][:per_class]
     return sets

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import tabular
 from ._data import load_cifar10, load_mnist
+from .cifar_dog_ood import far_ood_sets
 from ._tables import evaluation, log_means
 
 # Other scores of the same network, reported beside the default (bits_typicality for images).
@@ -77,6 +78,8 @@ def run_class(train, test, is_anomaly, seeds, quick: bool, far_sets=None) -> dic
             entry["far_ood"].setdefault(name, {}).setdefault(column, []).append(
                 evaluation(labels, np.r_[normal_scores, scores], seed=seed))
 
+    flat_train, flat_test = flat_pixels(train), flat_pixels(test)
+    flat_far = {name: flat_pixels(images) for name, images in far_sets.items()}
     for seed in seeds:
         detector, fit_seconds = fit_vaedetect(train, seed, quick)
         columns, score_seconds = vaedetect_scores(detector, test)
@@ -85,12 +88,12 @@ def run_class(train, test, is_anomaly, seeds, quick: bool, far_sets=None) -> dic
             record(column, scores, fit_seconds, score_seconds, seed, {n: far[n][column] for n in far})
         for name, make in tabular.peers(with_pyod=False, standardise=False).items():
             started = time.perf_counter()
-            peer = make(seed).fit(flat_pixels(train))
+            peer = make(seed).fit(flat_train)
             fit_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            scores = peer.score_samples(flat_pixels(test))
+            scores = peer.score_samples(flat_test)
             score_seconds = time.perf_counter() - started
-            far_scores = {n: peer.score_samples(flat_pixels(images)) for n, images in far_sets.items()}
+            far_scores = {n: peer.score_samples(images) for n, images in flat_far.items()}
             record(name, scores, fit_seconds, score_seconds, seed, far_scores)
     return entry
 
@@ -106,20 +109,6 @@ def mnist_suite(folder, seeds, quick: bool, log=print) -> dict:
     return results
 
 
-def far_ood_sets(folder, seed: int = 0) -> dict[str, np.ndarray]:
-    """MNIST digits as 32x32 RGB, constant colours and uniform noise: ``N_FAR_OOD`` images each."""
-    from .cifar_dog_ood import mnist_as_rgb
-
-    rng = np.random.RandomState(seed)
-    digits, _ = load_mnist(folder)
-    colours = rng.randint(0, 256, size=(N_FAR_OOD, 1, 1, 3), dtype=np.uint8)
-    return {
-        "mnist": mnist_as_rgb(digits[5000 : 5000 + N_FAR_OOD]),
-        "constant": np.ascontiguousarray(np.broadcast_to(colours, (N_FAR_OOD, 32, 32, 3))),
-        "noise": rng.randint(0, 256, size=(N_FAR_OOD, 32, 32, 3), dtype=np.uint8),
-    }
-
-
 def cifar_suite(folder, seeds, quick: bool, log=print, classes=None) -> dict:
     """``{class: entry}`` for every CIFAR-10 class as the normal one; ``dog`` also carries the far
     out-of-distribution sets."""
@@ -130,7 +119,7 @@ def cifar_suite(folder, seeds, quick: bool, log=print, classes=None) -> dict:
         images = train[train_labels == name]
         if quick:
             images = images[np.random.RandomState(0).permutation(len(images))[:QUICK_CIFAR_TRAIN]]
-        far = far_ood_sets(folder) if name == "dog" else None
+        far = far_ood_sets(folder, N_FAR_OOD, seed=0) if name == "dog" else None
         results[name] = run_class(images, test, test_labels != name, seeds, quick, far)
         log_means(f"cifar10 {name}", results[name], log)
     return results

@@ -6,8 +6,8 @@ draw the same global batches and latent noise; each computes every ``world_size`
 update is then that of one process training on the whole batch, with one difference: **batch norm
 normalises over each process's rows**, not the global batch. PyTorch synchronises batch norm on GPUs
 only (``SyncBatchNorm``), so vaedetect keeps it local everywhere: the same model on CPUs and GPUs, and
-no extra collective per layer. With ``batch_size`` rows split over ``n`` processes, keep
-``batch_size / n`` at 16 or more so that the local statistics stay steady.
+no extra collective per layer. With ``batch_size`` rows split over ``n`` processes, each batch norm
+sees ``batch_size / n`` rows: the fewer, the noisier its statistics.
 
 Reading files, each rank decodes its own shard (every ``world_size``-th file) and the decoded images
 are exchanged, so decoding runs in parallel. After training every rank computes the same reference
