@@ -35,9 +35,45 @@ def summary(results: dict) -> dict[str, dict[str, float]]:
     return table
 
 
+def merge(entries: list[dict], name: str) -> dict:
+    """One entry from the entries of several runs of the same data set, e.g. different seeds run in
+    different sessions. A seed that two of them measured is refused rather than counted twice."""
+    merged = {key: value for key, value in entries[0].items() if key not in ("methods", "far_ood")}
+    merged["methods"] = {}
+    if "far_ood" in entries[0]:
+        merged["far_ood"] = {}
+    for entry in entries:
+        if any(entry[key] != merged[key] for key in ("n_train", "n_test", "anomaly_share")):
+            raise ValueError(f"{name}: the runs to merge used different data ({entry['n_train']} / "
+                             f"{entry['n_test']} vs {merged['n_train']} / {merged['n_test']})")
+        for method, runs in entry["methods"].items():
+            seen = {r["seed"] for r in merged["methods"].get(method, [])}
+            repeated = seen & {r["seed"] for r in runs}
+            if repeated:
+                raise ValueError(f"{name}: seed {sorted(repeated)[0]} of {method} appears in two runs")
+            merged["methods"].setdefault(method, []).extend(runs)
+        for ood_set, methods in entry.get("far_ood", {}).items():
+            for method, runs in methods.items():
+                merged["far_ood"].setdefault(ood_set, {}).setdefault(method, []).extend(runs)
+    return merged
+
+
+def seeds_of(entry: dict) -> list[int]:
+    return sorted({run["seed"] for runs in entry["methods"].values() for run in runs})
+
+
+def seeds_text(results: dict) -> str:
+    """``"seeds 0, 1, 2"``: every seed any data set of ``results`` was run with."""
+    seeds = sorted({seed for entry in results.values() for seed in seeds_of(entry)})
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
 def markdown(results: dict) -> str:
     names = list(results)
     methods_ = list(next(iter(results.values()))["methods"])
+    seeds = {name: seeds_of(results[name]) for name in names}
+    # after a merge of partial runs, say which rows rest on fewer seeds
+    uneven = len({tuple(s) for s in seeds.values()}) > 1
     lines = [
         "| data set (n train / test, anomalies) | " + " | ".join(methods_) + " |",
         "|---|" + "---|" * len(methods_),
@@ -51,7 +87,8 @@ def markdown(results: dict) -> str:
             seconds = np.mean([r["fit_seconds"] + r["score_seconds"] for r in runs])
             spread = f" ± {np.std(auc):.3f}" if len(runs) > 1 and np.std(auc) >= 5e-4 else ""
             cells.append(f"{np.mean(auc):.3f}{spread} (AP {np.mean(ap):.3f}, {seconds:.1f} s)")
-        lines.append(f"| {name} ({entry['n_train']} / {entry['n_test']}, {entry['anomaly_share']:.1%}) | "
+        which = f"; seeds {', '.join(map(str, seeds[name]))}" if uneven else ""
+        lines.append(f"| {name} ({entry['n_train']} / {entry['n_test']}, {entry['anomaly_share']:.1%}{which}) | "
                      + " | ".join(cells) + " |")
     means = summary(results)
     lines.append("| **mean ROC AUC** | " + " | ".join(f"**{means[m]['mean']:.3f}**" for m in methods_) + " |")

@@ -149,6 +149,41 @@ def test_render_rewrites_the_page_from_saved_results(tiny_adbench, tmp_path):
     assert "vaedetect --help" in page.read_text()
 
 
+def test_render_merges_runs_of_different_seeds_into_one_page(tiny_adbench, tmp_path):
+    parts = []
+    for seed in ("0", "1"):
+        parts.append(tmp_path / f"seed{seed}.json")
+        runner.run(["--quick", "--suites", "tabular", "--seeds", seed, "--data-dir", str(tiny_adbench),
+                    "--out", str(parts[-1]), "--markdown", ""])
+    merged, page = tmp_path / "merged.json", tmp_path / "merged.md"
+    runner.render(["--json", *map(str, parts), "--markdown", str(page), "--out", str(merged)])
+    results = json.loads(merged.read_text())
+    alone = [json.loads(part.read_text()) for part in parts]
+    assert results["seeds"] == [0, 1] and len(results["parts"]) == 2
+    assert results["seconds"] == pytest.approx(sum(run["seconds"] for run in alone))
+    runs = results["suites"]["tabular"]["toy"]["methods"]["isolation_forest"]
+    assert runs == [run["suites"]["tabular"]["toy"]["methods"]["isolation_forest"][0] for run in alone]
+    text = page.read_text()
+    assert "from 2 runs" in text and text.count("--seeds") == 2
+
+
+def test_merging_refuses_a_seed_measured_twice(tiny_adbench, tmp_path):
+    out = tmp_path / "seed0.json"
+    runner.run(["--quick", "--suites", "tabular", "--data-dir", str(tiny_adbench), "--out", str(out), "--markdown", ""])
+    with pytest.raises(ValueError, match="toy: seed 0 of vaedetect appears in two runs"):
+        runner.render(["--json", str(out), str(out), "--markdown", str(tmp_path / "page.md")])
+
+
+def test_rows_resting_on_fewer_seeds_say_which():
+    from benchmarks import _tables
+
+    run = {"seed": 0, "roc_auc": 0.9, "average_precision": 0.5, "fit_seconds": 1.0, "score_seconds": 1.0}
+    entry = {"n_train": 10, "n_test": 5, "anomaly_share": 0.2}
+    results = {"a": {**entry, "methods": {"m": [run, {**run, "seed": 1}]}}, "b": {**entry, "methods": {"m": [run]}}}
+    text = _tables.markdown(results)
+    assert "| a (10 / 5, 20.0%; seeds 0, 1) |" in text and "| b (10 / 5, 20.0%; seeds 0) |" in text
+
+
 def test_architecture_candidates_are_compared_on_the_same_digits():
     from benchmarks import architecture
 
