@@ -144,18 +144,18 @@ def speed_markdown(suite: dict) -> list[str]:
     return lines
 
 
-def _settings(quick: bool, what: str) -> str:
-    if quick:
+def _settings(run: dict, what: str) -> str:
+    if run["quick"]:
         return (f"`--quick`: {one_class.QUICK_EPOCHS} epochs{what}, so these figures understate the default "
                 "model; the full run trains with the defaults.")
-    return "Default settings (30 epochs at most, early stopping)."
+    return f"Default settings ({default_epochs(run)} epochs at most, early stopping)."
 
 
-def _image_suite_intro(protocol: str, results: dict, quick: bool, what: str = "") -> list[str]:
+def _image_suite_intro(protocol: str, results: dict, run: dict, what: str = "") -> list[str]:
     return [
         protocol,
         f"`vaedetect` is `VAEDetector(random_state=seed)` and its default score (`bits_typicality` for images); "
-        f"`vaedetect_elbo` and `vaedetect_latent` are other scores of the same network. {_settings(quick, what)} "
+        f"`vaedetect_elbo` and `vaedetect_latent` are other scores of the same network. {_settings(run, what)} "
         "The peers see flat pixel vectors in [0, 1]. "
         f"Mean ± standard deviation over {_tables.seeds_text(results)}, with average "
         "precision and fit + score seconds.",
@@ -163,7 +163,7 @@ def _image_suite_intro(protocol: str, results: dict, quick: bool, what: str = ""
     ]
 
 
-def mnist_markdown(results: dict, quick: bool) -> list[str]:
+def mnist_markdown(results: dict, run: dict) -> list[str]:
     means = tabular.summary(results)
     ours, pca = means["vaedetect"]["mean"], means["pca"]["mean"]
     met = ours > pca and ours > 0.95
@@ -171,7 +171,7 @@ def mnist_markdown(results: dict, quick: bool) -> list[str]:
         "## One-class MNIST",
         "",
         *_image_suite_intro("MNIST test split: each digit in turn is normal; trained on that digit among images "
-                            "0-4999, evaluated on images 5000-9999 (that digit against all others).", results, quick),
+                            "0-4999, evaluated on images 5000-9999 (that digit against all others).", results, run),
         tabular.markdown(results),
         "",
         f"Target, vaedetect's mean ROC AUC above the PCA baseline and above 0.95 (Deep SVDD reported "
@@ -188,7 +188,7 @@ def _over_budget(fit_seconds: dict[str, float]) -> str:
     return f"; {len(over)} of {len(fit_seconds)} classes over it: {listed}"
 
 
-def cifar_markdown(results: dict, quick: bool) -> list[str]:
+def cifar_markdown(results: dict, run: dict) -> list[str]:
     means = tabular.summary(results)
     ours = means["vaedetect"]["mean"]
     fit_seconds = one_class.slowest_fit_seconds(results)
@@ -198,7 +198,7 @@ def cifar_markdown(results: dict, quick: bool) -> list[str]:
         "## One-class CIFAR-10",
         "",
         *_image_suite_intro("Each class in turn is normal: trained on `train/<class>`, evaluated on all of "
-                            "`test/` (that class against the other nine).", results, quick, sample),
+                            "`test/` (that class against the other nine).", results, run, sample),
         tabular.markdown(results),
         "",
         f"Target, vaedetect's mean ROC AUC above Deep SVDD's reported {DEEP_SVDD_CIFAR10}: {ours:.3f}, "
@@ -238,6 +238,12 @@ def _run_line(run: dict) -> str:
             f"{versions['vaedetect']}, torch {versions['torch']}, Python {versions['python']})")
 
 
+def default_epochs(run: dict) -> int:
+    """The estimator's default ``epochs`` when ``run`` was made; runs saved before it was recorded
+    trained with 30."""
+    return run.get("default_epochs", 30)
+
+
 def provenance(results: dict) -> list[str]:
     """Which command made the results, where and how long it took; every part of a merged run."""
     if "parts" not in results:
@@ -256,12 +262,16 @@ def merge_runs(runs: list[dict], command: str) -> dict:
     measurements (speed, cli) the last run's is kept."""
     if len({run["quick"] for run in runs}) > 1:
         raise ValueError("cannot merge --quick runs with full runs")
+    epochs = sorted({default_epochs(run) for run in runs})
+    if len(epochs) > 1:
+        raise ValueError(f"cannot merge runs of different default epochs: {epochs}")
     parts = [part for run in runs for part in run.get("parts", [run])]
     merged = {
         "command": command,
         "date": max(part["date"] for part in parts),
         "seeds": sorted({seed for run in runs for seed in run["seeds"]}),
         "quick": runs[0]["quick"],
+        "default_epochs": epochs[0],
         "machine": runs[-1]["machine"],
         "versions": runs[-1]["versions"],
         "suites": {},
@@ -304,9 +314,9 @@ def markdown_page(results: dict) -> str:
         lines += ["", f"Target, vaedetect's default at or above IsolationForest on the mean ROC AUC: "
                       f"{ours:.3f} vs {theirs:.3f}, **{'met' if ours >= theirs else 'not met'}**."]
     if "mnist" in results["suites"]:
-        lines += ["", *mnist_markdown(results["suites"]["mnist"], results["quick"])]
+        lines += ["", *mnist_markdown(results["suites"]["mnist"], results)]
     if "cifar10" in results["suites"]:
-        lines += ["", *cifar_markdown(results["suites"]["cifar10"], results["quick"])]
+        lines += ["", *cifar_markdown(results["suites"]["cifar10"], results)]
     if "speed" in results["suites"]:
         lines += ["", "## Speed", "", *speed_markdown(results["suites"]["speed"])]
     if "cli" in results["suites"]:
@@ -327,6 +337,8 @@ def markdown_page(results: dict) -> str:
 
 
 def run(argv=None) -> dict:
+    from vaedetect import VAEDetector
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed and shorter training")
     parser.add_argument("--data-dir", default=None, help="default: $VAEDETECT_DATA or ../shared/data")
@@ -344,6 +356,7 @@ def run(argv=None) -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seeds": seeds,
         "quick": args.quick,
+        "default_epochs": VAEDetector().epochs,
         **machine(),
         "suites": {},
         "skipped": {},

@@ -139,7 +139,9 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     kl_schedule : {"warmup", "cyclical", "constant"}, default="warmup"
         KL weight over epochs: linear warm-up over the first quarter, the tutorial's cyclical
         ``max(0.2, 0.5 (1 + sin(2 pi epoch / 20)))``, or constant 1.
-    epochs : int, default=30
+    epochs : int, default=25
+        Training epochs at most; the tutorial's 30 took a CIFAR-10 class of 5,000 photos over
+        10 minutes on 2 CPU cores (``docs/benchmarks_full.md``).
     batch_size : int, default=32
     learning_rate : float, default=5e-4
         AdamW learning rate, decayed to 1e-6 by a cosine schedule.
@@ -313,7 +315,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         likelihood="gaussian",
         perceptual_weight=0.3,
         kl_schedule="warmup",
-        epochs=30,
+        epochs=25,
         batch_size=32,
         learning_rate=5e-4,
         weight_decay=1e-5,
