@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import _tables, one_class, speed, tabular
+from . import _tables, compare, one_class, speed, tabular
 from ._data import data_dir
 
 SUITES = ("tabular", "mnist", "cifar10", "speed", "cli")
@@ -262,8 +263,9 @@ def merge_runs(runs: list[dict], command: str) -> dict:
     measurements (speed, cli) the last run's is kept."""
     if len({run["quick"] for run in runs}) > 1:
         raise ValueError("cannot merge --quick runs with full runs")
+    # --quick runs train for a fixed number of epochs, the full runs for the estimator's default
     epochs = sorted({default_epochs(run) for run in runs})
-    if len(epochs) > 1:
+    if len(epochs) > 1 and not runs[0]["quick"]:
         raise ValueError(f"cannot merge runs of different default epochs: {epochs}")
     parts = [part for run in runs for part in run.get("parts", [run])]
     merged = {
@@ -408,12 +410,48 @@ def render(argv=None) -> str:
     return page
 
 
+def _load_runs(paths: list[str]) -> dict:
+    runs = [json.loads(Path(path).read_text()) for path in paths]
+    return runs[0] if len(runs) == 1 else merge_runs(runs, "python -m benchmarks render --json " + " ".join(paths))
+
+
+def compare_settings(argv=None) -> str:
+    """Print (and write) two settings of vaedetect side by side: each data set's ROC AUC and training
+    time in two sets of saved runs of one suite, on the seeds both measured."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks compare", description=compare_settings.__doc__)
+    parser.add_argument("--suite", default="cifar10", choices=MERGED_SUITES)
+    parser.add_argument("--labels", nargs=2, default=("before", "after"))
+    parser.add_argument("--before", nargs="+", required=True, help="saved runs of the first setting")
+    parser.add_argument("--after", nargs="+", required=True, help="saved runs of the second setting")
+    parser.add_argument("--method", default="vaedetect")
+    parser.add_argument("--markdown", default=None, help="write the page here as well as printing it")
+    args = parser.parse_args(argv)
+    before, after = _load_runs(args.before), _load_runs(args.after)
+    rows = compare.side_by_side(before["suites"][args.suite], after["suites"][args.suite], args.method)
+    if not rows:
+        parser.error(f"no {args.suite} data set was measured with a common seed in both sets of runs")
+    command = shlex.join(["python", "-m", "benchmarks", "compare", *(argv if argv is not None else sys.argv[2:])])
+    page = "\n".join([
+        f"# `{args.method}` on {args.suite}: {args.labels[0]} against {args.labels[1]}", "",
+        f"Made by `{command}`. Means over the seeds both settings were run with.", "",
+        compare.markdown(rows, tuple(args.labels)), "",
+        f"## {args.labels[0]}", "", *provenance(before), "",
+        f"## {args.labels[1]}", "", *provenance(after), "",
+    ])
+    if args.markdown:
+        Path(args.markdown).write_text(page)
+    print(page)
+    return page
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"run": run, "render": render}
+    commands = {"run": run, "render": render, "compare": compare_settings}
     if not argv or argv[0] not in commands:
         print("usage: python -m benchmarks run [--quick] [--data-dir DIR] [--suites ...]\n"
-              "       python -m benchmarks render [--json FILE ...] [--markdown FILE] [--out FILE]", file=sys.stderr)
+              "       python -m benchmarks render [--json FILE ...] [--markdown FILE] [--out FILE]\n"
+              "       python -m benchmarks compare --before FILE ... --after FILE ... [--suite S] [--labels A B]",
+              file=sys.stderr)
         return 2
     commands[argv[0]](argv[1:])
     return 0

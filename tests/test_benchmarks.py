@@ -174,6 +174,34 @@ def test_merging_refuses_a_seed_measured_twice(tiny_adbench, tmp_path):
         runner.render(["--json", str(out), str(out), "--markdown", str(tmp_path / "page.md")])
 
 
+def _saved_run(**fields):
+    run = {"command": "python -m benchmarks run", "date": "2026-01-01T00:00:00+00:00", "seconds": 1.0,
+           "seeds": [0], "quick": False, "machine": {}, "versions": {}, "suites": {}, "skipped": {}}
+    return run | fields
+
+
+def test_merging_refuses_runs_trained_for_different_default_epochs():
+    recorded_before_the_field = _saved_run()  # trained with the then default, 30 epochs
+    with pytest.raises(ValueError, match=r"different default epochs: \[25, 30\]"):
+        runner.merge_runs([recorded_before_the_field, _saved_run(default_epochs=25)], "render")
+    assert runner.merge_runs([_saved_run(default_epochs=25)] * 2, "render")["default_epochs"] == 25
+
+
+def test_settings_are_compared_on_the_seeds_both_measured():
+    from benchmarks import compare
+
+    def entry(*runs):
+        return {"methods": {"vaedetect": [{"seed": seed, "roc_auc": auc, "fit_seconds": fit} for seed, auc, fit in runs]}}
+
+    before = {"cat": entry((0, 0.60, 600.0), (1, 0.70, 640.0)), "dog": entry((0, 0.62, 580.0))}
+    after = {"cat": entry((0, 0.58, 500.0)), "ship": entry((0, 0.66, 490.0))}
+    rows = compare.side_by_side(before, after)
+    assert list(rows) == ["cat"]  # dog and ship were measured under one setting only
+    assert rows["cat"] == {"seeds": [0], "roc_auc": (0.60, 0.58), "fit_seconds": (600.0, 500.0)}
+    table = compare.markdown(rows, ("30 epochs", "25 epochs"))
+    assert "| cat (0) | 0.600 | 0.580 | 600 | 500 |" in table and "| **slowest** | | | 600 | 500 |" in table
+
+
 def test_rows_resting_on_fewer_seeds_say_which():
     from benchmarks import _tables
 

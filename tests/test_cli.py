@@ -16,7 +16,8 @@ from vaedetect.cli import main
 from vaedetect.images import load_images
 
 FIT_ARGS = ["--image-size", "8", "--channels", "1", "--latent-dim", "2", "--base-channels", "4",
-            "--n-stages", "2", "--epochs", "2", "--n-samples", "2", "--seed", "0", "--quiet"]
+            "--n-stages", "2", "--epochs", "2", "--n-samples", "2", "--mixed-precision", "off", "--seed", "0",
+            "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,7 @@ def test_fit_options_reach_the_estimator(trained):
     root, _ = trained
     detector = vaedetect.load(root / "model.vae")
     assert (detector.image_size, detector.channels, detector.latent_dim, detector.epochs) == (8, 1, 2, 2)
+    assert detector.mixed_precision is False
     assert detector.layout_.shape == (1, 8, 8)
 
 
@@ -223,6 +225,8 @@ def test_fit_option_choices_match_the_estimator_parameters():
     for _, parameter, kind, _ in _FIT_OPTIONS:
         if hasattr(kind, "choices"):
             allowed = {str(v) for c in constraints[parameter] for v in getattr(c, "options", ())}
+            if "boolean" in constraints[parameter]:
+                allowed |= {"on", "off"}  # a flag that also takes "auto" is spelled in words
             assert set(kind.choices) == allowed, parameter
 
 

@@ -339,6 +339,7 @@ def test_wrong_image_size_at_predict(fitted_images):
         (dict(kl_schedule="linear"), "'kl_schedule' parameter"),
         (dict(augment=True), "augment=True applies to images only"),
         (dict(likelihood="bernoulli"), "likelihood='bernoulli' needs images"),
+        (dict(mixed_precision="fp16"), "'mixed_precision' parameter"),
     ],
 )
 def test_bad_parameters_are_named_in_fit(params, message):
@@ -365,6 +366,15 @@ def test_same_random_state_gives_identical_scores(fitted_tabular):
     detector, X = fitted_tabular
     again = clone(detector).fit(X)
     np.testing.assert_array_equal(again.score_samples(X), detector.score_samples(X))
+
+
+def test_mixed_precision_auto_is_float32_training_on_the_cpu(fitted_tabular):
+    detector, X = fitted_tabular
+    assert detector.mixed_precision == "auto" and detector.device_ == "cpu"
+    forced = clone(detector).set_params(mixed_precision=True).fit(X)
+    off = clone(detector).set_params(mixed_precision=False).fit(X)
+    assert off.history_["loss"].tolist() == detector.history_["loss"].tolist()
+    assert forced.history_["loss"].tolist() != detector.history_["loss"].tolist()
 
 
 def test_fit_leaves_global_random_state_alone():

@@ -48,6 +48,18 @@ def test_early_stopping_ends_training_and_restores_best_weights():
     assert history[-1]["val_loss"] > best  # the last epochs were worse; their weights were dropped
 
 
+def test_mixed_precision_trains_float32_weights_to_about_the_float32_loss():
+    # bfloat16 autocast is what CUDA GPUs get by default; the CPU runs the same code path, slowly
+    config = dict(epochs=30, batch_size=16, learning_rate=3e-3, kl_schedule="constant")
+    full, full_history = _fit(TrainConfig(**config))
+    mixed, mixed_history = _fit(TrainConfig(**config, mixed_precision=True))
+    assert all(p.dtype == torch.float32 for p in mixed.parameters())
+    assert mixed_history[-1]["loss"] < mixed_history[0]["loss"] - 2.0
+    # bfloat16 keeps 8 bits of mantissa: the end point differs, the fit is as good
+    assert mixed_history[-1]["loss"] == pytest.approx(full_history[-1]["loss"], rel=0.05)
+    assert mixed_history[-1]["loss"] != full_history[-1]["loss"]
+
+
 def test_augmentation_keeps_shape_range_and_is_reproducible():
     x = torch.rand(16, 3, 12, 12) * 2 - 1
     a = augment_images(x, torch.Generator().manual_seed(0))

@@ -40,6 +40,8 @@ _FIT_OPTIONS = [
     ("--complexity-codec", "complexity_codec", click.Choice(["png", "webp"]), "Codec of --score complexity."),
     ("--contamination", "contamination", None, "Expected share of outliers: 'auto' or a float in (0, 0.5]."),
     ("--device", "device", str, "auto, cpu, cuda, cuda:1, mps, ..."),
+    ("--mixed-precision", "mixed_precision", click.Choice(["auto", "on", "off"]),
+     "bfloat16 training: auto (on for CUDA GPUs with bfloat16), on or off."),
     ("--seed", "random_state", int, "Random seed, for reproducible models."),
 ]
 
@@ -116,6 +118,8 @@ def fit(folders, output, workers, quiet, preset, nproc, **params):
     given = {name: value for name, value in params.items() if value is not None}
     if "channels" in given:
         given["channels"] = int(given["channels"])
+    if given.get("mixed_precision") in ("on", "off"):
+        given["mixed_precision"] = given["mixed_precision"] == "on"
     detector = VAEDetector.from_preset(preset, **given, verbose=0 if quiet else 1)
     try:
         if launched_by_torchrun():

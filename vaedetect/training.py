@@ -35,6 +35,7 @@ class TrainConfig:
     augment: bool = False
     early_stopping: bool = True
     n_iter_no_change: int = 10
+    mixed_precision: bool = False
     verbose: int = 0
 
 
@@ -96,8 +97,12 @@ def batch_loss(model, x, eps, config: TrainConfig, weight: float, perceptual=Non
     """The training objective of one batch (a dict whose ``loss`` entry is minimised).
 
     ``model`` may be wrapped in ``DistributedDataParallel``; its attributes are read from the VAE inside.
+    With ``config.mixed_precision`` the network runs in bfloat16 autocast, while the loss, its sums
+    over pixels and the gradients' accumulation into the float32 weights stay in float32.
     """
-    logits, mean, logvar = model(x, eps)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision):
+        outputs = model(x, eps)
+    logits, mean, logvar = (output.float() for output in outputs)
     if config.loss == "sharp":
         return sharp_loss(x, logits, mean, logvar, weight, perceptual, config.perceptual_weight)
     vae = getattr(model, "module", model)
