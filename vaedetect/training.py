@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -100,7 +101,9 @@ def batch_loss(model, x, eps, config: TrainConfig, weight: float, perceptual=Non
     With ``config.mixed_precision`` the network runs in bfloat16 autocast, while the loss, its sums
     over pixels and the gradients' accumulation into the float32 weights stay in float32.
     """
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision):
+    # entered only when asked, so that devices without autocast (MPS in older torch) train as before
+    precision = torch.autocast(x.device.type, dtype=torch.bfloat16) if config.mixed_precision else nullcontext()
+    with precision:
         outputs = model(x, eps)
     logits, mean, logvar = (output.float() for output in outputs)
     if config.loss == "sharp":
