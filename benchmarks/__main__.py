@@ -192,7 +192,7 @@ def _over_budget(fit_seconds: dict[str, float]) -> str:
 def cifar_markdown(results: dict, run: dict) -> list[str]:
     means = tabular.summary(results)
     ours = means["vaedetect"]["mean"]
-    fit_seconds = one_class.slowest_fit_seconds(results)
+    fit_seconds = one_class.fit_seconds_per_class(results)
     slowest = max(fit_seconds.values())
     sample = f" on {one_class.QUICK_CIFAR_TRAIN} images of each class"
     lines = [
@@ -392,6 +392,12 @@ def run(argv=None) -> dict:
     return results
 
 
+def _load_runs(paths: list[str], command: str) -> dict:
+    """The saved run in ``paths``, or their merge (see :func:`merge_runs`) made by ``command``."""
+    runs = [json.loads(Path(path).read_text()) for path in paths]
+    return runs[0] if len(runs) == 1 else merge_runs(runs, command)
+
+
 def render(argv=None) -> str:
     """Rewrite the markdown page from saved JSON results, e.g. after ``benchmarks.architecture`` ran;
     several files (runs of different suites, classes or seeds) are merged into one page."""
@@ -400,9 +406,8 @@ def render(argv=None) -> str:
     parser.add_argument("--markdown", default="docs/benchmarks.md")
     parser.add_argument("--out", default=None, help="also save the merged results as JSON")
     args = parser.parse_args(argv)
-    runs = [json.loads(Path(path).read_text()) for path in args.json]
     command = " ".join(["python -m benchmarks render", *(argv if argv is not None else sys.argv[2:])])
-    results = runs[0] if len(runs) == 1 else merge_runs(runs, command)
+    results = _load_runs(args.json, command)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
     page = markdown_page(results)
@@ -410,9 +415,6 @@ def render(argv=None) -> str:
     return page
 
 
-def _load_runs(paths: list[str]) -> dict:
-    runs = [json.loads(Path(path).read_text()) for path in paths]
-    return runs[0] if len(runs) == 1 else merge_runs(runs, "python -m benchmarks render --json " + " ".join(paths))
 
 
 def compare_settings(argv=None) -> str:
@@ -426,7 +428,8 @@ def compare_settings(argv=None) -> str:
     parser.add_argument("--method", default="vaedetect")
     parser.add_argument("--markdown", default=None, help="write the page here as well as printing it")
     args = parser.parse_args(argv)
-    before, after = _load_runs(args.before), _load_runs(args.after)
+    before, after = (_load_runs(paths, "python -m benchmarks render --json " + " ".join(paths))
+                     for paths in (args.before, args.after))
     rows = compare.side_by_side(before["suites"][args.suite], after["suites"][args.suite], args.method)
     if not rows:
         parser.error(f"no {args.suite} data set was measured with a common seed in both sets of runs")

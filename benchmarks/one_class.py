@@ -140,6 +140,6 @@ def far_ood_markdown(entry: dict) -> str:
     return "\n".join(lines)
 
 
-def slowest_fit_seconds(results: dict) -> dict[str, float]:
+def fit_seconds_per_class(results: dict) -> dict[str, float]:
     """``{class: seconds}``: each class's longest vaedetect training over the seeds."""
     return {name: max(run["fit_seconds"] for run in entry["methods"]["vaedetect"]) for name, entry in results.items()}
