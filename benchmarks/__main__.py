@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from . import _tables, compare, one_class, speed, tabular
 from ._data import data_dir
+from ._provenance import describe_run, write_results
 
 SUITES = ("tabular", "mnist", "cifar10", "speed", "cli")
 # Deep SVDD's one-class results (Ruff et al., ICML 2018), the published bar for the image suites.
@@ -67,18 +65,6 @@ def speed_suites(folder: Path, quick: bool) -> dict:
         results["scoring"] = speed.scoring_suite(work / split, model, n_files=1000 if quick else 5000)
         results["memory"] = speed.peak_memory_suite(work / split, model, work / "scores.csv")
     return results
-
-
-def machine() -> dict:
-    import torch
-
-    import vaedetect
-
-    return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-                   f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
-        "versions": {"vaedetect": vaedetect.__version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
 
 
 def _verdict(met: bool) -> str:
@@ -354,12 +340,10 @@ def run(argv=None) -> dict:
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     started = time.perf_counter()
     results = {
-        "command": " ".join(["python -m benchmarks run", *(argv if argv is not None else sys.argv[2:])]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **describe_run("python -m benchmarks run", argv if argv is not None else sys.argv[2:]),
         "seeds": seeds,
         "quick": args.quick,
         "default_epochs": VAEDetector().epochs,
-        **machine(),
         "suites": {},
         "skipped": {},
     }
@@ -383,12 +367,9 @@ def run(argv=None) -> dict:
     results["seconds"] = time.perf_counter() - started
     for suite, reason in results["skipped"].items():
         print(f"skipped {suite}: {reason}", file=sys.stderr)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1))
-    if args.markdown:
-        Path(args.markdown).write_text(markdown_page(results))
-    print(markdown_page(results))
+    page = markdown_page(results)
+    write_results(results, args.out, args.markdown, page)
+    print(page)
     return results
 
 
@@ -408,13 +389,9 @@ def render(argv=None) -> str:
     args = parser.parse_args(argv)
     command = " ".join(["python -m benchmarks render", *(argv if argv is not None else sys.argv[2:])])
     results = _load_runs(args.json, command)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
     page = markdown_page(results)
-    Path(args.markdown).write_text(page)
+    write_results(results, args.out, args.markdown, page)
     return page
-
-
 
 
 def compare_settings(argv=None) -> str:

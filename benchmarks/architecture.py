@@ -13,14 +13,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from datetime import datetime, timezone
 
 import numpy as np
 
 from ._data import load_mnist
+from ._provenance import describe_run, write_results
 from ._tables import evaluation
 
 CANDIDATES = {
@@ -81,14 +80,8 @@ def main(argv=None) -> int:
     results = run(images, labels, args.digits, args.seed)
     table = markdown(results)
     print(table)
-    if args.out:
-        with open(args.out, "w") as file:
-            json.dump({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       "command": "python -m benchmarks.architecture " + " ".join(argv or sys.argv[1:]),
-                       "results": results}, file, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as file:
-            file.write(table + "\n")
+    saved = {**describe_run("python -m benchmarks.architecture", argv), "results": results}
+    write_results(saved, args.out, args.markdown, table + "\n")
     return 0
 
 

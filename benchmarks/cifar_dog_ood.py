@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from ._data import data_dir, load_cifar10, load_mnist
+from ._provenance import describe_run, write_results
 
 TARGET_FPRS = (0.05, 0.01)
 
@@ -172,24 +169,9 @@ def main(argv=None) -> int:
         print(f"skipped: {', '.join(missing)} not found; pass --data-dir or set VAEDETECT_DATA.", file=sys.stderr)
         return 0
 
-    import torch
-
-    import vaedetect
-
-    results = {
-        "benchmark": "cifar_dog_ood",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m benchmarks.cifar_dog_ood " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads",
-        "versions": {"vaedetect": vaedetect.__version__, "torch": torch.__version__},
-    } | run(args)
+    results = {"benchmark": "cifar_dog_ood", **describe_run("python -m benchmarks.cifar_dog_ood", argv)} | run(args)
     print(markdown(results))
-    if args.out:
-        with open(args.out, "w") as file:
-            json.dump(results, file, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as file:
-            file.write(markdown_page(results))
+    write_results(results, args.out, args.markdown, markdown_page(results))
     return 0
 
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ._data import data_dir
+from ._provenance import describe_run, write_results
 
 
 def _run(command: list[str]) -> tuple[float, int]:
@@ -74,9 +73,7 @@ def main(argv=None) -> int:
         auc[label] = float(roc_auc_score(pair["label"] != "dog", -pair["score"].astype(float)))
     results = {
         "benchmark": "cifar_folder_scoring",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m benchmarks.cifar_folder_scoring " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        **describe_run("python -m benchmarks.cifar_folder_scoring", argv),
         "settings": vars(args),
         "fit_seconds": fit_seconds,
         "fit_peak_rss_mb": fit_rss / 2**20,
@@ -89,8 +86,7 @@ def main(argv=None) -> int:
         "flagged_share": table.groupby("label")["is_outlier"].apply(lambda s: float((s == True).mean())).to_dict(),  # noqa: E712
     }
     print(json.dumps(results, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    write_results(results, args.out)
     return 0
 
 

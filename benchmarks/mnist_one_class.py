@@ -14,17 +14,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from ._data import load_mnist
+from ._provenance import describe_run, write_results
 
 
 def pca_scores(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -135,16 +133,9 @@ def main(argv=None) -> int:
         print(f"skipped: {error}", file=sys.stderr)
         return 0
 
-    import torch
-
-    import vaedetect
-
     results = {
         "benchmark": "mnist_one_class",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m benchmarks.mnist_one_class " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}",
-        "versions": {"vaedetect": vaedetect.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        **describe_run("python -m benchmarks.mnist_one_class", argv),
         "focus": args.focus,
         "digits": [],
     }
@@ -157,12 +148,7 @@ def main(argv=None) -> int:
         print(f"digit {digit}: " + ", ".join(f"{m} {a:.3f}" for m, a in row["roc_auc"].items())
               + f" (fit {row['fit_seconds']:.0f}s)", flush=True)
     print(markdown(results, args.focus))
-    if args.out:
-        with open(args.out, "w") as file:
-            json.dump(results, file, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as file:
-            file.write(markdown_page(results))
+    write_results(results, args.out, args.markdown, markdown_page(results))
     return 0
 
 

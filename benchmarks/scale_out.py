@@ -21,10 +21,10 @@ import sys
 import tarfile
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ._data import data_dir
+from ._provenance import describe_run, write_results
 
 
 def _timed(command: list[str]) -> float:
@@ -93,15 +93,12 @@ def main(argv=None) -> int:
         for path in sorted(photos.rglob("*.jpg"))[:: max(1, 10000 // args.train_images)][: args.train_images]:
             os.symlink(path, subset / f"{path.parent.name}_{path.name}")
         results = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "python -m benchmarks.scale_out " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "cpus": os.cpu_count(),
+            **describe_run("python -m benchmarks.scale_out", argv),
             "scoring": scoring(model, photos, work),
             "training": training(subset, work, args.epochs),
         }
     print(json.dumps(results, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    write_results(results, args.out)
     return 0
 
 

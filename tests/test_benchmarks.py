@@ -46,6 +46,18 @@ def test_missing_data_skips_the_suite_with_the_reason(tmp_path):
     assert "no ADBench .npz files" in results["skipped"]["tabular"]
 
 
+def test_every_result_records_how_it_was_made(tmp_path):
+    from benchmarks._provenance import describe_run, write_results
+
+    record = describe_run("python -m benchmarks.architecture", ["--digits", "2", "3"])
+    assert record["command"] == "python -m benchmarks.architecture --digits 2 3"
+    assert {"vaedetect", "torch", "python"} <= set(record["versions"])
+    assert "torch threads" in record["machine"]
+    write_results(record, str(tmp_path / "sub" / "r.json"), None, "never written")
+    assert json.loads((tmp_path / "sub" / "r.json").read_text()) == record
+    assert [path.name for path in tmp_path.rglob("*") if path.is_file()] == ["r.json"]
+
+
 def test_training_speed_figures_are_consistent_ratios():
     result = speed.training_suite(image_size=16, n_images=64, epochs=1)
     assert result["speed_up"] == pytest.approx(

@@ -1,0 +1,47 @@
+"""What every result file records about how it was made, and how it is written.
+
+A figure without its machine, versions, date and command cannot be checked or repeated, so the runner
+and every stand-alone benchmark script start their results from :func:`describe_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def machine() -> dict:
+    """``{"machine": description, "versions": {...}}`` of this process: CPUs, torch threads, GPU."""
+    import torch
+
+    import vaedetect
+
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+                   f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
+        "versions": {"vaedetect": vaedetect.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def describe_run(program: str, argv: list[str] | None = None) -> dict:
+    """Date, command, machine and versions of a run of ``program`` (e.g. ``"python -m benchmarks.scale_out"``)
+    with arguments ``argv`` (default: this process's own)."""
+    arguments = argv if argv is not None else sys.argv[1:]
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([program, *arguments]),
+        **machine(),
+    }
+
+
+def write_results(results: dict, out: str | None, markdown: str | None = None, page: str | None = None) -> None:
+    """Write ``results`` as JSON to ``out`` and ``page`` to ``markdown``, each only when its path is given."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(results, indent=1))
+    if markdown:
+        Path(markdown).write_text(page)
