@@ -98,7 +98,10 @@ def speed_markdown(suite: dict) -> list[str]:
         "of the peak: out of reach on this CPU without doing less arithmetic. What vaedetect does: weights in "
         "channels-last memory format (no layout reorders around each oneDNN convolution), the loss terms "
         "summed on the device with one host sync per epoch instead of `.item()` per step, and, at inference, "
-        "batch norms folded into the convolutions (`vaedetect.acceleration`).",
+        "batch norms folded into the convolutions (`vaedetect.acceleration`). `torch.compile` is not used: "
+        "on this CPU it did not speed up training, and its gain at scoring is paid in compile time for every "
+        "new batch shape "
+        "([torch_compile.md](torch_compile.md), `python -m benchmarks.torch_compile`).",
     ]
     presets = suite["presets"]
     default, sharp = presets["default"], presets["sharp"]
@@ -373,9 +376,26 @@ def run(argv=None) -> dict:
     return results
 
 
-def _load_runs(paths: list[str], command: str) -> dict:
-    """The saved run in ``paths``, or their merge (see :func:`merge_runs`) made by ``command``."""
-    runs = [json.loads(Path(path).read_text()) for path in paths]
+def _load_run(spec: str) -> dict:
+    """The saved run ``FILE``, or with ``FILE#suite,suite`` only those of its suites, e.g. to leave out a
+    suite that a later run measured again at a new default."""
+    path, _, names = spec.partition("#")
+    run = json.loads(Path(path).read_text())
+    if names:
+        kept = names.split(",")
+        unknown = sorted(set(kept) - set(run["suites"]) - set(run["skipped"]))
+        if unknown:
+            raise ValueError(f"{path} has no suite {', '.join(unknown)}; it has {', '.join(run['suites'])}")
+        run["suites"] = {name: suite for name, suite in run["suites"].items() if name in kept}
+        run["skipped"] = {name: reason for name, reason in run["skipped"].items() if name in kept}
+        run["command"] += f" (used for {', '.join(kept)} only)"
+    return run
+
+
+def _load_runs(specs: list[str], command: str) -> dict:
+    """The saved run in ``specs``, or their merge (see :func:`merge_runs`) made by ``command``; see
+    :func:`_load_run` for a spec's form."""
+    runs = [_load_run(spec) for spec in specs]
     return runs[0] if len(runs) == 1 else merge_runs(runs, command)
 
 
@@ -383,7 +403,8 @@ def render(argv=None) -> str:
     """Rewrite the markdown page from saved JSON results, e.g. after ``benchmarks.architecture`` ran;
     several files (runs of different suites, classes or seeds) are merged into one page."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks render", description=render.__doc__)
-    parser.add_argument("--json", nargs="+", default=["benchmarks/results/benchmarks.json"])
+    parser.add_argument("--json", nargs="+", default=["benchmarks/results/benchmarks.json"],
+                        help="saved runs; FILE#suite,suite takes only those suites of FILE")
     parser.add_argument("--markdown", default="docs/benchmarks.md")
     parser.add_argument("--out", default=None, help="also save the merged results as JSON")
     args = parser.parse_args(argv)

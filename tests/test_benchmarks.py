@@ -66,6 +66,19 @@ def test_training_speed_figures_are_consistent_ratios():
     assert 0 < result["share_of_peak"] == pytest.approx(result["achieved_gflops"] / result["matmul_peak_gflops"])
 
 
+def test_torch_compile_comparison_reports_eager_and_compiled_rates():
+    from benchmarks import torch_compile
+
+    # the "eager" backend runs dynamo's capture without generating code: the measuring code, fast
+    rates = {"training": torch_compile.training(8, steps=3, warm_up=1, backend="eager"),
+             "scoring": torch_compile.scoring(8, batch_size=8, repeats=1, backend="eager")}
+    for row in rates.values():
+        assert row["speed_up"] == pytest.approx(row["compiled_images_per_second"] / row["eager_images_per_second"])
+    page = torch_compile.markdown({"command": "c", "date": "d", "machine": "m", "versions": {"torch": "t"},
+                                   "sizes": {"8": rates}})
+    assert page.count("| 8 |") == 2
+
+
 def test_folder_scoring_speed_and_memory_run_on_a_small_folder(tmp_path):
     from PIL import Image
 
@@ -190,6 +203,19 @@ def _saved_run(**fields):
     run = {"command": "python -m benchmarks run", "date": "2026-01-01T00:00:00+00:00", "seconds": 1.0,
            "seeds": [0], "quick": False, "machine": {}, "versions": {}, "suites": {}, "skipped": {}}
     return run | fields
+
+
+def test_render_takes_only_the_named_suites_of_a_run(tiny_adbench, tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    for out, suites in ((old, ["tabular", "cli"]), (new, ["tabular"])):
+        runner.run(["--quick", "--suites", *suites, "--data-dir", str(tiny_adbench), "--out", str(out), "--markdown", ""])
+    merged = tmp_path / "merged.json"
+    page = runner.render(["--json", f"{old}#cli", str(new), "--markdown", str(tmp_path / "m.md"), "--out", str(merged)])
+    results = json.loads(merged.read_text())
+    assert results["suites"]["tabular"] == json.loads(new.read_text())["suites"]["tabular"]
+    assert "cli" in results["suites"] and "(used for cli only)" in page
+    with pytest.raises(ValueError, match="has no suite mnist"):
+        runner.render(["--json", f"{old}#mnist", "--markdown", str(tmp_path / "m.md")])
 
 
 def test_merging_refuses_runs_trained_for_different_default_epochs():

@@ -114,6 +114,15 @@ def test_iwae_with_more_draws_is_a_tighter_bound(fitted_images):
     assert many.score_samples(X).mean() > few.score_samples(X).mean()
 
 
+@pytest.mark.parametrize("data, draws", [("fitted_tabular", 16), ("fitted_images", 1)])
+def test_auto_draws_are_sixteen_per_row_and_one_per_image(data, draws, request):
+    detector, X = request.getfixturevalue(data)
+    auto = copy.deepcopy(detector).set_params(n_samples="auto")
+    explicit = copy.deepcopy(detector).set_params(n_samples=draws)
+    np.testing.assert_array_equal(auto.score_samples(X), explicit.score_samples(X))
+    assert not np.array_equal(auto.score_samples(X), copy.deepcopy(detector).set_params(n_samples=draws + 1).score_samples(X))
+
+
 def test_iwae_bound_is_at_least_the_elbo_on_average(fitted_images):
     detector, X = fitted_images
     table = copy.deepcopy(detector).set_params(n_samples=32).score_table(X, methods=["elbo", "iwae"])

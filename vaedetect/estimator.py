@@ -25,6 +25,9 @@ _AUTO_CONTAMINATION = 0.01
 # images/s. Beyond the cache-friendly size, bigger batches only cost memory.
 _INFERENCE_BATCH_VALUES = 2**18
 _MAX_INFERENCE_BATCH = 256
+# Latent draws per row when n_samples="auto" on tabular data: a one-draw ELBO of a few features is a
+# noisy score (see the n_samples parameter), and decoding a row costs next to nothing.
+_TABULAR_DRAWS = 16
 
 # Named settings for VAEDetector.from_preset. "sharp" is the tutorial's full-size SharpVAE and its
 # training recipe (64 -> 512 channels over 4 stages, spatial latent at 1/16 resolution, MSE + L1 +
@@ -142,7 +145,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     epochs : int, default=25
         Training epochs at most. The tutorial's 30 trained a CIFAR-10 class of 5,000 photos in up to
         676 s on 2 CPU cores; 25 took at most 557 s at the same mean one-class ROC AUC, 0.663
-        (``docs/default_epochs.md``).
+        (``docs/default_epochs.md``), though up to 623 s with another seed on the same, noisy,
+        machine (``docs/benchmarks_full.md``).
     batch_size : int, default=32
     learning_rate : float, default=5e-4
         AdamW learning rate, decayed to 1e-6 by a cosine schedule.
@@ -159,12 +163,16 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         Stop when the validation loss has not improved for ``n_iter_no_change`` epochs and keep the
         best epoch's weights.
     n_iter_no_change : int, default=10
-    n_samples : int, default=1
+    n_samples : int or "auto", default="auto"
         Latent draws per input when scoring: the ``elbo`` averages its reconstruction term over them
         and ``iwae`` is the importance-weighted bound they give, tighter as they grow, at that many
-        decoder passes per input. The tutorial's ``no_of_sample`` is 10; on one-class MNIST the
-        10-draw bound ranked anomalies no better than one draw (mean ROC AUC 0.919 vs 0.924) at ten
-        times the cost (benchmarks/results/mnist_one_class_iwae10.json).
+        decoder passes per input. "auto" is 1 for images and 16 for tabular data. An image's
+        reconstruction term already sums over thousands of pixels, so one draw estimates it well: on
+        one-class MNIST the tutorial's 10-draw bound ranked anomalies no better than one draw (mean
+        ROC AUC 0.919 vs 0.924) at ten times the cost (benchmarks/results/mnist_one_class_iwae10.json).
+        A row of a few features is a noisy one-draw estimate, and decoding it is cheap: on the four
+        ADBench sets over 3 seeds, 16 draws raised the ELBO's mean ROC AUC from 0.940 to 0.964 and its
+        worst run from 0.845 to 0.893, for milliseconds more scoring (docs/tabular_draws.md).
     score : {"auto", "elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", \
             "bits_typicality", "regret"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for
@@ -294,7 +302,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "n_samples": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "score": [StrOptions({"auto", *SCORES})],
         "regret_steps": [Interval(Integral, 1, None, closed="left")],
         "complexity_codec": [StrOptions({"png", "webp"})],
@@ -330,7 +338,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         validation_fraction=0.1,
         early_stopping=True,
         n_iter_no_change=10,
-        n_samples=1,
+        n_samples="auto",
         score="auto",
         regret_steps=20,
         complexity_codec="png",
@@ -815,7 +823,13 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     def _latent_noise(self):
         from .scoring import latent_noise
 
-        return latent_noise(self.model_.latent_shape, self.n_samples, self.noise_seed_, self.device_)
+        return latent_noise(self.model_.latent_shape, self._n_draws(), self.noise_seed_, self.device_)
+
+    def _n_draws(self):
+        """``n_samples`` with "auto" resolved for the data ``fit`` saw (see the parameter)."""
+        if self.n_samples != "auto":
+            return self.n_samples
+        return 1 if self.layout_.kind == "image" else _TABULAR_DRAWS
 
     def _score_tensor(self, x, score=None):
         from .scoring import score_batches
