@@ -99,8 +99,8 @@ def speed_markdown(suite: dict) -> list[str]:
         "channels-last memory format (no layout reorders around each oneDNN convolution), the loss terms "
         "summed on the device with one host sync per epoch instead of `.item()` per step, and, at inference, "
         "batch norms folded into the convolutions (`vaedetect.acceleration`). `torch.compile` is not used: "
-        "on this CPU it did not speed up training, and its gain at scoring is paid in compile time for every "
-        "new batch shape "
+        "on this CPU it did not speed up training, and its gain at scoring is paid for in compile time, "
+        "again when the batch size first changes (a folder's last batch) "
         "([torch_compile.md](torch_compile.md), `python -m benchmarks.torch_compile`).",
     ]
     presets = suite["presets"]

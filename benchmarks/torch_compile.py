@@ -131,8 +131,8 @@ def markdown(results: dict) -> str:
     lines += [
         "", "Eager and compiled steps alternate, so that both see the same state of the machine; compile seconds "
         "are those of an empty kernel cache. vaedetect does not call `torch.compile`: a fit would pay the "
-        "training row's compile seconds for its speed-up, and scoring compiles again for every new batch "
-        "shape (the last batch of each folder), for a gain that decoding JPEGs dilutes. Re-run this on a "
+        "training row's compile seconds for its speed-up, and scoring compiles again when the batch size "
+        "first changes (the last batch of a folder), for a gain that decoding JPEGs dilutes. Re-run this on a "
         "GPU, or a CPU with more cores, before reconsidering.",
     ]
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ before this module (``docs/benchmarks.md`` then and now, default score, CPU).
 
 Both keep results equal up to float32 rounding. ``torch.compile`` is not used: on the same CPU it
 trained the default network no faster than eager (0.98x to 1.02x, after 40 to 60 s of compiling) and
-scored 1.16x to 1.25x faster after 12 to 15 s per batch shape (``docs/torch_compile.md``).
+scored 1.16x to 1.25x faster after 12 to 15 s of compiling (``docs/torch_compile.md``).
 """
 
 from __future__ import annotations
