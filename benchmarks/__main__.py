@@ -138,7 +138,7 @@ def _settings(run: dict, what: str) -> str:
     if run["quick"]:
         return (f"`--quick`: {one_class.QUICK_EPOCHS} epochs{what}, so these figures understate the default "
                 "model; the full run trains with the defaults.")
-    return f"Default settings ({default_epochs(run)} epochs at most, early stopping)."
+    return f"Default settings ({epochs_rule(default_epochs(run))}, early stopping)."
 
 
 def _image_suite_intro(protocol: str, results: dict, run: dict, what: str = "") -> list[str]:
@@ -228,10 +228,18 @@ def _run_line(run: dict) -> str:
             f"{versions['vaedetect']}, torch {versions['torch']}, Python {versions['python']})")
 
 
-def default_epochs(run: dict) -> int:
+def default_epochs(run: dict) -> int | str:
     """The estimator's default ``epochs`` when ``run`` was made; runs saved before it was recorded
     trained with 30."""
     return run.get("default_epochs", 30)
+
+
+def epochs_rule(epochs: int | str) -> str:
+    if epochs == "auto":
+        from vaedetect.estimator import _AUTO_MAX_EPOCHS, _AUTO_MAX_STEPS
+
+        return f"`epochs='auto'`: {_AUTO_MAX_EPOCHS} epochs or {_AUTO_MAX_STEPS:,} optimiser steps, whichever is fewer"
+    return f"{epochs} epochs at most"
 
 
 def provenance(results: dict) -> list[str]:
@@ -252,8 +260,10 @@ def merge_runs(runs: list[dict], command: str) -> dict:
     measurements (speed, cli) the last run's is kept."""
     if len({run["quick"] for run in runs}) > 1:
         raise ValueError("cannot merge --quick runs with full runs")
-    # --quick runs train for a fixed number of epochs, the full runs for the estimator's default
-    epochs = sorted({default_epochs(run) for run in runs})
+    # --quick runs train for a fixed number of epochs, the full runs for the estimator's default; the
+    # single measurements (speed, cli) train with their own settings, so any run's will do for them
+    training = [run for run in runs if any(suite in MERGED_SUITES for suite in run["suites"])] or runs
+    epochs = list(dict.fromkeys(default_epochs(run) for run in training))
     if len(epochs) > 1 and not runs[0]["quick"]:
         raise ValueError(f"cannot merge runs of different default epochs: {epochs}")
     parts = [part for run in runs for part in run.get("parts", [run])]
@@ -425,6 +435,7 @@ def compare_settings(argv=None) -> str:
     parser.add_argument("--after", nargs="+", required=True, help="saved runs of the second setting")
     parser.add_argument("--method", default="vaedetect")
     parser.add_argument("--markdown", default=None, help="write the page here as well as printing it")
+    parser.add_argument("--note", default=None, help="a paragraph under the table: what the figures mean")
     args = parser.parse_args(argv)
     before, after = (_load_runs(paths, "python -m benchmarks render --json " + " ".join(paths))
                      for paths in (args.before, args.after))
@@ -436,6 +447,7 @@ def compare_settings(argv=None) -> str:
         f"# `{args.method}` on {args.suite}: {args.labels[0]} against {args.labels[1]}", "",
         f"Made by `{command}`. Means over the seeds both settings were run with.", "",
         compare.markdown(rows, tuple(args.labels)), "",
+        *([args.note, ""] if args.note else []),
         f"## {args.labels[0]}", "", *provenance(before), "",
         f"## {args.labels[1]}", "", *provenance(after), "",
     ])

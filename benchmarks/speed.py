@@ -98,6 +98,18 @@ def default_network():
     return config, defaults["batch_size"]
 
 
+def default_model(image_size: int, seed: int = 0):
+    """The default network for ``image_size`` RGB images, seeded and in channels-last memory format as
+    ``VAEDetector.fit`` prepares it."""
+    import torch
+
+    from vaedetect.acceleration import use_channels_last
+    from vaedetect.networks import VAE
+
+    torch.manual_seed(seed)
+    return use_channels_last(VAE((3, image_size, image_size), default_network()[0]), "cpu")
+
+
 def fit_speed_model(path: Path, image_size: int) -> Path:
     """A default-architecture detector for ``image_size`` RGB files, fitted for one epoch on random
     images (its weights do not matter for speed), saved to ``path``."""
@@ -112,7 +124,6 @@ def training_suite(image_size: int, n_images: int, epochs: int) -> dict:
     """Both loops on the default network and random images of ``image_size``; FLOP/s share of peak."""
     import torch
 
-    from vaedetect.acceleration import use_channels_last
     from vaedetect.networks import VAE
 
     config, batch_size = default_network()
@@ -120,9 +131,7 @@ def training_suite(image_size: int, n_images: int, epochs: int) -> dict:
     x = torch.rand((n_images, *shape)) * 2 - 1
     torch.manual_seed(0)
     plain = plain_loop_images_per_second(VAE(shape, config), x, batch_size, steps=epochs * n_images // batch_size)
-    torch.manual_seed(0)
-    model = use_channels_last(VAE(shape, config), "cpu")  # as VAEDetector.fit prepares it
-    ours = vaedetect_loop_images_per_second(model, x, batch_size, epochs)
+    ours = vaedetect_loop_images_per_second(default_model(image_size), x, batch_size, epochs)
     flops_per_image = training_step_flops(VAE(shape, config).train(), x[:batch_size]) / batch_size
     peak = matmul_peak_flops()
     return {
@@ -199,15 +208,11 @@ def training_profile(image_size: int, steps: int = 4, top: int = 8) -> list[dict
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from vaedetect.acceleration import use_channels_last
-    from vaedetect.networks import VAE
     from vaedetect.training import TrainConfig, train
 
-    config, batch_size = default_network()
-    shape = (3, image_size, image_size)
-    x = torch.rand((batch_size * steps, *shape)) * 2 - 1
-    torch.manual_seed(0)
-    model = use_channels_last(VAE(shape, config), "cpu")
+    batch_size = default_network()[1]
+    x = torch.rand((batch_size * steps, 3, image_size, image_size)) * 2 - 1
+    model = default_model(image_size)
     settings = TrainConfig(epochs=1, batch_size=batch_size, early_stopping=False)
     train(model, x[:batch_size], None, settings, torch.Generator().manual_seed(0))  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as profiler:

@@ -26,17 +26,7 @@ import tempfile
 import time
 
 from ._provenance import describe_run, write_results
-from .speed import default_network
-
-
-def _network(image_size: int):
-    import torch
-
-    from vaedetect.acceleration import use_channels_last
-    from vaedetect.networks import VAE
-
-    torch.manual_seed(0)
-    return use_channels_last(VAE((3, image_size, image_size), default_network()[0]), "cpu")
+from .speed import default_model, default_network
 
 
 def _training_steps(network, model, x):
@@ -88,7 +78,7 @@ def training(image_size: int, steps: int = 50, warm_up: int = 5, backend: str = 
     import torch
 
     x = torch.rand((512, 3, image_size, image_size)) * 2 - 1
-    eager_model, compiled_model = _network(image_size), _network(image_size)
+    eager_model, compiled_model = default_model(image_size), default_model(image_size)
     eager = _training_steps(eager_model, eager_model, x)
     compiled = _training_steps(torch.compile(compiled_model, backend=backend), compiled_model, x)
     return _rates(_alternating(eager, compiled, warm_up, steps), default_network()[1])
@@ -101,7 +91,7 @@ def scoring(image_size: int, batch_size: int = 256, repeats: int = 8, backend: s
     from vaedetect.acceleration import inference_network, use_channels_last
     from vaedetect.scoring import elbo_score, latent_noise
 
-    network = use_channels_last(inference_network(_network(image_size)), "cpu")
+    network = use_channels_last(inference_network(default_model(image_size)), "cpu")
     x = torch.rand((batch_size, 3, image_size, image_size)) * 2 - 1
     noise = latent_noise(network.latent_shape, 1, 0, "cpu")
 

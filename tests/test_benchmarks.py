@@ -220,9 +220,18 @@ def test_render_takes_only_the_named_suites_of_a_run(tiny_adbench, tmp_path):
 
 def test_merging_refuses_runs_trained_for_different_default_epochs():
     recorded_before_the_field = _saved_run()  # trained with the then default, 30 epochs
-    with pytest.raises(ValueError, match=r"different default epochs: \[25, 30\]"):
+    with pytest.raises(ValueError, match=r"different default epochs: \[30, 25\]"):
         runner.merge_runs([recorded_before_the_field, _saved_run(default_epochs=25)], "render")
     assert runner.merge_runs([_saved_run(default_epochs=25)] * 2, "render")["default_epochs"] == 25
+    with pytest.raises(ValueError, match=r"different default epochs: \[25, 'auto'\]"):
+        runner.merge_runs([_saved_run(default_epochs=25), _saved_run(default_epochs="auto")], "render")
+
+
+def test_single_measurements_merge_with_runs_of_another_default_epochs():
+    speed_only = _saved_run(default_epochs=25, suites={"cli": {"median_seconds": 0.1}})
+    trained = _saved_run(default_epochs="auto", suites={"tabular": {}})
+    merged = runner.merge_runs([speed_only, trained], "render")
+    assert merged["default_epochs"] == "auto" and merged["suites"]["cli"] == {"median_seconds": 0.1}
 
 
 def test_settings_are_compared_on_the_seeds_both_measured():
@@ -248,6 +257,21 @@ def test_rows_resting_on_fewer_seeds_say_which():
     results = {"a": {**entry, "methods": {"m": [run, {**run, "seed": 1}]}}, "b": {**entry, "methods": {"m": [run]}}}
     text = _tables.markdown(results)
     assert "| a (10 / 5, 20.0%; seeds 0, 1) |" in text and "| b (10 / 5, 20.0%; seeds 0) |" in text
+
+
+def test_compare_page_carries_the_table_and_a_note_under_it(tmp_path):
+    def saved(path, auc, fit):
+        entry = {"methods": {"vaedetect": [{"seed": 0, "roc_auc": auc, "fit_seconds": fit}]}}
+        versions = {"vaedetect": "0.1.0", "torch": "2.2", "python": "3.11"}
+        path.write_text(json.dumps(_saved_run(suites={"cifar10": {"cat": entry}}, machine="cpu", versions=versions)))
+        return str(path)
+
+    before, after = saved(tmp_path / "a.json", 0.61, 600.0), saved(tmp_path / "b.json", 0.60, 400.0)
+    page = runner.compare_settings(["--before", before, "--after", after, "--labels", "25", "auto",
+                                    "--note", "Measured hours apart.", "--markdown", str(tmp_path / "c.md")])
+    assert "| cat (0) | 0.610 | 0.600 | 600 | 400 |" in page
+    assert "| **slowest** | | | 600 | 400 |\n\nMeasured hours apart.\n" in page
+    assert (tmp_path / "c.md").read_text() == page
 
 
 def test_architecture_candidates_are_compared_on_the_same_digits():

@@ -123,6 +123,15 @@ def test_auto_draws_are_sixteen_per_row_and_one_per_image(data, draws, request):
     assert not np.array_equal(auto.score_samples(X), copy.deepcopy(detector).set_params(n_samples=draws + 1).score_samples(X))
 
 
+def test_auto_epochs_train_within_the_optimiser_step_budget(monkeypatch):
+    monkeypatch.setattr(vaedetect.estimator, "_AUTO_MAX_STEPS", 12)
+    X = np.random.RandomState(0).normal(size=(120, 5))
+    detector = VAEDetector(**{**TINY, "epochs": "auto", "batch_size": 32, "early_stopping": False}).fit(X)
+    # 108 training rows after validation are 4 batches of 32: 3 epochs fill the 12 steps
+    assert detector.training_summary_["epochs"] == 3
+    assert len(detector.history_) == 3
+
+
 def test_iwae_bound_is_at_least_the_elbo_on_average(fitted_images):
     detector, X = fitted_images
     table = copy.deepcopy(detector).set_params(n_samples=32).score_table(X, methods=["elbo", "iwae"])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vaedetect.networks import VAE, NetworkConfig
-from vaedetect.training import TrainConfig, augment_images, resolve_device, train
+from vaedetect.training import TrainConfig, augment_images, epochs_within_budget, resolve_device, train
 
 
 def _blobs(n=64, seed=0):
@@ -91,3 +91,13 @@ def test_unavailable_or_unknown_device_is_a_clear_error(monkeypatch):
         resolve_device("cuda:1")
     with pytest.raises(ValueError, match="'device' parameter"):
         resolve_device("gpu please")
+
+
+@pytest.mark.parametrize(
+    ("n_train", "expected"),
+    [(450, 25), (3200, 25), (3201, 24), (4500, 17), (50_000, 1)],  # a CIFAR-10 class is 4,500 after validation
+)
+def test_epoch_budget_caps_optimiser_steps_for_large_training_sets(n_train, expected):
+    epochs = epochs_within_budget(n_train, batch_size=32, max_epochs=25, max_steps=2500)
+    assert epochs == expected
+    assert epochs == 1 or epochs * -(-n_train // 32) <= 2500

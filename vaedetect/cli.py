@@ -28,7 +28,7 @@ _FIT_OPTIONS = [
     ("--likelihood", "likelihood", click.Choice(["gaussian", "bernoulli", "laplace"]), "Decoder distribution."),
     ("--perceptual-weight", "perceptual_weight", click.FloatRange(min=0), "VGG16 term of --loss sharp."),
     ("--kl-schedule", "kl_schedule", click.Choice(["warmup", "cyclical", "constant"]), "KL weight over epochs."),
-    ("--epochs", "epochs", click.IntRange(min=1), "Training epochs."),
+    ("--epochs", "epochs", click.IntRange(min=1), "Training epochs (default: 25, fewer where they exceed 2,500 steps)."),
     ("--batch-size", "batch_size", click.IntRange(min=2), "Training batch size."),
     ("--learning-rate", "learning_rate", click.FloatRange(min=0, min_open=True), "AdamW learning rate."),
     ("--validation-fraction", "validation_fraction", click.FloatRange(0, 1, max_open=True),
