@@ -147,8 +147,9 @@ def training_suite(image_size: int, n_images: int, epochs: int) -> dict:
     }
 
 
-def scoring_suite(folder: Path, model_path: Path, n_files: int) -> dict:
-    """Scoring throughput of ``score_paths`` on the first ``n_files`` JPEGs of ``folder`` against the
+def scoring_suite(folder: Path, model_path: Path, n_files: int, workers: tuple[int, ...] = (0, 2)) -> dict:
+    """Scoring throughput of ``score_paths`` on the first ``n_files`` JPEGs of ``folder``, decoding in
+    the scoring process (``vaedetect score``'s default) and in each number of ``workers``, against the
     model alone on the same images as tensors."""
     import torch
 
@@ -157,15 +158,17 @@ def scoring_suite(folder: Path, model_path: Path, n_files: int) -> dict:
 
     detector = vaedetect.load(model_path)
     files = discover_images(folder)[0][:n_files]
-    started = time.perf_counter()
-    table = detector.score_paths(files, n_jobs=min(2, os.cpu_count() or 1))
-    folder_rate = len(table) / (time.perf_counter() - started)
+    rates = {}
+    for n_jobs in dict.fromkeys((0, *workers)):
+        started = time.perf_counter()
+        table = detector.score_paths(files, n_jobs=n_jobs)
+        rates[str(n_jobs)] = len(table) / (time.perf_counter() - started)
     x = torch.rand((len(files), *detector.layout_.shape)) * 2 - 1
     started = time.perf_counter()
     detector._score_tensor(x)
     model_rate = len(files) / (time.perf_counter() - started)
-    return {"n_files": len(files), "folder_images_per_second": folder_rate, "model_images_per_second": model_rate,
-            "share_of_model_only": folder_rate / model_rate}
+    return {"n_files": len(files), "folder_images_per_second": rates["0"], "folder_images_per_second_by_workers": rates,
+            "model_images_per_second": model_rate, "share_of_model_only": rates["0"] / model_rate}
 
 
 def _peak_rss_mb(pid: int) -> float | None:

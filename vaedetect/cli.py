@@ -217,7 +217,7 @@ def write_table(table, path: Path) -> None:
 @click.option("--report-top", type=click.IntRange(min=1), default=24, show_default=True,
               help="Thumbnails of this many most anomalous and most normal files in the report.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Processes decoding images.")
+              help="Processes decoding images; 0 decodes in this process, as fast on 2 cores (docs/benchmarks_full.md).")
 @click.option("--shard", callback=lambda ctx, param, value: _shard(value), metavar="I/N",
               help="Score only the I-th of N equal shares of the files (0 <= I < N), e.g. for a job array.")
 @click.option("--dask-scheduler", metavar="ADDRESS", help="Score on this Dask cluster (needs vaedetect[dask]).")
