@@ -11,7 +11,6 @@ noisy machine.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
