@@ -151,10 +151,10 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         Training epochs at most. "auto" is 25 epochs, or fewer so that training takes at most 2,500
         optimiser steps: unchanged up to 3,200 training samples at ``batch_size=32``, then a training
         time that stops growing with the data set until one epoch alone is 2,500 steps (80,000
-        samples). A CIFAR-10 class of 5,000 photos gets 17 epochs:
-        on 2 CPU cores its training took at most 464 s against up to 696 s for 25 epochs, at a mean
-        one-class ROC AUC of 0.660 against 0.663 (``docs/auto_epochs.md``; the tutorial's 30 epochs
-        gave 0.663 too, ``docs/default_epochs.md``).
+        samples). A CIFAR-10 class of 5,000 photos gets 17 epochs: on 2 CPU cores its training took
+        at most 464 s against up to 696 s for 25 epochs, at a mean one-class ROC AUC of 0.660 against
+        0.663 (``docs/auto_epochs.md``; the tutorial's 30 epochs gave 0.663 too,
+        ``docs/default_epochs.md``).
     batch_size : int, default=32
     learning_rate : float, default=5e-4
         AdamW learning rate, decayed to 1e-6 by a cosine schedule.
