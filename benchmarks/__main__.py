@@ -243,6 +243,18 @@ def default_epochs(run: dict) -> int | str:
     return run.get("default_epochs", 30)
 
 
+def default_likelihood(run: dict) -> str:
+    """The estimator's default ``likelihood`` when ``run`` was made; runs saved before it was recorded
+    used "gaussian" for every kind of data."""
+    return run.get("default_likelihood", "gaussian")
+
+
+def tabular_likelihood_text(run: dict) -> str:
+    if default_likelihood(run) == "auto":
+        return "a Laplace decoder, `likelihood='auto'`'s choice for tabular data"
+    return f"a {default_likelihood(run).capitalize()} decoder, then the default"
+
+
 def epochs_rule(epochs: int | str) -> str:
     if epochs == "auto":
         from vaedetect.estimator import _AUTO_MAX_EPOCHS, _AUTO_MAX_STEPS
@@ -275,6 +287,10 @@ def merge_runs(runs: list[dict], command: str) -> dict:
     epochs = list(dict.fromkeys(default_epochs(run) for run in training))
     if len(epochs) > 1 and not runs[0]["quick"]:
         raise ValueError(f"cannot merge runs of different default epochs: {epochs}")
+    # images are Gaussian under every default so far; tabular data changed with likelihood='auto'
+    likelihoods = list(dict.fromkeys(default_likelihood(run) for run in runs if "tabular" in run["suites"]))
+    if len(likelihoods) > 1:
+        raise ValueError(f"cannot merge tabular runs of different default likelihoods: {likelihoods}")
     parts = [part for run in runs for part in run.get("parts", [run])]
     merged = {
         "command": command,
@@ -282,6 +298,7 @@ def merge_runs(runs: list[dict], command: str) -> dict:
         "seeds": sorted({seed for run in runs for seed in run["seeds"]}),
         "quick": runs[0]["quick"],
         "default_epochs": epochs[0],
+        "default_likelihood": likelihoods[0] if likelihoods else default_likelihood(runs[-1]),
         "machine": runs[-1]["machine"],
         "versions": runs[-1]["versions"],
         "suites": {},
@@ -313,7 +330,8 @@ def markdown_page(results: dict) -> str:
             "70/30 stratified split (random_state=0); fit on the training part without labels; ROC AUC on the",
             f"test part (anomaly = positive), mean ± standard deviation over "
             f"{_tables.seeds_text(results['suites']['tabular'])}, with average precision",
-            "and fit + score seconds. `vaedetect` is `VAEDetector(random_state=seed)` with default settings;",
+            "and fit + score seconds. `vaedetect` is `VAEDetector(random_state=seed)` with default settings",
+            f"({tabular_likelihood_text(results)}; the score is its ELBO);",
             "`pca` is PCA(0.9) reconstruction error on standardised features; `lof` is",
             "`LocalOutlierFactor(novelty=True)` on standardised features.",
             "",
@@ -366,6 +384,7 @@ def run(argv=None) -> dict:
         "seeds": seeds,
         "quick": args.quick,
         "default_epochs": VAEDetector().epochs,
+        "default_likelihood": VAEDetector().likelihood,
         "suites": {},
         "skipped": {},
     }

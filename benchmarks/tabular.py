@@ -99,13 +99,19 @@ class _PyODScores:
 
 
 def run(data_dir: Path, seeds: list[int], quick: bool, log=print) -> dict:
-    """ROC AUC, average precision and seconds per data set and method, one entry per seed."""
+    """ROC AUC, average precision and seconds per ADBench data set and method, one entry per seed."""
+    return evaluate(load_adbench(data_dir / "adbench"), methods(quick), seeds, log)
+
+
+def evaluate(sets: dict, makers: dict, seeds: list[int], log=print, prefix: str = "tabular") -> dict:
+    """The suite's protocol on ``sets`` (``{name: (X, y)}``, y = 1 anomaly) for the detectors
+    ``makers`` (``{name: make(seed)}``): one entry per data set, one run per seed and method."""
     results = {}
-    for name, (X, y) in load_adbench(data_dir / "adbench").items():
+    for name, (X, y) in sets.items():
         X_train, X_test, _, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
         results[name] = {"n_train": len(X_train), "n_test": len(X_test), "anomaly_share": float(y.mean()),
                          "methods": {}}
-        for method, make in methods(quick).items():
+        for method, make in makers.items():
             for seed in seeds:
                 started = time.perf_counter()
                 detector = make(seed).fit(X_train)
@@ -113,7 +119,7 @@ def run(data_dir: Path, seeds: list[int], quick: bool, log=print) -> dict:
                 for column, (scores, score_seconds) in _scores(method, detector, X_test).items():
                     results[name]["methods"].setdefault(column, []).append(
                         evaluation(y_test, scores, seed=seed, fit_seconds=fit_seconds, score_seconds=score_seconds))
-        log_means(f"tabular {name}", results[name], log)
+        log_means(f"{prefix} {name}", results[name], log)
     return results
 
 

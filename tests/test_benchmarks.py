@@ -292,3 +292,66 @@ def test_architecture_candidates_are_compared_on_the_same_digits():
     # bright squares among plain noise: well above chance even after 2 epochs of a 4-channel network
     assert run["digit"] == 0 and run["roc_auc"] > 0.75
     assert "| tiny | " in architecture.markdown(results)
+
+
+def test_development_tasks_mix_one_class_into_the_others_at_the_stated_share():
+    from benchmarks.tabular_selection import ANOMALY_SHARE, development_sets
+
+    sets = development_sets()
+    assert len(sets) == 17 and {"breast_cancer", "wine_0", "iris_2", "digits_9"} <= set(sets)
+    for name, (X, y) in sets.items():
+        assert len(X) == len(y) and set(np.unique(y)) == {0, 1}
+        source = name if name in ANOMALY_SHARE else name.rsplit("_", 1)[0]
+        assert y.mean() == pytest.approx(ANOMALY_SHARE[source], abs=0.01)
+    X, y = sets["iris_0"]
+    assert (y == 0).sum() == 100  # every versicolor and virginica; 11 setosa drawn as the anomalies
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("likelihood=laplace", ("likelihood", "laplace")), ("epochs=3", ("epochs", 3)),
+    ("learning_rate=1e-3", ("learning_rate", 0.001)), ("residual=false", ("residual", False)),
+])
+def test_candidate_settings_are_read_with_their_types(text, expected):
+    from benchmarks.tabular_selection import parse_setting
+
+    assert parse_setting(text) == expected
+
+
+def test_a_misspelt_candidate_setting_fails_before_anything_trains():
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from benchmarks.tabular_selection import candidate_makers
+
+    with pytest.raises(InvalidParameterError, match="likelihood"):
+        candidate_makers([["typo", "likelihood=gausian"]])
+
+
+def test_selection_compares_candidates_on_development_tasks_then_confirms_on_adbench(
+        tiny_adbench, tmp_path, monkeypatch):
+    from benchmarks import tabular_selection
+
+    rng = np.random.RandomState(1)
+    toy = (np.r_[rng.normal(size=(90, 4)), rng.normal(loc=5.0, size=(10, 4))], np.r_[np.zeros(90, int), np.ones(10, int)])
+    monkeypatch.setattr(tabular_selection, "development_sets", lambda: {"dev_toy": toy})
+    out, page = tmp_path / "s.json", tmp_path / "s.md"
+    tabular_selection.main(["--candidate", "gaussian", "likelihood=gaussian", "epochs=3",
+                            "--candidate", "laplace", "likelihood=laplace", "epochs=3", "--seeds", "0",
+                            "--confirm", "--data-dir", str(tiny_adbench), "--out", str(out), "--markdown", str(page)])
+    results = json.loads(out.read_text())
+    assert set(results["development"]["dev_toy"]["methods"]) == {"gaussian", "laplace", "isolation_forest"}
+    assert results["candidates"]["laplace"] == "likelihood=laplace epochs=3"
+    assert all(runs[0]["roc_auc"] > 0.8 for runs in results["adbench"]["toy"]["methods"].values())
+    text = page.read_text()
+    assert "## Confirmation on ADBench" in text and "`laplace` above `gaussian` on" in text
+
+
+def test_merging_refuses_tabular_runs_of_different_default_likelihoods():
+    recorded_before_the_field = _saved_run(default_epochs="auto", suites={"tabular": {}})
+    with pytest.raises(ValueError, match="different default likelihoods"):
+        runner.merge_runs([recorded_before_the_field, _saved_run(default_epochs="auto", default_likelihood="auto",
+                                                                 suites={"tabular": {}})], "render")
+    # the image suites were Gaussian under both defaults
+    images = _saved_run(default_epochs="auto", suites={"mnist": {}})
+    merged = runner.merge_runs([images, _saved_run(default_epochs="auto", default_likelihood="auto",
+                                                   suites={"tabular": {}})], "render")
+    assert merged["default_likelihood"] == "auto"

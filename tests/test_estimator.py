@@ -123,6 +123,14 @@ def test_auto_draws_are_sixteen_per_row_and_one_per_image(data, draws, request):
     assert not np.array_equal(auto.score_samples(X), copy.deepcopy(detector).set_params(n_samples=draws + 1).score_samples(X))
 
 
+@pytest.mark.parametrize("data, likelihood", [("fitted_tabular", "laplace"), ("fitted_images", "gaussian")])
+def test_auto_likelihood_is_laplace_for_rows_and_gaussian_for_images(data, likelihood, request):
+    detector, X = request.getfixturevalue(data)
+    assert detector.likelihood == "auto"
+    explicit = clone(detector).set_params(likelihood=likelihood).fit(X)
+    np.testing.assert_array_equal(detector.score_samples(X), explicit.score_samples(X))
+
+
 def test_auto_epochs_train_within_the_optimiser_step_budget(monkeypatch):
     monkeypatch.setattr(vaedetect.estimator, "_AUTO_MAX_STEPS", 12)
     X = np.random.RandomState(0).normal(size=(120, 5))

@@ -25,7 +25,7 @@ _FIT_OPTIONS = [
     ("--base-channels", "base_channels", click.IntRange(min=1), "Channels of the first stage."),
     ("--n-stages", "n_stages", click.IntRange(1, 8), "Stride-2 stages of the encoder."),
     ("--loss", "loss", click.Choice(["elbo", "sharp"]), "Training objective."),
-    ("--likelihood", "likelihood", click.Choice(["gaussian", "bernoulli", "laplace"]), "Decoder distribution."),
+    ("--likelihood", "likelihood", click.Choice(["auto", "gaussian", "bernoulli", "laplace"]), "Decoder distribution (auto: gaussian for images)."),
     ("--perceptual-weight", "perceptual_weight", click.FloatRange(min=0), "VGG16 term of --loss sharp."),
     ("--kl-schedule", "kl_schedule", click.Choice(["warmup", "cyclical", "constant"]), "KL weight over epochs."),
     ("--epochs", "epochs", click.IntRange(min=1), "Training epochs (default: 25, fewer where they exceed 2,500 steps)."),
