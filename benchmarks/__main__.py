@@ -251,7 +251,8 @@ def default_likelihood(run: dict) -> str:
 
 def tabular_likelihood_text(run: dict) -> str:
     if default_likelihood(run) == "auto":
-        return "a Laplace decoder, `likelihood='auto'`'s choice for tabular data"
+        return ("a Laplace decoder, `likelihood='auto'`'s choice for tabular data, made on development tasks "
+                "rather than these sets: [tabular_likelihood.md](tabular_likelihood.md)")
     return f"a {default_likelihood(run).capitalize()} decoder, then the default"
 
 

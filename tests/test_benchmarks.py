@@ -39,6 +39,7 @@ def test_runner_writes_json_and_markdown(tiny_adbench, tmp_path):
     assert set(results["suites"]) == {"tabular", "cli"}
     assert 0 < results["suites"]["cli"]["median_seconds"] < 10
     assert "## Tabular: ADBench" in page.read_text() and "vaedetect --help" in page.read_text()
+    assert results["default_likelihood"] == "auto" and "a Laplace decoder" in page.read_text()
 
 
 def test_missing_data_skips_the_suite_with_the_reason(tmp_path):
