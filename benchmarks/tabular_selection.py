@@ -103,8 +103,9 @@ def markdown_page(results: dict) -> str:
         f"vaedetect {results['versions']['vaedetect']}, torch {results['versions']['torch']}).", "",
         "Each candidate is `VAEDetector(random_state=seed, **settings)`: "
         + "; ".join(f"`{name}`: {results['candidates'][name] or 'default settings'}" for name in candidates)
-        + ". Development tasks come from scikit-learn's bundled data sets: in each, one class is the anomaly,",
-        "drawn to 5% (breast cancer, where it is the malignant class; digits) or 10% (wine, iris) of the rows",
+        + ". Development tasks come from scikit-learn's bundled data sets: in each, one class is the anomaly",
+        "(for breast cancer the malignant one), drawn to a share of the rows ("
+        + ", ".join(f"{name} {share:.0%}" for name, share in ANOMALY_SHARE.items()) + ")",
         "and mixed into the other classes. 70/30 stratified split, fit without labels on the training part,",
         f"ROC AUC on the test part, mean over {_tables.seeds_text(development)}.", "",
         "## Development tasks", "",

@@ -142,9 +142,9 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         fitted afterwards, so that ELBO scores remain available).
     likelihood : {"auto", "gaussian", "bernoulli", "laplace"}, default="auto"
         Decoder distribution; Gaussian and Laplace have a learned scale per channel (feature). "auto"
-        is Gaussian for images and Laplace for tabular data: tabular training sets rarely come clean,
-        and under an absolute error the few anomalies among them, and heavy-tailed features, pull the
-        fit less than under a squared one. Chosen on development tasks built from scikit-learn's
+        is Gaussian for images and Laplace for tabular data: tabular training rows are fitted without
+        labels, and under an absolute error the anomalies among them pull the fit less than under a
+        squared one. Chosen on development tasks built from scikit-learn's
         bundled data sets (mean ROC AUC 0.722 against 0.708 over 17 tasks and 3 seeds), then confirmed
         once on the four ADBench sets (0.967 against 0.964; docs/tabular_likelihood.md).
     perceptual_weight : float, default=0.3
