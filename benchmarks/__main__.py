@@ -64,7 +64,20 @@ def speed_suites(folder: Path, quick: bool) -> dict:
             archive.extractall(work, filter="data")
         results["scoring"] = speed.scoring_suite(work / split, model, n_files=1000 if quick else 5000)
         results["memory"] = speed.peak_memory_suite(work / split, model, work / "scores.csv")
+        tenth = speed.sample_folder(work / split, work / "tenth", every=10)
+        results["memory_tenth"] = speed.peak_memory_suite(tenth, model, work / "tenth.csv")
     return results
+
+
+# Peak memory counts as independent of the folder's size when ten times the photos raise it by less.
+MEMORY_GROWTH_LIMIT = 1.1
+
+
+def _memory_growth(whole: dict, tenth: dict) -> str:
+    growth = whole["peak_rss_mb"] / tenth["peak_rss_mb"]
+    return (f"Over every tenth photo of the same folder ({tenth['n_files']} photos): **{tenth['peak_rss_mb']:.0f} MB**; "
+            f"ten times the photos take {growth:.2f}x the peak memory (target independent of the folder's size, "
+            f"under {MEMORY_GROWTH_LIMIT:.1f}x: {_verdict(growth < MEMORY_GROWTH_LIMIT)}).")
 
 
 def _verdict(met: bool) -> str:
@@ -138,6 +151,8 @@ def speed_markdown(suite: dict) -> list[str]:
             f"**{memory['peak_rss_mb']:.0f} MB** in {memory['seconds']:.0f} s (target under 1.5 GB, "
             f"{_verdict(memory['peak_rss_mb'] < 1536)}).",
         ]
+        if "memory_tenth" in suite:  # runs saved before it was measured have the whole folder only
+            lines += ["", _memory_growth(memory, suite["memory_tenth"])]
     if "skipped" in suite:
         lines += ["", f"Skipped: {suite['skipped']}."]
     return lines

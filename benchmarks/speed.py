@@ -6,7 +6,8 @@ noisy machine.
 - achieved training FLOP/s (``torch.utils.flop_counter``) as a share of the machine's measured float32
   matrix-multiply peak;
 - scoring throughput on a real JPEG folder, decoding included, against model-only throughput on tensors;
-- peak resident memory of ``vaedetect score`` over a whole folder (a separate process).
+- peak resident memory of ``vaedetect score`` over a whole folder (a separate process), and over a
+  tenth of it, to show that it does not grow with the folder.
 """
 
 from __future__ import annotations
@@ -202,6 +203,24 @@ def peak_memory_suite(folder: Path, model_path: Path, table_path: Path) -> dict:
             n_files = sum(1 for _ in table) - 1  # less the header
     return {"exit_code": process.returncode, "n_files": n_files, "seconds": time.perf_counter() - started,
             "peak_rss_mb": peak}
+
+
+def sample_folder(folder: Path, destination: Path, every: int) -> Path:
+    """``destination`` holding every ``every``-th image of ``folder`` (hard links where the file system
+    allows, copies elsewhere), in the same subfolders: a smaller folder of the same photos."""
+    import os
+    import shutil
+
+    from vaedetect.images import discover_images
+
+    for file in discover_images(folder)[0][::every]:
+        target = destination / Path(file).relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(file, target)
+        except OSError:
+            shutil.copyfile(file, target)
+    return destination
 
 
 def training_profile(image_size: int, steps: int = 4, top: int = 8) -> list[dict]:

@@ -96,6 +96,25 @@ def test_folder_scoring_speed_and_memory_run_on_a_small_folder(tmp_path):
     assert memory["exit_code"] == 0 and memory["n_files"] == 12 and memory["peak_rss_mb"] > 50
 
 
+def test_a_sampled_folder_keeps_every_nth_photo_in_its_subfolder(tmp_path):
+    from PIL import Image
+
+    for i in range(10):
+        (tmp_path / "photos" / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / "photos" / f"class{i % 2}" / f"{i}.jpg")
+    sample = speed.sample_folder(tmp_path / "photos", tmp_path / "sample", every=4)
+    kept = sorted(str(path.relative_to(sample)) for path in sample.rglob("*.jpg"))
+    # the listing is class0/0 2 4 6 8, then class1/1 3 5 7 9: its files 0, 4 and 8
+    assert kept == ["class0/0.jpg", "class0/8.jpg", "class1/7.jpg"]
+
+
+@pytest.mark.parametrize(("tenth_mb", "verdict"), [(800.0, "**met**"), (600.0, "**not met**")])
+def test_peak_memory_counts_as_independent_of_the_folder_below_a_tenth_more(tenth_mb, verdict):
+    whole, tenth = {"n_files": 50000, "peak_rss_mb": 850.0}, {"n_files": 5000, "peak_rss_mb": tenth_mb}
+    line = runner._memory_growth(whole, tenth)
+    assert f"{850.0 / tenth_mb:.2f}x the peak memory" in line and line.endswith(f"{verdict}).")
+
+
 def _write_idx(path, array, magic):
     import gzip
     import struct
