@@ -80,6 +80,12 @@ def _memory_growth(whole: dict, tenth: dict) -> str:
             f"under {MEMORY_GROWTH_LIMIT:.1f}x: {_verdict(growth < MEMORY_GROWTH_LIMIT)}).")
 
 
+def _rounds(scoring: dict) -> str:
+    """How the scoring rates were taken; runs saved before they alternated timed each once."""
+    rounds = scoring.get("rounds", 1)
+    return f"; best of {rounds} alternating rounds each" if rounds > 1 else ""
+
+
 def _verdict(met: bool) -> str:
     return "**met**" if met else "**not met**"
 
@@ -143,7 +149,7 @@ def speed_markdown(suite: dict) -> list[str]:
         lines += [
             "",
             f"Scoring {scoring['n_files']} CIFAR-10 JPEGs (decoded and resized to {IMAGE_SIZE}x{IMAGE_SIZE} "
-            f"{_decoding(scoring)}): {scoring['folder_images_per_second']:.0f} images/s, against "
+            f"{_decoding(scoring)}{_rounds(scoring)}): {scoring['folder_images_per_second']:.0f} images/s, against "
             f"{scoring['model_images_per_second']:.0f} images/s for the model alone on tensors: "
             f"**{scoring['share_of_model_only']:.1%}** (target 70%, {_verdict(scoring['share_of_model_only'] >= 0.7)}).",
             "",

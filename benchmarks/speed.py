@@ -147,10 +147,16 @@ def training_suite(image_size: int, n_images: int, epochs: int) -> dict:
     }
 
 
-def scoring_suite(folder: Path, model_path: Path, n_files: int, workers: tuple[int, ...] = (0, 2)) -> dict:
+def scoring_suite(folder: Path, model_path: Path, n_files: int, workers: tuple[int, ...] = (0, 2),
+                  rounds: int = 2) -> dict:
     """Scoring throughput of ``score_paths`` on the first ``n_files`` JPEGs of ``folder``, decoding in
     the scoring process (``vaedetect score``'s default) and in each number of ``workers``, against the
-    model alone on the same images as tensors."""
+    model alone on the same images as tensors.
+
+    The measurements take turns for ``rounds`` rounds and each keeps its best: timed once each, one
+    after the other, the ratio came out at 67% in one run and 79% to 93% in others on the same drifting
+    machine.
+    """
     import torch
 
     import vaedetect
@@ -158,17 +164,19 @@ def scoring_suite(folder: Path, model_path: Path, n_files: int, workers: tuple[i
 
     detector = vaedetect.load(model_path)
     files = discover_images(folder)[0][:n_files]
-    rates = {}
-    for n_jobs in dict.fromkeys((0, *workers)):
-        started = time.perf_counter()
-        table = detector.score_paths(files, n_jobs=n_jobs)
-        rates[str(n_jobs)] = len(table) / (time.perf_counter() - started)
     x = torch.rand((len(files), *detector.layout_.shape)) * 2 - 1
-    started = time.perf_counter()
-    detector._score_tensor(x)
-    model_rate = len(files) / (time.perf_counter() - started)
-    return {"n_files": len(files), "folder_images_per_second": rates["0"], "folder_images_per_second_by_workers": rates,
-            "model_images_per_second": model_rate, "share_of_model_only": rates["0"] / model_rate}
+    rates, model_rate = {}, 0.0
+    for _ in range(rounds):
+        for n_jobs in dict.fromkeys((0, *workers)):
+            started = time.perf_counter()
+            table = detector.score_paths(files, n_jobs=n_jobs)
+            rates[str(n_jobs)] = max(rates.get(str(n_jobs), 0.0), len(table) / (time.perf_counter() - started))
+        started = time.perf_counter()
+        detector._score_tensor(x)
+        model_rate = max(model_rate, len(files) / (time.perf_counter() - started))
+    return {"n_files": len(files), "rounds": rounds, "folder_images_per_second": rates["0"],
+            "folder_images_per_second_by_workers": rates, "model_images_per_second": model_rate,
+            "share_of_model_only": rates["0"] / model_rate}
 
 
 def _peak_rss_mb(pid: int) -> float | None:
