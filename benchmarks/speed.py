@@ -154,8 +154,7 @@ def scoring_suite(folder: Path, model_path: Path, n_files: int, workers: tuple[i
     model alone on the same images as tensors.
 
     The measurements take turns for ``rounds`` rounds and each keeps its best: timed once each, one
-    after the other, the ratio came out at 67% in one run and 79% to 93% in others on the same drifting
-    machine.
+    after the other, the ratio followed whatever the machine's speed did between the two timings.
     """
     import torch
 
