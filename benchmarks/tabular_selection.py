@@ -13,6 +13,11 @@ Usage::
     python -m benchmarks.tabular_selection --candidate gaussian likelihood=gaussian \\
         --candidate laplace likelihood=laplace [--seeds 0 1 2] [--confirm] [--data-dir DIR] \\
         [--out FILE.json] [--markdown FILE.md]
+
+A candidate's settings are ``VAEDetector`` parameters, plus at most one wrapper that needs no change
+to vaedetect: ``preprocess=power|quantile`` (a per-feature transform first), ``ensemble=K`` (the mean
+of K seeds' standardised scores) or ``refit_drop=Q`` (refit without the lowest-scoring share Q of the
+training rows).
 """
 
 from __future__ import annotations
@@ -72,17 +77,104 @@ def parse_setting(text: str) -> tuple[str, object]:
     return key, {"true": True, "false": False}.get(value.lower(), value)
 
 
+class Preprocessed:
+    """A per-feature transform fitted on the training part, then a VAE on the transformed features.
+
+    ``"power"`` is Yeo-Johnson with standardisation; ``"quantile"`` maps each feature's ranks to a
+    standard normal. Both are non-affine, so unlike robust scaling they change what the VAE sees.
+    """
+
+    def __init__(self, kind: str, make_vae):
+        self.kind, self.make_vae = kind, make_vae
+
+    def fit(self, X):
+        from sklearn.preprocessing import PowerTransformer, QuantileTransformer
+
+        self.transform_ = (PowerTransformer() if self.kind == "power" else
+                           QuantileTransformer(n_quantiles=min(1000, len(X)), output_distribution="normal"))
+        self.vae_ = self.make_vae().fit(self.transform_.fit_transform(X))
+        return self
+
+    def score_samples(self, X):
+        return self.vae_.score_samples(self.transform_.transform(X))
+
+
+class SeedEnsemble:
+    """``size`` VAEs of different seeds; the score is the mean of their scores, each centred on its
+    training median and divided by its training interquartile range so that no member dominates."""
+
+    def __init__(self, size: int, make_vae):
+        self.size, self.make_vae = size, make_vae
+
+    def fit(self, X):
+        self.members_ = [self.make_vae(member).fit(X) for member in range(self.size)]
+        self.scales_ = [_median_and_iqr(member.score_samples(X)) for member in self.members_]
+        return self
+
+    def score_samples(self, X):
+        return np.mean([(member.score_samples(X) - median) / iqr
+                        for member, (median, iqr) in zip(self.members_, self.scales_)], axis=0)
+
+
+def _median_and_iqr(scores) -> tuple[float, float]:
+    q25, median, q75 = np.percentile(scores, [25, 50, 75])
+    return median, max(q75 - q25, 1e-12)
+
+
+class TrimmedRefit:
+    """Fit, drop the ``drop`` share of training rows that score lowest (the likeliest anomalies of an
+    unlabelled, contaminated training set), and fit a fresh VAE of the same settings on the rest."""
+
+    def __init__(self, drop: float, make_vae):
+        self.drop, self.make_vae = drop, make_vae
+
+    def fit(self, X):
+        scores = self.make_vae().fit(X).score_samples(X)
+        kept = scores >= np.quantile(scores, self.drop)
+        self.vae_, self.n_kept_ = self.make_vae().fit(X[kept]), int(kept.sum())
+        return self
+
+    def score_samples(self, X):
+        return self.vae_.score_samples(X)
+
+
+# Settings that wrap the VAE instead of configuring it: ideas screened without changing vaedetect.
+WRAPPERS = ("preprocess", "ensemble", "refit_drop")
+
+
+def candidate_maker(params: dict):
+    """``make(seed)`` for one candidate's settings: ``VAEDetector`` parameters plus at most one of
+    ``preprocess=power|quantile``, ``ensemble=K`` (seeds ``K * seed`` to ``K * seed + K - 1``) or
+    ``refit_drop=Q``."""
+    from vaedetect import VAEDetector
+
+    vae_params = {key: value for key, value in params.items() if key not in WRAPPERS}
+    wrapper = {key: value for key, value in params.items() if key in WRAPPERS}
+    VAEDetector(**vae_params)._validate_params()  # a typo fails now, not after the first candidate ran
+    if len(wrapper) > 1:
+        raise ValueError(f"at most one of {WRAPPERS} per candidate; got {sorted(wrapper)}")
+    if wrapper.get("preprocess", "power") not in ("power", "quantile"):
+        raise ValueError(f"preprocess must be power or quantile; got {wrapper['preprocess']!r}")
+
+    def make(seed):
+        if "preprocess" in wrapper:
+            return Preprocessed(wrapper["preprocess"], lambda: VAEDetector(random_state=seed, **vae_params))
+        if "ensemble" in wrapper:
+            size = int(wrapper["ensemble"])
+            return SeedEnsemble(size, lambda member: VAEDetector(random_state=size * seed + member, **vae_params))
+        if "refit_drop" in wrapper:
+            return TrimmedRefit(float(wrapper["refit_drop"]), lambda: VAEDetector(random_state=seed, **vae_params))
+        return VAEDetector(random_state=seed, **vae_params)
+
+    return make
+
+
 def candidate_makers(candidates: list[list[str]]) -> dict[str, callable]:
     """``{name: make(seed)}`` for ``--candidate NAME KEY=VALUE ...`` arguments, plus IsolationForest."""
     from sklearn.ensemble import IsolationForest
 
-    from vaedetect import VAEDetector
-
-    makers = {}
-    for name, *settings in candidates:
-        params = dict(parse_setting(text) for text in settings)
-        VAEDetector(**params)._validate_params()  # a typo fails now, not after the first candidate ran
-        makers[name] = lambda seed, params=params: VAEDetector(random_state=seed, **params)
+    makers = {name: candidate_maker(dict(parse_setting(text) for text in settings))
+              for name, *settings in candidates}
     makers["isolation_forest"] = lambda seed: IsolationForest(random_state=seed)
     return makers
 
@@ -91,6 +183,25 @@ def wins(results: dict, method: str, against: str) -> int:
     """Tasks on which ``method``'s mean ROC AUC over seeds is above ``against``'s."""
     table = _tables.summary(results)
     return sum(table[method][name] > table[against][name] for name in results)
+
+
+# What each wrapper does, for the page; the classes above are the definitions.
+WRAPPER_TEXT = {
+    "preprocess": "`preprocess=power` fits Yeo-Johnson with standardisation and `preprocess=quantile` a "
+                  "map of ranks to a standard normal on the training part, then the VAE on the result",
+    "ensemble": "`ensemble=K` averages the scores of K VAEs of different seeds, each centred on its "
+                "training median and divided by its training interquartile range",
+    "refit_drop": "`refit_drop=Q` fits, drops the share Q of training rows that score lowest and fits a "
+                  "fresh VAE on the rest",
+}
+
+
+def _wrapper_text(settings) -> str:
+    used = [key for key in WRAPPERS if any(text.startswith(f"{key}=") or f" {key}=" in text for text in settings)]
+    if not used:
+        return ""
+    return ("Wrappers in `benchmarks/tabular_selection.py`, not in vaedetect: "
+            + "; ".join(WRAPPER_TEXT[key] for key in used) + ". ")
 
 
 def markdown_page(results: dict) -> str:
@@ -103,7 +214,8 @@ def markdown_page(results: dict) -> str:
         f"vaedetect {results['versions']['vaedetect']}, torch {results['versions']['torch']}).", "",
         "Each candidate is `VAEDetector(random_state=seed, **settings)`: "
         + "; ".join(f"`{name}`: {results['candidates'][name] or 'default settings'}" for name in candidates)
-        + ". Development tasks come from scikit-learn's bundled data sets: in each, one class is the anomaly",
+        + ". " + _wrapper_text(results["candidates"].values())
+        + "Development tasks come from scikit-learn's bundled data sets: in each, one class is the anomaly",
         "(for breast cancer the malignant one), drawn to a share of the rows ("
         + ", ".join(f"{name} {share:.0%}" for name, share in ANOMALY_SHARE.items()) + ")",
         "and mixed into the other classes. 70/30 stratified split, fit without labels on the training part,",

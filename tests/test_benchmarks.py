@@ -346,6 +346,33 @@ def test_a_misspelt_candidate_setting_fails_before_anything_trains():
         candidate_makers([["typo", "likelihood=gausian"]])
 
 
+@pytest.mark.parametrize("wrapper", ["preprocess=power", "preprocess=quantile", "ensemble=2", "refit_drop=0.1"])
+def test_wrapped_candidates_rank_far_anomalies_first(wrapper):
+    from benchmarks.tabular_selection import candidate_makers, parse_setting
+
+    rng = np.random.RandomState(2)
+    X_train, far = rng.normal(size=(120, 3)), rng.normal(loc=8.0, size=(5, 3))
+    detector = candidate_makers([["wrapped", wrapper, "epochs=5"]])["wrapped"](seed=0).fit(X_train)
+    scores = detector.score_samples(np.r_[X_train[:20], far])
+    assert scores.shape == (25,) and scores[20:].max() < np.sort(scores[:20])[1]
+    key, value = parse_setting(wrapper)
+    stored = {"preprocess": "transform_", "ensemble": "members_", "refit_drop": "vae_"}[key]
+    assert hasattr(detector, stored)
+    if key == "ensemble":
+        assert [member.random_state for member in detector.members_] == [0, 1]
+    if key == "refit_drop":  # refitted on the 90% of rows that scored highest
+        assert detector.n_kept_ == 108
+
+
+def test_a_candidate_takes_at_most_one_wrapper():
+    from benchmarks.tabular_selection import candidate_makers
+
+    with pytest.raises(ValueError, match="at most one of"):
+        candidate_makers([["both", "ensemble=2", "refit_drop=0.1"]])
+    with pytest.raises(ValueError, match="preprocess must be"):
+        candidate_makers([["typo", "preprocess=powr"]])
+
+
 def test_selection_compares_candidates_on_development_tasks_then_confirms_on_adbench(
         tiny_adbench, tmp_path, monkeypatch):
     from benchmarks import tabular_selection
