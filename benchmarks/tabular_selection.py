@@ -235,7 +235,8 @@ def markdown_page(results: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--candidate", nargs="+", action="append", required=True, metavar="NAME [KEY=VALUE]",
-                        help="a name and VAEDetector settings; repeat for each candidate")
+                        help="a name, VAEDetector settings and at most one wrapper (preprocess=, ensemble=, "
+                             "refit_drop=); repeat for each candidate")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--confirm", action="store_true", help="also run the candidates on the ADBench sets")
     parser.add_argument("--data-dir", default=None, help="folder holding adbench/ (default: $VAEDETECT_DATA or ../shared/data)")

@@ -402,3 +402,10 @@ def test_merging_refuses_tabular_runs_of_different_default_likelihoods():
     merged = runner.merge_runs([images, _saved_run(default_epochs="auto", default_likelihood="auto",
                                                    suites={"tabular": {}})], "render")
     assert merged["default_likelihood"] == "auto"
+
+
+def test_the_tabular_screening_pages_the_benchmark_page_links_to_exist():
+    from pathlib import Path
+
+    docs = Path(__file__).parents[1] / "docs"
+    assert [page for page in runner.TABULAR_SELECTION_PAGES if not (docs / page).is_file()] == []
