@@ -237,7 +237,8 @@ def cifar_markdown(results: dict, run: dict) -> list[str]:
 ARCHITECTURE_RESULTS = Path("benchmarks/results/architecture.json")
 FULL_RUN_PAGE = "benchmarks_full.md"  # in docs/, beside the quick run's page
 # Pages in docs/ written by benchmarks.tabular_selection: what was screened for tabular data.
-TABULAR_SELECTION_PAGES = ("tabular_likelihood.md", "tabular_screening.md", "tabular_latent.md", "tabular_wrappers.md")
+TABULAR_SELECTION_PAGES = ("tabular_likelihood.md", "tabular_screening.md", "tabular_width.md", "tabular_latent.md",
+                           "tabular_wrappers.md")
 
 
 def architecture_section() -> list[str]:
