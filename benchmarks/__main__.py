@@ -238,7 +238,7 @@ ARCHITECTURE_RESULTS = Path("benchmarks/results/architecture.json")
 FULL_RUN_PAGE = "benchmarks_full.md"  # in docs/, beside the quick run's page
 # Pages in docs/ written by benchmarks.tabular_selection: what was screened for tabular data.
 TABULAR_SELECTION_PAGES = ("tabular_likelihood.md", "tabular_screening.md", "tabular_width.md", "tabular_latent.md",
-                           "tabular_wrappers.md")
+                           "tabular_wrappers.md", "tabular_scores.md")
 
 
 def architecture_section() -> list[str]:
@@ -368,7 +368,7 @@ def markdown_page(results: dict) -> str:
                       f"{ours:.3f} vs {theirs:.3f}, **{'met' if ours >= theirs else 'not met'}**."]
         if ours < theirs:
             pages = ", ".join(f"[{page}]({page})" for page in TABULAR_SELECTION_PAGES)
-            lines += ["Settings and wrappers screened to close the gap, judged on development tasks and at most "
+            lines += ["Settings, wrappers and score methods screened to close the gap, judged on development tasks and at most "
                       f"confirmed once on these sets: {pages}."]
     if "mnist" in results["suites"]:
         lines += ["", *mnist_markdown(results["suites"]["mnist"], results)]

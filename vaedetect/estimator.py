@@ -191,7 +191,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             "bits_typicality", "regret"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for
         images and ``"elbo"`` for tabular data, the best of the measured methods on out-of-distribution
-        images and one-class MNIST (docs/scores.md):
+        images and one-class MNIST (docs/scores.md) and on tabular development tasks
+        (docs/tabular_scores.md):
 
         - ``"elbo"``: the evidence lower bound, in nats per sample;
         - ``"iwae"``: the importance-weighted bound with ``n_samples`` draws;
