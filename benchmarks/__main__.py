@@ -368,8 +368,8 @@ def markdown_page(results: dict) -> str:
                       f"{ours:.3f} vs {theirs:.3f}, **{'met' if ours >= theirs else 'not met'}**."]
         if ours < theirs:
             pages = ", ".join(f"[{page}]({page})" for page in TABULAR_SELECTION_PAGES)
-            lines += ["Settings, wrappers and score methods screened to close the gap, judged on development tasks and at most "
-                      f"confirmed once on these sets: {pages}."]
+            lines += ["Settings, wrappers and score methods screened to close the gap, judged on development tasks "
+                      f"and at most confirmed once on these sets: {pages}."]
     if "mnist" in results["suites"]:
         lines += ["", *mnist_markdown(results["suites"]["mnist"], results)]
     if "cifar10" in results["suites"]:
