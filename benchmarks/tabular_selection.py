@@ -197,7 +197,9 @@ WRAPPER_TEXT = {
 
 
 def _wrapper_text(settings) -> str:
-    used = [key for key in WRAPPERS if any(text.startswith(f"{key}=") or f" {key}=" in text for text in settings)]
+    """What the wrappers among the candidates' settings (``"KEY=VALUE KEY=VALUE"`` texts) do."""
+    keys = {parse_setting(part)[0] for text in settings for part in text.split()}
+    used = [key for key in WRAPPERS if key in keys]
     if not used:
         return ""
     return ("Wrappers in `benchmarks/tabular_selection.py`, not in vaedetect: "
