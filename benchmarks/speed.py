@@ -162,7 +162,7 @@ def scoring_suite(folder: Path, model_path: Path, n_files: int, workers: tuple[i
     from vaedetect.images import discover_images
 
     detector = vaedetect.load(model_path)
-    files = discover_images(folder)[0][:n_files]
+    files = discover_images(folder).files[:n_files]
     x = torch.rand((len(files), *detector.layout_.shape)) * 2 - 1
     rates, model_rate = {}, 0.0
     for _ in range(rounds):
@@ -220,7 +220,7 @@ def sample_folder(folder: Path, destination: Path, every: int) -> Path:
 
     from vaedetect.images import discover_images
 
-    for file in discover_images(folder)[0][::every]:
+    for file in discover_images(folder).files[::every]:
         target = destination / Path(file).relative_to(folder)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -90,7 +90,17 @@ def test_outliers_give_exit_code_one_only_when_asked(trained):
     assert _score(root / "model.vae", root / "new", "--threshold", "1e9").exit_code == 0
     result = _score(root / "model.vae", root / "new", "--threshold", "1e9", "--fail-on-outlier")
     assert result.exit_code == 1
-    assert _score(root / "model.vae", root / "new", "--threshold", "-1e9", "--fail-on-outlier").exit_code == 0
+    clean = root / "new" / "normal"
+    assert _score(root / "model.vae", clean, "--threshold", "-1e9", "--fail-on-outlier").exit_code == 0
+
+
+def test_unreadable_files_fail_the_gate_with_exit_code_three_unless_ignored(trained):
+    root, _ = trained  # root/new holds one corrupt file and, below this threshold, no outlier
+    result = _score(root / "model.vae", root / "new", "--threshold", "-1e9", "--fail-on-outlier")
+    assert result.exit_code == 3
+    assert "0 outliers, 1 could not be scored" in result.output and "failing: 1 files" in result.output
+    ignored = _score(root / "model.vae", root / "new", "--threshold", "-1e9", "--fail-on-outlier", "--ignore-errors")
+    assert ignored.exit_code == 0
 
 
 def test_threshold_and_contamination_override_the_stored_threshold(trained):

@@ -1,10 +1,114 @@
-"""Writing output files so that a crash or Ctrl-C never leaves half of one."""
+"""Files written and names shown: output paths checked before the work, written so that a crash or
+Ctrl-C never leaves half a file, and file names turned into text that any format and terminal takes.
+
+Torch-free, so that the command line can check its output paths before importing anything heavy.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
+
+# C0 and C1 control characters (ANSI escape sequences start with ESC) and the Unicode marks that
+# reorder text on screen: a file name holding them must not drive the terminal it is printed on.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def as_text(value) -> str:
+    """``value`` (a path or a message naming one) as valid Unicode text.
+
+    Python holds the bytes of a file name that are not UTF-8 as lone surrogates (``os.fsdecode``),
+    which UTF-8 files (CSV, JSON, Parquet, HTML) cannot store; each such byte becomes ``\\xNN``.
+
+    Examples
+    --------
+    >>> as_text(os.fsdecode(b"x\\xff.png"))
+    'x\\\\xff.png'
+    """
+    text = os.fsdecode(value) if isinstance(value, bytes) else str(value)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def printable(value) -> str:
+    """:func:`as_text` with control characters shown as ``\\xNN``, safe to print on a terminal.
+
+    Examples
+    --------
+    >>> printable("evil\\x1b[2J.png")
+    'evil\\\\x1b[2J.png'
+    """
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", as_text(value))
+
+
+def same_file(path, others) -> str | None:
+    """The first of ``others`` that is the file at ``path`` (same inode: links included), or None."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return None  # nothing there yet, so nothing to overwrite
+    for other in others:
+        try:
+            if os.path.samestat(target, os.stat(other)):
+                return str(other)
+        except OSError:
+            continue
+    return None
+
+
+def check_output_file(path, *, what: str, suffixes=None, protected=()) -> Path:
+    """Refuse, before any work, an output path that cannot or must not be written.
+
+    Parameters
+    ----------
+    path : path-like
+    what : str
+        Names the option or argument in messages (e.g. ``"-o"``).
+    suffixes : sequence of str, optional
+        Allowed extensions (lower case, with the dot).
+    protected : iterable of path-like
+        Files that must not be overwritten: the inputs and the model in use.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what``, the path and the problem.
+    """
+    path = Path(path)
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{what} {printable(path)!r}: unknown extension {printable(path.suffix)!r}; "
+                         f"use {', '.join(suffixes)}.")
+    if path.is_dir():
+        raise ValueError(f"{what} {printable(path)!r} is a folder; give a file name.")
+    check_output_folder(path.parent, what=what, create=False)
+    clash = same_file(path, protected)
+    if clash is not None:
+        raise ValueError(f"{what} {printable(path)!r} would overwrite {printable(clash)!r}, an input of this "
+                         "command; write elsewhere.")
+    return path
+
+
+def check_output_folder(folder, *, what: str, create: bool = True) -> Path:
+    """Make sure ``folder`` exists (created when ``create`` and its parent exists) and is writable."""
+    folder = Path(folder) if str(folder) else Path(".")
+    if create and not folder.exists() and folder.parent.is_dir():
+        try:
+            folder.mkdir()
+        except OSError as error:
+            raise ValueError(f"{what}: cannot create folder {printable(folder)!r}: {error.strerror}.") from None
+    if not folder.is_dir():
+        raise ValueError(f"{what}: folder {printable(folder)!r} does not exist.")
+    try:  # the only test that answers for every file system, permission and mount option
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{what}: cannot write in folder {printable(folder)!r}: {error.strerror}.") from None
+    return folder
 
 
 def _umask() -> int:
@@ -20,7 +124,7 @@ def write_atomically(path, write) -> None:
     temporary files readable by their owner only).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)

@@ -4,10 +4,17 @@ Heavy imports (torch, scikit-learn, pandas) happen inside the commands, so ``vae
 every subcommand's ``--help`` answer without importing torch. Options of ``fit`` carry the names of
 ``VAEDetector``'s parameters and default to the estimator's own defaults (they are only passed on when
 given), so a default is defined in one place.
+
+Exit codes (docs/security.md): 0 success; 1 ``--fail-on-outlier`` found outliers; 2 a usage error, a
+missing or refused input (an invalid or broken model file) or an output that cannot or must not be
+written, raised before any work; 3 ``--fail-on-outlier`` found no outlier but some files could not be
+scored (``--ignore-errors`` lets them pass); 4 an unexpected internal error, in one line
+(``VAEDETECT_TRACEBACK=1`` shows the traceback); 141 the output pipe closed early (``| head``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -66,23 +73,94 @@ def _fit_options(command):
     return command
 
 
+EXIT_OUTLIERS, EXIT_USAGE, EXIT_UNSCORED, EXIT_INTERNAL, EXIT_BROKEN_PIPE = 1, 2, 3, 4, 141
+_SCORE_SUFFIXES = (".csv", ".parquet", ".jsonl")
+_REPORT_SUFFIXES = (".html", ".htm")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# generate and interpolate draw one mosaic, held whole in memory: bounded here, not by the caller's luck
+_MAX_MOSAIC_IMAGES = 1024
+
+
+class _Group(click.Group):
+    """Turns an unexpected exception into one line and exit code 4, so that no traceback reaches a
+    cron log and a crash is never read as ``--fail-on-outlier``'s code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except BrokenPipeError:
+            # the reader went away (`| head`); the shell's code for SIGPIPE, never a silent 0
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(EXIT_BROKEN_PIPE)
+        except Exception as error:
+            if os.environ.get("VAEDETECT_TRACEBACK"):
+                raise
+            from ._files import printable
+
+            click.echo(f"vaedetect: internal error: {type(error).__name__}: {printable(error)} "
+                       "(set VAEDETECT_TRACEBACK=1 to see where)", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
 def _existing_paths(ctx, param, values):
+    from ._files import printable
+
     for value in values:
-        if not Path(value).exists():
-            raise click.BadParameter(f"path {value!r} does not exist.", ctx=ctx, param=param)
+        if not Path(value).exists() and not Path(value).is_symlink():
+            raise click.BadParameter(f"path {printable(value)!r} does not exist.", ctx=ctx, param=param)
     return values
+
+
+def _finite(ctx, param, value):
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number; got {value}.", ctx=ctx, param=param)
+    return value
+
+
+class Refused(click.ClickException):
+    """An input or output refused before or instead of the work: one line, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def _usage(function, *args, **kwargs):
+    """Run a check or a library call; its ValueError (bad input, unsuitable or broken model, refused
+    output) becomes one line on stderr and exit code 2."""
+    try:
+        return function(*args, **kwargs)
+    except (ValueError, FileNotFoundError) as error:
+        from ._files import printable
+
+        raise Refused(printable(error)) from None
 
 
 def _load_model(path):
     from .persistence import load_detector
 
-    try:
-        return load_detector(path)
-    except (ValueError, FileNotFoundError) as error:
-        raise click.UsageError(str(error)) from None
+    return _usage(load_detector, path)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _discover(paths, follow_links):
+    from .images import discover_images
+
+    return _usage(discover_images, list(paths), follow_links=follow_links)
+
+
+def _echo_skipped(skipped):
+    from ._files import printable
+
+    for item in skipped:
+        click.echo(f"skipped {printable(item.path)}: {printable(item.reason)}", err=True)
+
+
+_follow_links_option = click.option(
+    "--follow-links", is_flag=True,
+    help="Follow symbolic links that lead out of the folders (by default they are reported and skipped).")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vaedetect")
 def main():
     """Find anomalies and out-of-distribution inputs with variational autoencoders.
@@ -106,13 +184,17 @@ def main():
               help="Named settings; 'sharp' is the tutorial's full-size SharpVAE. Other options override it.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train data-parallel on this many processes (torchrun; one per GPU, or Gloo on CPUs).")
+@_follow_links_option
 @_fit_options
-def fit(folders, output, workers, quiet, preset, nproc, **params):
+def fit(folders, output, workers, quiet, preset, nproc, follow_links, **params):
     """Train a detector on the images in FOLDERS (searched recursively) and save it."""
+    from ._files import check_output_file
     from .distributed import launched_by_torchrun
 
+    found = _discover(folders, follow_links)
+    _usage(check_output_file, output, what="-o", protected=found.files)
     if nproc > 1 and not launched_by_torchrun():
-        raise SystemExit(_run_under_torchrun(nproc, folders, output, workers, quiet, preset, params))
+        raise SystemExit(_run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_links, params))
     from .estimator import VAEDetector
 
     given = {name: value for name, value in params.items() if value is not None}
@@ -121,26 +203,24 @@ def fit(folders, output, workers, quiet, preset, nproc, **params):
     if given.get("mixed_precision") in ("on", "off"):
         given["mixed_precision"] = given["mixed_precision"] == "on"
     detector = VAEDetector.from_preset(preset, **given, verbose=0 if quiet else 1)
-    try:
-        if launched_by_torchrun():
-            _fit_distributed(detector, folders, output, workers)
-            return
-        detector.fit_paths(list(folders), n_jobs=workers)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    if launched_by_torchrun():
+        _usage(_fit_distributed, detector, found, output, workers)
+        return
+    _usage(detector.fit_paths, found, n_jobs=workers)
     _report_fit(detector, output)
 
 
 def _report_fit(detector, output):
-    for skipped in detector.skipped_files_:
-        click.echo(f"skipped {skipped.path}: {skipped.reason}", err=True)
+    from ._files import printable
+
+    _echo_skipped(detector.skipped_files_)
     detector.save(output)
     summary = detector.training_summary_
     click.echo(f"Trained on {summary['n_samples']} images ({summary['n_files_skipped']} skipped); "
-               f"model written to {output}")
+               f"model written to {printable(output)}")
 
 
-def _fit_distributed(detector, folders, output, workers):
+def _fit_distributed(detector, found, output, workers):
     """One rank of ``vaedetect fit`` under torchrun: train together, rank 0 alone reports and writes."""
     from .distributed import fit_distributed, init_process_group
 
@@ -148,7 +228,7 @@ def _fit_distributed(detector, folders, output, workers):
     if world.rank != 0:
         detector.set_params(verbose=0)
     try:
-        fit_distributed(detector, paths=list(folders), world=world, n_jobs=workers)
+        fit_distributed(detector, paths=found, world=world, n_jobs=workers)
     except Exception as error:
         # torchrun stops the other ranks when this one exits; say which rank failed and why
         click.echo(f"vaedetect fit: rank {world.rank} of {world.size} failed: {type(error).__name__}: {error}",
@@ -158,7 +238,7 @@ def _fit_distributed(detector, folders, output, workers):
         _report_fit(detector, output)
 
 
-def _run_under_torchrun(nproc, folders, output, workers, quiet, preset, params) -> int:
+def _run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_links, params) -> int:
     """Start ``nproc`` copies of this ``vaedetect fit`` under torchrun on this machine; their exit code."""
     import subprocess
 
@@ -166,6 +246,7 @@ def _run_under_torchrun(nproc, folders, output, workers, quiet, preset, params) 
                "-m", "vaedetect", "fit", *map(str, folders), "-o", str(output), "--workers", str(workers),
                "--preset", preset]
     command += ["--quiet"] if quiet else []
+    command += ["--follow-links"] if follow_links else []
     for option, parameter, _, _ in _FIT_OPTIONS:
         if params.get(parameter) is not None:
             command += [option, str(params[parameter])]
@@ -177,23 +258,43 @@ def _run_under_torchrun(nproc, folders, output, workers, quiet, preset, params) 
 # ------------------------------------------------------------------ score
 
 
+def _check_table_path(path: Path, protected) -> None:
+    """Refuse, before scoring, a table path that :func:`write_table` could not or must not write."""
+    from ._files import check_output_file
+
+    _usage(check_output_file, path, what="-o", suffixes=_SCORE_SUFFIXES, protected=protected)
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise click.BadParameter("writing .parquet needs pyarrow (pip install pyarrow).", param_hint="'-o'") from None
+
+
+def _with_text(table, convert):
+    """``table`` with ``convert`` applied to its text columns: paths, errors and maps."""
+    table = table.copy()
+    for column in ("path", "error", "map"):
+        if column in table:
+            table[column] = table[column].map(convert)
+    return table
+
+
 def write_table(table, path: Path) -> None:
-    """Write ``table`` as CSV, Parquet or JSON lines by ``path``'s extension, atomically."""
-    suffix = path.suffix.lower()
+    """Write ``table`` as CSV, Parquet or JSON lines by ``path``'s extension, atomically.
+
+    Names that are not valid UTF-8 are written with each undecodable byte as ``\\xNN``.
+    """
+    from ._files import as_text, write_atomically
+
+    table = _with_text(table, as_text)
     writers = {
         ".csv": lambda file: table.to_csv(file, index=False),
         ".parquet": lambda file: table.to_parquet(file, index=False),
         ".jsonl": lambda file: table.to_json(file, orient="records", lines=True),
     }
+    suffix = path.suffix.lower()
     if suffix not in writers:
-        raise click.BadParameter(f"unknown extension {suffix!r}; use .csv, .parquet or .jsonl.", param_hint="'-o'")
-    if suffix == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise click.BadParameter("writing .parquet needs pyarrow (pip install pyarrow).", param_hint="'-o'") from None
-    from ._files import write_atomically
-
+        raise click.BadParameter(f"unknown extension {suffix!r}; use {', '.join(_SCORE_SUFFIXES)}.", param_hint="'-o'")
     write_atomically(path, writers[suffix])
 
 
@@ -202,13 +303,16 @@ def write_table(table, path: Path) -> None:
 @click.argument("paths", nargs=-1, required=True, callback=_existing_paths)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the table here (.csv, .parquet or .jsonl); printed when omitted.")
-@click.option("--threshold", type=float, help="Flag scores below this instead of the model's threshold.")
+@click.option("--threshold", type=float, callback=_finite, help="Flag scores below this instead of the model's threshold.")
 @click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Flag files whose conformal p-value is at most this target false-positive rate.")
 @click.option("--contamination", callback=lambda ctx, param, value: _contamination(value),
               help="Flag this share of held-out training data instead ('auto' or a float in (0, 0.5]).")
 @click.option("--top", type=click.IntRange(min=1), help="Print the N most anomalous files.")
-@click.option("--fail-on-outlier", is_flag=True, help="Exit with code 1 when any file is an outlier.")
+@click.option("--fail-on-outlier", is_flag=True,
+              help="Exit with code 1 when any file is an outlier, else 3 when any file could not be scored.")
+@click.option("--ignore-errors", is_flag=True,
+              help="With --fail-on-outlier: files that could not be scored do not fail the run (no exit code 3).")
 @click.option("--maps", "maps_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Save a heat-map overlay of where each flagged image is anomalous to this folder.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -220,42 +324,45 @@ def write_table(table, path: Path) -> None:
               help="Processes decoding images; 0 decodes in this process, as fast on 2 cores (docs/benchmarks_full.md).")
 @click.option("--shard", callback=lambda ctx, param, value: _shard(value), metavar="I/N",
               help="Score only the I-th of N equal shares of the files (0 <= I < N), e.g. for a job array.")
+@_follow_links_option
 @click.option("--dask-scheduler", metavar="ADDRESS", help="Score on this Dask cluster (needs vaedetect[dask]).")
 @click.option("--dask-workers", type=click.IntRange(min=1),
               help="Score on a local Dask cluster of this many single-threaded workers (needs vaedetect[dask]).")
-def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outlier, maps_dir, report_path,
-          report_top, workers, shard, dask_scheduler, dask_workers):
+def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outlier, ignore_errors, maps_dir,
+          report_path, report_top, workers, shard, follow_links, dask_scheduler, dask_workers):
     """Score the images in PATHS with the detector in MODEL; one row per file found.
 
     Columns: path, score (higher = more normal), p_value (small for anomalies), is_outlier,
     error (why a file could not be scored).
     """
+    from ._files import printable
+
     overrides = {"threshold": threshold, "fpr": fpr, "contamination": contamination}
     overrides = {name: value for name, value in overrides.items() if value is not None}
     if len(overrides) > 1:
         raise click.UsageError("Give at most one of --threshold, --fpr and --contamination.")
     if dask_scheduler and dask_workers:
         raise click.UsageError("Give at most one of --dask-scheduler and --dask-workers.")
+    found = _discover(paths, follow_links)
+    if shard is not None:
+        index, count = shard
+        found = found.subset(found.entries()[index::count])
+    _check_score_outputs(found, model, output, maps_dir, report_path)
     detector = _load_model(model)
     if overrides:
-        detector.set_threshold(**overrides)
-    targets = list(paths)
-    if shard is not None:
-        from .images import discover_entries
-
-        index, count = shard
-        targets = discover_entries(paths)[index::count]
+        _usage(detector.set_threshold, **overrides)
     if dask_scheduler or dask_workers:
-        table = _score_on_dask(model, targets, overrides, maps_dir, dask_scheduler, dask_workers)
+        table = _score_on_dask(model, found, overrides, maps_dir, dask_scheduler, dask_workers)
     else:
-        table = detector.score_paths(targets, n_jobs=workers, maps_dir=maps_dir)
+        table = detector.score_paths(found, n_jobs=workers, maps_dir=maps_dir)
+    shown = _with_text(table, printable)  # names safe for a terminal
     if output is None:
-        click.echo(table.to_string(index=False) if len(table) else "No image files found.")
+        click.echo(shown.to_string(index=False) if len(table) else "No image files found.")
     else:
         write_table(table, output)
-        click.echo(f"Wrote {len(table)} rows to {output}", err=True)
+        click.echo(f"Wrote {len(table)} rows to {printable(output)}", err=True)
     if top:
-        ranked = table.dropna(subset=["score"]).nsmallest(top, "score")
+        ranked = shown.dropna(subset=["score"]).nsmallest(top, "score")
         click.echo(f"\nThe {len(ranked)} most anomalous:")
         click.echo(ranked[["path", "score", "is_outlier"]].to_string(index=False))
     if report_path is not None:
@@ -264,12 +371,36 @@ def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outl
         note = ", ".join(f"--{name} {value}" for name, value in overrides.items()) or "(the model's own)"
         write_report(report_path, detector, table, model_path=str(model), inputs=[str(p) for p in paths],
                      threshold_note=note, top=report_top)
-        click.echo(f"Wrote the report to {report_path}", err=True)
+        click.echo(f"Wrote the report to {printable(report_path)}", err=True)
     n_outliers, n_errors = int(table["is_outlier"].sum()), int((table["error"] != "").sum())
     click.echo(f"{len(table)} files: {n_outliers} outliers, {n_errors} could not be scored "
                f"(threshold {detector.offset_:.6g})", err=True)
     if fail_on_outlier and n_outliers:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_OUTLIERS)
+    if fail_on_outlier and n_errors and not ignore_errors:
+        click.echo(f"failing: {n_errors} files could not be scored, so they were not checked "
+                   "(--ignore-errors to let them pass)", err=True)
+        raise SystemExit(EXIT_UNSCORED)
+
+
+def _check_score_outputs(found, model, output, maps_dir, report_path) -> None:
+    """Every output of ``score`` checked before the work: folders exist and are writable, extensions are
+    known, and nothing written would replace the model or one of the files being scored."""
+    from ._files import check_output_file, check_output_folder, printable, same_file
+    from .estimator import map_name
+
+    protected = [model, *found.files]
+    if output is not None:
+        _check_table_path(output, protected)
+    if report_path is not None:
+        _usage(check_output_file, report_path, what="--report", suffixes=_REPORT_SUFFIXES, protected=protected)
+    if maps_dir is not None:
+        folder = _usage(check_output_folder, maps_dir, what="--maps")
+        for path in found.files:
+            clash = same_file(folder / map_name(path), protected)
+            if clash is not None:
+                raise Refused(f"--maps {printable(maps_dir)!r}: the map of {printable(path)!r} would overwrite "
+                              f"{printable(clash)!r}, an input of this command; write maps elsewhere.")
 
 
 def _shard(value):
@@ -281,7 +412,7 @@ def _shard(value):
     return int(match[1]), int(match[2])
 
 
-def _score_on_dask(model, targets, overrides, maps_dir, scheduler, n_workers):
+def _score_on_dask(model, found, overrides, maps_dir, scheduler, n_workers):
     """The score table computed by :func:`vaedetect.dask.score_paths` on a cluster: the one at
     ``scheduler``, or a local one of ``n_workers`` processes started for this command."""
     try:
@@ -299,8 +430,15 @@ def _score_on_dask(model, targets, overrides, maps_dir, scheduler, n_workers):
         with dask.config.set({"distributed.nanny.pre-spawn-environ.OMP_NUM_THREADS": threads}):
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True)
     try:
-        with Client(cluster if cluster is not None else scheduler):
-            return score_paths(model, targets, maps_dir=maps_dir, **overrides).compute()
+        try:
+            client = Client(cluster if cluster is not None else scheduler)
+        except (OSError, TimeoutError, ValueError, TypeError) as error:
+            from ._files import printable
+
+            raise Refused(f"--dask-scheduler {printable(scheduler)!r}: cannot connect "
+                          f"({type(error).__name__}: {printable(error)}).") from None
+        with client:
+            return score_paths(model, found, maps_dir=maps_dir, **overrides).compute()
     finally:
         if cluster is not None:
             cluster.close()
@@ -323,44 +461,49 @@ def _save_mosaic(images, path: Path, ncols=None, min_tile=64) -> None:
 
 
 def _load_image_model(path, command):
+    from ._files import printable
+
     detector = _load_model(path)
     if detector.layout_.kind != "image":
-        raise click.UsageError(f"`vaedetect {command}` needs a model fitted on images; {path} was fitted on tabular data.")
+        raise Refused(f"`vaedetect {command}` needs a model fitted on images; {printable(path)} was fitted on tabular data.")
     return detector
 
 
-def _call(function, *args, **kwargs):
-    """Run a library call; its ValueError (bad input, unsuitable model) becomes a usage error."""
-    try:
-        return function(*args, **kwargs)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+def _check_picture(output, protected, suffixes=_IMAGE_SUFFIXES):
+    from ._files import check_output_file
+
+    _usage(check_output_file, output, what="-o", suffixes=suffixes, protected=protected)
 
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-n", "count", type=click.IntRange(min=1), default=64, show_default=True, help="Images to generate.")
+@click.option("-n", "count", type=click.IntRange(1, _MAX_MOSAIC_IMAGES), default=64, show_default=True,
+              help="Images to generate.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="PNG file for the grid.")
+              help="Image file for the grid (.png, .jpg, .webp, ...).")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Scale of the prior draws; lower gives more typical images.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def generate(model, count, output, temperature, seed):
     """Decode COUNT draws from the latent prior of MODEL into a grid of images."""
+    from ._files import printable
+
+    _check_picture(output, [model])
     detector = _load_image_model(model, "generate")
-    samples = _call(detector.sample, count, temperature=temperature, random_state=seed)
+    samples = _usage(detector.sample, count, temperature=temperature, random_state=seed)
     _save_mosaic(samples, output)
-    click.echo(f"Wrote {count} generated images to {output}")
+    click.echo(f"Wrote {count} generated images to {printable(output)}")
 
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("start", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("end", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Images on the path.")
+@click.option("--steps", type=click.IntRange(2, _MAX_MOSAIC_IMAGES - 2), default=10, show_default=True,
+              help="Images on the path.")
 @click.option("--method", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="PNG file for the strip.")
+              help="Image file for the strip (.png, .jpg, .webp, ...).")
 def interpolate(model, start, end, steps, method, output):
     """Decode a latent path from image START to image END into a strip of images.
 
@@ -369,41 +512,50 @@ def interpolate(model, start, end, steps, method, output):
     """
     import numpy as np
 
+    from ._files import printable
+
+    _check_picture(output, [model, start, end])
     detector = _load_image_model(model, "interpolate")
     X, used, skipped = detector.read_images([start, end])
     if skipped:
-        raise click.UsageError(f"could not read {skipped[0].path}: {skipped[0].reason}")
+        raise Refused(f"could not read {printable(skipped[0].path)}: {printable(skipped[0].reason)}")
     X = X[[used.index(str(start)), used.index(str(end))]]
-    path = _call(detector.interpolate, X[0], X[1], steps=steps, method=method)
+    path = _usage(detector.interpolate, X[0], X[1], steps=steps, method=method)
     _save_mosaic(np.concatenate([X[:1], path, X[1:]]), output, ncols=steps + 2)
-    click.echo(f"Wrote {steps} interpolated images between {start} and {end} to {output}")
+    click.echo(f"Wrote {steps} interpolated images between {printable(start)} and {printable(end)} to {printable(output)}")
 
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("folders", nargs=-1, required=True, callback=_existing_paths)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="PNG file for the scatter plot.")
+              help="Image file for the scatter plot (.png, .pdf, .svg, ...).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding images.")
-def pca(model, folders, output, workers):
+@_follow_links_option
+def pca(model, folders, output, workers, follow_links):
     """Plot the latent means of the images in FOLDERS on their first two principal components.
 
     Points are coloured by the folder each image lies in (e.g. test/dog, test/cat).
     """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from ._files import printable
     from .plotting import latent_scatter
 
+    found = _discover(folders, follow_links)
+    _check_picture(output, [model, *found.files],
+                   suffixes=tuple(f".{kind}" for kind in FigureCanvasBase.get_supported_filetypes()))
     detector = _load_image_model(model, "pca")
-    X, used, skipped = detector.read_images(list(folders), n_jobs=workers)
-    for item in skipped:
-        click.echo(f"skipped {item.path}: {item.reason}", err=True)
+    X, used, skipped = detector.read_images(found, n_jobs=workers)
+    _echo_skipped(skipped)
     if len(X) < 2:
-        raise click.UsageError(f"need at least 2 readable images in {', '.join(folders)}; found {len(X)}.")
-    _, coordinates = _call(detector.latent_pca, X, n_components=2)
+        raise Refused(f"need at least 2 readable images in {printable(', '.join(folders))}; found {len(X)}.")
+    _, coordinates = _usage(detector.latent_pca, X, n_components=2)
     ax = latent_scatter(coordinates, labels=[Path(p).parent.name for p in used])
     ax.set_title(f"latent PCA of {len(X)} images")
     ax.figure.savefig(output, dpi=120, bbox_inches="tight")
-    click.echo(f"Wrote the latent PCA of {len(X)} images to {output}")
+    click.echo(f"Wrote the latent PCA of {len(X)} images to {printable(output)}")
 
 
 # ------------------------------------------------------------------ info
@@ -412,27 +564,29 @@ def pca(model, folders, output, workers):
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def info(model):
-    """Show a model file's parameters, training data, threshold and versions."""
+    """Show a model file's parameters, training data, threshold and versions.
+
+    The file is checked as fully as for scoring: an invalid or broken model exits with code 2.
+    """
     import json
 
+    from ._files import printable
     from .persistence import read_header
 
-    try:
-        header, _ = read_header(model)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    _load_model(model)  # refuses what scoring would refuse: forged headers, NaN weights...
+    header, _ = _usage(read_header, model)
     fitted = header["fitted"]
-    click.echo(f"model file:   {model}")
-    click.echo(f"written by:   vaedetect {header['vaedetect_version']}, torch {header['torch_version']} "
-               f"(format {header['format_version']})")
+    click.echo(f"model file:   {printable(model)}")
+    click.echo(f"written by:   vaedetect {printable(header['vaedetect_version'])}, "
+               f"torch {printable(header['torch_version'])} (format {header['format_version']})")
     layout = header["layout"]
     click.echo(f"input:        {layout['kind']} {tuple(layout['shape'])} ({layout['form']})")
-    click.echo(f"training:     {json.dumps(fitted.get('training_summary_', {}))}")
+    click.echo(f"training:     {printable(json.dumps(fitted.get('training_summary_', {})))}")
     click.echo(f"epochs run:   {len(header['history'].get('epoch', []))}")
     click.echo(f"threshold:    {fitted['offset_']:.6g} (scores below it are outliers)")
     click.echo("parameters:")
     for name, value in sorted(header["params"].items()):
-        click.echo(f"  {name} = {value!r}")
+        click.echo(f"  {name} = {printable(repr(value))}")
 
 
 # ------------------------------------------------------------------ demo

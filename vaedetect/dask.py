@@ -36,9 +36,9 @@ def _cached_detector(model_path: str, modified: float, threshold_items: tuple):
     return detector
 
 
-def _score_partition(model_path: str, modified: float, threshold_items: tuple, entries: list[str], maps_dir):
+def _score_partition(model_path: str, modified: float, threshold_items: tuple, found, maps_dir):
     detector = _cached_detector(model_path, modified, threshold_items)
-    return detector.score_paths(entries, maps_dir=maps_dir)
+    return detector.score_paths(found, maps_dir=maps_dir)
 
 
 def _empty_table(maps_dir):
@@ -59,8 +59,9 @@ def score_paths(model_path, paths, *, files_per_partition: int = 2000, threshold
     ----------
     model_path : str or path-like
         A model file written by ``VAEDetector.save``; every worker reads it.
-    paths : str, path-like or sequence of them
-        Folders (searched recursively) and image files.
+    paths : str, path-like, sequence of them, or vaedetect.images.Discovery
+        Folders (searched recursively) and image files, or what
+        :func:`vaedetect.images.discover_images` found in them.
     files_per_partition : int, default=2000
         Files scored by one task; each task holds one decoding batch at a time, whatever its size.
     threshold, fpr, contamination : float, optional
@@ -85,7 +86,7 @@ def score_paths(model_path, paths, *, files_per_partition: int = 2000, threshold
         from dask import delayed
     except ImportError as error:
         raise ImportError('Scoring on Dask needs dask: pip install "vaedetect[dask]".') from error
-    from .images import discover_entries
+    from .images import Discovery, discover_images
 
     overrides = {"threshold": threshold, "fpr": fpr, "contamination": contamination}
     threshold_items = tuple((name, value) for name, value in overrides.items() if value is not None)
@@ -98,8 +99,10 @@ def score_paths(model_path, paths, *, files_per_partition: int = 2000, threshold
         raise FileNotFoundError(f"No model file at {model_path!r}.")
     modified = os.path.getmtime(model_path)
     maps = None if maps_dir is None else os.path.abspath(maps_dir)
-    entries = discover_entries(paths)
-    chunks = [entries[start : start + files_per_partition] for start in range(0, len(entries), files_per_partition)]
+    found = paths if isinstance(paths, Discovery) else discover_images(paths)
+    entries = found.entries()
+    chunks = [found.subset(entries[start : start + files_per_partition])
+              for start in range(0, len(entries), files_per_partition)]
     meta = _empty_table(maps)
     if not chunks:
         return dd.from_pandas(meta, npartitions=1)

@@ -130,9 +130,16 @@ def check_layout_matches(X: np.ndarray, layout: InputLayout) -> None:
 
 
 def check_value_range(X: np.ndarray, layout: InputLayout) -> None:
-    """Refuse images whose values fall outside the range their dtype implies."""
+    """Refuse images whose values fall outside the range their dtype implies, and, once fitted, float
+    images with fractions given to a model fitted on integer images (they would be read as 0..255)."""
     if layout.kind != "image" or X.size == 0:
         return
+    if layout.integer and X.dtype.kind == "f" and not np.array_equal(X, np.round(X)):
+        raise ValueError(
+            f"This model was fitted on integer images, read as 0..255, but X holds fractional values in "
+            f"[{X.min():.3g}, {X.max():.3g}]; float images in [0, 1] would be read as nearly black. Pass "
+            "np.rint(X * 255).astype(np.uint8), or fit on float images."
+        )
     low, high = (0, 255) if layout.integer else (0.0, 1.0)
     x_min, x_max = X.min(), X.max()
     if x_min < low or x_max > high:

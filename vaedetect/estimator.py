@@ -45,9 +45,24 @@ PRESETS = {
 }
 
 
+# Samples that sample() and interpolate() may decode at once: their outputs are returned whole.
+_MAX_OUTPUT_BYTES = 2**30
+
+
+def map_name(path) -> str:
+    """The file name of ``path``'s heat-map overlay: its stem reduced to at most 64 safe characters
+    (any name, however long or strange, gives a valid file name) and a digest of the whole path, which
+    keeps same-named files from different folders apart."""
+    import hashlib
+    import re
+    from pathlib import Path
+
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).stem)[:64].lstrip(".") or "image"
+    return f"{stem}-{hashlib.sha1(os.fsencode(path)).hexdigest()[:8]}.png"
+
+
 def _write_overlays(folder, paths, images, heat_maps) -> dict[str, str]:
     """Save one heat-map overlay PNG per image; return {source path: overlay path}."""
-    import hashlib
     from pathlib import Path
 
     from PIL import Image
@@ -58,11 +73,39 @@ def _write_overlays(folder, paths, images, heat_maps) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for path, image, heat in zip(paths, images, heat_maps):
-        # the digest keeps same-named files from different folders apart
-        name = f"{Path(path).stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}.png"
-        Image.fromarray(heatmap_overlay(image, heat)).save(folder / name)
-        written[path] = str(folder / name)
+        target = folder / map_name(path)
+        Image.fromarray(heatmap_overlay(image, heat)).save(target)
+        written[path] = str(target)
     return written
+
+
+def _fail_closed(scores, method) -> np.ndarray:
+    """Scores with every non-finite value set to -inf, the most anomalous score, and a warning.
+
+    A score overflows to NaN or infinity only for inputs far outside anything the model was fitted on
+    (e.g. features a thousand orders of magnitude off): such an input must never pass as normal.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    broken = ~np.isfinite(scores)
+    if broken.any():
+        warnings.warn(
+            f"The {method!r} score of {int(broken.sum())} of {len(scores)} samples is not finite (the input lies far "
+            "outside what the model was fitted on, and its evaluation overflowed); it is set to -inf, the most "
+            "anomalous score, so that these samples are flagged.",
+            UserWarning,
+            stacklevel=3,
+        )
+        scores = np.where(broken, -np.inf, scores)
+    return scores
+
+
+def _check_output_size(n, n_features, what) -> None:
+    """Refuse a request to decode more than ``_MAX_OUTPUT_BYTES`` of float32 outputs at once."""
+    needed = n * n_features * 4
+    if needed > _MAX_OUTPUT_BYTES:
+        largest = max(1, _MAX_OUTPUT_BYTES // (4 * n_features))
+        raise ValueError(f"{what} would decode {needed / 2**30:.1f} GiB at once; ask for at most {largest} "
+                         "at a time (in a loop, for more).")
 
 
 def _anomaly_labels(y) -> np.ndarray:
@@ -91,7 +134,18 @@ def slerp(start, end, weights):
     return (torch.sin((1.0 - weights) * angle) * start + torch.sin(weights * angle) * end) / torch.sin(angle)
 
 
+def _discovered(paths, follow_links):
+    """``paths`` searched for image files, unless they are a :class:`~vaedetect.images.Discovery` already."""
+    from .images import Discovery, discover_images
+
+    return paths if isinstance(paths, Discovery) else discover_images(paths, follow_links=follow_links)
+
+
 def _as_list(paths):
+    from .images import Discovery
+
+    if isinstance(paths, Discovery):
+        return list(paths.roots)
     return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
 
 
@@ -514,7 +568,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
                                   "epochs": n_epochs}
         return self
 
-    def fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30):
+    def fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, follow_links=False):
         """Fit on the image files under ``paths``, decoded as ``image_size`` x ``image_size`` x ``channels``.
 
         Files that cannot be decoded are skipped and listed in ``skipped_files_``.
@@ -527,19 +581,23 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             Worker processes decoding images; 0 decodes in this process.
         max_memory_bytes : int, default=8 GiB
             Refuse, before decoding, a training set whose in-memory copies would need more.
+        follow_links : bool, default=False
+            Follow symbolic links that lead out of the folders (see
+            :func:`vaedetect.images.discover_images`); by default they are skipped and reported.
 
         Returns
         -------
         self : VAEDetector
         """
-        return self._fit_paths(paths, n_jobs=n_jobs, max_memory_bytes=max_memory_bytes)
+        return self._fit_paths(paths, n_jobs=n_jobs, max_memory_bytes=max_memory_bytes, follow_links=follow_links)
 
-    def _fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, world=None, device=None):
+    def _fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, follow_links=False, world=None,
+                   device=None):
         """``fit_paths``; with ``world``, each process decodes its share of the files (see ``_fit``)."""
         from .images import IMAGE_EXTENSIONS, discover_images, load_images
 
         self._validate_params()
-        files, unreadable = discover_images(paths)
+        files, unreadable = _discovered(paths, follow_links)
         if not files:
             raise ValueError(f"Found 0 images in {_describe(paths)} with extensions {IMAGE_EXTENSIONS}.")
         # Training keeps the decoded images in memory, as uint8 and again as float32 tensors.
@@ -634,7 +692,14 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         if self.layout_.kind == "tabular":
             from sklearn.preprocessing import StandardScaler
 
-            scaler = StandardScaler().fit(X)
+            with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # the overflow is reported below
+                scaler = StandardScaler().fit(X)
+            if not (np.isfinite(scaler.mean_).all() and np.isfinite(scaler.scale_).all()):
+                raise ValueError(
+                    f"X's features are too large to standardise (values up to {np.abs(X).max():.3g} overflow "
+                    "float64 in their variance); rescale X, e.g. divide it by a power of ten."
+                )
             self.feature_mean_, self.feature_scale_ = scaler.mean_, scaler.scale_
         else:
             self.feature_mean_ = self.feature_scale_ = None
@@ -748,6 +813,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         if labelled is not None:
             self._set_threshold_from_labels(X, y)
         elif threshold is not None:
+            if not isinstance(threshold, Real) or not np.isfinite(threshold):
+                raise ValueError(f"threshold must be a finite number; got {threshold!r}.")
             self.offset_ = float(threshold)
         elif fpr is not None:
             if not isinstance(fpr, Real) or not 0 < fpr < 1:
@@ -871,8 +938,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             options["codec"] = self.complexity_codec
         if score in REFERENCE_SCORES:
             options["reference"] = self.reference_
-        return score_batches(self._network(), x, score, self._latent_noise(), self._likelihood(),
-                             self._inference_batch_size(), self.device_, **options)
+        return _fail_closed(score_batches(self._network(), x, score, self._latent_noise(), self._likelihood(),
+                                          self._inference_batch_size(), self.device_, **options), score)
 
     def _anomaly_map_tensor(self, x):
         """(n, C, H, W) per-element negative log-likelihood, averaged over the ``n_samples`` draws."""
@@ -984,7 +1051,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
                 values = codec_bits - bits_per_dim(elbo, self.n_features_in_)
             else:
                 values = self._score_tensor(x, method)
-            table[method] = values
+            table[method] = values = _fail_closed(values, method)
             if is_image and method in ("elbo", "iwae"):
                 table[f"{method}_bits_per_dim"] = bits_per_dim(values, self.n_features_in_)
         return table
@@ -999,35 +1066,41 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"methods must be a non-empty list drawn from {applicable}; got {methods!r}.")
         return methods
 
-    def score_paths(self, paths, *, n_jobs=0, maps_dir=None):
+    def score_paths(self, paths, *, n_jobs=0, maps_dir=None, follow_links=False):
         """Score every image file under ``paths``, streaming in batches so memory stays bounded.
 
         Parameters
         ----------
-        paths : str, path-like or sequence of them
-            Folders (searched recursively) and single image files.
+        paths : str, path-like, sequence of them, or vaedetect.images.Discovery
+            Folders (searched recursively) and single image files, or what
+            :func:`vaedetect.images.discover_images` found in them.
         n_jobs : int, default=0
             Worker processes decoding images; 0 decodes in this process.
         maps_dir : str or path-like, optional
             Write a heat-map overlay (``anomaly_map`` over the image) as PNG here for every file
             flagged as an outlier, and add a ``map`` column with its path.
+        follow_links : bool, default=False
+            Follow symbolic links that lead out of the folders (see
+            :func:`vaedetect.images.discover_images`); by default they are skipped and reported.
 
         Returns
         -------
         table : pandas.DataFrame
             One row per file found, sorted by path, with columns ``path``, ``score`` (higher = more
-            normal; NaN where the file failed), ``p_value`` (see :meth:`p_values`), ``is_outlier``
-            (score below ``offset_``) and ``error`` (empty, or why the file could not be scored).
+            normal; NaN where the file failed; -inf where the model could not evaluate it), ``p_value``
+            (see :meth:`p_values`), ``is_outlier`` (score below ``offset_``) and ``error`` (empty, or why
+            the file could not be scored). File names are kept as Python holds them (bytes that are not
+            UTF-8 as lone surrogates, which ``open`` takes back); ``vaedetect score`` writes them as text.
         """
         import pandas as pd
         import torch
 
-        from .images import discover_images, stream_images
+        from .images import stream_images
         from .scoring import conformal_p_values
 
         self._check_calibrated()
         channels, height, _ = self._file_geometry("score_paths")
-        files, unreadable = discover_images(paths)
+        files, unreadable = _discovered(paths, follow_links)
         # decoded files are (b, H, W, C) uint8, whatever layout the detector was fitted on
         decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
         rows = [(s.path, np.nan, s.reason) for s in unreadable]
@@ -1041,9 +1114,12 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
                 flagged = np.flatnonzero(scores < self.offset_)
                 maps.update(_write_overlays(maps_dir, [batch.paths[i] for i in flagged], batch.images[flagged],
                                             self._anomaly_map_tensor(x[flagged]).sum(axis=1)))
-        table = pd.DataFrame(rows, columns=["path", "score", "error"])
+        paths, scores, errors = zip(*rows) if rows else ((), (), ())
+        # object columns: a name that is not UTF-8 is a str that pandas' Arrow strings would refuse
+        table = pd.DataFrame({"path": pd.Series(paths, dtype=object), "score": np.asarray(scores, dtype=np.float64),
+                              "error": pd.Series(errors, dtype=object)})
         if maps_dir is not None:
-            table["map"] = [maps.get(path, "") for path in table["path"]]
+            table["map"] = pd.Series([maps.get(path, "") for path in paths], dtype=object)
         scored = table["score"].notna()
         table.insert(2, "p_value", np.nan)
         table.loc[scored, "p_value"] = conformal_p_values(self.validation_scores_, table.loc[scored, "score"])
@@ -1060,7 +1136,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{method} needs a detector fitted on square images; this one has {height}x{width}.")
         return channels, height, width
 
-    def read_images(self, paths, *, n_jobs=0):
+    def read_images(self, paths, *, n_jobs=0, follow_links=False):
         """Decode image files the way this detector reads them, into the layout given to ``fit``.
 
         Parameters
@@ -1069,6 +1145,9 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             Folders (searched recursively) and single image files.
         n_jobs : int, default=0
             Worker processes decoding images; 0 decodes in this process.
+        follow_links : bool, default=False
+            Follow symbolic links that lead out of the folders (see
+            :func:`vaedetect.images.discover_images`).
 
         Returns
         -------
@@ -1079,10 +1158,10 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         skipped : list of vaedetect.images.Skipped
             Files that could not be read, with the reason.
         """
-        from .images import discover_images, load_images
+        from .images import load_images
 
         channels, side, _ = self._file_geometry("read_images")
-        files, unreadable = discover_images(paths)
+        files, unreadable = _discovered(paths, follow_links)
         images, used, skipped = load_images(files, side, channels, num_workers=n_jobs)
         decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
         X = images_from_unit_range(images_to_unit_range(images, decoded), self.layout_)
@@ -1210,8 +1289,9 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         self._check_generative("sample")
         if not isinstance(n, Integral) or n < 1:
             raise ValueError(f"n must be a positive integer; got {n!r}.")
-        if not isinstance(temperature, Real) or not temperature > 0:
+        if not isinstance(temperature, Real) or not np.isfinite(temperature) or not temperature > 0:
             raise ValueError(f"temperature must be a positive number; got {temperature!r}.")
+        _check_output_size(n, self.n_features_in_, f"sample({n})")
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator().manual_seed(seed)
         z = torch.randn((n, *self.model_.latent_shape), generator=generator) * float(temperature)
@@ -1276,6 +1356,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"steps must be an integer >= 2; got {steps!r}.")
         if method not in ("slerp", "lerp"):
             raise ValueError(f"method must be 'slerp' or 'lerp'; got {method!r}.")
+        _check_output_size(steps, self.n_features_in_, f"interpolate(steps={steps})")
         start, end = (self._encode_means(self._one_sample(v, name)) for v, name in ((a, "a"), (b, "b")))
         weights = torch.linspace(0.0, 1.0, steps).view(-1, *([1] * (start.ndim - 1)))
         path = slerp(start, end, weights) if method == "slerp" else torch.lerp(start, end, weights)

@@ -17,6 +17,13 @@ import numpy as np
 
 _NOT_REGULAR = "not a regular file (a broken link, a pipe or a device)"
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+# Image files that are found but not decoded here: reported with the reason, never silently dropped.
+UNSUPPORTED_EXTENSIONS = (".avif", ".heic", ".heif", ".jxl", ".jp2", ".j2k", ".psd", ".svg", ".eps", ".ps",
+                          ".pdf", ".ico", ".dng", ".cr2", ".nef", ".arw")
+# The formats PIL may open, whatever a file's name says: raster formats it decodes itself. Others
+# (PostScript through Ghostscript, for one) would hand a hostile file to an external program.
+# The JPEG opener also reads cameras' multi-picture JPEGs, as format "MPO".
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 
 
 @dataclass(frozen=True)
@@ -27,10 +34,36 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class Discovery:
+    """What :func:`discover_images` found: image files to decode, entries skipped with a reason, and
+    the paths that were searched. Unpacks as ``files, skipped = discover_images(...)``."""
+
+    files: list[str]
+    skipped: list[Skipped]
+    roots: tuple[str, ...] = ()
+
+    def __iter__(self):
+        return iter((self.files, self.skipped))
+
+    def entries(self) -> list[str]:
+        """Every entry, files and skipped ones alike, sorted by path: the rows of a score table."""
+        return sorted({*self.files, *(s.path for s in self.skipped)})
+
+    def subset(self, entries) -> Discovery:
+        """The files and skipped entries among ``entries`` (e.g. one shard of :meth:`entries`).
+
+        Scoring each part of a split of :meth:`entries` gives the rows of scoring the whole, skipped
+        entries reported again with their reason: how shards and Dask partitions are cut.
+        """
+        keep = set(entries)
+        return Discovery([f for f in self.files if f in keep], [s for s in self.skipped if s.path in keep], self.roots)
+
+
 # ------------------------------------------------------------------ discovery
 
 
-def discover_images(paths) -> tuple[list[str], list[Skipped]]:
+def discover_images(paths, *, follow_links: bool = False) -> Discovery:
     """Find image files under ``paths`` (folders, searched recursively, or single files).
 
     Parameters
@@ -38,50 +71,60 @@ def discover_images(paths) -> tuple[list[str], list[Skipped]]:
     paths : str, path-like, or sequence of them
         A named file is taken whatever its extension (decoding will tell if it is an image); in
         folders, files with an extension of :data:`IMAGE_EXTENSIONS` (any case) are taken.
+    follow_links : bool, default=False
+        Follow symbolic links inside the folders wherever they point. By default a link is followed
+        only when its target lies inside the folder being searched; one that leads out of it (``ln -s /
+        photos/root``) is reported as skipped, so that a search never wanders over the file system.
 
     Returns
     -------
-    files : list of str
-        Sorted, without duplicates.
-    unreadable : list of Skipped
-        Folders that could not be listed, and entries that are not regular files.
+    discovery : Discovery
+        ``files``, sorted and without duplicates, and ``skipped``: folders that could not be listed,
+        entries that are not regular files, links out of the folder, folders named like image files
+        and image files of a format not decoded here (:data:`UNSUPPORTED_EXTENSIONS`), each with the
+        reason.
 
     Raises
     ------
     FileNotFoundError
         Naming the first path that does not exist.
     """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    files, unreadable = set(), []
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    files, skipped = set(), []
     for path in map(Path, paths):
         if path.is_dir():
-            files.update(_walk(path, unreadable))
+            files.update(_walk(path, skipped, follow_links))
         elif path.is_file():
             files.add(str(path))
         elif path.exists() or path.is_symlink():
-            unreadable.append(Skipped(str(path), _NOT_REGULAR))
+            skipped.append(Skipped(str(path), _NOT_REGULAR))
         else:
             raise FileNotFoundError(f"Path {str(path)!r} does not exist.")
-    return sorted(files), unreadable
+    return Discovery(sorted(files), skipped, tuple(str(p) for p in paths))
 
 
-def discover_entries(paths) -> list[str]:
-    """Every entry of :func:`discover_images`, image files and unreadable ones alike, sorted by path.
-
-    Splitting this list and scoring the parts (``score_paths`` on each) gives the rows of scoring it
-    whole, unreadable entries reported again with their reason: how shards and Dask partitions are cut.
-    """
-    files, unreadable = discover_images(paths)
-    return sorted({*files, *(s.path for s in unreadable)})
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _walk(root: Path, unreadable: list[Skipped]):
-    """Files with image extensions under ``root``, following symbolic links but never in a loop."""
+def _walk(root: Path, skipped: list[Skipped], follow_links: bool):
+    """Files with image extensions under ``root``; links out of ``root`` only with ``follow_links``,
+    and never a folder twice (a link back to a folder already visited)."""
+    real_root = os.path.realpath(root)
     seen_dirs = set()
 
     def on_error(error: OSError):
-        unreadable.append(Skipped(str(error.filename), f"cannot list folder: {error.strerror or error}"))
+        skipped.append(Skipped(str(error.filename), f"cannot list folder: {error.strerror or error}"))
+
+    def leads_out(path: str) -> bool:
+        if follow_links or not os.path.islink(path):
+            return False
+        target = os.path.realpath(path)
+        if _inside(target, real_root):
+            return False
+        skipped.append(Skipped(path, f"a symbolic link out of the folder (to {target}); not followed "
+                                     "(--follow-links, or follow_links=True, to follow it)"))
+        return True
 
     for folder, dirs, names in os.walk(root, onerror=on_error, followlinks=True):
         real = os.path.realpath(folder)
@@ -89,14 +132,22 @@ def _walk(root: Path, unreadable: list[Skipped]):
             dirs.clear()
             continue
         seen_dirs.add(real)
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not leads_out(os.path.join(folder, d)))
+        for name in dirs:
+            if name.lower().endswith(IMAGE_EXTENSIONS + UNSUPPORTED_EXTENSIONS):
+                skipped.append(Skipped(os.path.join(folder, name),
+                                       "a folder named like an image file, not an image (its contents are searched)"))
         for name in names:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                path = os.path.join(folder, name)
+            path = os.path.join(folder, name)
+            lower = name.lower()
+            if lower.endswith(UNSUPPORTED_EXTENSIONS):
+                skipped.append(Skipped(path, f"format {os.path.splitext(lower)[1]!r} is not decoded here; "
+                                             f"convert it to one of {', '.join(IMAGE_EXTENSIONS)}"))
+            elif lower.endswith(IMAGE_EXTENSIONS) and not leads_out(path):
                 if os.path.isfile(path):
                     yield path
                 else:  # opening a named pipe would block forever; a broken link cannot be read
-                    unreadable.append(Skipped(path, _NOT_REGULAR))
+                    skipped.append(Skipped(path, _NOT_REGULAR))
 
 
 # ------------------------------------------------------------------ decoding
@@ -104,6 +155,11 @@ def _walk(root: Path, unreadable: list[Skipped]):
 
 def load_image(path, image_size: int, channels: int) -> np.ndarray:
     """Decode one file to a ``(image_size, image_size, channels)`` uint8 array.
+
+    Only the raster formats of :data:`PIL_FORMATS` are opened, whatever the file's name. An image
+    of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (about 89 million, where PIL warns of a
+    possible decompression bomb) is refused from its header, before it is decoded, which bounds the
+    memory one file can take (docs/security.md); raise that limit to accept larger images.
 
     Raises
     ------
@@ -114,23 +170,39 @@ def load_image(path, image_size: int, channels: int) -> np.ndarray:
 
     try:
         with warnings.catch_warnings():
-            # PIL warns on truncated EXIF data and the like; the image itself decodes fine.
+            # PIL warns on truncated EXIF data and the like; the image itself decodes fine. Its warning
+            # of a possible decompression bomb is no such case: it becomes the error that refuses it.
             warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                if image.format == "JPEG":
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=PIL_FORMATS) as image:
+                if image.format in ("JPEG", "MPO"):
                     # decode at a reduced scale in the DCT: a 12-megapixel photo costs a fraction
                     image.draft("RGB" if channels == 3 else "L", (image_size, image_size))
-                image = ImageOps.exif_transpose(image)
-                image = _to_channels(image, channels)
+                image.load()
+                ImageOps.exif_transpose(image, in_place=True)  # a copy only when there is a turn to make
+                image = _to_channels(_reduce_large(image, image_size), channels)
                 image = ImageOps.fit(image, (image_size, image_size), method=Image.Resampling.BILINEAR)
                 return np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, channels)
-    except Image.DecompressionBombError as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ValueError(f"refused as a possible decompression bomb: {error}") from None
     except UnidentifiedImageError:
-        raise ValueError("not an image file PIL can read") from None
+        raise ValueError(f"not an image file of a format read here ({', '.join(PIL_FORMATS)})") from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError) as error:
         # PIL reports truncated and corrupt files with these
         raise ValueError(f"cannot decode image: {error}") from None
+
+
+# Images above this many pixels are box-filtered down (to at least twice ``image_size`` on the short
+# side) before any mode conversion, so that the conversions, each a full copy, run on a small image.
+_REDUCE_ABOVE_PIXELS = 2**24
+_REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "I", "F", "CMYK", "YCbCr", "La", "RGBa"}
+
+
+def _reduce_large(image, image_size: int):
+    factor = min(image.size) // (2 * image_size)
+    if image.width * image.height <= _REDUCE_ABOVE_PIXELS or factor < 2 or image.mode not in _REDUCIBLE_MODES:
+        return image
+    return image.reduce(factor)
 
 
 def _to_channels(image, channels: int):

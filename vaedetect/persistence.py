@@ -2,11 +2,23 @@
 
 A model file is a ``torch.save`` archive of a dict holding only strings, numbers and tensors, so the
 restricted unpickler of ``weights_only=True`` can read it and loading cannot run code from the file.
+
+Every file is treated as hostile (docs/security.md): before ``torch.load`` the archive's records must be
+stored uncompressed and fit in the file, so reading it takes no more memory than the file's size; the
+header is checked against a schema (types, ranges, consistency) before any network is built; the
+network is first built on torch's ``meta`` device, where it allocates nothing, and must match the
+file's weights in every shape; and weights, threshold and calibration scores must be finite, so that
+a broken model is refused rather than silently flagging nothing. Each failure is a ``ValueError``
+naming the file and the problem in one line.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import pickle
+import zipfile
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +32,16 @@ _OLDEST_READABLE = 2
 _FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_", "calibrated_score_")
 _REFERENCE_SCALARS = ("elbo_center", "elbo_spread_below", "elbo_spread_above", "codec")
 _REFERENCE_TENSORS = ("latent_location", "latent_precision", "bits_location", "bits_precision")
+# Bounds of the header's architecture: far above any model vaedetect trains (the "sharp" preset has
+# 64 base channels at 4 stages), and low enough that a forged header cannot describe a network
+# whose construction would exhaust memory before its weights are compared with the file's.
+MAX_LATENT_DIM = 4096
+MAX_BASE_CHANNELS = 1024
+MAX_IMAGE_SIDE = 4096
+MAX_FEATURES = 1_000_000
+_MAX_RECORDS = 10_000
+_LAYOUT_FORMS = {"tabular": {"tabular"}, "image": {"flat", "nhw", "nchw", "nhwc"}}
+_DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
 
 
 def _json_params(detector) -> dict:
@@ -65,27 +87,60 @@ def save_detector(detector, path) -> None:
     write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
+def _check_archive(path: Path) -> None:
+    """Refuse, before anything is decompressed or unpickled, an archive that could cost more memory
+    than its own size: ``torch.save`` stores its records uncompressed, so a compressed record (a zip
+    bomb) or records larger than the file cannot come from it."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable vaedetect model file (not a torch.save archive: "
+                         f"{error}).") from None
+    if len(records) > _MAX_RECORDS:
+        raise ValueError(f"{str(path)!r} is not a vaedetect model file: it holds {len(records)} records.")
+    compressed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise ValueError(f"{str(path)!r} is not a vaedetect model file: record {compressed[0]!r} is compressed, "
+                         "which torch.save never does (refused as a possible decompression bomb).")
+    claimed = sum(r.file_size for r in records)
+    if claimed > size:
+        raise ValueError(f"{str(path)!r} is not a vaedetect model file: its records claim {claimed} bytes "
+                         f"in a file of {size}.")
+
+
 def read_header(path) -> tuple[dict, dict]:
-    """Return ``(header, payload)`` of a model file, or raise ``ValueError`` naming the file."""
+    """Return ``(header, payload)`` of a model file, or raise ``ValueError`` naming the file.
+
+    The header is validated (see the module docstring); the payload's tensors are not yet.
+    """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Model file {str(path)!r} does not exist.")
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, foreign pickle, random bytes...
+    except pickle.UnpicklingError:
+        raise ValueError(f"{str(path)!r} is not a readable vaedetect model file: it holds Python objects other "
+                         "than tensors, numbers and strings, refused without running them.") from None
+    except Exception as error:  # truncated zip, random bytes...
         raise ValueError(
-            f"{str(path)!r} is not a readable vaedetect model file (truncated, or of another format): {error}"
-        ) from error
+            f"{str(path)!r} is not a readable vaedetect model file (truncated, or of another format): "
+            f"{_one_line(error)}"
+        ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("header"), str):
         raise ValueError(f"{str(path)!r} is a torch file but not a vaedetect model (no vaedetect header).")
     try:
         header = json.loads(payload["header"])
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{str(path)!r} has a corrupt vaedetect header: {error}") from error
-    if header.get("format") != FORMAT_NAME:
-        raise ValueError(f"{str(path)!r} is not a vaedetect model file (format {header.get('format')!r}).")
+    except (json.JSONDecodeError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise ValueError(f"{str(path)!r} has a corrupt vaedetect header: {reason}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise ValueError(f"{str(path)!r} is not a vaedetect model file (format {found!r}).")
     version = header.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
@@ -97,11 +152,170 @@ def read_header(path) -> tuple[dict, dict]:
             f"{str(path)!r} was written by vaedetect {header.get('vaedetect_version')} in model format "
             f"{version}, which lacks the training statistics this version scores with; fit the model again."
         )
+    try:
+        check_header(header)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"{str(path)!r} has an invalid vaedetect header: {_one_line(error)}") from None
     return header, payload
 
 
+def _one_line(error) -> str:
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(text.split())[:500]
+
+
+# ------------------------------------------------------------------ the header's schema
+
+
+def _require(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+def _field(mapping, name, kinds, where):
+    """``mapping[name]``, which must exist and be of ``kinds`` (bool is never a number here)."""
+    _require(isinstance(mapping, dict), f"{where} must be a JSON object")
+    _require(name in mapping, f"{where} lacks {name!r}")
+    value = mapping[name]
+    is_bool = isinstance(value, bool)
+    _require(isinstance(value, kinds) and (bool in _as_tuple(kinds) or not is_bool),
+             f"{where}[{name!r}] has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _as_tuple(kinds):
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
+def _integer(mapping, name, low, high, where):
+    value = _field(mapping, name, Integral, where)
+    _require(low <= value <= high, f"{where}[{name!r}] = {value} is outside [{low}, {high}]")
+    return value
+
+
+def _finite(mapping, name, where):
+    value = _field(mapping, name, Real, where)
+    _require(math.isfinite(value), f"{where}[{name!r}] = {value} is not a finite number")
+    return value
+
+
+def check_device(device) -> None:
+    """Refuse a ``device`` setting that is not "auto", "cpu", "cuda[:N]" or "mps" (``meta`` has no data)."""
+    kind, _, index = str(device).partition(":")
+    if kind not in _DEVICE_TYPES or (index and (kind == "auto" or not index.isdigit())):
+        raise ValueError(f"device {device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+
+
+def check_header(header: dict) -> None:
+    """Validate a model file's header against the schema of docs/security.md; ``ValueError`` if not.
+
+    Checks types and ranges of everything the loader builds from, and the consistency of the layout
+    with the parameters, so that no network is built from a forged or corrupt description.
+    """
+    from .estimator import VAEDetector
+    from .scoring import SCORES
+
+    params = _field(header, "params", dict, "header")
+    known = set(VAEDetector().get_params())
+    unknown = sorted(set(params) - known)
+    _require(not unknown, f"unknown parameter(s) {unknown}")
+    for name, high in (("latent_dim", MAX_LATENT_DIM), ("base_channels", MAX_BASE_CHANNELS), ("n_stages", 8)):
+        if name in params:  # a missing one takes its default, as for models written before it existed
+            _integer(params, name, 1, high, "params")
+    check_device(params.get("device", "auto"))
+    try:
+        VAEDetector(**{**params, "image_shape": None})._validate_params()
+    except ValueError as error:  # scikit-learn's InvalidParameterError names the parameter and the value
+        raise ValueError(str(error)) from None
+    if params.get("image_shape") is not None:
+        shape = params["image_shape"]
+        _require(isinstance(shape, list) and len(shape) in (2, 3)
+                 and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_IMAGE_SIDE for s in shape),
+                 f"params['image_shape'] = {shape!r} is not a list of 2 or 3 sides in [1, {MAX_IMAGE_SIDE}]")
+
+    layout = _field(header, "layout", dict, "header")
+    kind = _field(layout, "kind", str, "layout")
+    _require(kind in _LAYOUT_FORMS, f"layout['kind'] = {kind!r} is not 'tabular' or 'image'")
+    form = _field(layout, "form", str, "layout")
+    _require(form in _LAYOUT_FORMS[kind], f"layout['form'] = {form!r} does not fit kind {kind!r}")
+    _field(layout, "integer", bool, "layout")
+    shape = _field(layout, "shape", list, "layout")
+    _require(all(isinstance(s, int) and not isinstance(s, bool) for s in shape), "layout['shape'] must hold integers")
+    if kind == "image":
+        _require(len(shape) == 3 and shape[0] in (1, 3) and all(1 <= s <= MAX_IMAGE_SIDE for s in shape[1:]),
+                 f"layout['shape'] = {shape} is not (C, H, W) with C in (1, 3) and sides in [1, {MAX_IMAGE_SIDE}]")
+    else:
+        _require(len(shape) == 1 and 1 <= shape[0] <= MAX_FEATURES,
+                 f"layout['shape'] = {shape} is not (d,) with d in [1, {MAX_FEATURES}]")
+    n_features = math.prod(shape)
+
+    fitted = _field(header, "fitted", dict, "header")
+    _finite(fitted, "offset_", "fitted")
+    _require(_integer(fitted, "n_features_in_", 1, MAX_FEATURES * 3, "fitted") == n_features,
+             f"fitted['n_features_in_'] = {fitted['n_features_in_']} does not match layout shape {shape}")
+    _integer(fitted, "noise_seed_", 0, 2**63 - 1, "fitted")
+    check_device(_field(fitted, "device_", str, "fitted"))
+    _field(fitted, "training_summary_", dict, "fitted")
+    _require(_field(fitted, "calibrated_score_", str, "fitted") in SCORES,
+             f"fitted['calibrated_score_'] = {fitted['calibrated_score_']!r} is not a score method")
+    _require(set(fitted) <= set(_FITTED_SCALARS), f"unknown fitted attribute(s) {sorted(set(fitted) - set(_FITTED_SCALARS))}")
+
+    names = header.get("feature_names_in")
+    _require(names is None or (isinstance(names, list) and len(names) == n_features
+                               and all(isinstance(n, str) for n in names)),
+             "feature_names_in must be null or one string per feature")
+    history = _field(header, "history", dict, "header")
+    _require(all(isinstance(v, list) for v in history.values()), "history must map names to lists")
+    reference = _field(header, "reference", dict, "header")
+    for name in ("elbo_center", "elbo_spread_below", "elbo_spread_above"):
+        _finite(reference, name, "reference")
+    _require(reference.get("codec") in (None, "png", "webp"), f"reference['codec'] = {reference.get('codec')!r} is unknown")
+    _require(set(reference) <= set(_REFERENCE_SCALARS), "reference holds unknown entries")
+
+
+def _tensor(payload, name, path, *, shape=None, required=True):
+    """``payload[name]`` as a finite floating tensor (of ``shape`` when given), or ``ValueError``."""
+    import torch
+
+    value = payload.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise ValueError(f"{str(path)!r}: record {name!r} is missing or not a floating-point tensor.")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{str(path)!r}: record {name!r} has shape {tuple(value.shape)}, expected {tuple(shape)}.")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{str(path)!r}: record {name!r} holds NaN or infinite values; the model is broken "
+                         "and would score nothing as an outlier. Fit it again.")
+    return value
+
+
+def _check_weights(weights, model, path) -> None:
+    """The file's weights must be finite and shaped exactly as ``model`` (built on ``meta``) expects."""
+    import torch
+
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"{str(path)!r}: record 'weights' is not a dict of tensors.")
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in weights.items()}
+    if expected != found:
+        differing = sorted(set(expected.items()) ^ set(found.items()))[:3]
+        raise ValueError(f"{str(path)!r}: the weights do not match the architecture in its header "
+                         f"(first differences: {differing}).")
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{str(path)!r}: weight {name!r} holds NaN or infinite values; the model is broken "
+                             "and would score nothing as an outlier. Fit it again.")
+
+
 def load_detector(path, device=None):
-    """Rebuild a fitted :class:`~vaedetect.VAEDetector` from a file written by :func:`save_detector`."""
+    """Rebuild a fitted :class:`~vaedetect.VAEDetector` from a file written by :func:`save_detector`.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and what is wrong with it (see the module docstring).
+    """
     import pandas as pd
     import torch
 
@@ -113,7 +327,7 @@ def load_detector(path, device=None):
 
     header, payload = read_header(path)
     params = dict(header["params"])
-    if params["image_shape"] is not None:
+    if params.get("image_shape") is not None:
         params["image_shape"] = tuple(params["image_shape"])
     detector = VAEDetector(**params)
     for name, value in header["fitted"].items():
@@ -121,18 +335,36 @@ def load_detector(path, device=None):
     detector.layout_ = InputLayout.from_json(json.dumps(header["layout"]))
     if header.get("feature_names_in"):
         detector.feature_names_in_ = np.asarray(header["feature_names_in"], dtype=object)
-    detector.history_ = pd.DataFrame(header["history"])
-    detector.validation_scores_ = payload["validation_scores"].numpy()
-    detector.feature_mean_ = payload["feature_mean"].numpy() if "feature_mean" in payload else None
-    detector.feature_scale_ = payload["feature_scale"].numpy() if "feature_scale" in payload else None
-    detector.reference_ = Reference(**{name: payload.get(name) for name in _REFERENCE_TENSORS}, **header["reference"])
+    detector.history_ = pd.DataFrame({name: pd.Series(values) for name, values in header["history"].items()})
+    scores = _tensor(payload, "validation_scores", path)
+    if scores.ndim != 1 or len(scores) == 0:
+        raise ValueError(f"{str(path)!r}: record 'validation_scores' must be a non-empty vector.")
+    detector.validation_scores_ = scores.numpy()
+    tabular = detector.layout_.kind == "tabular"
+    n_features = detector.layout_.shape if tabular else None
+    detector.feature_mean_, detector.feature_scale_ = (
+        None if t is None else t.numpy()
+        for t in (_tensor(payload, name, path, shape=n_features, required=tabular)
+                  for name in ("feature_mean", "feature_scale")))
+    if tabular and not (detector.feature_scale_ > 0).all():
+        raise ValueError(f"{str(path)!r}: record 'feature_scale' must be positive.")
 
-    target = resolve_device(device or params["device"])
+    config = detector._network_config()
+    with torch.device("meta"):  # allocates nothing, whatever the header claims
+        skeleton = VAE(detector.layout_.shape, config)
+    _check_weights(payload["weights"], skeleton, path)
+    latent_size = math.prod(skeleton.latent_shape)
+    detector.reference_ = Reference(
+        latent_location=_tensor(payload, "latent_location", path, shape=(latent_size,)),
+        latent_precision=_tensor(payload, "latent_precision", path, shape=(latent_size, latent_size)),
+        bits_location=_tensor(payload, "bits_location", path, shape=(2,), required=False),
+        bits_precision=_tensor(payload, "bits_precision", path, shape=(2, 2), required=False),
+        **header["reference"],
+    )
+
+    target = resolve_device(device or params.get("device", "auto"))
     detector.device_ = str(target)
-    model = VAE(detector.layout_.shape, detector._network_config())
-    try:
-        model.load_state_dict(payload["weights"])
-    except RuntimeError as error:
-        raise ValueError(f"{str(path)!r}: the weights do not match the architecture in its header: {error}") from error
+    model = VAE(detector.layout_.shape, config)
+    model.load_state_dict(payload["weights"])
     detector.model_ = model.to(target).eval()
     return detector

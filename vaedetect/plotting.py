@@ -140,6 +140,13 @@ def interpolation_strip(path, *, ax=None):
     return image_grid(path, ncols=len(path), ax=ax)
 
 
+def _label_text(label) -> str:
+    """A legend label shown as written: any bytes of a folder name, and ``$`` never read as mathtext."""
+    from ._files import printable
+
+    return printable(label).replace("$", r"\$")
+
+
 def latent_scatter(coordinates, *, labels=None, scores=None, outliers=None, ax=None):
     """Scatter of 2-D latent coordinates (e.g. from ``VAEDetector.latent_pca``).
 
@@ -169,7 +176,8 @@ def latent_scatter(coordinates, *, labels=None, scores=None, outliers=None, ax=N
         from matplotlib import colormaps
         from matplotlib.lines import Line2D
 
-        names, codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+        names, codes = np.unique(np.asarray([_label_text(label) for label in labels], dtype=str),
+                                 return_inverse=True)
         palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
         colours = palette(codes % palette.N)
         # one call in random order: drawn class by class, the last class would hide the others

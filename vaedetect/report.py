@@ -47,9 +47,16 @@ def _figure_data_uri(ax) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _escape(value) -> str:
+    """HTML text of ``value``: file names of any bytes, control characters shown, markup escaped."""
+    from ._files import printable
+
+    return html.escape(printable(value), quote=True)
+
+
 def _img(uri: str, alt: str, css_class: str = "") -> str:
     css = f' class="{css_class}"' if css_class else ""
-    return f'<img{css} src="{uri}" alt="{html.escape(alt, quote=True)}">'
+    return f'<img{css} src="{uri}" alt="{_escape(alt)}">'
 
 
 def _read_still_present(detector, paths):
@@ -84,7 +91,7 @@ def _thumbnails(detector, rows) -> list[str]:
             f'<div class="card{" outlier" if row.is_outlier else ""}">'
             f"{_img(_png_data_uri(image), name)} {_img(_png_data_uri(overlay), 'anomaly map of ' + name)}"
             f"<div>score {row.score:.4g}, p-value {row.p_value:.3g}{' &middot; <b>outlier</b>' if row.is_outlier else ''}"
-            f'</div><div class="path">{html.escape(str(row.path))}</div></div>'
+            f'</div><div class="path">{_escape(row.path)}</div></div>'
         )
     return cards
 
@@ -161,7 +168,7 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
         f"<style>{_STYLE}</style></head><body>",
         "<h1>vaedetect report</h1>",
         '<table class="summary">',
-        *(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(str(v))}</td></tr>" for k, v in summary),
+        *(f"<tr><td><b>{_escape(k)}</b></td><td>{_escape(v)}</td></tr>" for k, v in summary),
         "</table>",
     ]
     if len(scored):
@@ -179,7 +186,7 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
     if len(errors):
         shown = errors.head(max_errors)
         parts += [f"<h2>Files that could not be scored ({len(errors)})</h2>", "<ul>"]
-        parts += [f"<li>{html.escape(str(r.path))}: {html.escape(str(r.error))}</li>" for r in shown.itertuples()]
+        parts += [f"<li>{_escape(r.path)}: {_escape(r.error)}</li>" for r in shown.itertuples()]
         parts += ["</ul>"] + ([f"<p>... and {len(errors) - len(shown)} more.</p>"] if len(errors) > len(shown) else [])
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -163,6 +163,22 @@ def evaluate_loss(model, x, config: TrainConfig, generator: torch.Generator, per
     return float(total[0] / total[1])
 
 
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite: no model worth keeping came out of it."""
+
+
+def _check_finite(record: dict, config: TrainConfig) -> None:
+    losses = {name: record[name] for name in ("loss", "val_loss") if name in record}
+    broken = {name: value for name, value in losses.items() if not math.isfinite(value)}
+    if broken:
+        raise TrainingDiverged(
+            f"Training diverged in epoch {record['epoch']}: "
+            f"{', '.join(f'{name} = {value}' for name, value in broken.items())}. Try a smaller learning_rate "
+            f"(it was {config.learning_rate:g}), and check that the data hold no extreme values (scale features "
+            "of very different magnitudes, or clip outliers)."
+        )
+
+
 def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator, perceptual=None, world=None):
     """Fit ``model`` in place and return its history as a list of per-epoch dicts.
 
@@ -189,6 +205,11 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
     history : list of dict
         One dict per epoch: ``epoch``, the mean loss terms, ``val_loss``, ``kl_weight``, ``lr``,
         ``seconds``. When early stopping ends training, the model holds the best epoch's weights.
+
+    Raises
+    ------
+    TrainingDiverged
+        When a training or validation loss becomes NaN or infinite.
     """
     from tqdm.auto import tqdm
 
@@ -231,6 +252,7 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
         record.update(kl_weight=weight, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
         scheduler.step()
         history.append(record)
+        _check_finite(record, config)
         epochs.set_postfix(loss=f"{record['loss']:.4g}", val=f"{record.get('val_loss', math.nan):.4g}")
 
         if x_val is None or not config.early_stopping:

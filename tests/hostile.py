@@ -1,0 +1,184 @@
+"""A corpus of hostile and broken inputs, made in a temporary folder: image files, names, links and
+model files as an attacker (or bad luck) would hand them to vaedetect.
+
+``build_image_corpus`` writes a folder of images to fit on and score; ``build_model_corpus`` writes
+forged and broken model files from a good one. Each returns ``{path: what it is}`` for the bad entries,
+so that a test can check that every one of them is reported. Run it alone to keep a copy to look at:
+``python -m tests.hostile OUT_FOLDER MODEL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# A bomb just above PIL's MAX_IMAGE_PIXELS (89,478,485): 90.25 million RGBA pixels, about 360 MB
+# decoded, in a file of a few hundred KB. The issue's 13000 x 13000 ones took 4 GB before the fix.
+BOMB_SIDE = 9500
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_png_bomb(path, side: int = BOMB_SIDE) -> None:
+    """A valid ``side`` x ``side`` RGBA PNG of one colour, compressed row by row (never held whole)."""
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + bytes([40, 200, 90, 255]) * side
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data)
+                           + _png_chunk(b"IEND", b""))
+
+
+def _square(path, seed: int) -> None:
+    rng = np.random.RandomState(seed)
+    image = rng.randint(0, 40, size=(12, 12)).astype(np.uint8)
+    image[3:9, 3:9] = 230
+    Image.fromarray(image).save(path, format="PNG")
+
+
+def build_image_corpus(root) -> dict[str, str]:
+    """Write good images and every hostile entry under ``root``; return ``{bad entry: description}``.
+
+    Good: 24 squares, plus valid images with a non-UTF-8 name, a 250-character name, an ANSI escape in
+    the name, inside a folder named ``$\\foo$`` and behind a link that stays in the folder. Bad: broken,
+    empty and truncated files, a PNG bomb, PostScript named ``.jpg``, HEIC and AVIF files, a folder
+    named like an image, a link out of the folder, a dangling link and a named pipe.
+    """
+    root = Path(root)
+    good = root / "good"
+    good.mkdir(parents=True)
+    for i in range(24):
+        _square(good / f"img_{i:03d}.png", seed=i)
+    _square(os.fsencode(root / "latin1-caf") + b"\xe9.png", seed=100)  # not UTF-8
+    _square(root / ("long_" + "n" * 241 + ".png"), seed=101)  # 250 characters
+    _square(root / "ansi-\x1b[31mred\x1b[0m.png", seed=102)
+    (root / "$\\foo$").mkdir()
+    _square(root / "$\\foo$" / "math.png", seed=103)
+    os.symlink(good / "img_000.png", root / "link_inside.png")
+
+    bad = {}
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    bad["broken.png"] = "cannot decode"
+    (root / "empty.jpg").write_bytes(b"")
+    bad["empty.jpg"] = "not an image file"
+    whole = (good / "img_001.png").read_bytes()
+    (root / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    bad["truncated.png"] = "cannot decode"
+    write_png_bomb(root / "bomb.png")
+    bad["bomb.png"] = "decompression bomb"
+    (root / "ghostscript.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    bad["ghostscript.jpg"] = "not an image file"
+    (root / "photo.heic").write_bytes(os.urandom(256))
+    bad["photo.heic"] = "is not decoded here"
+    (root / "photo.avif").write_bytes(os.urandom(256))
+    bad["photo.avif"] = "is not decoded here"
+    (root / "folder.jpg").mkdir()
+    _square(root / "folder.jpg" / "inside.png", seed=104)
+    bad["folder.jpg"] = "a folder named like an image file"
+    os.symlink("/", root / "escape")
+    bad["escape"] = "symbolic link out of the folder"
+    outside = root.parent / f"{root.name}-outside.png"
+    _square(outside, seed=105)
+    os.symlink(outside, root / "outside_link.png")
+    bad["outside_link.png"] = "symbolic link out of the folder"
+    os.symlink(root / "gone.png", root / "dangling.png")
+    bad["dangling.png"] = "not a regular file"
+    os.mkfifo(root / "pipe.png")
+    bad["pipe.png"] = "not a regular file"
+    return {str(root / name): reason for name, reason in bad.items()}
+
+
+# ------------------------------------------------------------------ model files
+
+
+def _rewrite(source, target, edit_header=None, edit_payload=None) -> None:
+    import torch
+
+    payload = torch.load(source, map_location="cpu", weights_only=True)
+    if edit_header is not None:
+        header = json.loads(payload["header"])
+        edited = edit_header(header)
+        payload["header"] = edited if isinstance(edited, str) else json.dumps(header)
+    if edit_payload is not None:
+        edit_payload(payload)
+    torch.save(payload, target)
+
+
+def _set(section, name, value):
+    def edit(header):
+        header[section][name] = value
+    return edit
+
+
+def _poison_first_weight(payload):
+    name = next(iter(payload["weights"]))
+    payload["weights"][name].view(-1)[0] = float("nan")
+
+
+def _zip_bomb(path, size: int = 256 * 2**20) -> None:
+    """A zip whose one deflated record expands to ``size`` bytes (256 MiB in about 256 KB)."""
+    chunk = bytes(2**20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data.pkl", "w", force_zip64=True) as record:
+            for _ in range(size // len(chunk)):
+                record.write(chunk)
+
+
+def build_model_corpus(root, model) -> dict[str, str]:
+    """Write broken and forged versions of the good model file ``model`` under ``root``.
+
+    Returns ``{path: a part of the one-line message its refusal gives}``.
+    """
+    import torch
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    cases = {
+        "nan_weights.vae": (dict(edit_payload=_poison_first_weight), "NaN or infinite"),
+        "nan_calibration.vae": (dict(edit_payload=lambda p: p["validation_scores"].fill_(float("nan"))),
+                                "NaN or infinite"),
+        "nan_offset.vae": (dict(edit_header=_set("fitted", "offset_", float("nan"))), "not a finite number"),
+        "text_offset.vae": (dict(edit_header=_set("fitted", "offset_", "low")), "wrong type"),
+        "stages50.vae": (dict(edit_header=_set("params", "n_stages", 50)), "outside [1, 8]"),
+        "latent1e12.vae": (dict(edit_header=_set("params", "latent_dim", 10**12)), "outside [1, 4096]"),
+        "wide.vae": (dict(edit_header=_set("params", "latent_dim", 64)), "do not match the architecture"),
+        "unknown_param.vae": (dict(edit_header=_set("params", "evil", 1)), "unknown parameter"),
+        "meta_device.vae": (dict(edit_header=_set("params", "device", "meta")), "device 'meta'"),
+        "missing_keys.vae": (dict(edit_header=lambda h: h.pop("fitted")), "lacks 'fitted'"),
+        "list_header.vae": (dict(edit_header=lambda h: "[1, 2, 3]"), "format 'list'"),
+        "deep_header.vae": (dict(edit_header=lambda h: "[" * 200_000 + "]" * 200_000), "nested too deeply"),
+        "huge_image.vae": (dict(edit_header=lambda h: h["layout"].update(shape=[3, 10**6, 10**6])), "sides in"),
+    }
+    expected = {}
+    for name, (edits, message) in cases.items():
+        _rewrite(model, root / name, **edits)
+        expected[str(root / name)] = message
+    _zip_bomb(root / "zip_bomb.vae")
+    expected[str(root / "zip_bomb.vae")] = "decompression bomb"
+    (root / "random.vae").write_bytes(np.random.RandomState(0).bytes(4096))
+    expected[str(root / "random.vae")] = "not a torch.save archive"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > /dev/null",))
+
+    torch.save({"header": RunsCode()}, root / "pickle.vae")
+    expected[str(root / "pickle.vae")] = "not a readable vaedetect model"
+    return expected
+
+
+if __name__ == "__main__":
+    import sys
+
+    out, model = Path(sys.argv[1]), sys.argv[2]
+    for path, reason in {**build_image_corpus(out / "images"), **build_model_corpus(out / "models", model)}.items():
+        print(f"{path}: {reason}")

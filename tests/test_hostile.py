@@ -1,0 +1,370 @@
+"""Hostile and broken inputs: no traceback, no silent pass, no lost file, bounded memory.
+
+Each test is one case of docs/security.md; the corpus of ``tests/hostile.py`` runs through every
+command at the end. Memory bounds are measured in a child process (its peak resident size), never
+as a wall-clock time.
+"""
+
+import os
+import resource
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import vaedetect
+from tests.conftest import TINY, write_squares
+from tests.hostile import build_image_corpus, build_model_corpus, write_png_bomb
+from vaedetect import VAEDetector
+from vaedetect.cli import main
+from vaedetect.images import discover_images, load_image
+
+FIT_ARGS = ["--image-size", "8", "--channels", "1", "--latent-dim", "2", "--base-channels", "4", "--n-stages", "2",
+            "--epochs", "2", "--n-samples", "2", "--mixed-precision", "off", "--seed", "0", "--quiet"]
+# A child process that imports torch and builds a tiny model peaks near 0.8-1.0 GB here (torch's
+# libraries alone are about 650 MB resident); the hostile files of the issue took 3.6 GB and more.
+CLI_PEAK_BOUND_MB = 1500
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _one_line_error(result):
+    """The error a refused command printed: one line starting with "Error:", and no traceback."""
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def _peak_mb(args) -> tuple[int, int, str]:
+    """Run ``python args...`` in a child and return (exit code, its peak resident size in MB, output)."""
+    probe = ("import resource, subprocess, sys\n"
+             "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, errors='replace')\n"
+             "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+             "sys.stderr.write(done.stdout + done.stderr)\n")
+    run = subprocess.run([sys.executable, "-c", probe, sys.executable, *map(str, args)], capture_output=True,
+                         text=True, errors="replace")
+    code, kilobytes = map(int, run.stdout.split())
+    return code, kilobytes // 1024, run.stderr
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny model fitted by the CLI on 30 squares, and a folder of 6 more to score."""
+    root = tmp_path_factory.mktemp("hostile")
+    write_squares(root / "train", 30, seed=0)
+    write_squares(root / "new", 6, seed=1)
+    result = _cli("fit", root / "train", "-o", root / "model.vae", *FIT_ARGS)
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture(scope="module")
+def bad_models(model, tmp_path_factory):
+    return build_model_corpus(tmp_path_factory.mktemp("models"), model / "model.vae")
+
+
+# ------------------------------------------------------------------ 1. no silent pass
+
+
+@pytest.mark.parametrize("name", ["nan_weights.vae", "nan_calibration.vae", "nan_offset.vae"])
+def test_a_model_with_non_finite_numbers_is_refused_and_never_passes_a_gate(model, bad_models, name):
+    path = next(p for p in bad_models if p.endswith(name))
+    with pytest.raises(ValueError, match="NaN|not a finite number"):
+        vaedetect.load(path)
+    result = _cli("score", path, model / "new", "--fail-on-outlier")
+    assert result.exit_code == 2
+    assert name in _one_line_error(result)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_threshold_that_is_not_finite_is_a_usage_error(model, value):
+    result = _cli("score", model / "model.vae", model / "new", "--threshold", value, "--fail-on-outlier")
+    assert result.exit_code == 2
+    assert "must be a finite number" in result.output
+
+
+def test_the_api_refuses_a_threshold_that_is_not_finite(model):
+    detector = vaedetect.load(model / "model.vae")
+    with pytest.raises(ValueError, match="threshold must be a finite number"):
+        detector.set_threshold(threshold=float("nan"))
+
+
+def test_a_score_that_overflows_is_minus_infinity_and_flagged_with_a_warning(tabular):
+    detector = VAEDetector(**TINY).fit(tabular)
+    huge = tabular[:4] * 1e30
+    with pytest.warns(UserWarning, match="not finite"):
+        scores = detector.score_samples(huge)
+    assert np.all(scores == -np.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert list(detector.predict(huge)) == [-1, -1, -1, -1]
+        assert np.all(detector.p_values(huge) == 1 / (len(detector.validation_scores_) + 1))
+
+
+# ------------------------------------------------------------------ 2. names
+
+
+def test_a_name_that_is_not_utf8_round_trips_through_every_table_format(model, tmp_path):
+    folder = tmp_path / "in"
+    write_squares(folder, 2, seed=3)
+    os.rename(folder / "img_000.png", os.fsencode(folder) + b"/caf\xe9.png")
+    for suffix in (".csv", ".jsonl", ".parquet"):
+        result = _cli("score", model / "model.vae", folder, "-o", tmp_path / f"scores{suffix}")
+        assert result.exit_code == 0, result.output
+    tables = [pd.read_csv(tmp_path / "scores.csv", keep_default_na=False),
+              pd.read_json(tmp_path / "scores.jsonl", lines=True), pd.read_parquet(tmp_path / "scores.parquet")]
+    for table in tables:
+        assert sorted(Path(p).name for p in table["path"]) == ["caf\\xe9.png", "img_001.png"]
+        assert table["score"].notna().all()
+
+
+def test_a_very_long_name_gets_a_map_with_a_short_name(model, tmp_path):
+    folder = tmp_path / "in"
+    write_squares(folder, 1, seed=4)
+    long_name = folder / ("x" * 246 + ".png")
+    os.rename(folder / "img_000.png", long_name)
+    result = _cli("score", model / "model.vae", folder, "--threshold", "1e9", "--maps", tmp_path / "maps",
+                  "-o", tmp_path / "s.csv")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    written = Path(table.loc[0, "map"])
+    assert written.is_file() and written.parent == tmp_path / "maps" and len(written.name) <= 80
+
+
+def test_control_characters_in_names_never_reach_the_terminal_raw(model, tmp_path):
+    folder = tmp_path / "in"
+    write_squares(folder, 1, seed=5)
+    os.rename(folder / "img_000.png", folder / "evil\x1b[2J\x1b]0;pwned\x07.png")
+    (folder / "bad\x1b[31m.png").write_bytes(b"not a png")
+    result = _cli("score", model / "model.vae", folder, "--top", "1")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "evil\\x1b[2J" in result.output and "bad\\x1b[31m.png" in result.output
+
+
+def test_a_folder_named_like_mathtext_plots_and_reports(model, tmp_path):
+    folder = tmp_path / "in"
+    write_squares(folder / "$\\foo$", 3, seed=6)
+    write_squares(folder / "plain", 3, seed=7)
+    assert _cli("pca", model / "model.vae", folder, "-o", tmp_path / "pca.png").exit_code == 0
+    result = _cli("score", model / "model.vae", folder, "--report", tmp_path / "report.html")
+    assert result.exit_code == 0, result.output
+    assert "$\\foo$" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------ 3. outputs
+
+
+def _never_score(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("scored before checking the outputs")
+
+    monkeypatch.setattr(VAEDetector, "score_paths", fail)
+    monkeypatch.setattr(VAEDetector, "fit_paths", fail)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["score", "{m}", "{new}", "-o", "{tmp}/missing/s.csv"], "does not exist"),
+    (["score", "{m}", "{new}", "-o", "{tmp}/s.xlsx"], "unknown extension '.xlsx'"),
+    (["score", "{m}", "{new}", "--report", "{tmp}/missing/r.html"], "does not exist"),
+    (["score", "{m}", "{new}", "--report", "{m}"], "unknown extension '.vae'"),
+    (["score", "{m}", "{new}", "--maps", "{tmp}/missing/maps"], "does not exist"),
+    (["score", "{m}", "{new}", "-o", "{new}/img_000.png/s.csv"], "does not exist"),
+    (["fit", "{new}", "-o", "{tmp}/missing/m.vae"], "does not exist"),
+    (["fit", "{new}", "-o", "{new}/img_000.png"], "would overwrite"),
+    (["generate", "{m}", "-o", "{tmp}/x.xyz"], "unknown extension '.xyz'"),
+    (["pca", "{m}", "{new}", "-o", "{tmp}/x.xyz"], "unknown extension '.xyz'"),
+    (["pca", "{m}", "{new}", "-o", "{new}/img_001.png"], "would overwrite"),
+    (["interpolate", "{m}", "{new}/img_000.png", "{new}/img_001.png", "-o", "{new}/img_001.png"], "would overwrite"),
+])
+def test_outputs_are_refused_before_any_work(model, tmp_path, monkeypatch, args, message):
+    _never_score(monkeypatch)
+    before = (model / "new" / "img_000.png").read_bytes()
+    names = dict(m=model / "model.vae", new=model / "new", tmp=tmp_path)
+    result = _cli(*[a.format(**names) for a in args])
+    assert result.exit_code == 2
+    assert message in _one_line_error(result)
+    assert (model / "new" / "img_000.png").read_bytes() == before
+
+
+def test_a_report_hard_linked_to_the_model_is_refused(model, tmp_path):
+    os.link(model / "model.vae", tmp_path / "report.html")
+    result = _cli("score", model / "model.vae", model / "new", "--report", tmp_path / "report.html")
+    assert result.exit_code == 2
+    assert "would overwrite" in _one_line_error(result)
+    assert vaedetect.load(model / "model.vae").offset_ is not None
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders, so there is nothing to refuse")
+def test_a_read_only_folder_is_refused_before_scoring(model, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    result = _cli("score", model / "model.vae", model / "new", "-o", locked / "s.csv")
+    assert result.exit_code == 2 and "cannot write" in result.output
+
+
+# ------------------------------------------------------------------ 4. hostile files, bounded memory
+
+
+def test_every_malformed_model_file_is_one_clear_line_and_exit_two(bad_models):
+    for path, message in bad_models.items():
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+            vaedetect.load(path)
+        result = _cli("info", path)
+        assert result.exit_code == 2, (path, result.output)
+        assert message in _one_line_error(result), path
+
+
+@pytest.mark.parametrize("name", ["zip_bomb.vae", "stages50.vae", "latent1e12.vae", "huge_image.vae"])
+def test_hostile_model_files_are_refused_within_bounded_memory(bad_models, name):
+    path = next(p for p in bad_models if p.endswith(name))
+    code, peak_mb, output = _peak_mb(["-m", "vaedetect", "info", path])
+    assert code == 2, output
+    assert peak_mb < CLI_PEAK_BOUND_MB, f"{name}: {peak_mb} MB"
+
+
+def test_an_image_bomb_is_refused_from_its_header_within_bounded_memory(tmp_path):
+    write_png_bomb(tmp_path / "bomb.png")
+    code = f"from vaedetect.images import load_image\nprint(load_image({str(tmp_path / 'bomb.png')!r}, 8, 3))"
+    exit_code, peak_mb, output = _peak_mb(["-c", code])
+    assert exit_code == 1 and "decompression bomb" in output
+    assert peak_mb < 150, f"{peak_mb} MB to refuse a PNG bomb"  # it would take 360 MB decoded
+
+
+def test_postscript_named_jpg_is_never_handed_to_ghostscript(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: calls.append(a) or pytest.fail("ran a program"))
+    path = tmp_path / "doc.jpg"
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(ValueError, match="not an image file of a format read here"):
+        load_image(path, 8, 3)
+    assert not calls
+
+
+# ------------------------------------------------------------------ 5. folders stay folders
+
+
+def test_links_out_of_the_folder_are_reported_not_followed(tmp_path):
+    folder = tmp_path / "in"
+    write_squares(folder, 2, seed=8)
+    write_squares(tmp_path / "elsewhere", 3, seed=9)
+    os.symlink(tmp_path / "elsewhere", folder / "escape")
+    os.symlink(tmp_path / "elsewhere" / "img_000.png", folder / "escaped.png")
+    os.symlink(folder / "img_000.png", folder / "inside.png")
+    files, skipped = discover_images(folder)
+    assert sorted(Path(f).name for f in files) == ["img_000.png", "img_001.png", "inside.png"]
+    assert sorted(Path(s.path).name for s in skipped) == ["escape", "escaped.png"]
+    assert all("symbolic link out of the folder" in s.reason for s in skipped)
+    followed, _ = discover_images(folder, follow_links=True)
+    assert len(followed) == 7
+
+
+def test_folders_named_like_images_and_undecodable_formats_are_reported(tmp_path):
+    (tmp_path / "x.jpg").mkdir()
+    write_squares(tmp_path / "x.jpg", 1, seed=10)
+    (tmp_path / "a.heic").write_bytes(b"\0" * 64)
+    (tmp_path / "b.avif").write_bytes(b"\0" * 64)
+    files, skipped = discover_images(tmp_path)
+    assert [Path(f).name for f in files] == ["img_000.png"]
+    reasons = {Path(s.path).name: s.reason for s in skipped}
+    assert "folder named like an image" in reasons["x.jpg"]
+    assert "'.heic' is not decoded here" in reasons["a.heic"] and "'.avif'" in reasons["b.avif"]
+
+
+# ------------------------------------------------------------------ 6. API and CLI input checks
+
+
+def test_float_images_given_to_a_model_fitted_on_uint8_are_refused(model):
+    detector = vaedetect.load(model / "model.vae")
+    X, _, _ = detector.read_images(model / "new")
+    with pytest.raises(ValueError, match="fitted on integer images"):
+        detector.score_samples(X / 255.0)
+    np.testing.assert_allclose(detector.score_samples(X.astype(np.float64)), detector.score_samples(X))
+
+
+@pytest.mark.parametrize("scale, params, message", [
+    (1e300, {}, "too large to standardise"),
+    (1.0, {"learning_rate": 1e12}, "Training diverged in epoch 1"),
+])
+def test_a_fit_that_diverges_says_so(tabular, scale, params, message):
+    with pytest.raises(ValueError, match=message):
+        VAEDetector(**{**TINY, **params}).fit(tabular * scale)
+
+
+def test_divergence_from_the_command_line_is_one_line(model, tmp_path):
+    result = _cli("fit", model / "new", "-o", tmp_path / "m.vae", *FIT_ARGS, "--learning-rate", "1e12")
+    assert result.exit_code == 2
+    assert "Training diverged" in _one_line_error(result)
+
+
+def test_generation_is_bounded(model, tmp_path):
+    detector = vaedetect.load(model / "model.vae")
+    with pytest.raises(ValueError, match="ask for at most"):
+        detector.sample(10**9)
+    with pytest.raises(ValueError, match="ask for at most"):
+        detector.interpolate(np.zeros((8, 8, 1), np.uint8), np.zeros((8, 8, 1), np.uint8), steps=10**9)
+    assert _cli("generate", model / "model.vae", "-n", 5000, "-o", tmp_path / "g.png").exit_code == 2
+    new = model / "new"
+    result = _cli("interpolate", model / "model.vae", new / "img_000.png", new / "img_001.png", "--steps", 5000,
+                  "-o", tmp_path / "i.png")
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:9", "no-such-scheme://x", "tcp://"])
+def test_an_unreachable_dask_scheduler_is_one_line(model, address):
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("dask.distributed")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):  # Dask's own default is 30 s
+        result = _cli("score", model / "model.vae", model / "new", "--dask-scheduler", address)
+    assert result.exit_code == 2
+    assert "cannot connect" in _one_line_error(result)
+
+
+def test_an_unexpected_error_is_one_line_with_exit_code_four(model, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(VAEDetector, "score_paths", crash)
+    result = _cli("score", model / "model.vae", model / "new")
+    assert result.exit_code == 4
+    assert "internal error: RuntimeError: something broke" in result.output and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------ the corpus, through every command
+
+
+def test_the_hostile_corpus_through_every_command(tmp_path):
+    expected = build_image_corpus(tmp_path / "corpus")
+    model_file = tmp_path / "model.vae"
+    runs = {
+        "fit": ["fit", tmp_path / "corpus", "-o", model_file, *FIT_ARGS],
+        "score": ["score", model_file, tmp_path / "corpus", "-o", tmp_path / "s.csv", "--maps", tmp_path / "maps",
+                  "--report", tmp_path / "r.html", "--threshold", "1e9", "--fail-on-outlier", "--workers", "2"],
+        "info": ["info", model_file],
+        "pca": ["pca", model_file, tmp_path / "corpus", "-o", tmp_path / "pca.png"],
+    }
+    outputs = {}
+    for command, args in runs.items():
+        code, peak_mb, outputs[command] = _peak_mb(["-m", "vaedetect", *args])
+        assert code == (1 if command == "score" else 0), (command, outputs[command])  # all flagged: exit 1
+        assert "Traceback" not in outputs[command] and "\x1b" not in outputs[command], command
+        assert peak_mb < CLI_PEAK_BOUND_MB, f"{command}: {peak_mb} MB"
+    for command in ("fit", "pca"):
+        for path, reason in expected.items():
+            assert any(line.startswith("skipped ") and path in line and reason in line
+                       for line in outputs[command].splitlines()), (command, path)
+    assert f"42 files: 30 outliers, {len(expected)} could not be scored" in outputs["score"]
+    table = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    errors = dict(zip(table["path"], table["error"]))
+    assert all(reason in errors[path] for path, reason in expected.items())
+    scored = table[table["error"] == ""]
+    assert len(scored) == 30 and scored["is_outlier"].all() and (scored["map"] != "").all()
+    assert all(Path(m).is_file() for m in scored["map"])
