@@ -188,10 +188,15 @@ def main():
 @_fit_options
 def fit(folders, output, workers, quiet, preset, nproc, follow_links, **params):
     """Train a detector on the images in FOLDERS (searched recursively) and save it."""
-    from ._files import check_output_file
+    from ._files import check_output_file, printable
     from .distributed import launched_by_torchrun
+    from .images import IMAGE_EXTENSIONS
 
     found = _discover(folders, follow_links)
+    if output.suffix.lower() in IMAGE_EXTENSIONS + _SCORE_SUFFIXES + _REPORT_SUFFIXES:
+        # in an image folder it would be found as an image next time, and be no image
+        raise Refused(f"-o {printable(output)!r} is named like an image or a table, but a model file is neither; "
+                      "name it e.g. model.vae.")
     _usage(check_output_file, output, what="-o", protected=found.files)
     if nproc > 1 and not launched_by_torchrun():
         raise SystemExit(_run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_links, params))
