@@ -6,6 +6,7 @@ Torch-free, so that the command line can check its output paths before importing
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -44,6 +45,20 @@ def printable(value) -> str:
     'evil\\\\x1b[2J.png'
     """
     return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", as_text(value))
+
+
+def map_name(path) -> str:
+    """The file name of ``path``'s heat-map overlay: its stem reduced to at most 64 safe characters
+    (any name, however long or strange, gives a valid file name) and a digest of the whole path, which
+    keeps same-named files from different folders apart.
+
+    Examples
+    --------
+    >>> map_name("photos/a b.png")
+    'a_b-292db66e.png'
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).stem)[:64].lstrip(".") or "image"
+    return f"{stem}-{hashlib.sha1(os.fsencode(path)).hexdigest()[:8]}.png"
 
 
 def same_file(path, others) -> str | None:

@@ -391,8 +391,7 @@ def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outl
 def _check_score_outputs(found, model, output, maps_dir, report_path) -> None:
     """Every output of ``score`` checked before the work: folders exist and are writable, extensions are
     known, and nothing written would replace the model or one of the files being scored."""
-    from ._files import check_output_file, check_output_folder, printable, same_file
-    from .estimator import map_name
+    from ._files import check_output_file, check_output_folder, map_name, printable, same_file
 
     protected = [model, *found.files]
     if output is not None:

@@ -33,6 +33,8 @@ _TABULAR_DRAWS = 16
 # 2 CPU cores; 2,500 steps (17 epochs) took at most 464 s, leaving room for the machine's drift.
 _AUTO_MAX_EPOCHS = 25
 _AUTO_MAX_STEPS = 2500
+# Bytes of float32 outputs that sample() and interpolate() may decode at once: they return them whole.
+_MAX_OUTPUT_BYTES = 2**30
 
 # Named settings for VAEDetector.from_preset. "sharp" is the tutorial's full-size SharpVAE and its
 # training recipe (64 -> 512 channels over 4 stages, spatial latent at 1/16 resolution, MSE + L1 +
@@ -45,28 +47,13 @@ PRESETS = {
 }
 
 
-# Samples that sample() and interpolate() may decode at once: their outputs are returned whole.
-_MAX_OUTPUT_BYTES = 2**30
-
-
-def map_name(path) -> str:
-    """The file name of ``path``'s heat-map overlay: its stem reduced to at most 64 safe characters
-    (any name, however long or strange, gives a valid file name) and a digest of the whole path, which
-    keeps same-named files from different folders apart."""
-    import hashlib
-    import re
-    from pathlib import Path
-
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).stem)[:64].lstrip(".") or "image"
-    return f"{stem}-{hashlib.sha1(os.fsencode(path)).hexdigest()[:8]}.png"
-
-
 def _write_overlays(folder, paths, images, heat_maps) -> dict[str, str]:
     """Save one heat-map overlay PNG per image; return {source path: overlay path}."""
     from pathlib import Path
 
     from PIL import Image
 
+    from ._files import map_name
     from .plotting import heatmap_overlay
 
     folder = Path(folder)

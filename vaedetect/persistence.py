@@ -118,6 +118,8 @@ def read_header(path) -> tuple[dict, dict]:
     import torch
 
     path = Path(path)
+    if path.exists() and not path.is_file():  # a pipe would block the reader, a device never end
+        raise ValueError(f"Model file {str(path)!r} is not a regular file.")
     if not path.is_file():
         raise FileNotFoundError(f"Model file {str(path)!r} does not exist.")
     _check_archive(path)
