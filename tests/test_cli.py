@@ -115,6 +115,14 @@ def test_threshold_and_contamination_override_the_stored_threshold(trained):
     assert _score(root / "model.vae", root / "new", "--fpr", "0.1", "--threshold", "0").exit_code == 2
 
 
+def test_warnings_are_one_line_without_source_code(trained):
+    root, _ = trained  # 3 held-out images cannot reach a false-positive rate of 0.001
+    result = _score(root / "model.vae", root / "new" / "normal", "--fpr", "0.001")
+    warning = [line for line in result.output.splitlines() if "fpr=0.001 needs at least" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: ")
+    assert "set_threshold(" not in result.output and ".py:" not in result.output
+
+
 def test_top_prints_the_most_anomalous_first(trained):
     root, _ = trained
     result = _score(root / "model.vae", root / "new", "--top", "3")
@@ -172,6 +180,7 @@ def test_info_shows_parameters_threshold_and_training_data(trained):
     result = CliRunner().invoke(main, ["info", str(root / "model.vae")])
     assert result.exit_code == 0
     assert "latent_dim = 2" in result.output and "threshold:" in result.output
+    assert "score:        bits_typicality" in result.output  # what score="auto" resolved to
     assert '"n_files_skipped": 1' in result.output
 
 
@@ -225,6 +234,16 @@ def test_maps_are_written_for_flagged_files_only(trained):
     assert (table.loc[table["is_outlier"] == False, "map"] == "").all()  # noqa: E712
     with Image.open(flagged["map"].iloc[0]) as overlay:
         assert overlay.mode == "RGB" and min(overlay.size) >= 128
+
+
+def test_maps_of_a_folder_with_nothing_flagged_are_no_crash(trained, tmp_path):
+    root, _ = trained
+    result = _score(root / "model.vae", root / "new" / "normal", "--threshold", "-1e9", "--maps", tmp_path / "maps",
+                    "-o", tmp_path / "s.csv")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert len(table) == 6 and (table["map"] == "").all()
+    assert list((tmp_path / "maps").iterdir()) == []
 
 
 def test_fit_option_choices_match_the_estimator_parameters():

@@ -84,6 +84,13 @@ def test_a_model_with_non_finite_numbers_is_refused_and_never_passes_a_gate(mode
     assert name in _one_line_error(result)
 
 
+def test_scoring_a_folder_without_images_is_an_error_not_a_pass(model, tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    result = _cli("score", model / "model.vae", tmp_path, "--fail-on-outlier")
+    assert result.exit_code == 2
+    assert "Found 0 image files" in _one_line_error(result)
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_a_threshold_that_is_not_finite_is_a_usage_error(model, value):
     result = _cli("score", model / "model.vae", model / "new", "--threshold", value, "--fail-on-outlier")

@@ -81,13 +81,24 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _MAX_MOSAIC_IMAGES = 1024
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line on stderr, without the Python source line that raised it."""
+    from ._files import printable
+
+    click.echo(f"warning: {printable(message)}", err=True)
+
+
 class _Group(click.Group):
     """Turns an unexpected exception into one line and exit code 4, so that no traceback reaches a
     cron log and a crash is never read as ``--fail-on-outlier``'s code 1."""
 
     def invoke(self, ctx):
+        import warnings
+
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BrokenPipeError:
@@ -349,6 +360,11 @@ def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outl
     if dask_scheduler and dask_workers:
         raise click.UsageError("Give at most one of --dask-scheduler and --dask-workers.")
     found = _discover(paths, follow_links)
+    if not found.entries():  # a gate over a wrongly mounted, empty folder must not pass
+        from .images import IMAGE_EXTENSIONS
+
+        raise Refused(f"Found 0 image files in {printable(', '.join(map(str, paths)))} "
+                      f"(extensions {', '.join(IMAGE_EXTENSIONS)}).")
     if shard is not None:
         index, count = shard
         found = found.subset(found.entries()[index::count])
@@ -587,6 +603,7 @@ def info(model):
     click.echo(f"input:        {layout['kind']} {tuple(layout['shape'])} ({layout['form']})")
     click.echo(f"training:     {printable(json.dumps(fitted.get('training_summary_', {})))}")
     click.echo(f"epochs run:   {len(header['history'].get('epoch', []))}")
+    click.echo(f"score:        {fitted['calibrated_score_']} (what `vaedetect score` writes; higher = more normal)")
     click.echo(f"threshold:    {fitted['offset_']:.6g} (scores below it are outliers)")
     click.echo("parameters:")
     for name, value in sorted(header["params"].items()):

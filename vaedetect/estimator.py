@@ -1097,13 +1097,13 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             scores = self._score_tensor(x) if len(x) else []
             rows += [(path, score, "") for path, score in zip(batch.paths, scores)]
             rows += [(s.path, np.nan, s.reason) for s in batch.skipped]
-            if maps_dir is not None and len(x):
-                flagged = np.flatnonzero(scores < self.offset_)
+            flagged = np.flatnonzero(scores < self.offset_) if maps_dir is not None and len(x) else []
+            if len(flagged):  # a batch with nothing flagged has no maps to draw
                 maps.update(_write_overlays(maps_dir, [batch.paths[i] for i in flagged], batch.images[flagged],
                                             self._anomaly_map_tensor(x[flagged]).sum(axis=1)))
-        paths, scores, errors = zip(*rows) if rows else ((), (), ())
+        paths, values, errors = zip(*rows) if rows else ((), (), ())
         # object columns: a name that is not UTF-8 is a str that pandas' Arrow strings would refuse
-        table = pd.DataFrame({"path": pd.Series(paths, dtype=object), "score": np.asarray(scores, dtype=np.float64),
+        table = pd.DataFrame({"path": pd.Series(paths, dtype=object), "score": np.asarray(values, dtype=np.float64),
                               "error": pd.Series(errors, dtype=object)})
         if maps_dir is not None:
             table["map"] = pd.Series([maps.get(path, "") for path in paths], dtype=object)
