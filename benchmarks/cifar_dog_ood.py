@@ -86,7 +86,7 @@ def run(args) -> dict:
         scores = detector.score_table(everything, methods=[method])[method].to_numpy()
         seconds = time.perf_counter() - started
         by_set = {name: scores[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
-        calibrated = copy.deepcopy(detector).set_params(score=method).calibrate(calibration)
+        calibrated = copy.deepcopy(detector).set_params(score_method=method).calibrate(calibration)
         rows[method] = {
             "seconds_per_1000": 1000 * seconds / len(everything),
             "roc_auc": {

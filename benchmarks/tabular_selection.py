@@ -148,6 +148,8 @@ def candidate_maker(params: dict):
     ``refit_drop=Q``."""
     from vaedetect import VAEDetector
 
+    # docs/tabular_scores.md records its candidates as score=..., the parameter's name until it was renamed
+    params = {("score_method" if key == "score" else key): value for key, value in params.items()}
     vae_params = {key: value for key, value in params.items() if key not in WRAPPERS}
     wrapper = {key: value for key, value in params.items() if key in WRAPPERS}
     VAEDetector(**vae_params)._validate_params()  # a typo fails now, not after the first candidate ran

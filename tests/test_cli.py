@@ -180,7 +180,7 @@ def test_info_shows_parameters_threshold_and_training_data(trained):
     result = CliRunner().invoke(main, ["info", str(root / "model.vae")])
     assert result.exit_code == 0
     assert "latent_dim = 2" in result.output and "threshold:" in result.output
-    assert "score:        bits_typicality" in result.output  # what score="auto" resolved to
+    assert "score:        bits_typicality" in result.output  # what score_method="auto" resolved to
     assert '"n_files_skipped": 1' in result.output
 
 

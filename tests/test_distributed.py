@@ -16,7 +16,7 @@ from vaedetect.distributed import World, fit_distributed
 from vaedetect.training import _batches, _local
 
 # Global batch 16 over 2 processes: 8 rows each, as one process would see in halves.
-SETTINGS = dict(TINY, epochs=4, batch_size=16, score="elbo")
+SETTINGS = dict(TINY, epochs=4, batch_size=16, score_method="elbo")
 
 
 def _free_port() -> int:

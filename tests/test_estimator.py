@@ -97,7 +97,7 @@ def test_decision_function_is_score_minus_offset(fitted_tabular):
 
 def test_reconstruction_score_is_negative_mean_squared_error(fitted_tabular):
     detector, X = fitted_tabular
-    detector = clone(detector).set_params(score="reconstruction").fit(X)
+    detector = clone(detector).set_params(score_method="reconstruction").fit(X)
     scores = detector.score_samples(X)
     assert (scores <= 0).all()
     # standardised space: the error of a far-away point is large
@@ -109,8 +109,8 @@ def test_iwae_with_more_draws_is_a_tighter_bound(fitted_images):
     detector, X = fitted_images
     # n_samples only matters at scoring time, so a fitted copy can change it
     # a one-draw bound is a noisy estimate; compare two bounds with enough draws to be stable
-    few = copy.deepcopy(detector).set_params(score="iwae", n_samples=4)
-    many = copy.deepcopy(detector).set_params(score="iwae", n_samples=256)
+    few = copy.deepcopy(detector).set_params(score_method="iwae", n_samples=4)
+    many = copy.deepcopy(detector).set_params(score_method="iwae", n_samples=256)
     assert many.score_samples(X).mean() > few.score_samples(X).mean()
 
 
@@ -524,8 +524,8 @@ def test_false_alarm_rate_at_target_fpr_holds_across_seeds(fpr):
 
 def test_changing_the_score_after_fit_needs_a_new_calibration(fitted_tabular):
     detector, X = copy.deepcopy(fitted_tabular[0]), fitted_tabular[1]
-    detector.set_params(score="latent")
-    with pytest.raises(ValueError, match="calibrated for score='elbo', but score='latent' now.*calibrate"):
+    detector.set_params(score_method="latent")
+    with pytest.raises(ValueError, match="calibrated for score_method='elbo', but score_method='latent' now.*calibrate"):
         detector.predict(X)
     X_normal = np.random.RandomState(5).normal(size=(300, 5))
     detector.calibrate(X_normal)
@@ -612,7 +612,7 @@ def test_complexity_codec_names_its_column(fitted_images):
     webp = copy.deepcopy(detector).set_params(complexity_codec="webp")
     table = webp.score_table(X[:3], methods=["complexity"])
     assert list(table.columns) == ["webp_bits_per_dim", "complexity"]
-    np.testing.assert_allclose(table["complexity"], webp.set_params(score="complexity").score_samples(X[:3]), rtol=1e-6)
+    np.testing.assert_allclose(table["complexity"], webp.set_params(score_method="complexity").score_samples(X[:3]), rtol=1e-6)
 
 
 def test_score_table_has_every_method_and_matches_score_samples(fitted_images):
@@ -624,7 +624,7 @@ def test_score_table_has_every_method_and_matches_score_samples(fitted_images):
     from vaedetect.scoring import SCORES
 
     for method in SCORES:
-        other = copy.deepcopy(detector).set_params(score=method)
+        other = copy.deepcopy(detector).set_params(score_method=method)
         np.testing.assert_allclose(table[method], other.score_samples(X[:7]), rtol=1e-5, err_msg=method)
     np.testing.assert_allclose(table["complexity"], table["png_bits_per_dim"] - table["elbo_bits_per_dim"])
 
@@ -643,7 +643,7 @@ def test_complexity_corrects_the_preference_for_simple_images():
     # score, which charges the flat image's low PNG cost against it, does not
     rng = np.random.RandomState(0)
     X = rng.randint(60, 200, size=(120, 16, 16)).astype(np.uint8)
-    detector = VAEDetector(**{**TINY, "epochs": 10}, score="complexity").fit(X)
+    detector = VAEDetector(**{**TINY, "epochs": 10}, score_method="complexity").fit(X)
     flat = np.full((1, 16, 16), 128, dtype=np.uint8)
     table = detector.score_table(np.concatenate([X[:20], flat]), methods=["elbo", "complexity", "typicality"])
     assert table["elbo"].iloc[-1] > table["elbo"].iloc[:-1].median()
@@ -655,21 +655,21 @@ def test_complexity_corrects_the_preference_for_simple_images():
 @pytest.mark.parametrize("score", ["complexity", "bits_typicality"])
 def test_codec_scores_are_for_images_only(score):
     with pytest.raises(ValueError, match="images only"):
-        VAEDetector(**TINY, score=score).fit(np.zeros((10, 3)))
+        VAEDetector(**TINY, score_method=score).fit(np.zeros((10, 3)))
 
 
 def test_auto_score_is_bits_typicality_for_images_and_elbo_for_tables(fitted_images, fitted_tabular):
-    assert fitted_images[0].score == "auto" and fitted_images[0].calibrated_score_ == "bits_typicality"
+    assert fitted_images[0].score_method == "auto" and fitted_images[0].calibrated_score_ == "bits_typicality"
     assert fitted_tabular[0].calibrated_score_ == "elbo"
     detector, X = fitted_images
-    explicit = copy.deepcopy(detector).set_params(score="bits_typicality")
+    explicit = copy.deepcopy(detector).set_params(score_method="bits_typicality")
     np.testing.assert_array_equal(detector.score_samples(X), explicit.score_samples(X))
 
 
 def test_bits_typicality_flags_images_simpler_or_more_complex_than_the_training_images():
     rng = np.random.RandomState(0)
     X = rng.randint(60, 200, size=(150, 16, 16)).astype(np.uint8)  # mid-range texture, ~7 PNG bits/dim
-    detector = VAEDetector(**{**TINY, "epochs": 10}, score="bits_typicality").fit(X)
+    detector = VAEDetector(**{**TINY, "epochs": 10}, score_method="bits_typicality").fit(X)
     flat = np.full((1, 16, 16), 128, dtype=np.uint8)
     full_range = rng.randint(0, 256, size=(1, 16, 16)).astype(np.uint8)
     table = detector.score_table(np.concatenate([X[:30], flat, full_range]), methods=["elbo", "bits_typicality"])
@@ -751,7 +751,7 @@ def test_likelihood_regret_is_non_negative_and_grows_with_steps(dark_detector):
     odd = X[:5].copy()
     odd[:, 4:8, 4:8] = 255
     batch = np.concatenate([X[:5], odd])
-    regret = copy.deepcopy(detector).set_params(score="regret", regret_steps=3)
+    regret = copy.deepcopy(detector).set_params(score_method="regret", regret_steps=3)
     few = regret.score_samples(batch)
     many = regret.set_params(regret_steps=30).score_samples(batch)
     # the score is minus the regret: regret >= 0, and more steps only find better posteriors
@@ -763,7 +763,7 @@ def test_likelihood_regret_is_non_negative_and_grows_with_steps(dark_detector):
 
 def test_regret_is_the_same_alone_or_in_a_batch(dark_detector):
     detector, X = dark_detector
-    regret = copy.deepcopy(detector).set_params(score="regret", regret_steps=5)
+    regret = copy.deepcopy(detector).set_params(score_method="regret", regret_steps=5)
     together = regret.score_samples(X[:6])
     alone = np.array([regret.score_samples(X[i : i + 1])[0] for i in range(6)])
     np.testing.assert_allclose(alone, together, rtol=1e-4, atol=1e-4)

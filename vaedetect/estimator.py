@@ -7,7 +7,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -140,12 +140,12 @@ def _describe(paths) -> str:
     return ", ".join(repr(str(p)) for p in _as_list(paths))
 
 
-class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
+class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin, BaseEstimator):
     """Anomaly and out-of-distribution detector built on a variational autoencoder.
 
     Fits a VAE to data assumed normal, then scores new samples by how well the model explains them:
     for tabular data by the evidence lower bound (ELBO) on ``log p(x)``, for images by how typical
-    both the image's complexity and the model's cost of it are (``score``). Works on tabular rows
+    both the image's complexity and the model's cost of it are (``score_method``). Works on tabular rows
     (an MLP VAE on standardised features) and on images (the convolutional SharpVAE), and follows the
     conventions of scikit-learn's outlier detectors: ``score_samples`` is higher for normal samples,
     ``decision_function = score_samples - offset_`` is negative for outliers and ``predict`` returns
@@ -228,7 +228,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         ADBench sets over 3 seeds, 16 draws raised the ELBO's mean ROC AUC from 0.940 to 0.964 and its
         worst run from 0.845 to 0.893 (Gaussian decoder), for milliseconds more scoring
         (docs/tabular_draws.md).
-    score : {"auto", "elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", \
+    score_method : {"auto", "elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", \
             "bits_typicality", "regret"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for
         images and ``"elbo"`` for tabular data, the best of the measured methods on out-of-distribution
@@ -251,12 +251,14 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         - ``"regret"``: minus the Likelihood Regret (Xiao et al., 2020), the ELBO gained by fitting
           each input's posterior alone.
 
-        ``score_table`` gives them all at once; docs/scores.md compares them.
+        ``score_table`` gives them all at once; docs/scores.md compares them. Formerly ``score``,
+        renamed so that it no longer hides scikit-learn's ``score(X, y)`` (which a search without
+        ``scoring`` would call); model files written with the old name load unchanged.
     regret_steps : int, default=20
-        Optimiser steps per input for ``score="regret"``: ``regret_steps + 1`` decoder forward and
+        Optimiser steps per input for ``score_method="regret"``: ``regret_steps + 1`` decoder forward and
         ``regret_steps`` backward passes per input (about 55 times the one-draw ELBO at 20 steps).
     complexity_codec : {"png", "webp"}, default="png"
-        Lossless codec whose length measures input complexity for ``score="complexity"``: PNG at
+        Lossless codec whose length measures input complexity for ``score_method="complexity"``: PNG at
         maximum compression, or lossless WebP, which compresses CIFAR-10 photos about 30% smaller (a
         tighter complexity estimate) but is slower to encode.
     contamination : "auto" or float in (0, 0.5], default="auto"
@@ -359,7 +361,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "n_samples": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "score": [StrOptions({"auto", *SCORES})],
+        "score_method": [StrOptions({"auto", *SCORES})],
         "regret_steps": [Interval(Integral, 1, None, closed="left")],
         "complexity_codec": [StrOptions({"png", "webp"})],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
@@ -395,7 +397,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         early_stopping=True,
         n_iter_no_change=10,
         n_samples="auto",
-        score="auto",
+        score_method="auto",
         regret_steps=20,
         complexity_codec="png",
         contamination="auto",
@@ -427,7 +429,7 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         self.early_stopping = early_stopping
         self.n_iter_no_change = n_iter_no_change
         self.n_samples = n_samples
-        self.score = score
+        self.score_method = score_method
         self.regret_steps = regret_steps
         self.complexity_codec = complexity_codec
         self.contamination = contamination
@@ -616,8 +618,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
     def _check_param_combinations(self, layout):
         if layout.kind == "tabular" and self.augment is True:
             raise ValueError("augment=True applies to images only; X is tabular. Use augment='auto' or False.")
-        if layout.kind == "tabular" and self.score in IMAGE_SCORES:
-            raise ValueError(f"score={self.score!r} is defined for images only; X is tabular.")
+        if layout.kind == "tabular" and self.score_method in IMAGE_SCORES:
+            raise ValueError(f"score_method={self.score_method!r} is defined for images only; X is tabular.")
         if layout.kind == "tabular" and self.likelihood == "bernoulli":
             raise ValueError("likelihood='bernoulli' needs images in [0, 1]; X is tabular. Use 'auto'.")
 
@@ -725,9 +727,9 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         """Re-calibrate the threshold and p-values on new data known to be normal.
 
         Replaces the held-out scores kept from ``fit`` by the scores of ``X`` under the current
-        ``score`` parameter and sets ``offset_`` from ``contamination``; thresholds set later with
+        ``score_method`` parameter and sets ``offset_`` from ``contamination``; thresholds set later with
         :meth:`set_threshold` and :meth:`p_values` then refer to ``X``. Use it after changing
-        ``score`` on a fitted detector, or to calibrate on more (or more recent) normal data than
+        ``score_method`` on a fitted detector, or to calibrate on more (or more recent) normal data than
         ``fit`` held out. ``X`` must not be data the network was trained on, whose scores are
         optimistic.
 
@@ -744,16 +746,17 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         return self
 
     def _score_method(self):
-        """The score method in use: ``score``, with "auto" resolved for the data ``fit`` saw."""
-        if self.score != "auto":
-            return self.score
+        """The score method in use: ``score_method``, with "auto" resolved for the data ``fit`` saw."""
+        if self.score_method != "auto":
+            return self.score_method
         return "bits_typicality" if self.layout_.kind == "image" else "elbo"
 
     def _check_calibrated(self):
         check_is_fitted(self, "validation_scores_")
         if self.calibrated_score_ != self._score_method():
             raise ValueError(
-                f"The threshold was calibrated for score={self.calibrated_score_!r}, but score={self._score_method()!r} now. "
+                f"The threshold was calibrated for score_method={self.calibrated_score_!r}, but "
+                f"score_method={self._score_method()!r} now. "
                 "Call calibrate(X) with held-out normal data to calibrate it for the new score, or fit again."
             )
 
@@ -952,8 +955,8 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         scores : ndarray of shape (n_samples,)
-            The method named by ``score`` (by default ``"bits_typicality"`` for images and the
-            ELBO in nats per sample for tabular data; see the ``score`` parameter). The same input
+            The method named by ``score_method`` (by default ``"bits_typicality"`` for images and the
+            ELBO in nats per sample for tabular data; see the ``score_method`` parameter). The same input
             always gets the same score, alone or in any batch.
         """
         return self._score_tensor(self._check_input(X))
@@ -994,14 +997,14 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
         X : array-like
             Data in the layout given to ``fit``.
         methods : sequence of str, optional
-            Score methods to compute, in column order (see the ``score`` parameter). Defaults to all
+            Score methods to compute, in column order (see the ``score_method`` parameter). Defaults to all
             methods that apply to the data; ``"regret"`` alone costs about ``2 * regret_steps``
             times as much as ``"elbo"``, so leave it out to save time.
 
         Returns
         -------
         table : pandas.DataFrame of shape (n_samples, n_columns)
-            Each column equals ``score_samples`` of a detector with that ``score``.
+            Each column equals ``score_samples`` of a detector with that ``score_method``.
 
         Examples
         --------
@@ -1197,6 +1200,11 @@ class VAEDetector(OutlierMixin, TransformerMixin, BaseEstimator):
             Flattened to ``latent_dim * h * w`` columns for a spatial latent code.
         """
         return self._encode_means(self._check_input(X)).flatten(1).double().numpy()
+
+    @property
+    def _n_features_out(self):
+        """Columns of ``transform``: the latent code's size, for ``get_feature_names_out``."""
+        return int(np.prod(self.model_.latent_shape))
 
     def inverse_transform(self, Z):
         """Decode latent codes into data in the layout and value range of the ``X`` given to ``fit``.

@@ -42,6 +42,8 @@ MAX_FEATURES = 1_000_000
 _MAX_RECORDS = 10_000
 _LAYOUT_FORMS = {"tabular": {"tabular"}, "image": {"flat", "nhw", "nchw", "nhwc"}}
 _DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
+# Parameters renamed since format 2 was introduced: {old name: new name}. Files keep loading.
+_RENAMED_PARAMS = {"score": "score_method"}
 
 
 def _json_params(detector) -> dict:
@@ -154,6 +156,9 @@ def read_header(path) -> tuple[dict, dict]:
             f"{str(path)!r} was written by vaedetect {header.get('vaedetect_version')} in model format "
             f"{version}, which lacks the training statistics this version scores with; fit the model again."
         )
+    params = header.get("params")
+    if isinstance(params, dict):
+        header["params"] = {_RENAMED_PARAMS.get(name, name): value for name, value in params.items()}
     try:
         check_header(header)
     except (TypeError, ValueError, KeyError) as error:
