@@ -296,8 +296,9 @@ def _with_text(table, convert):
     return table
 
 
-def write_table(table, path: Path) -> None:
-    """Write ``table`` as CSV, Parquet or JSON lines by ``path``'s extension, atomically.
+def write_table(table, path: Path | None, table_format: str | None = None) -> None:
+    """Write ``table`` as CSV, Parquet or JSON lines by ``path``'s extension, atomically; with ``path``
+    None, to standard output in ``table_format`` ("csv" or "jsonl").
 
     Names that are not valid UTF-8 are written with each undecodable byte as ``\\xNN``.
     """
@@ -307,8 +308,12 @@ def write_table(table, path: Path) -> None:
     writers = {
         ".csv": lambda file: table.to_csv(file, index=False),
         ".parquet": lambda file: table.to_parquet(file, index=False),
-        ".jsonl": lambda file: table.to_json(file, orient="records", lines=True),
+        ".jsonl": lambda file: table.to_json(file, orient="records", lines=True, double_precision=15),
     }
+    if path is None:
+        text = writers[f".{table_format}"](None)
+        click.echo(text, nl=not text.endswith("\n"))
+        return
     suffix = path.suffix.lower()
     if suffix not in writers:
         raise click.BadParameter(f"unknown extension {suffix!r}; use {', '.join(_SCORE_SUFFIXES)}.", param_hint="'-o'")
@@ -318,8 +323,11 @@ def write_table(table, path: Path) -> None:
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("paths", nargs=-1, required=True, callback=_existing_paths)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the table here (.csv, .parquet or .jsonl); printed when omitted.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Write the table here (.csv, .parquet or .jsonl; - for standard output, as --format says); "
+                   "printed for reading when omitted.")
+@click.option("--format", "table_format", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True,
+              help="Format of the table written to standard output by -o -.")
 @click.option("--threshold", type=float, callback=_finite, help="Flag scores below this instead of the model's threshold.")
 @click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Flag files whose conformal p-value is at most this target false-positive rate.")
@@ -345,7 +353,7 @@ def write_table(table, path: Path) -> None:
 @click.option("--dask-scheduler", metavar="ADDRESS", help="Score on this Dask cluster (needs vaedetect[dask]).")
 @click.option("--dask-workers", type=click.IntRange(min=1),
               help="Score on a local Dask cluster of this many single-threaded workers (needs vaedetect[dask]).")
-def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outlier, ignore_errors, maps_dir,
+def score(model, paths, output, table_format, threshold, fpr, contamination, top, fail_on_outlier, ignore_errors, maps_dir,
           report_path, report_top, workers, shard, follow_links, dask_scheduler, dask_workers):
     """Score the images in PATHS with the detector in MODEL; one row per file found.
 
@@ -378,15 +386,18 @@ def score(model, paths, output, threshold, fpr, contamination, top, fail_on_outl
     else:
         table = detector.score_paths(found, n_jobs=workers, maps_dir=maps_dir)
     shown = _with_text(table, printable)  # names safe for a terminal
+    to_stdout = output is not None and str(output) == "-"
     if output is None:
         click.echo(shown.to_string(index=False) if len(table) else "No image files found.")
+    elif to_stdout:
+        write_table(table, None, table_format)
     else:
         write_table(table, output)
         click.echo(f"Wrote {len(table)} rows to {printable(output)}", err=True)
-    if top:
+    if top:  # on stderr when stdout carries the table
         ranked = shown.dropna(subset=["score"]).nsmallest(top, "score")
-        click.echo(f"\nThe {len(ranked)} most anomalous:")
-        click.echo(ranked[["path", "score", "is_outlier"]].to_string(index=False))
+        click.echo(f"\nThe {len(ranked)} most anomalous:", err=to_stdout)
+        click.echo(ranked[["path", "score", "is_outlier"]].to_string(index=False), err=to_stdout)
     if report_path is not None:
         from .report import write_report
 
@@ -411,7 +422,7 @@ def _check_score_outputs(found, model, output, maps_dir, report_path) -> None:
     from ._files import check_output_file, check_output_folder, map_name, printable, same_file
 
     protected = [model, *found.files]
-    if output is not None:
+    if output is not None and str(output) != "-":
         _check_table_path(output, protected)
     if report_path is not None:
         _usage(check_output_file, report_path, what="--report", suffixes=_REPORT_SUFFIXES, protected=protected)
