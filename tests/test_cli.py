@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import vaedetect
-from tests.conftest import write_squares
+from tests.conftest import TINY, write_squares
 from vaedetect.cli import main
 from vaedetect.images import load_images
 
@@ -44,6 +44,24 @@ def test_fit_reports_images_used_and_skipped(trained):
     assert "Trained on 30 images (1 skipped)" in result.output
     assert "broken.png" in result.output
     assert (root / "model.vae").is_file()
+
+
+def test_score_paths_shows_progress_on_request_only(trained, capsys):
+    root, _ = trained
+    detector = vaedetect.load(root / "model.vae")
+    detector.score_paths(root / "new")
+    assert "scoring" not in capsys.readouterr().err
+    detector.score_paths(root / "new", progress=True)
+    err = capsys.readouterr().err
+    assert "scoring: 100%" in err and "11/11" in err  # 10 images and 1 corrupt file
+
+
+def test_a_verbose_fit_names_its_stages_after_training(capsys):
+    vaedetect.VAEDetector(**TINY, verbose=1).fit(np.random.RandomState(0).normal(size=(120, 5)))
+    err = capsys.readouterr().err
+    stages = ["computing the reference statistics of 108 training samples", "calibrating the threshold on 12 held-out"]
+    assert all(stage in err for stage in stages)
+    assert err.index(stages[0]) < err.index(stages[1])
 
 
 def test_fit_options_reach_the_estimator(trained):

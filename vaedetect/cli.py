@@ -334,6 +334,7 @@ def write_table(table, path: Path | None, table_format: str | None = None) -> No
 @click.option("--contamination", callback=lambda ctx, param, value: _contamination(value),
               help="Flag this share of held-out training data instead ('auto' or a float in (0, 0.5]).")
 @click.option("--top", type=click.IntRange(min=1), help="Print the N most anomalous files.")
+@click.option("--quiet", is_flag=True, help="No progress bar (there is none either when stderr is not a terminal).")
 @click.option("--fail-on-outlier", is_flag=True,
               help="Exit with code 1 when any file is an outlier, else 3 when any file could not be scored.")
 @click.option("--ignore-errors", is_flag=True,
@@ -353,7 +354,7 @@ def write_table(table, path: Path | None, table_format: str | None = None) -> No
 @click.option("--dask-scheduler", metavar="ADDRESS", help="Score on this Dask cluster (needs vaedetect[dask]).")
 @click.option("--dask-workers", type=click.IntRange(min=1),
               help="Score on a local Dask cluster of this many single-threaded workers (needs vaedetect[dask]).")
-def score(model, paths, output, table_format, threshold, fpr, contamination, top, fail_on_outlier, ignore_errors, maps_dir,
+def score(model, paths, output, table_format, threshold, fpr, contamination, top, quiet, fail_on_outlier, ignore_errors, maps_dir,
           report_path, report_top, workers, shard, follow_links, dask_scheduler, dask_workers):
     """Score the images in PATHS with the detector in MODEL; one row per file found.
 
@@ -384,7 +385,8 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     if dask_scheduler or dask_workers:
         table = _score_on_dask(model, found, overrides, maps_dir, dask_scheduler, dask_workers)
     else:
-        table = detector.score_paths(found, n_jobs=workers, maps_dir=maps_dir)
+        progress = not quiet and sys.stderr.isatty()
+        table = detector.score_paths(found, n_jobs=workers, maps_dir=maps_dir, progress=progress)
     shown = _with_text(table, printable)  # names safe for a terminal
     to_stdout = output is not None and str(output) == "-"
     if output is None:

@@ -542,7 +542,9 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         )
         self.history_ = pd.DataFrame(history)
         if self.loss == "sharp":
+            self._say(f"fitting the decoder's scale on {len(x_train)} training samples")
             self._calibrate_scale(x_train)
+        self._say(f"computing the reference statistics of {len(x_train)} training samples")
         self.reference_ = self._fit_reference(x_train)
         if x_val is None:
             warnings.warn(
@@ -552,10 +554,18 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
                 UserWarning,
                 stacklevel=2,
             )
+        self._say(f"calibrating the threshold on {n_val or len(x_train)} {'held-out' if n_val else 'training'} samples")
         self._set_offset(x_train if x_val is None else x_val)
         self.training_summary_ = {"n_samples": len(data), "n_train": len(x_train), "n_validation": n_val,
                                   "epochs": n_epochs}
         return self
+
+    def _say(self, stage):
+        """Name the stage ``fit`` is in once its progress bar has ended, when ``verbose``."""
+        if self.verbose:
+            import sys
+
+            print(f"{stage}...", file=sys.stderr, flush=True)
 
     def fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, follow_links=False):
         """Fit on the image files under ``paths``, decoded as ``image_size`` x ``image_size`` x ``channels``.
@@ -1056,7 +1066,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
             raise ValueError(f"methods must be a non-empty list drawn from {applicable}; got {methods!r}.")
         return methods
 
-    def score_paths(self, paths, *, n_jobs=0, maps_dir=None, follow_links=False):
+    def score_paths(self, paths, *, n_jobs=0, maps_dir=None, follow_links=False, progress=False):
         """Score every image file under ``paths``, streaming in batches so memory stays bounded.
 
         Parameters
@@ -1072,6 +1082,8 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         follow_links : bool, default=False
             Follow symbolic links that lead out of the folders (see
             :func:`vaedetect.images.discover_images`); by default they are skipped and reported.
+        progress : bool, default=False
+            Show a progress bar of the files scored on stderr.
 
         Returns
         -------
@@ -1085,6 +1097,8 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         import pandas as pd
         import torch
 
+        from tqdm.auto import tqdm
+
         from .images import stream_images
         from .scoring import conformal_p_values
 
@@ -1095,7 +1109,9 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
         rows = [(s.path, np.nan, s.reason) for s in unreadable]
         maps = {}
+        bar = tqdm(total=len(files), desc="scoring", unit="image", disable=not progress)
         for batch in stream_images(files, height, channels, batch_size=self._inference_batch_size(), num_workers=n_jobs):
+            bar.update(len(batch.paths) + len(batch.skipped))
             x = torch.from_numpy(images_to_unit_range(batch.images, decoded))
             scores = self._score_tensor(x) if len(x) else []
             rows += [(path, score, "") for path, score in zip(batch.paths, scores)]
@@ -1104,6 +1120,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
             if len(flagged):  # a batch with nothing flagged has no maps to draw
                 maps.update(_write_overlays(maps_dir, [batch.paths[i] for i in flagged], batch.images[flagged],
                                             self._anomaly_map_tensor(x[flagged]).sum(axis=1)))
+        bar.close()
         paths, values, errors = zip(*rows) if rows else ((), (), ())
         # object columns: a name that is not UTF-8 is a str that pandas' Arrow strings would refuse
         table = pd.DataFrame({"path": pd.Series(paths, dtype=object), "score": np.asarray(values, dtype=np.float64),
