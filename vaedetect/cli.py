@@ -167,6 +167,20 @@ def _echo_skipped(skipped):
         click.echo(f"skipped {printable(item.path)}: {printable(item.reason)}", err=True)
 
 
+_id_column_option = click.option(
+    "--id-column", metavar="NAME", help="For a .csv or .parquet table: a column that identifies rows, not a feature.")
+
+
+def _tabular_inputs(paths) -> bool:
+    """Whether ``paths`` name one table file (tabular data) rather than images; both at once are refused."""
+    from .tables import TABLE_EXTENSIONS, is_table_file
+
+    tables = [path for path in paths if is_table_file(path)]
+    if tables and len(paths) > 1:
+        raise Refused(f"give one {' or '.join(TABLE_EXTENSIONS)} table alone, not with other paths.")
+    return bool(tables)
+
+
 _follow_links_option = click.option(
     "--follow-links", is_flag=True,
     help="Follow symbolic links that lead out of the folders (by default they are reported and skipped).")
@@ -197,9 +211,13 @@ def main():
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train data-parallel on this many processes (torchrun; one per GPU, or Gloo on CPUs).")
 @_follow_links_option
+@_id_column_option
 @_fit_options
-def fit(folders, output, workers, quiet, preset, nproc, follow_links, **params):
-    """Train a detector on the images in FOLDERS (searched recursively) and save it."""
+def fit(folders, output, workers, quiet, preset, nproc, follow_links, id_column, **params):
+    """Train a detector on the images in FOLDERS (searched recursively) and save it.
+
+    A single .csv or .parquet file instead trains on the rows of that table (its numeric columns).
+    """
     from ._files import check_output_file, printable
     from .distributed import launched_by_torchrun
     from .images import IMAGE_EXTENSIONS
@@ -210,6 +228,9 @@ def fit(folders, output, workers, quiet, preset, nproc, follow_links, **params):
         raise Refused(f"-o {printable(output)!r} is named like an image or a table, but a model file is neither; "
                       "name it e.g. model.vae.")
     _usage(check_output_file, output, what="-o", protected=found.files)
+    tabular = _tabular_inputs(folders)
+    if nproc > 1 and tabular:
+        raise Refused("--nproc trains on images; a table trains in one process.")
     if nproc > 1 and not launched_by_torchrun():
         raise SystemExit(_run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_links, params))
     from .estimator import VAEDetector
@@ -220,6 +241,14 @@ def fit(folders, output, workers, quiet, preset, nproc, follow_links, **params):
     if given.get("mixed_precision") in ("on", "off"):
         given["mixed_precision"] = given["mixed_precision"] == "on"
     detector = VAEDetector.from_preset(preset, **given, verbose=0 if quiet else 1)
+    if tabular:
+        from .tables import read_features
+
+        rows = _usage(read_features, folders[0], id_column)
+        _usage(detector.fit, rows)
+        detector.save(output)
+        click.echo(f"Trained on {len(rows)} rows of {rows.shape[1]} features; model written to {printable(output)}")
+        return
     if launched_by_torchrun():
         _usage(_fit_distributed, detector, found, output, workers)
         return
@@ -351,15 +380,18 @@ def write_table(table, path: Path | None, table_format: str | None = None) -> No
 @click.option("--shard", callback=lambda ctx, param, value: _shard(value), metavar="I/N",
               help="Score only the I-th of N equal shares of the files (0 <= I < N), e.g. for a job array.")
 @_follow_links_option
+@_id_column_option
 @click.option("--dask-scheduler", metavar="ADDRESS", help="Score on this Dask cluster (needs vaedetect[dask]).")
 @click.option("--dask-workers", type=click.IntRange(min=1),
               help="Score on a local Dask cluster of this many single-threaded workers (needs vaedetect[dask]).")
 def score(model, paths, output, table_format, threshold, fpr, contamination, top, quiet, fail_on_outlier, ignore_errors, maps_dir,
-          report_path, report_top, workers, shard, follow_links, dask_scheduler, dask_workers):
+          report_path, report_top, workers, shard, follow_links, id_column, dask_scheduler, dask_workers):
     """Score the images in PATHS with the detector in MODEL; one row per file found.
 
     Columns: path, score (higher = more normal), p_value (small for anomalies), is_outlier,
-    error (why a file could not be scored).
+    error (why a file could not be scored). A model fitted on a table scores the rows of .csv or
+    .parquet files instead, with the columns path, row (and --id-column), score, p_value, is_outlier
+    and error.
     """
     from ._files import printable
 
@@ -369,6 +401,11 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         raise click.UsageError("Give at most one of --threshold, --fpr and --contamination.")
     if dask_scheduler and dask_workers:
         raise click.UsageError("Give at most one of --dask-scheduler and --dask-workers.")
+    detector = _load_model(model)
+    if overrides:
+        _usage(detector.set_threshold, **overrides)
+    if detector.layout_.kind == "tabular":
+        _check_tabular_run(paths, maps_dir, report_path, shard, dask_scheduler or dask_workers)
     found = _discover(paths, follow_links)
     if not found.entries():  # a gate over a wrongly mounted, empty folder must not pass
         from .images import IMAGE_EXTENSIONS
@@ -379,10 +416,11 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         index, count = shard
         found = found.subset(found.entries()[index::count])
     _check_score_outputs(found, model, output, maps_dir, report_path)
-    detector = _load_model(model)
-    if overrides:
-        _usage(detector.set_threshold, **overrides)
-    if dask_scheduler or dask_workers:
+    if detector.layout_.kind == "tabular":
+        from .tables import score_table_file
+
+        table = _concat([_usage(score_table_file, detector, path, id_column=id_column) for path in paths])
+    elif dask_scheduler or dask_workers:
         table = _score_on_dask(model, found, overrides, maps_dir, dask_scheduler, dask_workers)
     else:
         progress = not quiet and sys.stderr.isatty()
@@ -398,8 +436,9 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         click.echo(f"Wrote {len(table)} rows to {printable(output)}", err=True)
     if top:  # on stderr when stdout carries the table
         ranked = shown.dropna(subset=["score"]).nsmallest(top, "score")
+        columns = [name for name in ranked.columns if name not in ("p_value", "error", "map")]
         click.echo(f"\nThe {len(ranked)} most anomalous:", err=to_stdout)
-        click.echo(ranked[["path", "score", "is_outlier"]].to_string(index=False), err=to_stdout)
+        click.echo(ranked[columns].to_string(index=False), err=to_stdout)
     if report_path is not None:
         from .report import write_report
 
@@ -408,14 +447,33 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
                      threshold_note=note, top=report_top)
         click.echo(f"Wrote the report to {printable(report_path)}", err=True)
     n_outliers, n_errors = int(table["is_outlier"].sum()), int((table["error"] != "").sum())
-    click.echo(f"{len(table)} files: {n_outliers} outliers, {n_errors} could not be scored "
+    unit = "rows" if detector.layout_.kind == "tabular" else "files"
+    click.echo(f"{len(table)} {unit}: {n_outliers} outliers, {n_errors} could not be scored "
                f"(threshold {detector.offset_:.6g})", err=True)
     if fail_on_outlier and n_outliers:
         raise SystemExit(EXIT_OUTLIERS)
     if fail_on_outlier and n_errors and not ignore_errors:
-        click.echo(f"failing: {n_errors} files could not be scored, so they were not checked "
+        click.echo(f"failing: {n_errors} {unit} could not be scored, so they were not checked "
                    "(--ignore-errors to let them pass)", err=True)
         raise SystemExit(EXIT_UNSCORED)
+
+
+def _concat(tables):
+    import pandas as pd
+
+    return pd.concat(tables, ignore_index=True)
+
+
+def _check_tabular_run(paths, maps_dir, report_path, shard, on_dask) -> None:
+    """A tabular model scores table files, in this process, without pictures."""
+    from .tables import TABLE_EXTENSIONS, is_table_file
+
+    others = [str(path) for path in paths if not is_table_file(path) or Path(path).is_dir()]
+    if others:
+        raise Refused(f"the model was fitted on a table: give {' or '.join(TABLE_EXTENSIONS)} files, not {others[0]!r}.")
+    for given, option in ((maps_dir, "--maps"), (report_path, "--report"), (shard, "--shard"), (on_dask, "--dask-*")):
+        if given:
+            raise Refused(f"{option} is for image models; this one was fitted on a table.")
 
 
 def _check_score_outputs(found, model, output, maps_dir, report_path) -> None:

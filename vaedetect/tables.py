@@ -1,0 +1,105 @@
+"""Tabular files for the command line: a CSV or Parquet table to fit on, and tables scored in chunks.
+
+A table's numeric columns are the features; one column may be named as an identifier
+(``--id-column``), kept out of the features and written beside each row's score. Scoring reads CSV
+files in chunks of rows, so memory stays bounded whatever the file's length, and gives a row with a
+missing or infinite value an error instead of a score, as an unreadable image gets one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+TABLE_EXTENSIONS = (".csv", ".parquet")
+# Rows of a CSV file read and scored at a time.
+CHUNK_ROWS = 50_000
+
+
+def is_table_file(path) -> bool:
+    return Path(path).suffix.lower() in TABLE_EXTENSIONS
+
+
+def _chunks(path, chunk_rows: int):
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".parquet":
+            yield pd.read_parquet(path)
+        else:
+            yield from pd.read_csv(path, chunksize=chunk_rows)
+    except (ValueError, OSError, ImportError, pd.errors.ParserError) as error:
+        raise ValueError(f"cannot read the table {str(path)!r}: {error}") from None
+
+
+def split_features(frame, path, id_column=None):
+    """``frame``'s features (every numeric column but ``id_column``) and its identifiers, or
+    ``ValueError`` naming the file and the offending columns."""
+    if id_column is not None and id_column not in frame.columns:
+        raise ValueError(f"{str(path)!r} has no column {id_column!r} (--id-column); its columns: {list(frame.columns)}.")
+    features = frame.drop(columns=[id_column]) if id_column is not None else frame
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    text = [str(name) for name in features.columns
+            if not is_numeric_dtype(features[name]) or is_bool_dtype(features[name])]
+    if text:
+        raise ValueError(f"{str(path)!r}: column(s) {text} are not numeric; name an identifier with --id-column "
+                         "and convert or drop the others.")
+    ids = frame[id_column] if id_column is not None else None
+    return features, ids
+
+
+def read_features(path, id_column=None):
+    """The whole table at ``path`` as features for ``fit``: a DataFrame of its numeric columns."""
+    import pandas as pd
+
+    frame = pd.concat(list(_chunks(path, CHUNK_ROWS)), ignore_index=True)
+    features, _ = split_features(frame, path, id_column)
+    if not len(features):
+        raise ValueError(f"{str(path)!r} holds no rows.")
+    return features
+
+
+def score_table_file(detector, path, *, id_column=None, chunk_rows: int = CHUNK_ROWS):
+    """Score every row of the table at ``path`` with a detector fitted on tabular data.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per row of the file: ``path``, ``row`` (its number, from 0), the identifier column
+        when given, ``score``, ``p_value``, ``is_outlier`` and ``error`` (why a row was not scored).
+    """
+    import pandas as pd
+
+    from .scoring import conformal_p_values
+
+    names = getattr(detector, "feature_names_in_", None)
+    parts, start = [], 0
+    for frame in _chunks(path, chunk_rows):
+        features, ids = split_features(frame, path, id_column)
+        if names is not None:
+            missing = [name for name in names if name not in features.columns]
+            if missing:
+                raise ValueError(f"{str(path)!r} lacks the column(s) {missing} the model was fitted on.")
+            features = features[list(names)]
+        values = features.to_numpy(dtype=np.float64)
+        good = np.isfinite(values).all(axis=1)
+        scores = np.full(len(values), np.nan)
+        if good.any():
+            scores[good] = detector.score_samples(features[good] if names is not None else values[good])
+        part = pd.DataFrame({"path": str(path), "row": np.arange(start, start + len(values))})
+        if ids is not None:
+            part[id_column] = ids.to_numpy()
+        part["score"] = scores
+        part["error"] = np.where(good, "", "a missing or infinite value")
+        parts.append(part)
+        start += len(values)
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["path", "row", "score", "error"])
+    scored = table["score"].notna()
+    p_values = np.full(len(table), np.nan)
+    p_values[scored.to_numpy()] = conformal_p_values(detector.validation_scores_, table.loc[scored, "score"])
+    table.insert(table.columns.get_loc("score") + 1, "p_value", p_values)
+    table.insert(table.columns.get_loc("p_value") + 1, "is_outlier", table["score"] < detector.offset_)
+    return table
