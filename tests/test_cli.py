@@ -293,17 +293,37 @@ def test_maps_of_a_folder_with_nothing_flagged_are_no_crash(trained, tmp_path):
     assert list((tmp_path / "maps").iterdir()) == []
 
 
-def test_fit_option_choices_match_the_estimator_parameters():
-    # the CLI spells its choices out so that --help need not import torch; keep them in step
-    from vaedetect.cli import _FIT_OPTIONS
+def test_fit_options_are_every_estimator_parameter_with_its_real_default_and_choices():
+    # the CLI spells its options out so that --help need not import torch; keep them in step
+    from vaedetect.cli import _FIT_OPTIONS, _spelt
 
+    defaults = vaedetect.VAEDetector().get_params()
+    assert {parameter for _, parameter, *_ in _FIT_OPTIONS} == set(defaults) - {"image_shape", "verbose"}
     constraints = vaedetect.VAEDetector._parameter_constraints
-    for _, parameter, kind, _ in _FIT_OPTIONS:
+    for _, parameter, kind, default, _ in _FIT_OPTIONS:
+        assert default == defaults[parameter], parameter
         if hasattr(kind, "choices"):
             allowed = {str(v) for c in constraints[parameter] for v in getattr(c, "options", ())}
             if "boolean" in constraints[parameter]:
-                allowed |= {"on", "off"}  # a flag that also takes "auto" is spelled in words
+                allowed |= {"on", "off"}
             assert set(kind.choices) == allowed, parameter
+            assert default is None or _spelt(default) in kind.choices, parameter
+
+
+def test_fit_help_shows_each_real_default():
+    text = CliRunner().invoke(main, ["fit", "--help"], terminal_width=200).output
+    for expected in ("[default: 64]", "[default: leaky_relu]", "[default: on]", "[default: 0.0005]"):
+        assert expected in text
+    assert "VAEDetector's" not in text
+
+
+def test_boolean_fit_options_reach_the_estimator(tmp_path):
+    write_squares(tmp_path / "train", 20, seed=0)
+    result = CliRunner().invoke(main, ["fit", str(tmp_path / "train"), "-o", str(tmp_path / "m.vae"), *FIT_ARGS,
+                                       "--residual", "off", "--early-stopping", "off", "--weight-decay", "0.01"])
+    assert result.exit_code == 0, result.output
+    detector = vaedetect.load(tmp_path / "m.vae")
+    assert (detector.residual, detector.early_stopping, detector.weight_decay) == (False, False, 0.01)
 
 
 def _invoke(*args):

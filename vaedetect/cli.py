@@ -24,34 +24,53 @@ import click
 
 from . import __version__
 
-# VAEDetector parameters exposed by `vaedetect fit`: (option, parameter, click type, help).
+# VAEDetector parameters exposed by `vaedetect fit`: (option, parameter, click type, the estimator's
+# default, help). Spelt out here so that `--help` need not import torch; a test checks every parameter
+# is here with its real default and choices. Booleans are spelt on/off.
+_ON_OFF = click.Choice(["on", "off"])
 _FIT_OPTIONS = [
-    ("--image-size", "image_size", click.IntRange(min=4), "Side of the square images, in pixels."),
-    ("--channels", "channels", click.Choice(["1", "3"]), "1 for grayscale, 3 for RGB."),
-    ("--latent-dim", "latent_dim", click.IntRange(min=1), "Size of the latent code."),
-    ("--base-channels", "base_channels", click.IntRange(min=1), "Channels of the first stage."),
-    ("--n-stages", "n_stages", click.IntRange(1, 8), "Stride-2 stages of the encoder."),
-    ("--loss", "loss", click.Choice(["elbo", "sharp"]), "Training objective."),
-    ("--likelihood", "likelihood", click.Choice(["auto", "gaussian", "bernoulli", "laplace"]), "Decoder distribution (auto: gaussian for images)."),
-    ("--perceptual-weight", "perceptual_weight", click.FloatRange(min=0), "VGG16 term of --loss sharp."),
-    ("--kl-schedule", "kl_schedule", click.Choice(["warmup", "cyclical", "constant"]), "KL weight over epochs."),
-    ("--epochs", "epochs", click.IntRange(min=1), "Training epochs (default: 25, fewer where they exceed 2,500 steps)."),
-    ("--batch-size", "batch_size", click.IntRange(min=2), "Training batch size."),
-    ("--learning-rate", "learning_rate", click.FloatRange(min=0, min_open=True), "AdamW learning rate."),
-    ("--validation-fraction", "validation_fraction", click.FloatRange(0, 1, max_open=True),
+    ("--image-size", "image_size", click.IntRange(min=4), 64, "Side of the square images, in pixels."),
+    ("--channels", "channels", click.Choice(["1", "3"]), 3, "1 for grayscale, 3 for RGB."),
+    ("--latent-dim", "latent_dim", click.IntRange(min=1), 16, "Size of the latent code."),
+    ("--base-channels", "base_channels", click.IntRange(min=1), 32, "Channels of the first stage."),
+    ("--n-stages", "n_stages", click.IntRange(1, 8), 3, "Stride-2 stages of the encoder."),
+    ("--residual", "residual", _ON_OFF, True, "A residual block at the end of each stage."),
+    ("--spatial-latent", "spatial_latent", _ON_OFF, False, "The tutorial's spatial latent code instead of a vector."),
+    ("--skip-connections", "skip_connections", _ON_OFF, False,
+     "The tutorial's U-Net skips (they break likelihoods and sampling)."),
+    ("--activation", "activation", click.Choice(["leaky_relu", "relu"]), "leaky_relu", "Activation of every stage."),
+    ("--loss", "loss", click.Choice(["elbo", "sharp"]), "elbo", "Training objective."),
+    ("--likelihood", "likelihood", click.Choice(["auto", "gaussian", "bernoulli", "laplace"]), "auto",
+     "Decoder distribution (auto: gaussian for images, laplace for tables)."),
+    ("--perceptual-weight", "perceptual_weight", click.FloatRange(min=0), 0.3, "VGG16 term of --loss sharp."),
+    ("--kl-schedule", "kl_schedule", click.Choice(["warmup", "cyclical", "constant"]), "warmup", "KL weight over epochs."),
+    ("--epochs", "epochs", click.IntRange(min=1), "auto", "Training epochs (auto: 25, fewer where they exceed 2,500 steps)."),
+    ("--batch-size", "batch_size", click.IntRange(min=2), 32, "Training batch size."),
+    ("--learning-rate", "learning_rate", click.FloatRange(min=0, min_open=True), 5e-4, "AdamW learning rate."),
+    ("--weight-decay", "weight_decay", click.FloatRange(min=0), 1e-5, "AdamW weight decay."),
+    ("--augment", "augment", click.Choice(["auto", "on", "off"]), False,
+     "Flips, small rotations and colour jitter in training (auto: on for images)."),
+    ("--validation-fraction", "validation_fraction", click.FloatRange(0, 1, max_open=True), 0.1,
      "Share held out for early stopping and the threshold."),
-    ("--n-samples", "n_samples", click.IntRange(min=1), "Latent draws per image when scoring."),
+    ("--early-stopping", "early_stopping", _ON_OFF, True, "Stop when the validation loss stops improving."),
+    ("--n-iter-no-change", "n_iter_no_change", click.IntRange(min=1), 10, "Epochs without improvement before stopping."),
+    ("--n-samples", "n_samples", click.IntRange(min=1), "auto", "Latent draws per input when scoring (auto: 1 per image)."),
     ("--score-method", "score_method", click.Choice(["auto", "elbo", "iwae", "kl", "reconstruction", "latent",
-                                                   "typicality", "complexity", "bits_typicality", "regret"]),
-     "Score written by `vaedetect score`."),
-    ("--regret-steps", "regret_steps", click.IntRange(min=1), "Optimiser steps per image of --score-method regret."),
-    ("--complexity-codec", "complexity_codec", click.Choice(["png", "webp"]), "Codec of --score-method complexity."),
-    ("--contamination", "contamination", None, "Expected share of outliers: 'auto' or a float in (0, 0.5]."),
-    ("--device", "device", str, "auto, cpu, cuda, cuda:1, mps, ..."),
-    ("--mixed-precision", "mixed_precision", click.Choice(["auto", "on", "off"]),
+                                                   "typicality", "complexity", "bits_typicality", "regret"]), "auto",
+     "Score written by `vaedetect score` (auto: bits_typicality for images)."),
+    ("--regret-steps", "regret_steps", click.IntRange(min=1), 20, "Optimiser steps per image of --score-method regret."),
+    ("--complexity-codec", "complexity_codec", click.Choice(["png", "webp"]), "png", "Codec of --score-method complexity."),
+    ("--contamination", "contamination", None, "auto", "Expected share of outliers: 'auto' (0.01) or a float in (0, 0.5]."),
+    ("--device", "device", str, "auto", "auto, cpu, cuda, cuda:1, mps, ..."),
+    ("--mixed-precision", "mixed_precision", click.Choice(["auto", "on", "off"]), "auto",
      "bfloat16 training: auto (on for CUDA GPUs with bfloat16), on or off."),
-    ("--seed", "random_state", int, "Random seed, for reproducible models."),
+    ("--seed", "random_state", int, None, "Random seed, for reproducible models."),
 ]
+
+
+def _spelt(value) -> str:
+    """A parameter's value as the command line spells it: booleans as on/off."""
+    return {True: "on", False: "off"}.get(value, str(value)) if isinstance(value, bool) else str(value)
 
 
 def _contamination(value):
@@ -67,11 +86,24 @@ def _contamination(value):
 
 
 def _fit_options(command):
-    for option, parameter, kind, text in reversed(_FIT_OPTIONS):
+    # passed on only when given (default None), so that the estimator's own defaults apply
+    for option, parameter, kind, default, text in reversed(_FIT_OPTIONS):
         kwargs = {"callback": lambda ctx, param, value: _contamination(value)} if parameter == "contamination" else {}
-        command = click.option(option, parameter, type=kind, default=None,
-                               help=f"{text} [default: VAEDetector's {parameter}]", **kwargs)(command)
+        shown = "none" if default is None else _spelt(default)
+        command = click.option(option, parameter, type=kind, default=None, help=f"{text} [default: {shown}]",
+                               **kwargs)(command)
     return command
+
+
+def _estimator_params(params: dict) -> dict:
+    """The options given to `fit`, as ``VAEDetector`` parameters: on/off as booleans, channels as int."""
+    given = {name: value for name, value in params.items() if value is not None}
+    for name, value in given.items():
+        if value in ("on", "off"):
+            given[name] = value == "on"
+    if "channels" in given:
+        given["channels"] = int(given["channels"])
+    return given
 
 
 EXIT_OUTLIERS, EXIT_USAGE, EXIT_UNSCORED, EXIT_INTERNAL, EXIT_BROKEN_PIPE = 1, 2, 3, 4, 141
@@ -235,12 +267,7 @@ def fit(folders, output, workers, quiet, preset, nproc, follow_links, id_column,
         raise SystemExit(_run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_links, params))
     from .estimator import VAEDetector
 
-    given = {name: value for name, value in params.items() if value is not None}
-    if "channels" in given:
-        given["channels"] = int(given["channels"])
-    if given.get("mixed_precision") in ("on", "off"):
-        given["mixed_precision"] = given["mixed_precision"] == "on"
-    detector = VAEDetector.from_preset(preset, **given, verbose=0 if quiet else 1)
+    detector = VAEDetector.from_preset(preset, **_estimator_params(params), verbose=0 if quiet else 1)
     if tabular:
         from .tables import read_features
 
@@ -293,7 +320,7 @@ def _run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_l
                "--preset", preset]
     command += ["--quiet"] if quiet else []
     command += ["--follow-links"] if follow_links else []
-    for option, parameter, _, _ in _FIT_OPTIONS:
+    for option, parameter, *_ in _FIT_OPTIONS:
         if params.get(parameter) is not None:
             command += [option, str(params[parameter])]
     # torchrun would give every process one thread; share the cores out instead
