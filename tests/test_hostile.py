@@ -98,6 +98,24 @@ def test_a_threshold_that_is_not_finite_is_a_usage_error(model, value):
     assert "must be a finite number" in result.output
 
 
+def test_an_unreachable_false_positive_rate_is_a_usage_error_naming_what_it_needs(model):
+    result = _cli("score", model / "model.vae", model / "new", "--fpr", "0.01", "--fail-on-outlier")
+    assert result.exit_code == 2  # 3 held-out scores: the threshold would flag nothing
+    assert "out of reach of the 3 calibration scores" in result.output and "needs at least 99" in result.output
+
+
+def test_calibrate_writes_a_new_model_with_more_calibration_scores(model, tmp_path):
+    write_squares(tmp_path / "normal", 25, seed=11)
+    result = _cli("calibrate", model / "model.vae", tmp_path / "normal", "-o", tmp_path / "calibrated.vae")
+    assert result.exit_code == 0, result.output
+    calibrated = vaedetect.load(tmp_path / "calibrated.vae")
+    assert len(calibrated.validation_scores_) == 25 and len(vaedetect.load(model / "model.vae").validation_scores_) == 3
+    assert "calibration:  25 scores" in _cli("info", tmp_path / "calibrated.vae").output
+    assert _cli("score", tmp_path / "calibrated.vae", model / "new", "--fpr", "0.04").exit_code == 0
+    refused = _cli("calibrate", model / "model.vae", tmp_path / "normal", "-o", model / "model.vae")
+    assert refused.exit_code == 2 and "would overwrite" in refused.output
+
+
 def test_the_api_refuses_a_threshold_that_is_not_finite(model):
     detector = vaedetect.load(model / "model.vae")
     with pytest.raises(ValueError, match="threshold must be a finite number"):

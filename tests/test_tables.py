@@ -63,6 +63,12 @@ def test_table_scores_equal_the_python_scores_and_parquet_reads_the_same(rows, t
         np.testing.assert_allclose(table["score"].drop(index=3), expected, rtol=1e-6)
 
 
+def test_rows_with_missing_values_are_refused_for_fitting_naming_the_first(rows, tmp_path):
+    result = _cli("fit", rows / "new.csv", "-o", tmp_path / "m.vae", *FIT_ARGS)
+    assert result.exit_code == 2
+    assert "1 rows hold a missing or infinite value (the first is row 3" in result.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["fit", "{root}/train.csv", "-o", "{tmp}/m.vae", "--quiet"], "column(s) ['id'] are not numeric"),
     (["fit", "{root}/train.csv", "{root}/new.csv", "-o", "{tmp}/m.vae"], "one .csv or .parquet table alone"),

@@ -177,7 +177,7 @@ def _usage(function, *args, **kwargs):
     except (ValueError, FileNotFoundError) as error:
         from ._files import printable
 
-        raise Refused(printable(error)) from None
+        raise Refused(printable(" ".join(str(error).split()))) from None  # one line
 
 
 def _load_model(path):
@@ -429,6 +429,8 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     if dask_scheduler and dask_workers:
         raise click.UsageError("Give at most one of --dask-scheduler and --dask-workers.")
     detector = _load_model(model)
+    if fpr is not None:
+        _check_reachable(fpr, detector, model)
     if overrides:
         _usage(detector.set_threshold, **overrides)
     if detector.layout_.kind == "tabular":
@@ -483,6 +485,21 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         click.echo(f"failing: {n_errors} {unit} could not be scored, so they were not checked "
                    "(--ignore-errors to let them pass)", err=True)
         raise SystemExit(EXIT_UNSCORED)
+
+
+def _check_reachable(fpr, detector, model) -> None:
+    """Refuse a target false-positive rate the model's calibration scores are too few to reach: the
+    threshold would flag nothing, and a gate would pass silently."""
+    import math
+
+    n = len(detector.validation_scores_)
+    if math.floor(fpr * (n + 1) + 1e-9) < 1:  # the rule of scoring.conformal_threshold
+        from ._files import printable
+
+        needed = math.ceil(1 / fpr - 1e-9) - 1
+        raise Refused(f"--fpr {fpr} is out of reach of the {n} calibration scores in {printable(model)} (the smallest "
+                      f"reachable rate is 1/{n + 1} = {1 / (n + 1):.3g}); it needs at least {needed}. Add normal data "
+                      "with `vaedetect calibrate`, or fit on more.")
 
 
 def _concat(tables):
@@ -677,6 +694,47 @@ def pca(model, folders, output, workers, follow_links):
     click.echo(f"Wrote the latent PCA of {len(X)} images to {printable(output)}")
 
 
+# ------------------------------------------------------------------ calibrate
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, callback=_existing_paths)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the calibrated model (a new file: the model given is never overwritten).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Processes decoding images.")
+@_follow_links_option
+@_id_column_option
+def calibrate(model, paths, output, workers, follow_links, id_column):
+    """Calibrate MODEL's threshold and p-values on the normal data in PATHS, written as a new model.
+
+    The data must be normal and must not be what the model was trained on. They replace the
+    calibration scores kept from training (VAEDetector.calibrate); more of them make smaller
+    false-positive rates reachable (--fpr) and thresholds less noisy.
+    """
+    from ._files import check_output_file, printable
+
+    found = _discover(paths, follow_links)
+    if output.suffix.lower() in _SCORE_SUFFIXES + _REPORT_SUFFIXES + _IMAGE_SUFFIXES:
+        raise Refused(f"-o {printable(output)!r} is named like an image or a table; name the model e.g. model.vae.")
+    _usage(check_output_file, output, what="-o", protected=[model, *found.files])
+    detector = _load_model(model)
+    if detector.layout_.kind == "tabular":
+        _check_tabular_run(paths, None, None, None, None)
+        from .tables import read_features
+
+        X = _concat([_usage(read_features, path, id_column) for path in paths])
+    else:
+        X, _, skipped = _usage(detector.read_images, found, n_jobs=workers)
+        _echo_skipped(skipped)
+    if len(X) == 0:
+        raise Refused(f"found no readable normal data in {printable(', '.join(map(str, paths)))}.")
+    _usage(detector.calibrate, X)
+    detector.save(output)
+    click.echo(f"Calibrated on {len(X)} samples (the smallest reachable --fpr is now 1/{len(X) + 1} = "
+               f"{1 / (len(X) + 1):.3g}); model written to {printable(output)}")
+
+
 # ------------------------------------------------------------------ info
 
 
@@ -692,8 +750,9 @@ def info(model):
     from ._files import printable
     from .persistence import read_header
 
-    _load_model(model)  # refuses what scoring would refuse: forged headers, NaN weights...
+    detector = _load_model(model)  # refuses what scoring would refuse: forged headers, NaN weights...
     header, _ = _usage(read_header, model)
+    n_calibration = len(detector.validation_scores_)
     fitted = header["fitted"]
     click.echo(f"model file:   {printable(model)}")
     click.echo(f"written by:   vaedetect {printable(header['vaedetect_version'])}, "
@@ -704,6 +763,8 @@ def info(model):
     click.echo(f"epochs run:   {len(header['history'].get('epoch', []))}")
     click.echo(f"score:        {fitted['calibrated_score_']} (what `vaedetect score` writes; higher = more normal)")
     click.echo(f"threshold:    {fitted['offset_']:.6g} (scores below it are outliers)")
+    click.echo(f"calibration:  {n_calibration} scores of normal data; the smallest reachable --fpr is "
+               f"1/{n_calibration + 1} = {1 / (n_calibration + 1):.3g}")
     click.echo("parameters:")
     for name, value in sorted(header["params"].items()):
         click.echo(f"  {name} = {printable(repr(value))}")

@@ -59,6 +59,10 @@ def read_features(path, id_column=None):
     features, _ = split_features(frame, path, id_column)
     if not len(features):
         raise ValueError(f"{str(path)!r} holds no rows.")
+    broken = ~np.isfinite(features.to_numpy(dtype=np.float64)).all(axis=1)
+    if broken.any():
+        raise ValueError(f"{str(path)!r}: {int(broken.sum())} rows hold a missing or infinite value (the first is row "
+                         f"{int(np.argmax(broken))}, from 0); drop or impute them.")
     return features
 
 
