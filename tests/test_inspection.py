@@ -224,3 +224,15 @@ def test_score_histogram_keeps_the_bulk_readable_despite_a_long_tail():
     # bins span the 1st percentile (here the tail itself starts above it) to the maximum, threshold included
     assert ax.get_xlim()[0] > -1000
     assert ax.texts[0].get_text() == "10 lower scores off the left edge"
+
+
+def test_outlier_rings_share_no_colour_with_the_classes():
+    from matplotlib.colors import to_rgba
+
+    coordinates = np.random.RandomState(0).normal(size=(40, 2))
+    labels = [f"class{i % 12}" for i in range(40)]  # more than tab10's colours: tab20
+    ax = plotting.latent_scatter(coordinates, labels=labels, outliers=np.arange(40) < 5)
+    points, rings = ax.collections
+    ring_colour = tuple(rings.get_edgecolor()[0])
+    assert ring_colour == to_rgba("black")
+    assert all(tuple(colour[:3]) != ring_colour[:3] for colour in points.get_facecolor())

@@ -658,7 +658,8 @@ def interpolate(model, start, end, steps, method, output):
     X = X[[used.index(str(start)), used.index(str(end))]]
     path = _usage(detector.interpolate, X[0], X[1], steps=steps, method=method)
     _save_mosaic(np.concatenate([X[:1], path, X[1:]]), output, ncols=steps + 2)
-    click.echo(f"Wrote {steps} interpolated images between {printable(start)} and {printable(end)} to {printable(output)}")
+    click.echo(f"Wrote a strip of {steps + 2} tiles to {printable(output)}: {printable(start)} as read, the {steps} "
+               f"decoded points of the latent path (its ends reconstruct the two images), {printable(end)} as read")
 
 
 @main.command()

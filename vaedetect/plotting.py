@@ -158,7 +158,7 @@ def latent_scatter(coordinates, *, labels=None, scores=None, outliers=None, ax=N
     scores : array-like of shape (n,), optional
         Colour by score instead, with a colour bar (used when ``labels`` is None).
     outliers : array-like of bool, shape (n,), optional
-        Samples to ring in red.
+        Samples to ring in black.
     ax : matplotlib Axes, optional
 
     Returns
@@ -192,7 +192,8 @@ def latent_scatter(coordinates, *, labels=None, scores=None, outliers=None, ax=N
         ax.scatter(x, y, s=size, alpha=0.7)
     if outliers is not None:
         outliers = np.asarray(outliers, dtype=bool)
-        handles.append(ax.scatter(x[outliers], y[outliers], s=40, facecolors="none", edgecolors="red",
+        # black: no colour of the tab10/tab20 palettes the classes are drawn in
+        handles.append(ax.scatter(x[outliers], y[outliers], s=40, facecolors="none", edgecolors="black",
                                   linewidths=1.0, label="outlier"))
     if handles:
         ax.legend(handles=handles, fontsize="small", loc="best")
