@@ -411,8 +411,9 @@ def write_table(table, path: Path | None, table_format: str | None = None) -> No
 @click.option("--dask-scheduler", metavar="ADDRESS", help="Score on this Dask cluster (needs vaedetect[dask]).")
 @click.option("--dask-workers", type=click.IntRange(min=1),
               help="Score on a local Dask cluster of this many single-threaded workers (needs vaedetect[dask]).")
-def score(model, paths, output, table_format, threshold, fpr, contamination, top, quiet, fail_on_outlier, ignore_errors, maps_dir,
-          report_path, report_top, workers, shard, follow_links, id_column, dask_scheduler, dask_workers):
+def score(model, paths, output, table_format, threshold, fpr, contamination, top, quiet, fail_on_outlier,
+          ignore_errors, maps_dir, report_path, report_top, workers, shard, follow_links, id_column, dask_scheduler,
+          dask_workers):
     """Score the images in PATHS with the detector in MODEL; one row per file found.
 
     Columns: path, score (higher = more normal), p_value (small for anomalies), is_outlier,
@@ -420,14 +421,13 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     .parquet files instead, with the columns path, row (and --id-column), score, p_value, is_outlier
     and error.
     """
-    from ._files import printable
-
     overrides = {"threshold": threshold, "fpr": fpr, "contamination": contamination}
     overrides = {name: value for name, value in overrides.items() if value is not None}
     if len(overrides) > 1:
         raise click.UsageError("Give at most one of --threshold, --fpr and --contamination.")
     if dask_scheduler and dask_workers:
         raise click.UsageError("Give at most one of --dask-scheduler and --dask-workers.")
+    # everything that can be refused is refused here, before the work
     detector = _load_model(model)
     if fpr is not None:
         _check_reachable(fpr, detector, model)
@@ -435,16 +435,9 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         _usage(detector.set_threshold, **overrides)
     if detector.layout_.kind == "tabular":
         _check_tabular_run(paths, maps_dir, report_path, shard, dask_scheduler or dask_workers)
-    found = _discover(paths, follow_links)
-    if not found.entries():  # a gate over a wrongly mounted, empty folder must not pass
-        from .images import IMAGE_EXTENSIONS
-
-        raise Refused(f"Found 0 image files in {printable(', '.join(map(str, paths)))} "
-                      f"(extensions {', '.join(IMAGE_EXTENSIONS)}).")
-    if shard is not None:
-        index, count = shard
-        found = found.subset(found.entries()[index::count])
+    found = _files_to_score(paths, follow_links, shard)
     _check_score_outputs(found, model, output, maps_dir, report_path)
+
     if detector.layout_.kind == "tabular":
         from .tables import score_table_file
 
@@ -454,7 +447,41 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     else:
         progress = not quiet and sys.stderr.isatty()
         table = detector.score_paths(found, n_jobs=workers, maps_dir=maps_dir, progress=progress)
-    shown = _with_text(table, printable)  # names safe for a terminal
+
+    _emit_table(table, output, table_format, top)
+    if report_path is not None:
+        from ._files import printable
+        from .report import write_report
+
+        note = ", ".join(f"--{name} {value}" for name, value in overrides.items()) or "(the model's own)"
+        write_report(report_path, detector, table, model_path=str(model), inputs=[str(p) for p in paths],
+                     threshold_note=note, top=report_top)
+        click.echo(f"Wrote the report to {printable(report_path)}", err=True)
+    raise SystemExit(_verdict(table, detector, fail_on_outlier, ignore_errors))
+
+
+def _files_to_score(paths, follow_links, shard):
+    """The entries under ``paths`` (one share of them with ``shard``); none at all is refused."""
+    from ._files import printable
+
+    found = _discover(paths, follow_links)
+    if not found.entries():  # a gate over a wrongly mounted, empty folder must not pass
+        from .images import IMAGE_EXTENSIONS
+
+        raise Refused(f"Found 0 image files in {printable(', '.join(map(str, paths)))} "
+                      f"(extensions {', '.join(IMAGE_EXTENSIONS)}).")
+    if shard is not None:
+        index, count = shard
+        found = found.subset(found.entries()[index::count])
+    return found
+
+
+def _emit_table(table, output, table_format, top) -> None:
+    """The score table to ``output`` (a file, ``-`` for stdout, or None: printed to read), and the
+    ``top`` most anomalous rows; names escaped wherever they reach a terminal."""
+    from ._files import printable
+
+    shown = _with_text(table, printable)
     to_stdout = output is not None and str(output) == "-"
     if output is None:
         click.echo(shown.to_string(index=False) if len(table) else "No image files found.")
@@ -468,23 +495,21 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         columns = [name for name in ranked.columns if name not in ("p_value", "error", "map")]
         click.echo(f"\nThe {len(ranked)} most anomalous:", err=to_stdout)
         click.echo(ranked[columns].to_string(index=False), err=to_stdout)
-    if report_path is not None:
-        from .report import write_report
 
-        note = ", ".join(f"--{name} {value}" for name, value in overrides.items()) or "(the model's own)"
-        write_report(report_path, detector, table, model_path=str(model), inputs=[str(p) for p in paths],
-                     threshold_note=note, top=report_top)
-        click.echo(f"Wrote the report to {printable(report_path)}", err=True)
+
+def _verdict(table, detector, fail_on_outlier, ignore_errors) -> int:
+    """Print the summary line; the exit code: 1 for outliers, 3 for unscored entries under the gate."""
     n_outliers, n_errors = int(table["is_outlier"].sum()), int((table["error"] != "").sum())
     unit = "rows" if detector.layout_.kind == "tabular" else "files"
     click.echo(f"{len(table)} {unit}: {n_outliers} outliers, {n_errors} could not be scored "
                f"(threshold {detector.offset_:.6g})", err=True)
     if fail_on_outlier and n_outliers:
-        raise SystemExit(EXIT_OUTLIERS)
+        return EXIT_OUTLIERS
     if fail_on_outlier and n_errors and not ignore_errors:
         click.echo(f"failing: {n_errors} {unit} could not be scored, so they were not checked "
                    "(--ignore-errors to let them pass)", err=True)
-        raise SystemExit(EXIT_UNSCORED)
+        return EXIT_UNSCORED
+    return 0
 
 
 def _check_reachable(fpr, detector, model) -> None:
