@@ -61,5 +61,5 @@ def test_the_pandas_snippet_reads_a_numeric_score_column(readme_world):
 def test_the_python_snippet_runs_as_written(readme_world):
     namespace = dict(readme_world)
     exec(_python_snippets()[1], namespace)
-    assert Path("model.vae").is_file()
+    assert Path("model.vae").is_file() and "vaedetect report" in Path("report.html").read_text(encoding="utf-8")
     assert len(namespace["table"]) == 4 and namespace["coords"].shape == (3, 2)

@@ -131,3 +131,16 @@ def test_report_of_100000_files_stays_small_and_survives_vanished_files(scored_r
     assert "100000 found, 99000 scored, 1000 could not be read" in page
     assert page.count("truncated file") == 200 and "... and 800 more." in page
     assert len(page) < 200_000  # the histogram, no thumbnails: their files are gone
+
+
+def test_the_public_api_writes_the_report_and_marks_p_values_at_their_floor(scored_run, tmp_path):
+    import vaedetect
+
+    detector, table, _ = scored_run
+    floor = 1 / (len(detector.validation_scores_) + 1)
+    table = table.copy()
+    table.loc[table["score"].notna(), "p_value"] = floor  # as if every file scored below all calibration scores
+    vaedetect.write_report(tmp_path / "r.html", detector, table, top=3)
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert page.count(f"p-value {floor:.3g}<sup") == 6  # 3 most anomalous and 3 most normal cards
+    assert "is at its floor, 1/(n+1)" in page

@@ -5,7 +5,7 @@ The public names are loaded on first use, so that ``import vaedetect`` (and the 
 """
 
 __version__ = "0.1.0"
-__all__ = ["VAEDetector", "load", "__version__"]
+__all__ = ["VAEDetector", "load", "write_report", "__version__"]
 
 
 def load(path, *, device=None):
@@ -24,6 +24,31 @@ def load(path, *, device=None):
     from .persistence import load_detector
 
     return load_detector(path, device=device)
+
+
+def write_report(path, detector, table, **options):
+    """Write the HTML report of a scoring run (``vaedetect score --report``) to ``path``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination, e.g. ``report.html``; written atomically.
+    detector : VAEDetector
+        The fitted image detector that scored ``table``.
+    table : pandas.DataFrame
+        From ``detector.score_paths(...)``.
+    **options
+        Of :func:`vaedetect.report.render_report`: ``model_path``, ``inputs``, ``threshold_note``,
+        ``top``, ``pca_sample``, ``max_errors``, ``random_state``.
+
+    Examples
+    --------
+    >>> table = detector.score_paths("incoming/")  # doctest: +SKIP
+    >>> vaedetect.write_report("report.html", detector, table, top=12)  # doctest: +SKIP
+    """
+    from .report import write_report as write
+
+    write(path, detector, table, **options)
 
 
 def __getattr__(name):

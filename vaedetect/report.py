@@ -30,6 +30,11 @@ img.plot { max-width: 100%; }
 """
 
 
+# Beside a p-value at its floor, 1 / (n + 1): the file scored below every calibration score, so its
+# p-value says "at most this", not how far below it lies (the summary states n).
+_FLOOR_MARK = '<sup title="the smallest p-value n calibration scores allow: below all of them">*</sup>'
+
+
 def _png_data_uri(pixels: np.ndarray) -> str:
     from PIL import Image
 
@@ -76,6 +81,7 @@ def _thumbnails(detector, rows) -> list[str]:
     X, used = _read_still_present(detector, list(rows["path"]))
     if not len(X):
         return []
+    floor = 1.0 / (len(detector.validation_scores_) + 1) + 1e-12  # the smallest p-value there is
     maps = detector.anomaly_map(X)
     pixels = np.rint(as_hwc_float(X) * 255).astype(np.uint8)
     position = {path: i for i, path in enumerate(used)}
@@ -90,7 +96,8 @@ def _thumbnails(detector, rows) -> list[str]:
         cards.append(
             f'<div class="card{" outlier" if row.is_outlier else ""}">'
             f"{_img(_png_data_uri(image), name)} {_img(_png_data_uri(overlay), 'anomaly map of ' + name)}"
-            f"<div>score {row.score:.4g}, p-value {row.p_value:.3g}{' &middot; <b>outlier</b>' if row.is_outlier else ''}"
+            f"<div>score {row.score:.4g}, p-value {row.p_value:.3g}{_FLOOR_MARK if row.p_value <= floor else ''}"
+            f"{' &middot; <b>outlier</b>' if row.is_outlier else ''}"
             f'</div><div class="path">{_escape(row.path)}</div></div>'
         )
     return cards
@@ -179,7 +186,9 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
         ax.set_title(f"scores of {len(scored)} files")
         parts += ["<h2>Score distribution</h2>", _img(_figure_data_uri(ax), "histogram of scores", "plot")]
         parts += [f"<h2>The {min(top, len(by_score))} most anomalous</h2>",
-                  "<p>Each image beside its anomaly map: brighter where the model explains the image worse.</p>",
+                  "<p>Each image beside its anomaly map: brighter where the model explains the image worse. "
+                  "A p-value marked * is at its floor, 1/(n+1) for n calibration scores: the file scored below "
+                  "all of them, so the p-value bounds how unusual it is rather than measuring it.</p>",
                   '<div class="cards">', *_thumbnails(detector, by_score.head(top)), "</div>"]
         parts += [f"<h2>The {min(top, len(by_score))} most normal, for contrast</h2>",
                   '<div class="cards">', *_thumbnails(detector, by_score.tail(top).iloc[::-1]), "</div>"]
