@@ -257,6 +257,15 @@ def test_maps_are_written_for_flagged_files_only(trained):
         assert overlay.mode == "RGB" and min(overlay.size) >= 128
 
 
+def test_maps_carry_a_colour_bar_on_the_models_shared_scale(trained, tmp_path):
+    root, _ = trained
+    result = _score(root / "model.vae", root / "new" / "normal", "--threshold", "1e9", "--maps", tmp_path / "maps")
+    assert result.exit_code == 0, result.output
+    sizes = {Image.open(path).size for path in (tmp_path / "maps").iterdir()}
+    assert len(sizes) == 1 and next(iter(sizes))[0] > next(iter(sizes))[1]  # the overlay plus the bar beside it
+    assert vaedetect.load(root / "model.vae").map_scale_ is not None
+
+
 def test_maps_of_a_folder_with_nothing_flagged_are_no_crash(trained, tmp_path):
     root, _ = trained
     result = _score(root / "model.vae", root / "new" / "normal", "--threshold", "-1e9", "--maps", tmp_path / "maps",

@@ -746,6 +746,37 @@ def test_heatmap_overlay_is_enlarged_rgb_and_hot_where_the_map_peaks():
     assert hot.sum() > cold.sum() + 200
 
 
+def test_a_shared_map_scale_draws_a_cost_by_its_value_not_by_its_rank():
+    from vaedetect.plotting import heatmap_overlay
+
+    image = np.zeros((8, 8, 1), dtype=np.uint8)
+    mild, strong = np.full((8, 8), 1.0), np.full((8, 8), 9.0)
+    mild[0, 0] = strong[0, 0] = 0.0
+    # scaled to themselves both maps look alike; on one scale the strong one is hotter everywhere
+    assert np.array_equal(heatmap_overlay(image, mild, min_side=8), heatmap_overlay(image, strong, min_side=8))
+    on_scale = [heatmap_overlay(image, heat, scale=(0.0, 10.0), min_side=8) for heat in (mild, strong)]
+    assert on_scale[1][1:].astype(int).sum() > on_scale[0][1:].astype(int).sum() + 8 * 7 * 100
+    with_bar = heatmap_overlay(image, mild, scale=(0.0, 10.0), min_side=32, colour_bar=True)
+    assert with_bar.shape[0] == 32 and with_bar.shape[1] > 32
+
+
+def test_map_pictures_show_the_excess_over_the_calibration_images_and_survive_saving(dark_detector, fitted_tabular,
+                                                                                    tmp_path):
+    detector, X = dark_detector
+    low, high = detector.map_scale_
+    assert detector.map_baseline_.shape == (12, 12) and low == 0.0 < high
+    excess = detector._map_pictures(detector.anomaly_map(X))
+    assert np.mean(excess <= high) > 0.99  # normal images: almost every pixel below the hottest colour
+    patched = X[:1].copy()
+    patched[0, 4:8, 4:8] = 255  # a bright patch where the training images are dark
+    assert detector._map_pictures(detector.anomaly_map(patched))[0, 4:8, 4:8].min() > high
+    detector.save(tmp_path / "m.vae")
+    loaded = vaedetect.load(tmp_path / "m.vae")
+    assert loaded.map_scale_ == [low, high]
+    np.testing.assert_allclose(loaded.map_baseline_, detector.map_baseline_, rtol=1e-6)
+    assert fitted_tabular[0].map_scale_ is None and fitted_tabular[0].map_baseline_ is None
+
+
 def test_likelihood_regret_is_non_negative_and_grows_with_steps(dark_detector):
     detector, X = dark_detector
     odd = X[:5].copy()

@@ -69,7 +69,7 @@ def test_thumbnails_are_limited_to_the_top_and_bottom(scored_run):
     page = render_report(detector, table, top=2)
     # two cards above and two below, each an image and its anomaly map
     assert len(re.findall(r'<div class="card( outlier)?">', page)) == 4
-    assert page.count("<img") == 4 * 2 + 2  # plus the histogram and the latent PCA
+    assert page.count("<img") == 4 * 2 + 3  # plus the histogram, the maps' colour scale and the latent PCA
 
 
 @pytest.fixture(scope="module")

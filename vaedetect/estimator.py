@@ -47,8 +47,8 @@ PRESETS = {
 }
 
 
-def _write_overlays(folder, paths, images, heat_maps) -> dict[str, str]:
-    """Save one heat-map overlay PNG per image; return {source path: overlay path}."""
+def _write_overlays(folder, paths, images, heat_maps, scale) -> dict[str, str]:
+    """Save one heat-map overlay PNG per image, all on the colour ``scale``; return {source path: overlay path}."""
     from pathlib import Path
 
     from PIL import Image
@@ -61,7 +61,7 @@ def _write_overlays(folder, paths, images, heat_maps) -> dict[str, str]:
     written = {}
     for path, image, heat in zip(paths, images, heat_maps):
         target = folder / map_name(path)
-        Image.fromarray(heatmap_overlay(image, heat)).save(target)
+        Image.fromarray(heatmap_overlay(image, heat, scale=scale, colour_bar=True)).save(target)
         written[path] = str(target)
     return written
 
@@ -307,6 +307,12 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         thresholds and p-values are calibrated on.
     calibrated_score_ : str
         The score method ``validation_scores_`` belong to.
+    map_baseline_ : ndarray of shape (H, W) or None
+        Mean per-pixel cost (``anomaly_map``) of the calibration images; anomaly-map pictures
+        (``--maps``, the report) show the excess over it. None for tabular data.
+    map_scale_ : list of float or None
+        ``[low, high]``: the excess drawn coldest and hottest in every picture: none, and the 99.9th
+        percentile of the calibration images' excess. None for tabular data.
 
     See Also
     --------
@@ -731,7 +737,28 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         # Kept so that the threshold can be moved later without the training data (set_threshold).
         self.validation_scores_ = self._score_tensor(x_held_out)
         self.calibrated_score_ = self._score_method()
+        if self.layout_.kind == "image":
+            self.map_baseline_, self.map_scale_ = self._map_reference(x_held_out)
+        else:
+            self.map_baseline_ = self.map_scale_ = None
         self.set_threshold(contamination=self.contamination)
+
+    def _map_reference(self, x_held_out):
+        """How anomaly-map pictures are drawn, from the calibration images the threshold comes from.
+
+        A picture shows a pixel's cost above the mean cost at that place in the calibration images
+        (places normal images always find costly, such as edges, stay dark), on one colour scale for
+        every image: from no excess to the calibration images' 99.9th percentile of it.
+        """
+        costs = self._anomaly_map_tensor(x_held_out).sum(axis=1)
+        baseline = costs.mean(axis=0)
+        high = float(np.quantile(costs - baseline, 0.999))
+        return baseline, [0.0, max(high, 1e-6)]
+
+    def _map_pictures(self, maps):
+        """Anomaly maps ``(n, H, W)`` as their pictures draw them: the excess over ``map_baseline_``."""
+        baseline = getattr(self, "map_baseline_", None)
+        return maps if baseline is None else maps - baseline
 
     def calibrate(self, X):
         """Re-calibrate the threshold and p-values on new data known to be normal.
@@ -1119,7 +1146,8 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
             flagged = np.flatnonzero(scores < self.offset_) if maps_dir is not None and len(x) else []
             if len(flagged):  # a batch with nothing flagged has no maps to draw
                 maps.update(_write_overlays(maps_dir, [batch.paths[i] for i in flagged], batch.images[flagged],
-                                            self._anomaly_map_tensor(x[flagged]).sum(axis=1)))
+                                            self._map_pictures(self._anomaly_map_tensor(x[flagged]).sum(axis=1)),
+                                            self.map_scale_))
         bar.close()
         paths, values, errors = zip(*rows) if rows else ((), (), ())
         # object columns: a name that is not UTF-8 is a str that pandas' Arrow strings would refuse

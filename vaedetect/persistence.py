@@ -29,7 +29,8 @@ FORMAT_NAME = "vaedetect-model"
 FORMAT_VERSION = 2
 # Format 1 lacked the reference statistics (latent and typicality scores); it is not read.
 _OLDEST_READABLE = 2
-_FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_", "calibrated_score_")
+_FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_", "calibrated_score_",
+                   "map_scale_")
 _REFERENCE_SCALARS = ("elbo_center", "elbo_spread_below", "elbo_spread_above", "codec")
 _REFERENCE_TENSORS = ("latent_location", "latent_precision", "bits_location", "bits_precision")
 # Bounds of the header's architecture: far above any model vaedetect trains (the "sharp" preset has
@@ -83,6 +84,8 @@ def save_detector(detector, path) -> None:
         value = getattr(detector.reference_, name)
         if value is not None:
             payload[name] = value.cpu()
+    if getattr(detector, "map_baseline_", None) is not None:
+        payload["map_baseline"] = torch.from_numpy(np.asarray(detector.map_baseline_, dtype=np.float32))
     if detector.feature_mean_ is not None:
         payload["feature_mean"] = torch.from_numpy(np.asarray(detector.feature_mean_, dtype=np.float64))
         payload["feature_scale"] = torch.from_numpy(np.asarray(detector.feature_scale_, dtype=np.float64))
@@ -266,6 +269,11 @@ def check_header(header: dict) -> None:
     _require(_field(fitted, "calibrated_score_", str, "fitted") in SCORES,
              f"fitted['calibrated_score_'] = {fitted['calibrated_score_']!r} is not a score method")
     _require(set(fitted) <= set(_FITTED_SCALARS), f"unknown fitted attribute(s) {sorted(set(fitted) - set(_FITTED_SCALARS))}")
+    scale = fitted.get("map_scale_")  # absent from files written before it existed
+    _require(scale is None or (isinstance(scale, list) and len(scale) == 2
+                               and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in scale)
+                               and scale[0] < scale[1]),
+             f"fitted['map_scale_'] = {scale!r} is not null or [low, high] with finite low < high")
 
     names = header.get("feature_names_in")
     _require(names is None or (isinstance(names, list) and len(names) == n_features
@@ -337,6 +345,7 @@ def load_detector(path, device=None):
     if params.get("image_shape") is not None:
         params["image_shape"] = tuple(params["image_shape"])
     detector = VAEDetector(**params)
+    detector.map_scale_ = None  # files written before it existed: each map scaled to itself
     for name, value in header["fitted"].items():
         setattr(detector, name, value)
     detector.layout_ = InputLayout.from_json(json.dumps(header["layout"]))
@@ -353,6 +362,10 @@ def load_detector(path, device=None):
         None if t is None else t.numpy()
         for t in (_tensor(payload, name, path, shape=n_features, required=tabular)
                   for name in ("feature_mean", "feature_scale")))
+    baseline = _tensor(payload, "map_baseline", path, shape=detector.layout_.shape[1:], required=False)
+    detector.map_baseline_ = None if baseline is None or tabular else baseline.numpy()
+    if (detector.map_baseline_ is None) != (detector.map_scale_ is None):
+        raise ValueError(f"{str(path)!r}: 'map_baseline' and 'map_scale_' must come together.")
     if tabular and not (detector.feature_scale_ > 0).all():
         raise ValueError(f"{str(path)!r}: record 'feature_scale' must be positive.")
 

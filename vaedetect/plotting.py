@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def heatmap_overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.5, min_side: int = 128) -> np.ndarray:
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, *, scale=None, alpha: float = 0.5,
+                    min_side: int = 128, colour_bar: bool = False) -> np.ndarray:
     """Blend an anomaly map over its image, as an RGB uint8 array.
 
     Parameters
@@ -13,12 +14,18 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.5, 
     image : ndarray of shape (H, W, C), uint8
         The image as decoded for the model (C is 1 or 3).
     heat : ndarray of shape (H, W)
-        Anomaly map (e.g. from ``VAEDetector.anomaly_map``); scaled to its own range, so the colours
-        show where in this image the model is most surprised, not how anomalous the image is overall.
+        Anomaly map (e.g. from ``VAEDetector.anomaly_map``).
+    scale : (low, high), optional
+        Values shown as the coldest and the hottest colour, the same for every map drawn with them
+        (``VAEDetector.map_scale_``), so that a normal image looks cool and an anomalous one hot. By
+        default the map is scaled to its own range, which shows where in this image the model is
+        most surprised, not how anomalous the image is.
     alpha : float, default=0.5
         Weight of the heat map.
     min_side : int, default=128
         Small images are enlarged (nearest neighbour) to at least this many pixels per side.
+    colour_bar : bool, default=False
+        Add a strip on the right with the colour scale, coldest at the bottom.
 
     Returns
     -------
@@ -27,12 +34,19 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.5, 
     from matplotlib import colormaps
 
     rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
-    span = float(heat.max() - heat.min())
-    scaled = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat, dtype=float)
+    low, high = (float(heat.min()), float(heat.max())) if scale is None else map(float, scale)
+    scaled = np.clip((heat - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(heat, dtype=float)
     colours = colormaps["inferno"](scaled)[..., :3] * 255.0
     overlay = np.rint((1 - alpha) * rgb + alpha * colours).clip(0, 255).astype(np.uint8)
     factor = max(1, int(np.ceil(min_side / max(1, min(overlay.shape[:2])))))
-    return overlay.repeat(factor, axis=0).repeat(factor, axis=1)
+    overlay = overlay.repeat(factor, axis=0).repeat(factor, axis=1)
+    if colour_bar:
+        ramp = colormaps["inferno"](np.linspace(1.0, 0.0, overlay.shape[0]))[:, :3] * 255.0
+        width = max(4, overlay.shape[1] // 16)
+        bar = np.rint(np.repeat(ramp[:, None, :], width, axis=1)).astype(np.uint8)
+        gap = np.full((overlay.shape[0], max(1, width // 2), 3), 255, dtype=np.uint8)
+        overlay = np.concatenate([overlay, gap, bar], axis=1)
+    return overlay
 
 
 def _axes(ax, figsize):
@@ -292,8 +306,11 @@ def roc_curve(is_anomaly, scores, *, ax=None):
     return ax
 
 
-def anomaly_overlays(images, maps, *, ncols=None, ax=None):
+def anomaly_overlays(images, maps, *, scale=None, ncols=None, ax=None):
     """Each image with its anomaly map (``VAEDetector.anomaly_map``) blended over it, as one grid.
+
+    ``scale`` (e.g. ``VAEDetector.map_scale_``) gives every map the same colours; see
+    :func:`heatmap_overlay`.
 
     Returns
     -------
@@ -304,5 +321,5 @@ def anomaly_overlays(images, maps, *, ncols=None, ax=None):
     if maps.shape != tiles.shape[:3]:
         raise ValueError(f"maps must have shape {tiles.shape[:3]} (one (H, W) map per image); got {maps.shape}.")
     pixels = np.rint(tiles * 255).astype(np.uint8)
-    overlays = np.stack([heatmap_overlay(image, heat, min_side=1) for image, heat in zip(pixels, maps)])
+    overlays = np.stack([heatmap_overlay(image, heat, scale=scale, min_side=1) for image, heat in zip(pixels, maps)])
     return image_grid(overlays, ncols=ncols, ax=ax)

@@ -27,12 +27,27 @@ table.summary td { padding: 2px 12px 2px 0; vertical-align: top; }
 .card .path { overflow-wrap: anywhere; color: #555; }
 .outlier { border-color: #c00; }
 img.plot { max-width: 100%; }
+img.scale { width: 200px; height: 12px; vertical-align: middle; }
 """
 
 
 # Beside a p-value at its floor, 1 / (n + 1): the file scored below every calibration score, so its
 # p-value says "at most this", not how far below it lies (the summary states n).
 _FLOOR_MARK = '<sup title="the smallest p-value n calibration scores allow: below all of them">*</sup>'
+
+
+def _map_legend(detector) -> str:
+    """What the maps' colours mean: one scale for all (the model's ``map_scale_``), or each its own."""
+    scale = getattr(detector, "map_scale_", None)
+    if scale is None:
+        return "Each map is scaled to its own range (this model file predates a shared scale)."
+    from matplotlib import colormaps
+
+    ramp = np.rint(colormaps["inferno"](np.linspace(0.0, 1.0, 200))[None, :, :3] * 255).astype(np.uint8)
+    return (f"A map shows each pixel's cost above the mean cost at that place in the calibration images, on one "
+            f"colour scale for all: from none (dark; what normal images cost there) to {scale[1]:.3g} nats, the "
+            f"calibration images' 99.9th percentile (bright) "
+            f'{_img(_png_data_uri(np.repeat(ramp, 12, axis=0)), "colour scale, dark to bright", "scale")}.')
 
 
 def _png_data_uri(pixels: np.ndarray) -> str:
@@ -82,7 +97,7 @@ def _thumbnails(detector, rows) -> list[str]:
     if not len(X):
         return []
     floor = 1.0 / (len(detector.validation_scores_) + 1) + 1e-12  # the smallest p-value there is
-    maps = detector.anomaly_map(X)
+    maps = detector._map_pictures(detector.anomaly_map(X))
     pixels = np.rint(as_hwc_float(X) * 255).astype(np.uint8)
     position = {path: i for i, path in enumerate(used)}
     cards = []
@@ -91,7 +106,7 @@ def _thumbnails(detector, rows) -> list[str]:
             continue  # the file changed or vanished since it was scored
         i = position[row.path]
         image = pixels[i] if pixels.shape[-1] == 3 else np.repeat(pixels[i], 3, axis=-1)
-        overlay = heatmap_overlay(pixels[i], maps[i], min_side=1)
+        overlay = heatmap_overlay(pixels[i], maps[i], scale=getattr(detector, "map_scale_", None), min_side=1)
         name = Path(row.path).name
         cards.append(
             f'<div class="card{" outlier" if row.is_outlier else ""}">'
@@ -186,7 +201,8 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
         ax.set_title(f"scores of {len(scored)} files")
         parts += ["<h2>Score distribution</h2>", _img(_figure_data_uri(ax), "histogram of scores", "plot")]
         parts += [f"<h2>The {min(top, len(by_score))} most anomalous</h2>",
-                  "<p>Each image beside its anomaly map: brighter where the model explains the image worse. "
+                  f"<p>Each image beside its anomaly map: brighter where the model explains the image worse. "
+                  f"{_map_legend(detector)} "
                   "A p-value marked * is at its floor, 1/(n+1) for n calibration scores: the file scored below "
                   "all of them, so the p-value bounds how unusual it is rather than measuring it.</p>",
                   '<div class="cards">', *_thumbnails(detector, by_score.head(top)), "</div>"]
