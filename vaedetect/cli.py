@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from ._files import as_text, check_output_file, check_output_folder, map_name, printable, same_file, write_atomically
 
 # VAEDetector parameters exposed by `vaedetect fit`: (option, parameter, click type, the estimator's
 # default, help). Spelt out here so that `--help` need not import torch; a test checks every parameter
@@ -116,8 +117,6 @@ _MAX_MOSAIC_IMAGES = 1024
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """A warning as one line on stderr, without the Python source line that raised it."""
-    from ._files import printable
-
     click.echo(f"warning: {printable(message)}", err=True)
 
 
@@ -141,16 +140,12 @@ class _Group(click.Group):
         except Exception as error:
             if os.environ.get("VAEDETECT_TRACEBACK"):
                 raise
-            from ._files import printable
-
             click.echo(f"vaedetect: internal error: {type(error).__name__}: {printable(error)} "
                        "(set VAEDETECT_TRACEBACK=1 to see where)", err=True)
             ctx.exit(EXIT_INTERNAL)
 
 
 def _existing_paths(ctx, param, values):
-    from ._files import printable
-
     for value in values:
         if not Path(value).exists() and not Path(value).is_symlink():
             raise click.BadParameter(f"path {printable(value)!r} does not exist.", ctx=ctx, param=param)
@@ -175,8 +170,6 @@ def _usage(function, *args, **kwargs):
     try:
         return function(*args, **kwargs)
     except (ValueError, FileNotFoundError) as error:
-        from ._files import printable
-
         raise Refused(printable(" ".join(str(error).split()))) from None  # one line
 
 
@@ -193,8 +186,6 @@ def _discover(paths, follow_links):
 
 
 def _echo_skipped(skipped):
-    from ._files import printable
-
     for item in skipped:
         click.echo(f"skipped {printable(item.path)}: {printable(item.reason)}", err=True)
 
@@ -250,16 +241,10 @@ def fit(folders, output, workers, quiet, preset, nproc, follow_links, id_column,
 
     A single .csv or .parquet file instead trains on the rows of that table (its numeric columns).
     """
-    from ._files import check_output_file, printable
     from .distributed import launched_by_torchrun
-    from .images import IMAGE_EXTENSIONS
 
     found = _discover(folders, follow_links)
-    if output.suffix.lower() in IMAGE_EXTENSIONS + _SCORE_SUFFIXES + _REPORT_SUFFIXES:
-        # in an image folder it would be found as an image next time, and be no image
-        raise Refused(f"-o {printable(output)!r} is named like an image or a table, but a model file is neither; "
-                      "name it e.g. model.vae.")
-    _usage(check_output_file, output, what="-o", protected=found.files)
+    _check_model_output(output, found.files)
     tabular = _tabular_inputs(folders)
     if nproc > 1 and tabular:
         raise Refused("--nproc trains on images; a table trains in one process.")
@@ -283,9 +268,18 @@ def fit(folders, output, workers, quiet, preset, nproc, follow_links, id_column,
     _report_fit(detector, output)
 
 
-def _report_fit(detector, output):
-    from ._files import printable
+def _check_model_output(output, protected) -> None:
+    """Refuse a model path that cannot be written, would overwrite an input, or is named like an image
+    or a table (in an image folder it would be found as an image next time, and be none)."""
+    from .images import IMAGE_EXTENSIONS
 
+    if output.suffix.lower() in IMAGE_EXTENSIONS + _SCORE_SUFFIXES + _REPORT_SUFFIXES:
+        raise Refused(f"-o {printable(output)!r} is named like an image or a table, but a model file is neither; "
+                      "name it e.g. model.vae.")
+    _usage(check_output_file, output, what="-o", protected=protected)
+
+
+def _report_fit(detector, output):
     _echo_skipped(detector.skipped_files_)
     detector.save(output)
     summary = detector.training_summary_
@@ -333,8 +327,6 @@ def _run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_l
 
 def _check_table_path(path: Path, protected) -> None:
     """Refuse, before scoring, a table path that :func:`write_table` could not or must not write."""
-    from ._files import check_output_file
-
     _usage(check_output_file, path, what="-o", suffixes=_SCORE_SUFFIXES, protected=protected)
     if path.suffix.lower() == ".parquet":
         try:
@@ -358,8 +350,6 @@ def write_table(table, path: Path | None, table_format: str | None = None) -> No
 
     Names that are not valid UTF-8 are written with each undecodable byte as ``\\xNN``.
     """
-    from ._files import as_text, write_atomically
-
     table = _with_text(table, as_text)
     writers = {
         ".csv": lambda file: table.to_csv(file, index=False),
@@ -450,7 +440,6 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
 
     _emit_table(table, output, table_format, top)
     if report_path is not None:
-        from ._files import printable
         from .report import write_report
 
         note = ", ".join(f"--{name} {value}" for name, value in overrides.items()) or "(the model's own)"
@@ -462,8 +451,6 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
 
 def _files_to_score(paths, follow_links, shard):
     """The entries under ``paths`` (one share of them with ``shard``); none at all is refused."""
-    from ._files import printable
-
     found = _discover(paths, follow_links)
     if not found.entries():  # a gate over a wrongly mounted, empty folder must not pass
         from .images import IMAGE_EXTENSIONS
@@ -479,8 +466,6 @@ def _files_to_score(paths, follow_links, shard):
 def _emit_table(table, output, table_format, top) -> None:
     """The score table to ``output`` (a file, ``-`` for stdout, or None: printed to read), and the
     ``top`` most anomalous rows; names escaped wherever they reach a terminal."""
-    from ._files import printable
-
     shown = _with_text(table, printable)
     to_stdout = output is not None and str(output) == "-"
     if output is None:
@@ -515,12 +500,8 @@ def _verdict(table, detector, fail_on_outlier, ignore_errors) -> int:
 def _check_reachable(fpr, detector, model) -> None:
     """Refuse a target false-positive rate the model's calibration scores are too few to reach: the
     threshold would flag nothing, and a gate would pass silently."""
-    import math
-
     n = len(detector.validation_scores_)
     if math.floor(fpr * (n + 1) + 1e-9) < 1:  # the rule of scoring.conformal_threshold
-        from ._files import printable
-
         needed = math.ceil(1 / fpr - 1e-9) - 1
         raise Refused(f"--fpr {fpr} is out of reach of the {n} calibration scores in {printable(model)} (the smallest "
                       f"reachable rate is 1/{n + 1} = {1 / (n + 1):.3g}); it needs at least {needed}. Add normal data "
@@ -548,8 +529,6 @@ def _check_tabular_run(paths, maps_dir, report_path, shard, on_dask) -> None:
 def _check_score_outputs(found, model, output, maps_dir, report_path) -> None:
     """Every output of ``score`` checked before the work: folders exist and are writable, extensions are
     known, and nothing written would replace the model or one of the files being scored."""
-    from ._files import check_output_file, check_output_folder, map_name, printable, same_file
-
     protected = [model, *found.files]
     if output is not None and str(output) != "-":
         _check_table_path(output, protected)
@@ -594,8 +573,6 @@ def _score_on_dask(model, found, overrides, maps_dir, scheduler, n_workers):
         try:
             client = Client(cluster if cluster is not None else scheduler)
         except (OSError, TimeoutError, ValueError, TypeError) as error:
-            from ._files import printable
-
             raise Refused(f"--dask-scheduler {printable(scheduler)!r}: cannot connect "
                           f"({type(error).__name__}: {printable(error)}).") from None
         with client:
@@ -622,8 +599,6 @@ def _save_mosaic(images, path: Path, ncols=None, min_tile=64) -> None:
 
 
 def _load_image_model(path, command):
-    from ._files import printable
-
     detector = _load_model(path)
     if detector.layout_.kind != "image":
         raise Refused(f"`vaedetect {command}` needs a model fitted on images; {printable(path)} was fitted on tabular data.")
@@ -631,8 +606,6 @@ def _load_image_model(path, command):
 
 
 def _check_picture(output, protected, suffixes=_IMAGE_SUFFIXES):
-    from ._files import check_output_file
-
     _usage(check_output_file, output, what="-o", suffixes=suffixes, protected=protected)
 
 
@@ -647,8 +620,6 @@ def _check_picture(output, protected, suffixes=_IMAGE_SUFFIXES):
 @click.option("--seed", type=int, default=0, show_default=True)
 def generate(model, count, output, temperature, seed):
     """Decode COUNT draws from the latent prior of MODEL into a grid of images."""
-    from ._files import printable
-
     _check_picture(output, [model])
     detector = _load_image_model(model, "generate")
     samples = _usage(detector.sample, count, temperature=temperature, random_state=seed)
@@ -672,8 +643,6 @@ def interpolate(model, start, end, steps, method, output):
     path between them.
     """
     import numpy as np
-
-    from ._files import printable
 
     _check_picture(output, [model, start, end])
     detector = _load_image_model(model, "interpolate")
@@ -702,7 +671,6 @@ def pca(model, folders, output, workers, follow_links):
     """
     from matplotlib.backend_bases import FigureCanvasBase
 
-    from ._files import printable
     from .plotting import latent_scatter
 
     found = _discover(folders, follow_links)
@@ -738,12 +706,8 @@ def calibrate(model, paths, output, workers, follow_links, id_column):
     calibration scores kept from training (VAEDetector.calibrate); more of them make smaller
     false-positive rates reachable (--fpr) and thresholds less noisy.
     """
-    from ._files import check_output_file, printable
-
     found = _discover(paths, follow_links)
-    if output.suffix.lower() in _SCORE_SUFFIXES + _REPORT_SUFFIXES + _IMAGE_SUFFIXES:
-        raise Refused(f"-o {printable(output)!r} is named like an image or a table; name the model e.g. model.vae.")
-    _usage(check_output_file, output, what="-o", protected=[model, *found.files])
+    _check_model_output(output, [model, *found.files])
     detector = _load_model(model)
     if detector.layout_.kind == "tabular":
         _check_tabular_run(paths, None, None, None, None)
@@ -773,7 +737,6 @@ def info(model):
     """
     import json
 
-    from ._files import printable
     from .persistence import read_header
 
     detector = _load_model(model)  # refuses what scoring would refuse: forged headers, NaN weights...

@@ -1078,7 +1078,9 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
                 values = codec_bits - bits_per_dim(elbo, self.n_features_in_)
             else:
                 values = self._score_tensor(x, method)
-            table[method] = values = _fail_closed(values, method)
+            if method in from_elbo - {"elbo"}:  # computed here, not by _score_tensor, which closes its own
+                values = _fail_closed(values, method)
+            table[method] = values
             if is_image and method in ("elbo", "iwae"):
                 table[f"{method}_bits_per_dim"] = bits_per_dim(values, self.n_features_in_)
         return table
@@ -1127,7 +1129,6 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         from tqdm.auto import tqdm
 
         from .images import stream_images
-        from .scoring import conformal_p_values
 
         self._check_calibrated()
         channels, height, _ = self._file_geometry("score_paths")
@@ -1155,11 +1156,19 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
                               "error": pd.Series(errors, dtype=object)})
         if maps_dir is not None:
             table["map"] = pd.Series([maps.get(path, "") for path in paths], dtype=object)
-        scored = table["score"].notna()
-        table.insert(2, "p_value", np.nan)
-        table.loc[scored, "p_value"] = conformal_p_values(self.validation_scores_, table.loc[scored, "score"])
-        table.insert(3, "is_outlier", table["score"] < self.offset_)
-        return table.sort_values("path", ignore_index=True)
+        return self._add_verdicts(table).sort_values("path", ignore_index=True)
+
+    def _add_verdicts(self, table):
+        """``table`` with ``p_value`` and ``is_outlier`` columns after its ``score`` column (NaN scores,
+        entries that could not be scored, get no p-value and are not outliers)."""
+        from .scoring import conformal_p_values
+
+        scored = table["score"].notna().to_numpy()
+        p_values = np.full(len(table), np.nan)
+        p_values[scored] = conformal_p_values(self.validation_scores_, table["score"].to_numpy()[scored])
+        table.insert(table.columns.get_loc("score") + 1, "p_value", p_values)
+        table.insert(table.columns.get_loc("p_value") + 1, "is_outlier", table["score"] < self.offset_)
+        return table
 
     def _file_geometry(self, method):
         """(channels, side, side) that image files are decoded to for this detector."""

@@ -222,59 +222,9 @@ def check_header(header: dict) -> None:
     Checks types and ranges of everything the loader builds from, and the consistency of the layout
     with the parameters, so that no network is built from a forged or corrupt description.
     """
-    from .estimator import VAEDetector
-    from .scoring import SCORES
-
-    params = _field(header, "params", dict, "header")
-    known = set(VAEDetector().get_params())
-    unknown = sorted(set(params) - known)
-    _require(not unknown, f"unknown parameter(s) {unknown}")
-    for name, high in (("latent_dim", MAX_LATENT_DIM), ("base_channels", MAX_BASE_CHANNELS), ("n_stages", 8)):
-        if name in params:  # a missing one takes its default, as for models written before it existed
-            _integer(params, name, 1, high, "params")
-    check_device(params.get("device", "auto"))
-    try:
-        VAEDetector(**{**params, "image_shape": None})._validate_params()
-    except ValueError as error:  # scikit-learn's InvalidParameterError names the parameter and the value
-        raise ValueError(str(error)) from None
-    if params.get("image_shape") is not None:
-        shape = params["image_shape"]
-        _require(isinstance(shape, list) and len(shape) in (2, 3)
-                 and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_IMAGE_SIDE for s in shape),
-                 f"params['image_shape'] = {shape!r} is not a list of 2 or 3 sides in [1, {MAX_IMAGE_SIDE}]")
-
-    layout = _field(header, "layout", dict, "header")
-    kind = _field(layout, "kind", str, "layout")
-    _require(kind in _LAYOUT_FORMS, f"layout['kind'] = {kind!r} is not 'tabular' or 'image'")
-    form = _field(layout, "form", str, "layout")
-    _require(form in _LAYOUT_FORMS[kind], f"layout['form'] = {form!r} does not fit kind {kind!r}")
-    _field(layout, "integer", bool, "layout")
-    shape = _field(layout, "shape", list, "layout")
-    _require(all(isinstance(s, int) and not isinstance(s, bool) for s in shape), "layout['shape'] must hold integers")
-    if kind == "image":
-        _require(len(shape) == 3 and shape[0] in (1, 3) and all(1 <= s <= MAX_IMAGE_SIDE for s in shape[1:]),
-                 f"layout['shape'] = {shape} is not (C, H, W) with C in (1, 3) and sides in [1, {MAX_IMAGE_SIDE}]")
-    else:
-        _require(len(shape) == 1 and 1 <= shape[0] <= MAX_FEATURES,
-                 f"layout['shape'] = {shape} is not (d,) with d in [1, {MAX_FEATURES}]")
-    n_features = math.prod(shape)
-
-    fitted = _field(header, "fitted", dict, "header")
-    _finite(fitted, "offset_", "fitted")
-    _require(_integer(fitted, "n_features_in_", 1, MAX_FEATURES * 3, "fitted") == n_features,
-             f"fitted['n_features_in_'] = {fitted['n_features_in_']} does not match layout shape {shape}")
-    _integer(fitted, "noise_seed_", 0, 2**63 - 1, "fitted")
-    check_device(_field(fitted, "device_", str, "fitted"))
-    _field(fitted, "training_summary_", dict, "fitted")
-    _require(_field(fitted, "calibrated_score_", str, "fitted") in SCORES,
-             f"fitted['calibrated_score_'] = {fitted['calibrated_score_']!r} is not a score method")
-    _require(set(fitted) <= set(_FITTED_SCALARS), f"unknown fitted attribute(s) {sorted(set(fitted) - set(_FITTED_SCALARS))}")
-    scale = fitted.get("map_scale_")  # absent from files written before it existed
-    _require(scale is None or (isinstance(scale, list) and len(scale) == 2
-                               and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in scale)
-                               and scale[0] < scale[1]),
-             f"fitted['map_scale_'] = {scale!r} is not null or [low, high] with finite low < high")
-
+    _check_params(_field(header, "params", dict, "header"))
+    n_features = _check_layout(_field(header, "layout", dict, "header"))
+    _check_fitted(_field(header, "fitted", dict, "header"), n_features)
     names = header.get("feature_names_in")
     _require(names is None or (isinstance(names, list) and len(names) == n_features
                                and all(isinstance(n, str) for n in names)),
@@ -286,6 +236,66 @@ def check_header(header: dict) -> None:
         _finite(reference, name, "reference")
     _require(reference.get("codec") in (None, "png", "webp"), f"reference['codec'] = {reference.get('codec')!r} is unknown")
     _require(set(reference) <= set(_REFERENCE_SCALARS), "reference holds unknown entries")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _check_params(params: dict) -> None:
+    from .estimator import VAEDetector
+
+    unknown = sorted(set(params) - set(VAEDetector().get_params()))
+    _require(not unknown, f"unknown parameter(s) {unknown}")
+    for name, high in (("latent_dim", MAX_LATENT_DIM), ("base_channels", MAX_BASE_CHANNELS), ("n_stages", 8)):
+        if name in params:  # a missing one takes its default, as for models written before it existed
+            _integer(params, name, 1, high, "params")
+    check_device(params.get("device", "auto"))
+    try:
+        VAEDetector(**{**params, "image_shape": None})._validate_params()
+    except ValueError as error:  # scikit-learn's InvalidParameterError names the parameter and the value
+        raise ValueError(str(error)) from None
+    shape = params.get("image_shape")
+    _require(shape is None or (isinstance(shape, list) and len(shape) in (2, 3)
+                               and all(_is_int(s) and 1 <= s <= MAX_IMAGE_SIDE for s in shape)),
+             f"params['image_shape'] = {shape!r} is not a list of 2 or 3 sides in [1, {MAX_IMAGE_SIDE}]")
+
+
+def _check_layout(layout: dict) -> int:
+    """Validate the layout; return its number of features."""
+    kind = _field(layout, "kind", str, "layout")
+    _require(kind in _LAYOUT_FORMS, f"layout['kind'] = {kind!r} is not 'tabular' or 'image'")
+    form = _field(layout, "form", str, "layout")
+    _require(form in _LAYOUT_FORMS[kind], f"layout['form'] = {form!r} does not fit kind {kind!r}")
+    _field(layout, "integer", bool, "layout")
+    shape = _field(layout, "shape", list, "layout")
+    _require(all(_is_int(s) for s in shape), "layout['shape'] must hold integers")
+    if kind == "image":
+        _require(len(shape) == 3 and shape[0] in (1, 3) and all(1 <= s <= MAX_IMAGE_SIDE for s in shape[1:]),
+                 f"layout['shape'] = {shape} is not (C, H, W) with C in (1, 3) and sides in [1, {MAX_IMAGE_SIDE}]")
+    else:
+        _require(len(shape) == 1 and 1 <= shape[0] <= MAX_FEATURES,
+                 f"layout['shape'] = {shape} is not (d,) with d in [1, {MAX_FEATURES}]")
+    return math.prod(shape)
+
+
+def _check_fitted(fitted: dict, n_features: int) -> None:
+    from .scoring import SCORES
+
+    _require(set(fitted) <= set(_FITTED_SCALARS), f"unknown fitted attribute(s) {sorted(set(fitted) - set(_FITTED_SCALARS))}")
+    _finite(fitted, "offset_", "fitted")
+    _require(_integer(fitted, "n_features_in_", 1, MAX_FEATURES * 3, "fitted") == n_features,
+             f"fitted['n_features_in_'] = {fitted['n_features_in_']} does not match the layout's {n_features} features")
+    _integer(fitted, "noise_seed_", 0, 2**63 - 1, "fitted")
+    check_device(_field(fitted, "device_", str, "fitted"))
+    _field(fitted, "training_summary_", dict, "fitted")
+    _require(_field(fitted, "calibrated_score_", str, "fitted") in SCORES,
+             f"fitted['calibrated_score_'] = {fitted['calibrated_score_']!r} is not a score method")
+    scale = fitted.get("map_scale_")  # absent from files written before it existed
+    _require(scale is None or (isinstance(scale, list) and len(scale) == 2
+                               and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+                                       for v in scale) and scale[0] < scale[1]),
+             f"fitted['map_scale_'] = {scale!r} is not null or [low, high] with finite low < high")
 
 
 def _tensor(payload, name, path, *, shape=None, required=True):

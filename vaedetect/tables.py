@@ -77,8 +77,6 @@ def score_table_file(detector, path, *, id_column=None, chunk_rows: int = CHUNK_
     """
     import pandas as pd
 
-    from .scoring import conformal_p_values
-
     names = getattr(detector, "feature_names_in_", None)
     parts, start = [], 0
     for frame in _chunks(path, chunk_rows):
@@ -101,9 +99,4 @@ def score_table_file(detector, path, *, id_column=None, chunk_rows: int = CHUNK_
         parts.append(part)
         start += len(values)
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["path", "row", "score", "error"])
-    scored = table["score"].notna()
-    p_values = np.full(len(table), np.nan)
-    p_values[scored.to_numpy()] = conformal_p_values(detector.validation_scores_, table.loc[scored, "score"])
-    table.insert(table.columns.get_loc("score") + 1, "p_value", p_values)
-    table.insert(table.columns.get_loc("p_value") + 1, "is_outlier", table["score"] < detector.offset_)
-    return table
+    return detector._add_verdicts(table)
