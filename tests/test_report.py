@@ -61,7 +61,8 @@ def test_report_summarises_the_run(scored_run, report_html):
     assert f"{detector.offset_:.6g}" in report_html
     assert "broken.png" in report_html  # listed with its reason
     n = len(detector.validation_scores_)
-    assert f"{n} scores of normal data; p-values start at 1/{n + 1}" in report_html
+    assert f"{n} scores of normal data held out from training and early stopping; the smallest reachable " \
+           f"false-positive rate (and p-value) is 1/{n + 1}" in report_html
 
 
 def test_thumbnails_are_limited_to_the_top_and_bottom(scored_run):

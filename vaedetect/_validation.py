@@ -36,18 +36,22 @@ def check_X(estimator, X, *, reset: bool):
     return X, layout
 
 
-def check_min_samples(n_samples: int, validation_fraction: float) -> int:
-    """Return the number of validation samples, or raise if too few remain to train on.
+def holdout_sizes(n_samples: int, validation_fraction: float, calibration_fraction: float) -> tuple[int, int]:
+    """How many samples ``fit`` holds out for early stopping and for calibration, or raise if too few
+    remain to train on (batch norm needs at least two samples per training batch).
 
-    Batch norm needs at least two samples per training batch.
+    A positive fraction holds out at least one sample as long as two remain to train on.
     """
     n_val = int(round(validation_fraction * n_samples))
     if validation_fraction > 0 and n_val == 0 and n_samples >= 3:
         n_val = 1
-    if n_samples - n_val < 2:
+    n_cal = int(round(calibration_fraction * n_samples))
+    if calibration_fraction > 0 and n_cal == 0 and n_samples - n_val >= 3:
+        n_cal = 1
+    if n_samples - n_val - n_cal < 2:
         raise ValueError(
             f"VAEDetector needs at least 2 training samples after holding out "
-            f"validation_fraction={validation_fraction}; got n_samples={n_samples}."
+            f"validation_fraction={validation_fraction} and calibration_fraction={calibration_fraction}; "
+            f"got n_samples={n_samples}."
         )
-    return n_val
-
+    return n_val, n_cal

@@ -52,7 +52,9 @@ _FIT_OPTIONS = [
     ("--augment", "augment", click.Choice(["auto", "on", "off"]), False,
      "Flips, small rotations and colour jitter in training (auto: on for images)."),
     ("--validation-fraction", "validation_fraction", click.FloatRange(0, 1, max_open=True), 0.1,
-     "Share held out for early stopping and the threshold."),
+     "Share held out for early stopping."),
+    ("--calibration-fraction", "calibration_fraction", click.FloatRange(0, 1, max_open=True), 0.1,
+     "Share held out to calibrate the threshold and p-values."),
     ("--early-stopping", "early_stopping", _ON_OFF, True, "Stop when the validation loss stops improving."),
     ("--n-iter-no-change", "n_iter_no_change", click.IntRange(min=1), 10, "Epochs without improvement before stopping."),
     ("--n-samples", "n_samples", click.IntRange(min=1), "auto", "Latent draws per input when scoring (auto: 1 per image)."),
@@ -741,7 +743,6 @@ def info(model):
 
     detector = _load_model(model)  # refuses what scoring would refuse: forged headers, NaN weights...
     header, _ = _usage(read_header, model)
-    n_calibration = len(detector.validation_scores_)
     fitted = header["fitted"]
     click.echo(f"model file:   {printable(model)}")
     click.echo(f"written by:   vaedetect {printable(header['vaedetect_version'])}, "
@@ -752,8 +753,7 @@ def info(model):
     click.echo(f"epochs run:   {len(header['history'].get('epoch', []))}")
     click.echo(f"score:        {fitted['calibrated_score_']} (what `vaedetect score` writes; higher = more normal)")
     click.echo(f"threshold:    {fitted['offset_']:.6g} (scores below it are outliers)")
-    click.echo(f"calibration:  {n_calibration} scores of normal data; the smallest reachable --fpr is "
-               f"1/{n_calibration + 1} = {1 / (n_calibration + 1):.3g}")
+    click.echo(f"calibration:  {detector._calibration_description()}")
     click.echo("parameters:")
     for name, value in sorted(header["params"].items()):
         click.echo(f"  {name} = {printable(repr(value))}")

@@ -12,7 +12,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_min_samples, check_X
+from ._validation import check_X, holdout_sizes
 from .data import InputLayout, arrange_like, images_from_unit_range, images_to_unit_range
 from .losses import KL_SCHEDULES, LIKELIHOODS
 from .scoring import IMAGE_SCORES, REFERENCE_SCORES, SCORES
@@ -64,6 +64,15 @@ def _write_overlays(folder, paths, images, heat_maps, scale) -> dict[str, str]:
         Image.fromarray(heatmap_overlay(image, heat, scale=scale, colour_bar=True)).save(target)
         written[path] = str(target)
     return written
+
+
+# What ``training_summary_["calibrated_on"]`` says of the calibration scores (absent in older files).
+_CALIBRATION_SOURCES = {
+    "held-out": " held out from training and early stopping",
+    "early-stopping": " of the split early stopping chose the epoch on (optimistic)",
+    "training": " of the training data (optimistic)",
+    "calibrate(X)": " given to calibrate",
+}
 
 
 def _fail_closed(scores, method) -> np.ndarray:
@@ -212,7 +221,14 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         have to flag: on one-class MNIST it lowered the mean ROC AUC of the ELBO from 0.955 to 0.924
         (docs/scores.md).
     validation_fraction : float, default=0.1
-        Share of the training data held out for early stopping and for setting ``offset_``.
+        Share of the training data held out for early stopping (and the ``val_loss`` of ``history_``).
+    calibration_fraction : float, default=0.1
+        Share of the training data held out to calibrate the threshold ``offset_`` and the p-values:
+        data that played no part in training nor in choosing the epoch, so that its scores are
+        exchangeable with those of new normal data and the false-positive rate of ``set_threshold(fpr=...)``
+        holds. Without early stopping the validation split chose nothing and is added to it. The
+        smallest reachable false-positive rate is ``1 / (n_calibration + 1)``; more normal data can
+        be added later with :meth:`calibrate`.
     early_stopping : bool, default=True
         Stop when the validation loss has not improved for ``n_iter_no_change`` epochs and keep the
         best epoch's weights.
@@ -364,6 +380,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "augment": ["boolean", StrOptions({"auto"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "calibration_fraction": [Interval(Real, 0, 1, closed="left")],
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "n_samples": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -400,6 +417,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         weight_decay=1e-5,
         augment=False,
         validation_fraction=0.1,
+        calibration_fraction=0.1,
         early_stopping=True,
         n_iter_no_change=10,
         n_samples="auto",
@@ -432,6 +450,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         self.weight_decay = weight_decay
         self.augment = augment
         self.validation_fraction = validation_fraction
+        self.calibration_fraction = calibration_fraction
         self.early_stopping = early_stopping
         self.n_iter_no_change = n_iter_no_change
         self.n_samples = n_samples
@@ -507,7 +526,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
 
         self._validate_params()
         X, layout = check_X(self, X, reset=True)
-        n_val = check_min_samples(X.shape[0], self.validation_fraction)
+        n_val, n_cal = holdout_sizes(X.shape[0], self.validation_fraction, self.calibration_fraction)
         self._check_param_combinations(layout)
         if self.skip_connections and layout.kind == "image":
             warnings.warn(
@@ -525,7 +544,8 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         data = self._to_tensor(X)
         order = rng.permutation(len(data))
         x_val = data[order[:n_val]] if n_val else None
-        x_train = data[order[n_val:]]
+        x_cal = data[order[n_val : n_val + n_cal]]
+        x_train = data[order[n_val + n_cal :]]
 
         device = resolve_device(device or self.device)
         self.device_ = str(device)
@@ -552,19 +572,48 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
             self._calibrate_scale(x_train)
         self._say(f"computing the reference statistics of {len(x_train)} training samples")
         self.reference_ = self._fit_reference(x_train)
-        if x_val is None:
-            warnings.warn(
-                f"No validation data held out (validation_fraction={self.validation_fraction}, "
-                f"n_samples={len(data)}): offset_ is set from the scores of the data the network was fit "
-                "on, which are optimistic; expect more than `contamination` of new normal data flagged.",
-                UserWarning,
-                stacklevel=2,
-            )
-        self._say(f"calibrating the threshold on {n_val or len(x_train)} {'held-out' if n_val else 'training'} samples")
-        self._set_offset(x_train if x_val is None else x_val)
+        x_calibration, calibrated_on = self._calibration_data(x_train, x_val, x_cal)
+        self._say(f"calibrating the threshold on {len(x_calibration)} {calibrated_on} samples")
+        self._set_offset(x_calibration)
         self.training_summary_ = {"n_samples": len(data), "n_train": len(x_train), "n_validation": n_val,
-                                  "epochs": n_epochs}
+                                  "n_calibration": len(x_calibration), "calibrated_on": calibrated_on,
+                                  "epochs": n_epochs, "epochs_run": len(self.history_)}
         return self
+
+    def _calibration_data(self, x_train, x_val, x_cal):
+        """The samples thresholds and p-values are calibrated on, and which they are.
+
+        Conformal guarantees hold for calibration data exchangeable with new data: data that played
+        no part in training or in choosing the model. A validation split that early stopping chose
+        the epoch on does not qualify (its loss was minimised over epochs, which makes its tail
+        optimistic); one that only recorded ``val_loss`` does, and joins the calibration split.
+        """
+        import torch
+
+        chose_epoch = x_val is not None and self.early_stopping
+        if x_val is not None and not chose_epoch:
+            x_cal = torch.cat([x_cal, x_val])
+        if len(x_cal):
+            return x_cal, "held-out"
+        if chose_epoch:
+            warnings.warn(
+                f"calibration_fraction={self.calibration_fraction}: offset_ and p-values are calibrated on the "
+                "validation split early stopping chose the epoch on, whose scores are optimistic; expect more "
+                "than `contamination` (or `fpr`) of new normal data flagged. Hold out calibration data, or "
+                "add normal data later with calibrate(X).",
+                UserWarning,
+                stacklevel=3,
+            )
+            return x_val, "early-stopping"
+        warnings.warn(
+            f"No data held out (validation_fraction={self.validation_fraction}, calibration_fraction="
+            f"{self.calibration_fraction}, n_samples={len(x_train)}): offset_ is set from the scores of the data "
+            "the network was fit on, which are optimistic; expect more than `contamination` of new normal data "
+            "flagged. Add normal data with calibrate(X).",
+            UserWarning,
+            stacklevel=3,
+        )
+        return x_train, "training"
 
     def _say(self, stage):
         """Name the stage ``fit`` is in once its progress bar has ended, when ``verbose``."""
@@ -779,8 +828,18 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         -------
         self : VAEDetector
         """
-        self._set_offset(self._check_input(X))
+        X = self._check_input(X)
+        self._set_offset(X)
+        self.training_summary_ = {**getattr(self, "training_summary_", {}), "n_calibration": len(X),
+                                  "calibrated_on": "calibrate(X)"}
         return self
+
+    def _calibration_description(self):
+        """One line on the calibration data: how many scores, where from, the smallest reachable rate."""
+        n = len(self.validation_scores_)
+        source = _CALIBRATION_SOURCES.get(getattr(self, "training_summary_", {}).get("calibrated_on"), "")
+        return (f"{n} scores of normal data{source}; the smallest reachable false-positive rate "
+                f"(and p-value) is 1/{n + 1} = {1 / (n + 1):.3g}")
 
     def _score_method(self):
         """The score method in use: ``score_method``, with "auto" resolved for the data ``fit`` saw."""

@@ -177,9 +177,7 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
         ("scored", ", ".join(str(p) for p in inputs) or "(unspecified)"),
         ("score method", f"{detector.calibrated_score_} (higher = more normal)"),
         ("threshold", f"{detector.offset_:.6g} {threshold_note}".strip()),
-        ("calibration", f"{len(detector.validation_scores_)} scores of normal data; p-values start at "
-                        f"1/{len(detector.validation_scores_) + 1} = {1 / (len(detector.validation_scores_) + 1):.3g}, "
-                        "the smallest reachable false-positive rate"),
+        ("calibration", detector._calibration_description()),
         ("files", f"{len(table)} found, {len(scored)} scored, {len(errors)} could not be read"),
         ("outliers", f"{n_outliers} ({n_outliers / max(len(scored), 1):.2%} of scored)"),
         ("model trained on", ", ".join(detector.training_summary_.get("paths", [])) or
