@@ -46,6 +46,14 @@ def test_fit_reports_images_used_and_skipped(trained):
     assert (root / "model.vae").is_file()
 
 
+def test_fit_says_how_the_images_were_split_and_what_the_calibration_reaches(trained):
+    _, result = trained
+    # 30 images: 3 for early stopping, 3 to calibrate, which reach no false-positive rate under 1/4
+    assert "24 to train the network, 3 for early stopping; calibration: 3 scores of normal data held out " \
+           "from training and early stopping; the smallest reachable false-positive rate (and p-value) is 1/4" \
+           in result.output
+
+
 def test_score_paths_shows_progress_on_request_only(trained, capsys):
     root, _ = trained
     detector = vaedetect.load(root / "model.vae")

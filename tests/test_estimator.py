@@ -551,7 +551,11 @@ def test_calibration_split_is_disjoint_from_the_early_stopping_split():
     detector = VAEDetector(**TINY, validation_fraction=0.2, calibration_fraction=0.3).fit(X)
     summary = detector.training_summary_
     assert (summary["n_train"], summary["n_validation"], summary["n_calibration"]) == (50, 20, 30)
-    assert summary["calibrated_on"] == "held-out" and len(detector.validation_scores_) == 30
+    assert summary["calibrated_on"] == "held-out"
+    _, (train, validation, calibration) = detector._seeds_and_splits(len(X))
+    assert sorted(np.r_[train, validation, calibration]) == list(range(100))
+    # the calibration scores are exactly those of the rows neither trained on nor watched by early stopping
+    np.testing.assert_allclose(detector.validation_scores_, detector.score_samples(X[calibration]), rtol=1e-6)
 
 
 def test_without_early_stopping_the_validation_split_joins_the_calibration_data():

@@ -226,6 +226,19 @@ def test_score_histogram_keeps_the_bulk_readable_despite_a_long_tail():
     assert ax.texts[0].get_text() == "10 lower scores off the left edge"
 
 
+@pytest.mark.parametrize("threshold, edge", [(-1e9, 0.0), (1e9, 1.0)])
+def test_score_histogram_keeps_the_scores_readable_beside_a_far_threshold(threshold, edge):
+    scores = np.random.RandomState(0).normal(size=500)
+    ax = plotting.score_histogram(scores, threshold=threshold)
+    # the axis spans the scores, not the threshold: an arrow at that edge names it instead of a line
+    low, high = ax.get_xlim()
+    assert -5 < low and high < 5
+    assert not ax.lines
+    (arrow,) = [text for text in ax.texts if text.get_text().startswith("threshold")]
+    assert arrow.xy == (edge, 0.5) and f"threshold {threshold:.4g}, off this edge" in arrow.get_text()
+    assert f"({0 if threshold < 0 else 500} of 500 scores below it)" in arrow.get_text()
+
+
 def test_outlier_rings_share_no_colour_with_the_classes():
     from matplotlib.colors import to_rgba
 

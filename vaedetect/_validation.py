@@ -55,3 +55,11 @@ def holdout_sizes(n_samples: int, validation_fraction: float, calibration_fracti
             f"got n_samples={n_samples}."
         )
     return n_val, n_cal
+
+
+def holdout_split(n_samples: int, n_validation: int, n_calibration: int, rng) -> tuple:
+    """Random indices of the training, validation and calibration splits of ``n_samples`` samples,
+    drawn with one permutation from ``rng`` (a ``numpy.random.RandomState``)."""
+    order = rng.permutation(n_samples)
+    end_of_calibration = n_validation + n_calibration
+    return order[end_of_calibration:], order[:n_validation], order[n_validation:end_of_calibration]

@@ -262,6 +262,7 @@ def fit(folders, output, workers, quiet, preset, nproc, follow_links, id_column,
         _usage(detector.fit, rows)
         detector.save(output)
         click.echo(f"Trained on {len(rows)} rows of {rows.shape[1]} features; model written to {printable(output)}")
+        click.echo(_splits(detector))
         return
     if launched_by_torchrun():
         _usage(_fit_distributed, detector, found, output, workers)
@@ -287,6 +288,14 @@ def _report_fit(detector, output):
     summary = detector.training_summary_
     click.echo(f"Trained on {summary['n_samples']} images ({summary['n_files_skipped']} skipped); "
                f"model written to {printable(output)}")
+    click.echo(_splits(detector))
+
+
+def _splits(detector) -> str:
+    """How ``fit`` used the samples, and what the calibration scores make reachable."""
+    summary = detector.training_summary_
+    return (f"  {summary['n_train']} to train the network, {summary['n_validation']} for early stopping; "
+            f"calibration: {detector._calibration_description()}")
 
 
 def _fit_distributed(detector, found, output, workers):

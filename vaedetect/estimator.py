@@ -12,7 +12,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_X, holdout_sizes
+from ._validation import check_X, holdout_sizes, holdout_split
 from .data import InputLayout, arrange_like, images_from_unit_range, images_to_unit_range
 from .losses import KL_SCHEDULES, LIKELIHOODS
 from .scoring import IMAGE_SCORES, REFERENCE_SCORES, SCORES
@@ -278,8 +278,8 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         maximum compression, or lossless WebP, which compresses CIFAR-10 photos about 30% smaller (a
         tighter complexity estimate) but is slower to encode.
     contamination : "auto" or float in (0, 0.5], default="auto"
-        Expected share of outliers; ``offset_`` is that quantile of the scores of the held-out
-        validation data. "auto" means 0.01.
+        Expected share of outliers; ``offset_`` is that quantile of the scores of the calibration
+        split. "auto" means 0.01.
     device : str, default="auto"
         "auto" picks CUDA, then MPS, then CPU; or any ``torch.device`` string.
     mixed_precision : bool or "auto", default="auto"
@@ -318,9 +318,14 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
     reference_ : vaedetect.scoring.Reference
         Statistics of the training data's latent codes and ELBOs, used by the ``latent`` and
         ``typicality`` scores.
-    validation_scores_ : ndarray of shape (n_validation,)
-        Scores of the held-out validation data (or of the data given to :meth:`calibrate`), which
-        thresholds and p-values are calibrated on.
+    validation_scores_ : ndarray of shape (n_calibration,)
+        Scores of the calibration split (or of the data given to :meth:`calibrate`), which thresholds
+        and p-values are calibrated on; the name is older than the calibration split.
+    training_summary_ : dict
+        Sample counts of the training, validation and calibration splits (``n_train``,
+        ``n_validation``, ``n_calibration``), what the calibration scores are (``calibrated_on``:
+        "held-out", "early-stopping", "training" or "calibrate(X)"), epochs planned and run, and
+        for ``fit_paths`` the paths and file counts.
     calibrated_score_ : str
         The score method ``validation_scores_`` belong to.
     map_baseline_ : ndarray of shape (H, W) or None
@@ -526,7 +531,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
 
         self._validate_params()
         X, layout = check_X(self, X, reset=True)
-        n_val, n_cal = holdout_sizes(X.shape[0], self.validation_fraction, self.calibration_fraction)
+        seeds, (train_index, val_index, cal_index) = self._seeds_and_splits(X.shape[0])
         self._check_param_combinations(layout)
         if self.skip_connections and layout.kind == "image":
             warnings.warn(
@@ -537,15 +542,12 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
                 stacklevel=2,
             )
 
-        rng = check_random_state(self.random_state)
-        init_seed, train_seed, self.noise_seed_ = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3))
+        init_seed, train_seed, self.noise_seed_ = seeds
         self.layout_ = layout
         self._set_standardisation(X)
         data = self._to_tensor(X)
-        order = rng.permutation(len(data))
-        x_val = data[order[:n_val]] if n_val else None
-        x_cal = data[order[n_val : n_val + n_cal]]
-        x_train = data[order[n_val + n_cal :]]
+        x_train, x_cal = data[train_index], data[cal_index]
+        x_val = data[val_index] if len(val_index) else None
 
         device = resolve_device(device or self.device)
         self.device_ = str(device)
@@ -575,10 +577,19 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         x_calibration, calibrated_on = self._calibration_data(x_train, x_val, x_cal)
         self._say(f"calibrating the threshold on {len(x_calibration)} {calibrated_on} samples")
         self._set_offset(x_calibration)
-        self.training_summary_ = {"n_samples": len(data), "n_train": len(x_train), "n_validation": n_val,
+        self.training_summary_ = {"n_samples": len(data), "n_train": len(x_train), "n_validation": len(val_index),
                                   "n_calibration": len(x_calibration), "calibrated_on": calibrated_on,
                                   "epochs": n_epochs, "epochs_run": len(self.history_)}
         return self
+
+    def _seeds_and_splits(self, n_samples):
+        """What ``fit`` draws from ``random_state``: the seeds of weight initialisation, of training and
+        of the scores' latent noise, then the indices of the training, validation and calibration
+        splits of ``n_samples`` samples. Raises if too few samples remain to train on."""
+        n_val, n_cal = holdout_sizes(n_samples, self.validation_fraction, self.calibration_fraction)
+        rng = check_random_state(self.random_state)
+        seeds = tuple(int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3))
+        return seeds, holdout_split(n_samples, n_val, n_cal, rng)
 
     def _calibration_data(self, x_train, x_val, x_cal):
         """The samples thresholds and p-values are calibrated on, and which they are.
@@ -862,7 +873,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         Parameters
         ----------
         contamination : "auto" or float in (0, 0.5], optional
-            Set ``offset_`` to this quantile of the held-out validation scores kept from ``fit``.
+            Set ``offset_`` to this quantile of the calibration scores kept from ``fit``.
         fpr : float in (0, 1), optional
             Target false-positive rate: flag exactly the samples whose conformal p-value
             (:meth:`p_values`) is at most ``fpr``, so that at most ``fpr`` of new normal data is
@@ -909,8 +920,8 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
             if self.offset_ == -np.inf:
                 warnings.warn(
                     f"fpr={fpr} needs at least {int(np.ceil(1 / fpr)) - 1} held-out samples, and fit kept "
-                    f"{len(self.validation_scores_)}; nothing will be flagged. Fit on more data or with a "
-                    "larger validation_fraction.",
+                    f"{len(self.validation_scores_)}; nothing will be flagged. Add normal data with "
+                    "calibrate(X), or fit on more data or with a larger calibration_fraction.",
                     UserWarning,
                     stacklevel=2,
                 )
@@ -948,7 +959,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         self.offset_ = float(np.nextafter(-cutoffs[best], np.inf))
 
     def p_values(self, X):
-        """Split-conformal p-values against the held-out validation scores kept from ``fit``.
+        """Split-conformal p-values against the calibration scores kept from ``fit`` (``validation_scores_``).
 
         Parameters
         ----------

@@ -240,7 +240,10 @@ def score_histogram(scores, *, threshold=None, labels=None, bins=50, ax=None):
     ----------
     scores : array-like of shape (n,)
     threshold : float, optional
-        E.g. ``VAEDetector.offset_``; scores below it are outliers.
+        E.g. ``VAEDetector.offset_``; scores below it are outliers. Drawn as a line where it lies
+        within half the scores' span of them; further out (a threshold of -1000 beside scores near
+        0) an arrow at that edge of the plot names it and how many scores lie below it, so that the
+        scores keep the whole width.
     labels : array-like of shape (n,), optional
         One histogram per category, overlaid.
     bins : int, default=50
@@ -254,10 +257,12 @@ def score_histogram(scores, *, threshold=None, labels=None, bins=50, ax=None):
     finite = np.isfinite(scores)
     ax = _axes(ax, (6, 4))
     # a long tail of very anomalous scores would squeeze the bulk into one bar: bin the range from
-    # the 1st percentile up (the threshold included) and say how many lie further out
-    has_threshold = threshold is not None and np.isfinite(threshold)
-    low = min(np.quantile(scores[finite], 0.01), threshold if has_threshold else np.inf)
-    edges = np.histogram_bin_edges(scores[finite], bins=bins, range=(low, scores[finite].max()))
+    # the 1st percentile up and say how many lie further out
+    low, high = np.quantile(scores[finite], 0.01), scores[finite].max()
+    threshold_at = _threshold_position(threshold, low, high)
+    if threshold_at == "inside":  # near the scores: widen the bins to it
+        low, high = min(low, threshold), max(high, threshold)
+    edges = np.histogram_bin_edges(scores[finite], bins=bins, range=(low, high))
     n_below = int(np.sum(scores[finite] < low))
     if n_below:
         ax.text(0.01, 0.98, f"{n_below} lower scores off the left edge", transform=ax.transAxes, va="top",
@@ -268,13 +273,33 @@ def score_histogram(scores, *, threshold=None, labels=None, bins=50, ax=None):
         labels = np.asarray(labels)
         for label in np.unique(labels):
             ax.hist(scores[finite & (labels == label)], bins=edges, alpha=0.5, label=str(label))
-    if has_threshold:
+    if threshold_at == "inside":
         ax.axvline(threshold, color="red", linestyle="--", label=f"threshold {threshold:.4g}")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small", loc="upper right")
+    elif threshold_at is not None:
+        # far from every score: drawn to scale it would squeeze the scores into one bar
+        left, n_flagged = threshold_at == "left", int(np.sum(scores[finite] < threshold))
+        ax.annotate(f"threshold {threshold:.4g}, off this edge\n({n_flagged} of {int(finite.sum())} scores below it)",
+                    xy=(0.0 if left else 1.0, 0.5),
+                    xytext=(0.04 if left else 0.96, 0.5), xycoords="axes fraction", textcoords="axes fraction",
+                    ha="left" if left else "right", va="center", fontsize="small", color="red",
+                    arrowprops={"arrowstyle": "->", "color": "red"})
     ax.set_xlabel("score (higher = more normal)")
     ax.set_ylabel("count")
     return ax
+
+
+def _threshold_position(threshold, low, high):
+    """Where a histogram of scores binned over ``[low, high]`` shows ``threshold``: None (no finite
+    threshold), "inside" (within half the scores' span of them: the bins widen to it), or "left" /
+    "right" of the bins (marked at that edge)."""
+    if threshold is None or not np.isfinite(threshold):
+        return None
+    margin = max(high - low, 1e-9 * max(abs(low), abs(high)), 1e-12) / 2
+    if threshold < low - margin:
+        return "left"
+    if threshold > high + margin:
+        return "right"
+    return "inside"
 
 
 def roc_curve(is_anomaly, scores, *, ax=None):
