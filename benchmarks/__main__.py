@@ -282,9 +282,9 @@ def tabular_likelihood_text(run: dict) -> str:
 
 def epochs_rule(epochs: int | str) -> str:
     if epochs == "auto":
-        from vaedetect.estimator import _AUTO_MAX_EPOCHS, _AUTO_MAX_STEPS
+        from vaedetect.settings import AUTO_MAX_EPOCHS, AUTO_MAX_STEPS
 
-        return f"`epochs='auto'`: {_AUTO_MAX_EPOCHS} epochs or {_AUTO_MAX_STEPS:,} optimiser steps, whichever is fewer"
+        return f"`epochs='auto'`: {AUTO_MAX_EPOCHS} epochs or {AUTO_MAX_STEPS:,} optimiser steps, whichever is fewer"
     return f"{epochs} epochs at most"
 
 

@@ -72,7 +72,7 @@ def calibration_split(detector, images: np.ndarray) -> np.ndarray:
 
 def run(args) -> dict:
     from vaedetect import VAEDetector
-    from vaedetect.scoring import SCORES
+    from vaedetect.registry import score_names
 
     sets = evaluation_sets(args.data_dir, args.n_synthetic, args.per_class, args.seed)
     train, _ = load_cifar10("train", classes={"dog"}, path=args.data_dir)
@@ -90,7 +90,7 @@ def run(args) -> dict:
     everything = np.concatenate([sets[name] for name in names])
     bounds = np.cumsum([0] + [len(sets[name]) for name in names])
     rows = {}
-    for method in SCORES:
+    for method in score_names():
         started = time.perf_counter()
         scores = detector.score_table(everything, methods=[method])[method].to_numpy()
         seconds = time.perf_counter() - started

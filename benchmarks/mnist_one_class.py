@@ -139,9 +139,9 @@ def main(argv=None) -> int:
         "focus": args.focus,
         "digits": [],
     }
-    from vaedetect.scoring import SCORES
+    from vaedetect.registry import score_names
 
-    methods = args.methods or [m for m in SCORES if m != "regret"]
+    methods = args.methods or [m for m in score_names() if m != "regret"]
     for digit in args.digits:
         row = run_digit(digit, images, labels, args.seed, methods)
         results["digits"].append(row)

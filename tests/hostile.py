@@ -151,6 +151,8 @@ def build_model_corpus(root, model) -> dict[str, str]:
         "stages50.vae": (dict(edit_header=_set("params", "n_stages", 50)), "outside [1, 8]"),
         "latent1e12.vae": (dict(edit_header=_set("params", "latent_dim", 10**12)), "outside [1, 4096]"),
         "wide.vae": (dict(edit_header=_set("params", "latent_dim", 64)), "do not match the architecture"),
+        "draws1e9.vae": (dict(edit_header=_set("fitted", "n_samples_", 10**9)), "outside [1, 10000]"),
+        "param_draws1e9.vae": (dict(edit_header=_set("params", "n_samples", 10**9)), "outside [1, 10000]"),
         "unknown_param.vae": (dict(edit_header=_set("params", "evil", 1)), "unknown parameter"),
         "meta_device.vae": (dict(edit_header=_set("params", "device", "meta")), "device 'meta'"),
         "missing_keys.vae": (dict(edit_header=lambda h: h.pop("fitted")), "lacks 'fitted'"),

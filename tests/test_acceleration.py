@@ -79,7 +79,7 @@ def test_channels_last_training_matches_the_usual_layout(gray_images):
 def test_detector_scores_equal_the_unfolded_network(gray_images):
     detector = VAEDetector(**TINY, score_method="elbo").fit(gray_images)
     x = detector._to_tensor(gray_images)
-    unfolded = score_batches(detector.model_, x, "elbo", detector._latent_noise(), detector._likelihood(), 16, "cpu")
+    unfolded = score_batches(detector.model_, x, "elbo", detector._latent_noise(), detector.likelihood_, 16, "cpu")
     np.testing.assert_allclose(detector.score_samples(gray_images), unfolded, rtol=1e-5)
 
 
@@ -88,7 +88,7 @@ def test_refitting_replaces_the_inference_copy(gray_images):
     first = detector.score_samples(gray_images)
     detector.set_params(random_state=1).fit(gray_images)
     x = detector._to_tensor(gray_images)
-    unfolded = score_batches(detector.model_, x, "elbo", detector._latent_noise(), detector._likelihood(), 16, "cpu")
+    unfolded = score_batches(detector.model_, x, "elbo", detector._latent_noise(), detector.likelihood_, 16, "cpu")
     second = detector.score_samples(gray_images)
     np.testing.assert_allclose(second, unfolded, rtol=1e-5)
     assert not np.allclose(first, second)

@@ -109,20 +109,23 @@ def test_reconstruction_score_is_negative_mean_squared_error(fitted_tabular):
 
 def test_iwae_with_more_draws_is_a_tighter_bound(fitted_images):
     detector, X = fitted_images
-    # n_samples only matters at scoring time, so a fitted copy can change it
-    # a one-draw bound is a noisy estimate; compare two bounds with enough draws to be stable
-    few = copy.deepcopy(detector).set_params(score_method="iwae", n_samples=4)
-    many = copy.deepcopy(detector).set_params(score_method="iwae", n_samples=256)
+    # the draws only matter at scoring time, so fitted copies can be given other numbers of them;
+    # a one-draw bound is a noisy estimate: compare two bounds with enough draws to be stable
+    few, many = (copy.deepcopy(detector).set_params(score_method="iwae") for _ in range(2))
+    few.n_samples_, many.n_samples_ = 4, 256
     assert many.score_samples(X).mean() > few.score_samples(X).mean()
 
 
-@pytest.mark.parametrize("data, draws", [("fitted_tabular", 16), ("fitted_images", 1)])
-def test_auto_draws_are_sixteen_per_row_and_one_per_image(data, draws, request):
-    detector, X = request.getfixturevalue(data)
-    auto = copy.deepcopy(detector).set_params(n_samples="auto")
-    explicit = copy.deepcopy(detector).set_params(n_samples=draws)
-    np.testing.assert_array_equal(auto.score_samples(X), explicit.score_samples(X))
-    assert not np.array_equal(auto.score_samples(X), copy.deepcopy(detector).set_params(n_samples=draws + 1).score_samples(X))
+@pytest.mark.parametrize("kind, draws", [("tabular", 16), ("image", 1)])
+def test_auto_draws_are_sixteen_per_row_and_one_per_image(kind, draws):
+    from vaedetect.settings import resolve
+
+    assert resolve(VAEDetector(n_samples="auto").get_params(), kind).n_samples == draws
+
+
+def test_fit_resolves_auto_draws_once(fitted_tabular):
+    detector = VAEDetector(**{**TINY, "n_samples": "auto"}).fit(fitted_tabular[1])
+    assert detector.n_samples_ == 16 and detector.n_samples == "auto"
 
 
 @pytest.mark.parametrize("data, likelihood", [("fitted_tabular", "laplace"), ("fitted_images", "gaussian")])
@@ -134,7 +137,7 @@ def test_auto_likelihood_is_laplace_for_rows_and_gaussian_for_images(data, likel
 
 
 def test_auto_epochs_train_within_the_optimiser_step_budget(monkeypatch):
-    monkeypatch.setattr(vaedetect.estimator, "_AUTO_MAX_STEPS", 12)
+    monkeypatch.setattr(vaedetect.settings, "AUTO_MAX_STEPS", 12)
     X = np.random.RandomState(0).normal(size=(120, 5))
     detector = VAEDetector(**{**TINY, "epochs": "auto", "batch_size": 32, "early_stopping": False}).fit(X)
     # 96 training rows after 12 validation and 12 calibration rows are 3 batches of 32: 4 epochs fill the 12 steps
@@ -144,7 +147,9 @@ def test_auto_epochs_train_within_the_optimiser_step_budget(monkeypatch):
 
 def test_iwae_bound_is_at_least_the_elbo_on_average(fitted_images):
     detector, X = fitted_images
-    table = copy.deepcopy(detector).set_params(n_samples=32).score_table(X, methods=["elbo", "iwae"])
+    more_draws = copy.deepcopy(detector)
+    more_draws.n_samples_ = 32
+    table = more_draws.score_table(X, methods=["elbo", "iwae"])
     assert table["iwae"].mean() > table["elbo"].mean()
 
 
@@ -270,6 +275,30 @@ def test_clone_keeps_parameters_and_drops_fitted_state(fitted_tabular):
     fresh = clone(detector)
     assert fresh.get_params() == detector.get_params()
     assert not hasattr(fresh, "model_")
+
+
+def test_set_params_after_fit_leaves_the_fitted_models_scores_unchanged(fitted_tabular):
+    detector, X = copy.deepcopy(fitted_tabular[0]), fitted_tabular[1]
+    before = detector.score_samples(X)
+    # the decoder was trained as a Laplace with 2 draws per score: new parameters wait for the next fit
+    detector.set_params(likelihood="gaussian", n_samples=5, augment=True)
+    np.testing.assert_array_equal(detector.score_samples(X), before)
+    assert (detector.likelihood_, detector.n_samples_) == ("laplace", 2)
+
+
+def test_a_model_file_without_resolved_settings_resolves_them_from_its_parameters(fitted_tabular, tmp_path):
+    from tests.hostile import _rewrite
+
+    detector, X = fitted_tabular
+    detector.save(tmp_path / "new.vae")
+
+    def written_before_resolution(header):
+        del header["fitted"]["likelihood_"], header["fitted"]["n_samples_"]
+
+    _rewrite(tmp_path / "new.vae", tmp_path / "old.vae", edit_header=written_before_resolution)
+    old = vaedetect.load(tmp_path / "old.vae")
+    assert (old.likelihood_, old.n_samples_) == ("laplace", 2)
+    np.testing.assert_array_equal(old.score_samples(X), detector.score_samples(X))
 
 
 def test_loading_a_truncated_file_names_it(fitted_tabular, tmp_path):
@@ -669,9 +698,9 @@ def test_score_table_has_every_method_and_matches_score_samples(fitted_images):
     assert list(table.columns) == ["elbo", "elbo_bits_per_dim", "iwae", "iwae_bits_per_dim", "kl", "reconstruction",
                                    "latent", "typicality", "png_bits_per_dim", "complexity", "bits_typicality",
                                    "regret"]
-    from vaedetect.scoring import SCORES
+    from vaedetect.registry import score_names
 
-    for method in SCORES:
+    for method in score_names():
         other = copy.deepcopy(detector).set_params(score_method=method)
         np.testing.assert_allclose(table[method], other.score_samples(X[:7]), rtol=1e-5, atol=2e-5, err_msg=method)
     np.testing.assert_allclose(table["complexity"], table["png_bits_per_dim"] - table["elbo_bits_per_dim"])

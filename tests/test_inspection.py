@@ -206,6 +206,7 @@ def test_each_plot_draws_on_the_given_axes_and_saves_a_png(name, tmp_path):
 def test_score_histogram_marks_the_threshold():
     ax = plotting.score_histogram([1.0, 2.0, 3.0, 4.0], threshold=2.5)
     assert [line.get_xdata()[0] for line in ax.lines] == [2.5]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["threshold 2.5"]
 
 
 def test_roc_curve_reports_the_area_under_it():
@@ -235,7 +236,7 @@ def test_score_histogram_keeps_the_scores_readable_beside_a_far_threshold(thresh
     assert -5 < low and high < 5
     assert not ax.lines
     (arrow,) = [text for text in ax.texts if text.get_text().startswith("threshold")]
-    assert arrow.xy == (edge, 0.5) and f"threshold {threshold:.4g}, off this edge" in arrow.get_text()
+    assert arrow.xy == (edge, 0.8) and f"threshold {threshold:.4g}, off this edge" in arrow.get_text()
     assert f"({0 if threshold < 0 else 500} of 500 scores below it)" in arrow.get_text()
 
 

@@ -22,13 +22,33 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, settings
+from .registry import ScoreMethodChoices
 from ._files import as_text, check_output_file, check_output_folder, map_name, printable, same_file, write_atomically
 
 # VAEDetector parameters exposed by `vaedetect fit`: (option, parameter, click type, the estimator's
 # default, help). Spelt out here so that `--help` need not import torch; a test checks every parameter
 # is here with its real default and choices. Booleans are spelt on/off.
 _ON_OFF = click.Choice(["on", "off"])
+
+
+class _LiveChoice(click.Choice):
+    """A choice among ``names()`` as they are when the option is read, not when this module was
+    imported: score methods registered later are offered too."""
+
+    def __init__(self, names):
+        self._names = names
+        super().__init__(names())
+
+    @property
+    def choices(self):
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, value):  # click.Choice.__init__ stores a snapshot; the names stay live
+        pass
+
+
 _FIT_OPTIONS = [
     ("--image-size", "image_size", click.IntRange(min=4), 64, "Side of the square images, in pixels."),
     ("--channels", "channels", click.Choice(["1", "3"]), 3, "1 for grayscale, 3 for RGB."),
@@ -39,12 +59,12 @@ _FIT_OPTIONS = [
     ("--spatial-latent", "spatial_latent", _ON_OFF, False, "The tutorial's spatial latent code instead of a vector."),
     ("--skip-connections", "skip_connections", _ON_OFF, False,
      "The tutorial's U-Net skips (they break likelihoods and sampling)."),
-    ("--activation", "activation", click.Choice(["leaky_relu", "relu"]), "leaky_relu", "Activation of every stage."),
-    ("--loss", "loss", click.Choice(["elbo", "sharp"]), "elbo", "Training objective."),
-    ("--likelihood", "likelihood", click.Choice(["auto", "gaussian", "bernoulli", "laplace"]), "auto",
+    ("--activation", "activation", click.Choice(settings.ACTIVATIONS), "leaky_relu", "Activation of every stage."),
+    ("--loss", "loss", click.Choice(settings.LOSSES), "elbo", "Training objective."),
+    ("--likelihood", "likelihood", click.Choice(["auto", *settings.LIKELIHOODS]), "auto",
      "Decoder distribution (auto: gaussian for images, laplace for tables)."),
     ("--perceptual-weight", "perceptual_weight", click.FloatRange(min=0), 0.3, "VGG16 term of --loss sharp."),
-    ("--kl-schedule", "kl_schedule", click.Choice(["warmup", "cyclical", "constant"]), "warmup", "KL weight over epochs."),
+    ("--kl-schedule", "kl_schedule", click.Choice(settings.KL_SCHEDULES), "warmup", "KL weight over epochs."),
     ("--epochs", "epochs", click.IntRange(min=1), "auto", "Training epochs (auto: 25, fewer where they exceed 2,500 steps)."),
     ("--batch-size", "batch_size", click.IntRange(min=2), 32, "Training batch size."),
     ("--learning-rate", "learning_rate", click.FloatRange(min=0, min_open=True), 5e-4, "AdamW learning rate."),
@@ -58,11 +78,10 @@ _FIT_OPTIONS = [
     ("--early-stopping", "early_stopping", _ON_OFF, True, "Stop when the validation loss stops improving."),
     ("--n-iter-no-change", "n_iter_no_change", click.IntRange(min=1), 10, "Epochs without improvement before stopping."),
     ("--n-samples", "n_samples", click.IntRange(min=1), "auto", "Latent draws per input when scoring (auto: 1 per image)."),
-    ("--score-method", "score_method", click.Choice(["auto", "elbo", "iwae", "kl", "reconstruction", "latent",
-                                                   "typicality", "complexity", "bits_typicality", "regret"]), "auto",
+    ("--score-method", "score_method", _LiveChoice(ScoreMethodChoices), "auto",
      "Score written by `vaedetect score` (auto: bits_typicality for images)."),
     ("--regret-steps", "regret_steps", click.IntRange(min=1), 20, "Optimiser steps per image of --score-method regret."),
-    ("--complexity-codec", "complexity_codec", click.Choice(["png", "webp"]), "png", "Codec of --score-method complexity."),
+    ("--complexity-codec", "complexity_codec", click.Choice(settings.CODECS), "png", "Codec of --score-method complexity."),
     ("--contamination", "contamination", None, "auto", "Expected share of outliers: 'auto' (0.01) or a float in (0, 0.5]."),
     ("--device", "device", str, "auto", "auto, cpu, cuda, cuda:1, mps, ..."),
     ("--mixed-precision", "mixed_precision", click.Choice(["auto", "on", "off"]), "auto",
@@ -231,7 +250,7 @@ def main():
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding images.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--preset", type=click.Choice(["default", "sharp"]), default="default", show_default=True,
+@click.option("--preset", type=click.Choice(list(settings.PRESETS)), default="default", show_default=True,
               help="Named settings; 'sharp' is the tutorial's full-size SharpVAE. Other options override it.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train data-parallel on this many processes (torchrun; one per GPU, or Gloo on CPUs).")

@@ -14,37 +14,27 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_X, holdout_sizes, holdout_split
 from .data import InputLayout, arrange_like, images_from_unit_range, images_to_unit_range
-from .losses import KL_SCHEDULES, LIKELIHOODS
-from .scoring import IMAGE_SCORES, REFERENCE_SCORES, SCORES
+from .registry import ScoreMethodChoices, get_score, score_names
+from .settings import (
+    ACTIVATIONS,
+    AUTO_CONTAMINATION,
+    CODECS,
+    KL_SCHEDULES,
+    LIKELIHOODS,
+    LOSSES,
+    PRESETS,
+    resolve,
+    resolve_score,
+)
 
-# The fraction of held-out training data flagged when contamination="auto".
-_AUTO_CONTAMINATION = 0.01
 # Inference batches hold about this many input values (and at most _MAX_INFERENCE_BATCH samples).
 # Measured on 2 CPU cores, scoring 1,000 JPEGs: at 64x64 RGB a batch of 32 ran at 115 images/s and
 # 861 MB peak memory, one of 256 at 94 images/s and 1,741 MB; at 32x32, 64 and 256 gave 427 and 391
 # images/s. Beyond the cache-friendly size, bigger batches only cost memory.
 _INFERENCE_BATCH_VALUES = 2**18
 _MAX_INFERENCE_BATCH = 256
-# Latent draws per row when n_samples="auto" on tabular data: a one-draw ELBO of a few features is a
-# noisy score (see the n_samples parameter), and decoding a row costs next to nothing.
-_TABULAR_DRAWS = 16
-# epochs="auto": this many epochs, fewer where they would take more optimiser steps than the budget.
-# 25 epochs trained a CIFAR-10 class (4,500 photos after validation, 141 steps each) in up to 696 s on
-# 2 CPU cores; 2,500 steps (17 epochs) took at most 464 s, leaving room for the machine's drift.
-_AUTO_MAX_EPOCHS = 25
-_AUTO_MAX_STEPS = 2500
 # Bytes of float32 outputs that sample() and interpolate() may decode at once: they return them whole.
 _MAX_OUTPUT_BYTES = 2**30
-
-# Named settings for VAEDetector.from_preset. "sharp" is the tutorial's full-size SharpVAE and its
-# training recipe (64 -> 512 channels over 4 stages, spatial latent at 1/16 resolution, MSE + L1 +
-# VGG16 perceptual loss, cyclical KL weight, augmentation); its measured cost is in docs/benchmarks.md.
-# Its U-Net skips stay off: they would let the decoder copy the input past the latent code.
-PRESETS = {
-    "default": {},
-    "sharp": {"base_channels": 64, "n_stages": 4, "spatial_latent": True, "loss": "sharp",
-              "kl_schedule": "cyclical", "augment": True},
-}
 
 
 def _write_overlays(folder, paths, images, heat_maps, scale) -> dict[str, str]:
@@ -313,6 +303,12 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         Standardisation of tabular data (None for images).
     device_ : str
         The device the model lives on.
+    likelihood_ : str
+        The decoder distribution, ``likelihood`` with "auto" resolved for the data ``fit`` saw.
+    n_samples_ : int
+        Latent draws per input when scoring, ``n_samples`` with "auto" resolved. Like ``likelihood_``
+        it is fixed by ``fit``: changing the parameters afterwards leaves the fitted model's scores as
+        they are until the next ``fit``.
     noise_seed_ : int
         Seed of the fixed latent draws used by every score call.
     reference_ : vaedetect.scoring.Reference
@@ -374,8 +370,8 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         "residual": ["boolean"],
         "spatial_latent": ["boolean"],
         "skip_connections": ["boolean"],
-        "activation": [StrOptions({"leaky_relu", "relu"})],
-        "loss": [StrOptions({"elbo", "sharp"})],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "loss": [StrOptions(set(LOSSES))],
         "likelihood": [StrOptions({"auto", *LIKELIHOODS})],
         "perceptual_weight": [Interval(Real, 0, None, closed="left")],
         "kl_schedule": [StrOptions(set(KL_SCHEDULES))],
@@ -389,9 +385,9 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "n_samples": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "score_method": [StrOptions({"auto", *SCORES})],
+        "score_method": [StrOptions(ScoreMethodChoices())],
         "regret_steps": [Interval(Integral, 1, None, closed="left")],
-        "complexity_codec": [StrOptions({"png", "webp"})],
+        "complexity_codec": [StrOptions(set(CODECS))],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "device": [str],
         "mixed_precision": ["boolean", StrOptions({"auto"})],
@@ -544,6 +540,8 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
 
         init_seed, train_seed, self.noise_seed_ = seeds
         self.layout_ = layout
+        resolved = resolve(self.get_params(), layout.kind)
+        self.likelihood_, self.n_samples_ = resolved.likelihood, resolved.n_samples
         self._set_standardisation(X)
         data = self._to_tensor(X)
         x_train, x_cal = data[train_index], data[cal_index]
@@ -563,7 +561,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
             self.model_,
             x_train.to(device),
             None if x_val is None else x_val.to(device),
-            self._train_config(layout, device, n_epochs),
+            self._train_config(device, n_epochs, resolved.augment),
             generator,
             perceptual,
             world,
@@ -694,7 +692,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
     def _check_param_combinations(self, layout):
         if layout.kind == "tabular" and self.augment is True:
             raise ValueError("augment=True applies to images only; X is tabular. Use augment='auto' or False.")
-        if layout.kind == "tabular" and self.score_method in IMAGE_SCORES:
+        if layout.kind == "tabular" and self.score_method != "auto" and get_score(self.score_method).images_only:
             raise ValueError(f"score_method={self.score_method!r} is defined for images only; X is tabular.")
         if layout.kind == "tabular" and self.likelihood == "bernoulli":
             raise ValueError("likelihood='bernoulli' needs images in [0, 1]; X is tabular. Use 'auto'.")
@@ -714,18 +712,18 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
 
     def _n_epochs(self, n_train):
         """``epochs`` with "auto" resolved for ``n_train`` training samples (see the parameter)."""
+        from . import settings
         from .training import epochs_within_budget
 
         if self.epochs != "auto":
             return self.epochs
-        return epochs_within_budget(n_train, self.batch_size, _AUTO_MAX_EPOCHS, _AUTO_MAX_STEPS)
+        return epochs_within_budget(n_train, self.batch_size, settings.AUTO_MAX_EPOCHS, settings.AUTO_MAX_STEPS)
 
-    def _train_config(self, layout, device, n_epochs):
+    def _train_config(self, device, n_epochs, augment):
         import torch
 
         from .training import TrainConfig
 
-        augment = layout.kind == "image" if self.augment == "auto" else bool(self.augment)
         if self.mixed_precision == "auto":
             mixed_precision = device.type == "cuda" and torch.cuda.is_bf16_supported()
         else:
@@ -736,7 +734,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
             learning_rate=self.learning_rate,
             weight_decay=self.weight_decay,
             loss=self.loss,
-            likelihood=self._likelihood(),
+            likelihood=self.likelihood_,
             perceptual_weight=self.perceptual_weight,
             kl_schedule=self.kl_schedule,
             augment=augment,
@@ -779,7 +777,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         errors = map_batches(residuals, self._network(), x_train, self._inference_batch_size(), self.device_)
         # one scale per channel (images) or per feature (tabular), as log_scale is shaped
         dims = (0, 2, 3) if self.model_.is_image else (0,)
-        if self._likelihood() == "laplace":
+        if self.likelihood_ == "laplace":
             scale = errors.abs().mean(dim=dims)
         else:
             scale = errors.pow(2).mean(dim=dims).sqrt()
@@ -790,7 +788,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         from .scoring import fit_reference
 
         codec = self.complexity_codec if self.layout_.kind == "image" else None
-        return fit_reference(self._network(), x_train, self._latent_noise(), self._likelihood(),
+        return fit_reference(self._network(), x_train, self._latent_noise(), self.likelihood_,
                              self._inference_batch_size(), self.device_, codec=codec)
 
     def _set_offset(self, x_held_out):
@@ -853,10 +851,9 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
                 f"(and p-value) is 1/{n + 1} = {1 / (n + 1):.3g}")
 
     def _score_method(self):
-        """The score method in use: ``score_method``, with "auto" resolved for the data ``fit`` saw."""
-        if self.score_method != "auto":
-            return self.score_method
-        return "bits_typicality" if self.layout_.kind == "image" else "elbo"
+        """The score method the parameters ask for now: ``score_method``, with "auto" resolved for the
+        data ``fit`` saw. Unlike the other settings it may change after ``fit``, through :meth:`calibrate`."""
+        return resolve_score(self.score_method, self.layout_.kind)
 
     def _check_calibrated(self):
         check_is_fitted(self, "validation_scores_")
@@ -927,7 +924,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
                 )
         else:
             if contamination == "auto":
-                contamination = _AUTO_CONTAMINATION
+                contamination = AUTO_CONTAMINATION
             if not isinstance(contamination, Real) or not 0 < contamination <= 0.5:
                 raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5]; got {contamination!r}.")
             self.offset_ = float(np.quantile(self.validation_scores_, contamination))
@@ -1012,38 +1009,30 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
     def _latent_noise(self):
         from .scoring import latent_noise
 
-        return latent_noise(self.model_.latent_shape, self._n_draws(), self.noise_seed_, self.device_)
-
-    def _n_draws(self):
-        """``n_samples`` with "auto" resolved for the data ``fit`` saw (see the parameter)."""
-        if self.n_samples != "auto":
-            return self.n_samples
-        return 1 if self.layout_.kind == "image" else _TABULAR_DRAWS
-
-    def _likelihood(self):
-        """``likelihood`` with "auto" resolved for the data ``fit`` saw (see the parameter)."""
-        if self.likelihood != "auto":
-            return self.likelihood
-        return "gaussian" if self.layout_.kind == "image" else "laplace"
+        return latent_noise(self.model_.latent_shape, self.n_samples_, self.noise_seed_, self.device_)
 
     def _score_tensor(self, x, score=None):
         from .scoring import score_batches
 
         score = score or self._score_method()
-        options = {"steps": self.regret_steps} if score == "regret" else {}
-        if score == "complexity":
-            options["codec"] = self.complexity_codec
-        if score in REFERENCE_SCORES:
+        return _fail_closed(score_batches(self._network(), x, score, self._latent_noise(), self.likelihood_,
+                                          self._inference_batch_size(), self.device_, **self._score_options(score)),
+                            score)
+
+    def _score_options(self, score):
+        """The keyword arguments the score method ``score`` takes from this detector."""
+        method = get_score(score)
+        options = {keyword: getattr(self, parameter) for keyword, parameter in method.options.items()}
+        if method.needs_reference:
             options["reference"] = self.reference_
-        return _fail_closed(score_batches(self._network(), x, score, self._latent_noise(), self._likelihood(),
-                                          self._inference_batch_size(), self.device_, **options), score)
+        return options
 
     def _anomaly_map_tensor(self, x):
         """(n, C, H, W) per-element negative log-likelihood, averaged over the ``n_samples`` draws."""
         from .scoring import anomaly_map, map_batches
 
         noise = self._latent_noise()
-        return map_batches(lambda model, batch: anomaly_map(model, batch, noise, self._likelihood()), self._network(), x,
+        return map_batches(lambda model, batch: anomaly_map(model, batch, noise, self.likelihood_), self._network(), x,
                            self._inference_batch_size(), self.device_).numpy()
 
     def _check_input(self, X):
@@ -1124,39 +1113,33 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         """
         import pandas as pd
 
-        from .scoring import (bits_pairs, bits_per_dim, bits_typicality_from_pairs, lossless_bits_per_dim,
-                              typicality_from_elbo)
+        from .scoring import bits_per_dim
 
         x = self._check_input(X)
         methods = self._check_methods(methods)
         is_image = self.layout_.kind == "image"
-        # these are functions of the ELBO: compute it once
-        from_elbo = {"elbo", "typicality", "complexity", "bits_typicality"}
-        elbo = self._score_tensor(x, "elbo") if from_elbo & set(methods) else None
+        # methods that are functions of the ELBO share one ELBO pass
+        shares_elbo = {m for m in methods if m == "elbo" or get_score(m).from_elbo is not None}
+        elbo = self._score_tensor(x, "elbo") if shares_elbo else None
         table = pd.DataFrame(index=pd.RangeIndex(len(x)))
-        for method in methods:
-            if method == "elbo":
-                values = elbo
-            elif method == "typicality":
-                values = typicality_from_elbo(elbo, self.reference_)
-            elif method == "bits_typicality":
-                pairs = bits_pairs(elbo, x, self.reference_.codec)
-                values = bits_typicality_from_pairs(pairs, self.reference_).numpy()
-            elif method == "complexity":
-                codec_bits = lossless_bits_per_dim(x, self.complexity_codec).numpy()
-                table[f"{self.complexity_codec}_bits_per_dim"] = codec_bits
-                values = codec_bits - bits_per_dim(elbo, self.n_features_in_)
+        for name in methods:
+            method = get_score(name)
+            if name == "elbo":
+                columns = {name: elbo}
+            elif name in shares_elbo:
+                columns = method.load_from_elbo()(elbo, x, **self._score_options(name))
+                # computed here, not by _score_tensor, which closes its own scores
+                columns[name] = _fail_closed(columns[name], name)
             else:
-                values = self._score_tensor(x, method)
-            if method in from_elbo - {"elbo"}:  # computed here, not by _score_tensor, which closes its own
-                values = _fail_closed(values, method)
-            table[method] = values
-            if is_image and method in ("elbo", "iwae"):
-                table[f"{method}_bits_per_dim"] = bits_per_dim(values, self.n_features_in_)
+                columns = {name: self._score_tensor(x, name)}
+            if is_image and method.log_likelihood:
+                columns[f"{name}_bits_per_dim"] = bits_per_dim(columns[name], self.n_features_in_)
+            for column, values in columns.items():
+                table[column] = values
         return table
 
     def _check_methods(self, methods):
-        applicable = [m for m in SCORES if self.layout_.kind == "image" or m not in IMAGE_SCORES]
+        applicable = list(score_names(self.layout_.kind))
         if methods is None:
             return applicable
         methods = [methods] if isinstance(methods, str) else list(methods)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LIKELIHOODS = ("gaussian", "bernoulli", "laplace")
-KL_SCHEDULES = ("cyclical", "warmup", "constant")
+from .settings import KL_SCHEDULES, LIKELIHOODS
+
 
 # Keeps the learned scale away from 0, where the Gaussian density of a perfectly reconstructed
 # pixel would grow without bound (Rybkin et al., 2021, "soft-clip" the scale the same way).

@@ -30,7 +30,7 @@ FORMAT_VERSION = 2
 # Format 1 lacked the reference statistics (latent and typicality scores); it is not read.
 _OLDEST_READABLE = 2
 _FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_", "calibrated_score_",
-                   "map_scale_")
+                   "map_scale_", "likelihood_", "n_samples_")
 _REFERENCE_SCALARS = ("elbo_center", "elbo_spread_below", "elbo_spread_above", "codec")
 _REFERENCE_TENSORS = ("latent_location", "latent_precision", "bits_location", "bits_precision")
 # Bounds of the header's architecture: far above any model vaedetect trains (the "sharp" preset has
@@ -40,6 +40,8 @@ MAX_LATENT_DIM = 4096
 MAX_BASE_CHANNELS = 1024
 MAX_IMAGE_SIDE = 4096
 MAX_FEATURES = 1_000_000
+# Latent draws per scored input: each is a decoder pass, and the fixed noise holds them all.
+MAX_DRAWS = 10_000
 _MAX_RECORDS = 10_000
 _LAYOUT_FORMS = {"tabular": {"tabular"}, "image": {"flat", "nhw", "nchw", "nhwc"}}
 _DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
@@ -247,8 +249,9 @@ def _check_params(params: dict) -> None:
 
     unknown = sorted(set(params) - set(VAEDetector().get_params()))
     _require(not unknown, f"unknown parameter(s) {unknown}")
-    for name, high in (("latent_dim", MAX_LATENT_DIM), ("base_channels", MAX_BASE_CHANNELS), ("n_stages", 8)):
-        if name in params:  # a missing one takes its default, as for models written before it existed
+    for name, high in (("latent_dim", MAX_LATENT_DIM), ("base_channels", MAX_BASE_CHANNELS), ("n_stages", 8),
+                       ("n_samples", MAX_DRAWS)):
+        if name in params and params[name] != "auto":  # a missing one takes its default, as for models written before it existed
             _integer(params, name, 1, high, "params")
     check_device(params.get("device", "auto"))
     try:
@@ -280,7 +283,8 @@ def _check_layout(layout: dict) -> int:
 
 
 def _check_fitted(fitted: dict, n_features: int) -> None:
-    from .scoring import SCORES
+    from .registry import SCORE_METHODS
+    from .settings import LIKELIHOODS
 
     _require(set(fitted) <= set(_FITTED_SCALARS), f"unknown fitted attribute(s) {sorted(set(fitted) - set(_FITTED_SCALARS))}")
     _finite(fitted, "offset_", "fitted")
@@ -289,13 +293,18 @@ def _check_fitted(fitted: dict, n_features: int) -> None:
     _integer(fitted, "noise_seed_", 0, 2**63 - 1, "fitted")
     check_device(_field(fitted, "device_", str, "fitted"))
     _field(fitted, "training_summary_", dict, "fitted")
-    _require(_field(fitted, "calibrated_score_", str, "fitted") in SCORES,
+    _require(_field(fitted, "calibrated_score_", str, "fitted") in SCORE_METHODS,
              f"fitted['calibrated_score_'] = {fitted['calibrated_score_']!r} is not a score method")
     scale = fitted.get("map_scale_")  # absent from files written before it existed
     _require(scale is None or (isinstance(scale, list) and len(scale) == 2
                                and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
                                        for v in scale) and scale[0] < scale[1]),
              f"fitted['map_scale_'] = {scale!r} is not null or [low, high] with finite low < high")
+    # absent from files written before fit resolved them: load_detector resolves them from the params
+    if "likelihood_" in fitted:
+        _require(fitted["likelihood_"] in LIKELIHOODS, f"fitted['likelihood_'] = {fitted['likelihood_']!r} is unknown")
+    if "n_samples_" in fitted:
+        _integer(fitted, "n_samples_", 1, MAX_DRAWS, "fitted")
 
 
 def _tensor(payload, name, path, *, shape=None, required=True):
@@ -348,6 +357,7 @@ def load_detector(path, device=None):
     from .estimator import VAEDetector
     from .networks import VAE
     from .scoring import Reference
+    from .settings import resolve
     from .training import resolve_device
 
     header, payload = read_header(path)
@@ -359,6 +369,9 @@ def load_detector(path, device=None):
     for name, value in header["fitted"].items():
         setattr(detector, name, value)
     detector.layout_ = InputLayout.from_json(json.dumps(header["layout"]))
+    if "likelihood_" not in header["fitted"]:  # written before fit resolved them, by the same rule
+        resolved = resolve(detector.get_params(), detector.layout_.kind)
+        detector.likelihood_, detector.n_samples_ = resolved.likelihood, resolved.n_samples
     if header.get("feature_names_in"):
         detector.feature_names_in_ = np.asarray(header["feature_names_in"], dtype=object)
     detector.history_ = pd.DataFrame({name: pd.Series(values) for name, values in header["history"].items()})

@@ -279,10 +279,13 @@ def score_histogram(scores, *, threshold=None, labels=None, bins=50, ax=None):
         # far from every score: drawn to scale it would squeeze the scores into one bar
         left, n_flagged = threshold_at == "left", int(np.sum(scores[finite] < threshold))
         ax.annotate(f"threshold {threshold:.4g}, off this edge\n({n_flagged} of {int(finite.sum())} scores below it)",
-                    xy=(0.0 if left else 1.0, 0.5),
-                    xytext=(0.04 if left else 0.96, 0.5), xycoords="axes fraction", textcoords="axes fraction",
+                    xy=(0.0 if left else 1.0, 0.8),
+                    xytext=(0.04 if left else 0.96, 0.8), xycoords="axes fraction", textcoords="axes fraction",
                     ha="left" if left else "right", va="center", fontsize="small", color="red",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
                     arrowprops={"arrowstyle": "->", "color": "red"})
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="upper right")
     ax.set_xlabel("score (higher = more normal)")
     ax.set_ylabel("count")
     return ax

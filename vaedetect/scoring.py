@@ -16,12 +16,8 @@ import numpy as np
 import torch
 
 from .losses import elementwise_log_likelihood, iwae_bound, kl_divergence, log_likelihood
+from .registry import get_score
 
-SCORES = ("elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", "bits_typicality", "regret")
-# Scores defined for images only.
-IMAGE_SCORES = ("complexity", "bits_typicality")
-# Scores that compare against statistics of the training data (a fitted Reference).
-REFERENCE_SCORES = ("latent", "typicality", "bits_typicality")
 # Images reach the networks in [-1, 1]: one of the 256 levels of an 8-bit value is 2 / 255 wide.
 _BIN_WIDTH = 2.0 / 255.0
 
@@ -189,9 +185,6 @@ def regret_score(model, x, noise, likelihood="gaussian", steps: int = 20, learni
     return -(best - start)
 
 
-regret_score.needs_grad = True
-
-
 def complexity_score(model, x, noise, likelihood="gaussian", codec="png") -> torch.Tensor:
     """Likelihood corrected by input complexity (Serra et al., ICLR 2020), higher = more normal.
 
@@ -355,17 +348,21 @@ def typicality_score(model, x, noise, likelihood="gaussian", *, reference: Refer
     return typicality_from_elbo(elbo_score(model, x, noise, likelihood), reference)
 
 
-_SCORE_FUNCTIONS = {
-    "elbo": elbo_score,
-    "iwae": iwae_score,
-    "kl": kl_score,
-    "reconstruction": reconstruction_score,
-    "latent": latent_score,
-    "typicality": typicality_score,
-    "complexity": complexity_score,
-    "bits_typicality": bits_typicality_score,
-    "regret": regret_score,
-}
+# ------------------------------------------------------------------ scores from one ELBO pass
+# ``score_table`` computes the ELBO once and derives these from it (see ScoreMethod.from_elbo).
+
+
+def typicality_columns(elbo: np.ndarray, x, *, reference: Reference) -> dict:
+    return {"typicality": typicality_from_elbo(elbo, reference)}
+
+
+def complexity_columns(elbo: np.ndarray, x, *, codec: str) -> dict:
+    codec_bits = lossless_bits_per_dim(x, codec).numpy()
+    return {f"{codec}_bits_per_dim": codec_bits, "complexity": codec_bits - bits_per_dim(elbo, x[0].numel())}
+
+
+def bits_typicality_columns(elbo: np.ndarray, x, *, reference: Reference) -> dict:
+    return {"bits_typicality": bits_typicality_from_pairs(bits_pairs(elbo, x, reference.codec), reference).numpy()}
 
 
 def map_batches(function, model, x: torch.Tensor, batch_size: int, device, needs_grad=False) -> torch.Tensor:
@@ -383,13 +380,15 @@ def map_batches(function, model, x: torch.Tensor, batch_size: int, device, needs
 
 def score_batches(model, x: torch.Tensor, score: str, noise, likelihood, batch_size: int, device,
                   **options) -> np.ndarray:
-    """Apply the score named ``score`` to ``x`` (on any device) in batches; float64 numpy out.
+    """Apply the score method named ``score`` (see :mod:`vaedetect.registry`) to ``x`` (on any device) in
+    batches; float64 numpy out.
 
     ``options`` go to the score function (e.g. ``steps`` of ``"regret"``).
     """
-    function = _SCORE_FUNCTIONS[score]
+    method = get_score(score)
+    function = method.load()
     scores = map_batches(lambda m, batch: function(m, batch, noise, likelihood, **options), model, x, batch_size,
-                         device, needs_grad=getattr(function, "needs_grad", False))
+                         device, needs_grad=method.needs_grad)
     return scores.detach().double().numpy()
 
 

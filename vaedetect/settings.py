@@ -1,0 +1,72 @@
+"""What ``VAEDetector``'s parameters may be, and what "auto" means for images and for tables.
+
+Torch-free, so that the command line builds its options from it without loading torch. Every choice
+that differs between images and tabular data is made here, once, by :func:`resolve`; ``fit`` stores
+the result in fitted attributes, and later calls read those rather than the live parameters (which
+``set_params`` may change after fitting).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LIKELIHOODS = ("gaussian", "bernoulli", "laplace")
+KL_SCHEDULES = ("cyclical", "warmup", "constant")
+LOSSES = ("elbo", "sharp")
+ACTIVATIONS = ("leaky_relu", "relu")
+CODECS = ("png", "webp")
+# The score methods are in vaedetect.registry, one entry each.
+
+# The share of calibration data flagged when contamination="auto".
+AUTO_CONTAMINATION = 0.01
+# Latent draws per row when n_samples="auto" on tabular data: a one-draw ELBO of a few features is a
+# noisy score (docs/tabular_draws.md), and decoding a row costs next to nothing.
+TABULAR_DRAWS = 16
+# epochs="auto": this many epochs, fewer where they would take more optimiser steps than the budget
+# (docs/auto_epochs.md).
+AUTO_MAX_EPOCHS = 25
+AUTO_MAX_STEPS = 2500
+
+# Named settings for VAEDetector.from_preset. "sharp" is the tutorial's full-size SharpVAE and its
+# training recipe (64 -> 512 channels over 4 stages, spatial latent at 1/16 resolution, MSE + L1 +
+# VGG16 perceptual loss, cyclical KL weight, augmentation); its measured cost is in docs/benchmarks.md.
+# Its U-Net skips stay off: they would let the decoder copy the input past the latent code.
+PRESETS = {
+    "default": {},
+    "sharp": {"base_channels": 64, "n_stages": 4, "spatial_latent": True, "loss": "sharp",
+              "kl_schedule": "cyclical", "augment": True},
+}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The parameters whose "auto" depends on the data, resolved for one kind of data."""
+
+    likelihood: str
+    n_samples: int
+    score_method: str
+    augment: bool
+
+
+def resolve(params: dict, kind: str) -> Resolved:
+    """Resolve ``params`` (``VAEDetector.get_params()``) for ``kind``, "image" or "tabular".
+
+    Images get a Gaussian decoder, one latent draw per score, ``bits_typicality`` and augmentation
+    when ``augment="auto"``; tables a Laplace decoder (anomalies among the training rows pull it less),
+    ``TABULAR_DRAWS`` draws, the ELBO and no augmentation. The reasons and measurements are in the
+    parameters' documentation (``VAEDetector``).
+    """
+    image = kind == "image"
+    return Resolved(
+        likelihood=params["likelihood"] if params["likelihood"] != "auto" else ("gaussian" if image else "laplace"),
+        n_samples=params["n_samples"] if params["n_samples"] != "auto" else (1 if image else TABULAR_DRAWS),
+        score_method=resolve_score(params["score_method"], kind),
+        augment=image if params["augment"] == "auto" else bool(params["augment"]),
+    )
+
+
+def resolve_score(score_method: str, kind: str) -> str:
+    """``score_method`` with "auto" resolved: ``bits_typicality`` for images, the ELBO for tables."""
+    if score_method != "auto":
+        return score_method
+    return "bits_typicality" if kind == "image" else "elbo"
