@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vaedetect import VAEDetector, plotting
-from vaedetect.estimator import slerp
+from vaedetect.inspection import slerp
 
 from .conftest import TINY
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from numbers import Integral, Real
 
@@ -13,11 +12,12 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_X, holdout_sizes, holdout_split
-from .data import InputLayout, arrange_like, images_from_unit_range, images_to_unit_range
+from .data import arrange_like, images_to_unit_range
+from .folders import FolderMixin
+from .inspection import InspectionMixin
 from .registry import ScoreMethodChoices, get_score, score_names
 from .settings import (
     ACTIVATIONS,
-    AUTO_CONTAMINATION,
     CODECS,
     KL_SCHEDULES,
     LIKELIHOODS,
@@ -26,6 +26,7 @@ from .settings import (
     resolve,
     resolve_score,
 )
+from .thresholds import ThresholdMixin
 
 # Inference batches hold about this many input values (and at most _MAX_INFERENCE_BATCH samples).
 # Measured on 2 CPU cores, scoring 1,000 JPEGs: at 64x64 RGB a batch of 32 ran at 115 images/s and
@@ -33,36 +34,10 @@ from .settings import (
 # images/s. Beyond the cache-friendly size, bigger batches only cost memory.
 _INFERENCE_BATCH_VALUES = 2**18
 _MAX_INFERENCE_BATCH = 256
-# Bytes of float32 outputs that sample() and interpolate() may decode at once: they return them whole.
-_MAX_OUTPUT_BYTES = 2**30
 
 
-def _write_overlays(folder, paths, images, heat_maps, scale) -> dict[str, str]:
-    """Save one heat-map overlay PNG per image, all on the colour ``scale``; return {source path: overlay path}."""
-    from pathlib import Path
-
-    from PIL import Image
-
-    from ._files import map_name
-    from .plotting import heatmap_overlay
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for path, image, heat in zip(paths, images, heat_maps):
-        target = folder / map_name(path)
-        Image.fromarray(heatmap_overlay(image, heat, scale=scale, colour_bar=True)).save(target)
-        written[path] = str(target)
-    return written
 
 
-# What ``training_summary_["calibrated_on"]`` says of the calibration scores (absent in older files).
-_CALIBRATION_SOURCES = {
-    "held-out": " held out from training and early stopping",
-    "early-stopping": " of the split early stopping chose the epoch on (optimistic)",
-    "training": " of the training data (optimistic)",
-    "calibrate(X)": " given to calibrate",
-}
 
 
 def _fail_closed(scores, method) -> np.ndarray:
@@ -85,61 +60,20 @@ def _fail_closed(scores, method) -> np.ndarray:
     return scores
 
 
-def _check_output_size(n, n_features, what) -> None:
-    """Refuse a request to decode more than ``_MAX_OUTPUT_BYTES`` of float32 outputs at once."""
-    needed = n * n_features * 4
-    if needed > _MAX_OUTPUT_BYTES:
-        largest = max(1, _MAX_OUTPUT_BYTES // (4 * n_features))
-        raise ValueError(f"{what} would decode {needed / 2**30:.1f} GiB at once; ask for at most {largest} "
-                         "at a time (in a loop, for more).")
 
 
-def _anomaly_labels(y) -> np.ndarray:
-    """Boolean "is anomaly" from labels in {0, 1} (1 = anomaly), booleans, or {-1, +1} (-1 = anomaly)."""
-    y = np.asarray(y).ravel()
-    values = set(np.unique(y).tolist())
-    if y.dtype == bool or values <= {0, 1}:
-        return y.astype(bool)
-    if values <= {-1, 1}:
-        return y == -1
-    raise ValueError(f"y must hold 0/1 (1 = anomaly), booleans, or -1/+1 (-1 = anomaly); got values {sorted(values)}.")
 
 
-def slerp(start, end, weights):
-    """Spherical interpolation between batches of codes ``start`` and ``end`` (1, ...) at ``weights``.
-
-    Falls back to linear interpolation where the two codes are (nearly) parallel.
-    """
-    import torch
-
-    flat_start, flat_end = start.flatten(1), end.flatten(1)
-    cosine = torch.nn.functional.cosine_similarity(flat_start, flat_end).clamp(-1.0, 1.0)
-    angle = torch.arccos(cosine).view(1, *([1] * (start.ndim - 1)))
-    if float(angle.min()) < 1e-4:
-        return torch.lerp(start, end, weights)
-    return (torch.sin((1.0 - weights) * angle) * start + torch.sin(weights * angle) * end) / torch.sin(angle)
 
 
-def _discovered(paths, follow_links):
-    """``paths`` searched for image files, unless they are a :class:`~vaedetect.images.Discovery` already."""
-    from .images import Discovery, discover_images
-
-    return paths if isinstance(paths, Discovery) else discover_images(paths, follow_links=follow_links)
 
 
-def _as_list(paths):
-    from .images import Discovery
-
-    if isinstance(paths, Discovery):
-        return list(paths.roots)
-    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
 
 
-def _describe(paths) -> str:
-    return ", ".join(repr(str(p)) for p in _as_list(paths))
 
 
-class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin, BaseEstimator):
+class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixFeaturesOutMixin, OutlierMixin,
+                  TransformerMixin, BaseEstimator):
     """Anomaly and out-of-distribution detector built on a variational autoencoder.
 
     Fits a VAE to data assumed normal, then scores new samples by how well the model explains them:
@@ -631,63 +565,7 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
 
             print(f"{stage}...", file=sys.stderr, flush=True)
 
-    def fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, follow_links=False):
-        """Fit on the image files under ``paths``, decoded as ``image_size`` x ``image_size`` x ``channels``.
 
-        Files that cannot be decoded are skipped and listed in ``skipped_files_``.
-
-        Parameters
-        ----------
-        paths : str, path-like or sequence of them
-            Folders (searched recursively) and single image files.
-        n_jobs : int, default=0
-            Worker processes decoding images; 0 decodes in this process.
-        max_memory_bytes : int, default=8 GiB
-            Refuse, before decoding, a training set whose in-memory copies would need more.
-        follow_links : bool, default=False
-            Follow symbolic links that lead out of the folders (see
-            :func:`vaedetect.images.discover_images`); by default they are skipped and reported.
-
-        Returns
-        -------
-        self : VAEDetector
-        """
-        return self._fit_paths(paths, n_jobs=n_jobs, max_memory_bytes=max_memory_bytes, follow_links=follow_links)
-
-    def _fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, follow_links=False, world=None,
-                   device=None):
-        """``fit_paths``; with ``world``, each process decodes its share of the files (see ``_fit``)."""
-        from .images import IMAGE_EXTENSIONS, discover_images, load_images
-
-        self._validate_params()
-        files, unreadable = _discovered(paths, follow_links)
-        if not files:
-            raise ValueError(f"Found 0 images in {_describe(paths)} with extensions {IMAGE_EXTENSIONS}.")
-        # Training keeps the decoded images in memory, as uint8 and again as float32 tensors.
-        needed = len(files) * self.image_size**2 * self.channels * 5
-        if needed > max_memory_bytes:
-            raise ValueError(
-                f"Training on {len(files)} images of {self.image_size}x{self.image_size}x{self.channels} needs "
-                f"about {needed / 2**30:.1f} GiB of memory, over max_memory_bytes={max_memory_bytes}; "
-                "use a smaller image_size, a sample of the files, or raise max_memory_bytes."
-            )
-        if world is None:
-            images, used, skipped = load_images(files, self.image_size, self.channels, num_workers=n_jobs)
-        else:
-            from .distributed import gather_decoded
-
-            shard = load_images(files[world.rank :: world.size], self.image_size, self.channels, num_workers=n_jobs)
-            images, used, skipped = gather_decoded(world, files, *shard)
-        if not used:
-            raise ValueError(
-                f"None of the {len(files)} files found in {_describe(paths)} could be decoded; "
-                f"the first, {skipped[0].path!r}: {skipped[0].reason}."
-            )
-        self._fit(images, world=world, device=device)
-        self.skipped_files_ = unreadable + skipped
-        self.training_summary_.update(paths=[str(p) for p in _as_list(paths)], n_files_found=len(files),
-                                      n_files_skipped=len(self.skipped_files_))
-        return self
 
     def _check_param_combinations(self, layout):
         if layout.kind == "tabular" and self.augment is True:
@@ -818,161 +696,16 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         baseline = getattr(self, "map_baseline_", None)
         return maps if baseline is None else maps - baseline
 
-    def calibrate(self, X):
-        """Re-calibrate the threshold and p-values on new data known to be normal.
 
-        Replaces the held-out scores kept from ``fit`` by the scores of ``X`` under the current
-        ``score_method`` parameter and sets ``offset_`` from ``contamination``; thresholds set later with
-        :meth:`set_threshold` and :meth:`p_values` then refer to ``X``. Use it after changing
-        ``score_method`` on a fitted detector, or to calibrate on more (or more recent) normal data than
-        ``fit`` held out. ``X`` must not be data the network was trained on, whose scores are
-        optimistic.
-
-        Parameters
-        ----------
-        X : array-like
-            Normal data in the layout given to ``fit``.
-
-        Returns
-        -------
-        self : VAEDetector
-        """
-        X = self._check_input(X)
-        self._set_offset(X)
-        self.training_summary_ = {**getattr(self, "training_summary_", {}), "n_calibration": len(X),
-                                  "calibrated_on": "calibrate(X)"}
-        return self
-
-    def _calibration_description(self):
-        """One line on the calibration data: how many scores, where from, the smallest reachable rate."""
-        n = len(self.validation_scores_)
-        source = _CALIBRATION_SOURCES.get(getattr(self, "training_summary_", {}).get("calibrated_on"), "")
-        return (f"{n} scores of normal data{source}; the smallest reachable false-positive rate "
-                f"(and p-value) is 1/{n + 1} = {1 / (n + 1):.3g}")
 
     def _score_method(self):
         """The score method the parameters ask for now: ``score_method``, with "auto" resolved for the
         data ``fit`` saw. Unlike the other settings it may change after ``fit``, through :meth:`calibrate`."""
         return resolve_score(self.score_method, self.layout_.kind)
 
-    def _check_calibrated(self):
-        check_is_fitted(self, "validation_scores_")
-        if self.calibrated_score_ != self._score_method():
-            raise ValueError(
-                f"The threshold was calibrated for score_method={self.calibrated_score_!r}, but "
-                f"score_method={self._score_method()!r} now. "
-                "Call calibrate(X) with held-out normal data to calibrate it for the new score, or fit again."
-            )
 
-    def set_threshold(self, *, contamination=None, fpr=None, threshold=None, X=None, y=None):
-        """Move the outlier threshold ``offset_`` of a fitted detector; give exactly one way.
 
-        Parameters
-        ----------
-        contamination : "auto" or float in (0, 0.5], optional
-            Set ``offset_`` to this quantile of the calibration scores kept from ``fit``.
-        fpr : float in (0, 1), optional
-            Target false-positive rate: flag exactly the samples whose conformal p-value
-            (:meth:`p_values`) is at most ``fpr``, so that at most ``fpr`` of new normal data is
-            flagged, up to sampling error. Warns when the held-out set is too small for that rate.
-        threshold : float, optional
-            Set ``offset_`` to this score directly.
-        X, y : array-like, optional
-            A few labelled examples, given together: the threshold that maximises the F1 score of
-            flagging the anomalies among them. ``y`` is 1 (or True) for anomalies and 0 for normal
-            samples, or sklearn's ``predict`` convention, -1 for anomalies and +1 for normal ones.
-            Without both kinds among the labels no threshold is better than another: the threshold is
-            left as it was, with a warning.
 
-        Returns
-        -------
-        self : VAEDetector
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from vaedetect import VAEDetector
-        >>> X = np.random.RandomState(0).normal(size=(300, 2))
-        >>> detector = VAEDetector(latent_dim=1, epochs=3, random_state=0).fit(X)
-        >>> labelled = np.vstack([X[:20], [[6.0, 6.0], [-6.0, 6.0]]])
-        >>> detector.set_threshold(X=labelled, y=[0] * 20 + [1, 1]).predict(labelled)[-2:]
-        array([-1, -1])
-        """
-        from .scoring import conformal_threshold
-
-        self._check_calibrated()
-        labelled = None if X is None and y is None else (X, y)
-        if sum(arg is not None for arg in (contamination, fpr, threshold, labelled)) != 1:
-            raise ValueError("Give exactly one of contamination, fpr, threshold and (X, y).")
-        if labelled is not None:
-            self._set_threshold_from_labels(X, y)
-        elif threshold is not None:
-            if not isinstance(threshold, Real) or not np.isfinite(threshold):
-                raise ValueError(f"threshold must be a finite number; got {threshold!r}.")
-            self.offset_ = float(threshold)
-        elif fpr is not None:
-            if not isinstance(fpr, Real) or not 0 < fpr < 1:
-                raise ValueError(f"fpr must be a float in (0, 1); got {fpr!r}.")
-            self.offset_ = conformal_threshold(self.validation_scores_, fpr)
-            if self.offset_ == -np.inf:
-                warnings.warn(
-                    f"fpr={fpr} needs at least {int(np.ceil(1 / fpr)) - 1} held-out samples, and fit kept "
-                    f"{len(self.validation_scores_)}; nothing will be flagged. Add normal data with "
-                    "calibrate(X), or fit on more data or with a larger calibration_fraction.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-        else:
-            if contamination == "auto":
-                contamination = AUTO_CONTAMINATION
-            if not isinstance(contamination, Real) or not 0 < contamination <= 0.5:
-                raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5]; got {contamination!r}.")
-            self.offset_ = float(np.quantile(self.validation_scores_, contamination))
-        return self
-
-    def _set_threshold_from_labels(self, X, y):
-        from sklearn.metrics import precision_recall_curve
-
-        if X is None or y is None:
-            raise ValueError("Labelled examples need both X and y.")
-        is_anomaly = _anomaly_labels(y)
-        scores = self.score_samples(X)
-        if len(is_anomaly) != len(scores):
-            raise ValueError(f"X has {len(scores)} samples but y has {len(is_anomaly)} labels.")
-        if is_anomaly.all() or not is_anomaly.any():
-            kind = "anomalies" if is_anomaly.all() else "normal samples"
-            warnings.warn(
-                f"The {len(is_anomaly)} labelled examples are all {kind}, so no threshold separates them; "
-                f"offset_ stays at {self.offset_:.6g}. Label at least one anomaly and one normal sample.",
-                UserWarning,
-                stacklevel=3,
-            )
-            return
-        # anomalies are the positive class and low scores are anomalous: rank by -score
-        precision, recall, cutoffs = precision_recall_curve(is_anomaly, -scores)
-        f1 = 2 * precision * recall / np.maximum(precision + recall, np.finfo(float).tiny)
-        best = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no cutoff
-        # flagged when -score >= cutoff, i.e. score <= -cutoff; predict flags score < offset_
-        self.offset_ = float(np.nextafter(-cutoffs[best], np.inf))
-
-    def p_values(self, X):
-        """Split-conformal p-values against the calibration scores kept from ``fit`` (``validation_scores_``).
-
-        Parameters
-        ----------
-        X : array-like
-            Data in the layout given to ``fit``.
-
-        Returns
-        -------
-        p_values : ndarray of shape (n_samples,)
-            In ``(0, 1]``; small for anomalies. For new data like the training data,
-            ``P(p <= alpha) <= alpha`` for every ``alpha``.
-        """
-        from .scoring import conformal_p_values
-
-        self._check_calibrated()
-        return conformal_p_values(self.validation_scores_, self.score_samples(X))
 
     # ------------------------------------------------------------------ inference
 
@@ -1148,150 +881,11 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
             raise ValueError(f"methods must be a non-empty list drawn from {applicable}; got {methods!r}.")
         return methods
 
-    def score_paths(self, paths, *, n_jobs=0, maps_dir=None, follow_links=False, progress=False):
-        """Score every image file under ``paths``, streaming in batches so memory stays bounded.
 
-        Parameters
-        ----------
-        paths : str, path-like, sequence of them, or vaedetect.images.Discovery
-            Folders (searched recursively) and single image files, or what
-            :func:`vaedetect.images.discover_images` found in them.
-        n_jobs : int, default=0
-            Worker processes decoding images; 0 decodes in this process.
-        maps_dir : str or path-like, optional
-            Write a heat-map overlay (``anomaly_map`` over the image) as PNG here for every file
-            flagged as an outlier, and add a ``map`` column with its path.
-        follow_links : bool, default=False
-            Follow symbolic links that lead out of the folders (see
-            :func:`vaedetect.images.discover_images`); by default they are skipped and reported.
-        progress : bool, default=False
-            Show a progress bar of the files scored on stderr.
 
-        Returns
-        -------
-        table : pandas.DataFrame
-            One row per file found, sorted by path, with columns ``path``, ``score`` (higher = more
-            normal; NaN where the file failed; -inf where the model could not evaluate it), ``p_value``
-            (see :meth:`p_values`), ``is_outlier`` (score below ``offset_``) and ``error`` (empty, or why
-            the file could not be scored). File names are kept as Python holds them (bytes that are not
-            UTF-8 as lone surrogates, which ``open`` takes back); ``vaedetect score`` writes them as text.
-        """
-        import pandas as pd
-        import torch
 
-        from tqdm.auto import tqdm
 
-        from .images import stream_images
 
-        self._check_calibrated()
-        channels, height, _ = self._file_geometry("score_paths")
-        files, unreadable = _discovered(paths, follow_links)
-        # decoded files are (b, H, W, C) uint8, whatever layout the detector was fitted on
-        decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
-        rows = [(s.path, np.nan, s.reason) for s in unreadable]
-        maps = {}
-        bar = tqdm(total=len(files), desc="scoring", unit="image", disable=not progress)
-        for batch in stream_images(files, height, channels, batch_size=self._inference_batch_size(), num_workers=n_jobs):
-            bar.update(len(batch.paths) + len(batch.skipped))
-            x = torch.from_numpy(images_to_unit_range(batch.images, decoded))
-            scores = self._score_tensor(x) if len(x) else []
-            rows += [(path, score, "") for path, score in zip(batch.paths, scores)]
-            rows += [(s.path, np.nan, s.reason) for s in batch.skipped]
-            flagged = np.flatnonzero(scores < self.offset_) if maps_dir is not None and len(x) else []
-            if len(flagged):  # a batch with nothing flagged has no maps to draw
-                maps.update(_write_overlays(maps_dir, [batch.paths[i] for i in flagged], batch.images[flagged],
-                                            self._map_pictures(self._anomaly_map_tensor(x[flagged]).sum(axis=1)),
-                                            self.map_scale_))
-        bar.close()
-        paths, values, errors = zip(*rows) if rows else ((), (), ())
-        # object columns: a name that is not UTF-8 is a str that pandas' Arrow strings would refuse
-        table = pd.DataFrame({"path": pd.Series(paths, dtype=object), "score": np.asarray(values, dtype=np.float64),
-                              "error": pd.Series(errors, dtype=object)})
-        if maps_dir is not None:
-            table["map"] = pd.Series([maps.get(path, "") for path in paths], dtype=object)
-        return self._add_verdicts(table).sort_values("path", ignore_index=True)
-
-    def _add_verdicts(self, table):
-        """``table`` with ``p_value`` and ``is_outlier`` columns after its ``score`` column (NaN scores,
-        entries that could not be scored, get no p-value and are not outliers)."""
-        from .scoring import conformal_p_values
-
-        scored = table["score"].notna().to_numpy()
-        p_values = np.full(len(table), np.nan)
-        p_values[scored] = conformal_p_values(self.validation_scores_, table["score"].to_numpy()[scored])
-        table.insert(table.columns.get_loc("score") + 1, "p_value", p_values)
-        table.insert(table.columns.get_loc("p_value") + 1, "is_outlier", table["score"] < self.offset_)
-        return table
-
-    def _file_geometry(self, method):
-        """(channels, side, side) that image files are decoded to for this detector."""
-        check_is_fitted(self)
-        if self.layout_.kind != "image":
-            raise ValueError(f"{method} needs a detector fitted on images; this one was fitted on tabular data.")
-        channels, height, width = self.layout_.shape
-        if height != width:
-            raise ValueError(f"{method} needs a detector fitted on square images; this one has {height}x{width}.")
-        return channels, height, width
-
-    def read_images(self, paths, *, n_jobs=0, follow_links=False):
-        """Decode image files the way this detector reads them, into the layout given to ``fit``.
-
-        Parameters
-        ----------
-        paths : str, path-like or sequence of them
-            Folders (searched recursively) and single image files.
-        n_jobs : int, default=0
-            Worker processes decoding images; 0 decodes in this process.
-        follow_links : bool, default=False
-            Follow symbolic links that lead out of the folders (see
-            :func:`vaedetect.images.discover_images`).
-
-        Returns
-        -------
-        X : ndarray
-            The decoded images, ready for every method that takes ``X``.
-        used : list of str
-            The path of each image in ``X``.
-        skipped : list of vaedetect.images.Skipped
-            Files that could not be read, with the reason.
-        """
-        from .images import load_images
-
-        channels, side, _ = self._file_geometry("read_images")
-        files, unreadable = _discovered(paths, follow_links)
-        images, used, skipped = load_images(files, side, channels, num_workers=n_jobs)
-        decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
-        X = images_from_unit_range(images_to_unit_range(images, decoded), self.layout_)
-        return X, used, unreadable + skipped
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative for outliers.
-
-        Parameters
-        ----------
-        X : array-like
-            Data in the layout given to ``fit``.
-
-        Returns
-        -------
-        decision : ndarray of shape (n_samples,)
-        """
-        self._check_calibrated()
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """Label each sample +1 (inlier) or -1 (outlier).
-
-        Parameters
-        ----------
-        X : array-like
-            Data in the layout given to ``fit``.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,)
-        """
-        return np.where(self.decision_function(X) >= 0, 1, -1)
 
     def transform(self, X):
         """Latent means of ``X``.
@@ -1313,178 +907,17 @@ class VAEDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixi
         """Columns of ``transform``: the latent code's size, for ``get_feature_names_out``."""
         return int(np.prod(self.model_.latent_shape))
 
-    def inverse_transform(self, Z):
-        """Decode latent codes into data in the layout and value range of the ``X`` given to ``fit``.
 
-        Parameters
-        ----------
-        Z : array-like of shape (n_samples, latent_dim)
-            Latent codes, e.g. from ``transform``.
 
-        Returns
-        -------
-        X : ndarray
-            Decoded means: float for tabular and float images, uint8 for integer images.
-        """
-        import torch
 
-        self._check_generative("inverse_transform")
-        latent_size = int(np.prod(self.model_.latent_shape))
-        Z = np.asarray(Z, dtype=np.float32)
-        if Z.ndim != 2 or Z.shape[1] != latent_size or len(Z) == 0:
-            raise ValueError(f"Z must have shape (n_samples, {latent_size}) with n_samples >= 1; got {Z.shape}.")
-        if not np.isfinite(Z).all():
-            raise ValueError("Z contains NaN or infinite values.")
-        return self._decode(torch.from_numpy(Z).view(-1, *self.model_.latent_shape))
-
-    def _check_generative(self, method):
-        check_is_fitted(self)
-        if not self.model_.can_generate:
-            raise ValueError(
-                f"{method} is not available with skip_connections=True: the decoder needs an input image's "
-                "encoder features, not only a latent code, so what it decodes from a code alone is meaningless."
-            )
-
-    def _decode(self, z):
-        """Latent codes (tensor, any batch) -> decoded means in the layout and value range of ``X``."""
-        from .scoring import map_batches
-
-        decoded = map_batches(lambda model, batch: model.output_mean(model.decode(batch)), self._network(), z,
-                              self._inference_batch_size(), self.device_).numpy()
-        return self._from_network_space(decoded)
-
-    def _from_network_space(self, values):
-        if self.layout_.kind == "image":
-            return images_from_unit_range(values, self.layout_)
-        return values.astype(np.float64) * self.feature_scale_ + self.feature_mean_
 
     # ------------------------------------------------------------------ looking inside
 
-    def sample(self, n=1, *, temperature=1.0, random_state=None):
-        """Generate new data: decode ``n`` draws from the prior ``N(0, temperature**2 I)``.
 
-        Parameters
-        ----------
-        n : int, default=1
-            Number of samples.
-        temperature : float, default=1.0
-            Scale of the prior draws; below 1 gives more typical, less varied samples.
-        random_state : int, RandomState instance or None, default=None
-            Seeds the draws.
 
-        Returns
-        -------
-        samples : ndarray
-            ``n`` decoded means in the layout and value range of the ``X`` given to ``fit``.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from vaedetect import VAEDetector
-        >>> X = np.random.RandomState(0).randint(0, 256, size=(60, 8, 8), dtype=np.uint8)
-        >>> detector = VAEDetector(latent_dim=2, base_channels=4, n_stages=2, epochs=1, random_state=0).fit(X)
-        >>> detector.sample(5, random_state=0).shape
-        (5, 8, 8)
-        """
-        import torch
 
-        self._check_generative("sample")
-        if not isinstance(n, Integral) or n < 1:
-            raise ValueError(f"n must be a positive integer; got {n!r}.")
-        if not isinstance(temperature, Real) or not np.isfinite(temperature) or not temperature > 0:
-            raise ValueError(f"temperature must be a positive number; got {temperature!r}.")
-        _check_output_size(n, self.n_features_in_, f"sample({n})")
-        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-        generator = torch.Generator().manual_seed(seed)
-        z = torch.randn((n, *self.model_.latent_shape), generator=generator) * float(temperature)
-        return self._decode(z)
 
-    def reconstruct(self, X):
-        """Decode each sample's latent mean: what the model makes of ``X``.
-
-        Parameters
-        ----------
-        X : array-like
-            Data in the layout given to ``fit``.
-
-        Returns
-        -------
-        reconstructions : ndarray
-            Same shape, layout and value range as ``X``.
-        """
-        self._check_generative("reconstruct")
-        return self._decode(self._encode_means(self._check_input(X)))
-
-    def _encode_means(self, x):
-        from .scoring import map_batches
-
-        return map_batches(lambda model, batch: model.encode(batch)[0], self._network(), x, self._inference_batch_size(),
-                           self.device_)
-
-    def _one_sample(self, value, name):
-        """One sample given alone or as a batch of one -> (1, ...) network tensor."""
-        per_sample_ndim = {"tabular": 1, "flat": 1, "nhw": 2, "nchw": 3, "nhwc": 3}[self.layout_.form]
-        value = np.asarray(value)
-        if value.ndim == per_sample_ndim:
-            value = value[None]
-        if value.ndim != per_sample_ndim + 1 or len(value) != 1:
-            raise ValueError(f"{name} must be one sample in the layout given to fit; got an array of shape {value.shape}.")
-        return self._check_input(value)
-
-    def interpolate(self, a, b, *, steps=10, method="slerp"):
-        """Decode a path between the latent means of two samples ``a`` and ``b``.
-
-        Parameters
-        ----------
-        a, b : array-like
-            One sample each, alone (e.g. an ``(H, W, C)`` image) or as a batch of one.
-        steps : int, default=10
-            Points on the path, both ends included.
-        method : {"slerp", "lerp"}, default="slerp"
-            Spherical interpolation keeps intermediate codes at the norm that codes of a Gaussian
-            latent space typically have, where straight lines pass through the improbable region
-            near the origin (White, "Sampling Generative Networks", 2016); or linear.
-
-        Returns
-        -------
-        path : ndarray of shape (steps, ...)
-            Decoded means in the layout and value range of ``X``; the ends are the reconstructions
-            of ``a`` and ``b``.
-        """
-        import torch
-
-        self._check_generative("interpolate")
-        if not isinstance(steps, Integral) or steps < 2:
-            raise ValueError(f"steps must be an integer >= 2; got {steps!r}.")
-        if method not in ("slerp", "lerp"):
-            raise ValueError(f"method must be 'slerp' or 'lerp'; got {method!r}.")
-        _check_output_size(steps, self.n_features_in_, f"interpolate(steps={steps})")
-        start, end = (self._encode_means(self._one_sample(v, name)) for v, name in ((a, "a"), (b, "b")))
-        weights = torch.linspace(0.0, 1.0, steps).view(-1, *([1] * (start.ndim - 1)))
-        path = slerp(start, end, weights) if method == "slerp" else torch.lerp(start, end, weights)
-        return self._decode(path)
-
-    def latent_pca(self, X, *, n_components=2):
-        """Principal components of the latent means of ``X``, e.g. to plot the latent space.
-
-        Parameters
-        ----------
-        X : array-like
-            Data in the layout given to ``fit``.
-        n_components : int, default=2
-
-        Returns
-        -------
-        pca : sklearn.decomposition.PCA
-            Fitted on the latent means of ``X``.
-        coordinates : ndarray of shape (n_samples, n_components)
-        """
-        from sklearn.decomposition import PCA
-
-        self._check_generative("latent_pca")
-        codes = self.transform(X)
-        pca = PCA(n_components=n_components, random_state=0).fit(codes)
-        return pca, pca.transform(codes)
 
     # ------------------------------------------------------------------ persistence
 
