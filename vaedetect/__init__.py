@@ -21,9 +21,9 @@ def load(path, *, device=None):
     -------
     detector : VAEDetector
     """
-    from .persistence import load_detector
+    from .estimator import VAEDetector
 
-    return load_detector(path, device=device)
+    return VAEDetector.load(path, device=device)
 
 
 def write_report(path, detector, table, **options):

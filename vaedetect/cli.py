@@ -195,9 +195,9 @@ def _usage(function, *args, **kwargs):
 
 
 def _load_model(path):
-    from .persistence import load_detector
+    from .estimator import VAEDetector
 
-    return _usage(load_detector, path)
+    return _usage(VAEDetector.load, path)
 
 
 def _discover(paths, follow_links):
@@ -767,10 +767,11 @@ def info(model):
     """
     import json
 
+    from .estimator import VAEDetector
     from .persistence import read_header
 
     detector = _load_model(model)  # refuses what scoring would refuse: forged headers, NaN weights...
-    header, _ = _usage(read_header, model)
+    header, _ = _usage(read_header, model, VAEDetector)
     fitted = header["fitted"]
     click.echo(f"model file:   {printable(model)}")
     click.echo(f"written by:   vaedetect {printable(header['vaedetect_version'])}, "

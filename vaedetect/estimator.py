@@ -950,7 +950,7 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
         """
         from .persistence import load_detector
 
-        return load_detector(path, device=device)
+        return load_detector(path, cls, device=device)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -117,10 +117,11 @@ def _check_archive(path: Path) -> None:
                          f"in a file of {size}.")
 
 
-def read_header(path) -> tuple[dict, dict]:
+def read_header(path, estimator: type) -> tuple[dict, dict]:
     """Return ``(header, payload)`` of a model file, or raise ``ValueError`` naming the file.
 
-    The header is validated (see the module docstring); the payload's tensors are not yet.
+    The header is validated (see the module docstring) against the parameters of ``estimator``, the
+    class it describes (``VAEDetector``); the payload's tensors are not yet.
     """
     import torch
 
@@ -165,7 +166,7 @@ def read_header(path) -> tuple[dict, dict]:
     if isinstance(params, dict):
         header["params"] = {_RENAMED_PARAMS.get(name, name): value for name, value in params.items()}
     try:
-        check_header(header)
+        check_header(header, estimator)
     except (TypeError, ValueError, KeyError) as error:
         raise ValueError(f"{str(path)!r} has an invalid vaedetect header: {_one_line(error)}") from None
     return header, payload
@@ -218,13 +219,14 @@ def check_device(device) -> None:
         raise ValueError(f"device {device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
 
 
-def check_header(header: dict) -> None:
+def check_header(header: dict, estimator: type) -> None:
     """Validate a model file's header against the schema of docs/security.md; ``ValueError`` if not.
 
     Checks types and ranges of everything the loader builds from, and the consistency of the layout
-    with the parameters, so that no network is built from a forged or corrupt description.
+    with the parameters (of ``estimator``, the class that will be built), so that no network is built
+    from a forged or corrupt description.
     """
-    _check_params(_field(header, "params", dict, "header"))
+    _check_params(_field(header, "params", dict, "header"), estimator)
     n_features = _check_layout(_field(header, "layout", dict, "header"))
     _check_fitted(_field(header, "fitted", dict, "header"), n_features)
     names = header.get("feature_names_in")
@@ -244,10 +246,8 @@ def _is_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
-def _check_params(params: dict) -> None:
-    from .estimator import VAEDetector
-
-    unknown = sorted(set(params) - set(VAEDetector().get_params()))
+def _check_params(params: dict, estimator: type) -> None:
+    unknown = sorted(set(params) - set(estimator().get_params()))
     _require(not unknown, f"unknown parameter(s) {unknown}")
     for name, high in (("latent_dim", MAX_LATENT_DIM), ("base_channels", MAX_BASE_CHANNELS), ("n_stages", 8),
                        ("n_samples", MAX_DRAWS)):
@@ -255,7 +255,7 @@ def _check_params(params: dict) -> None:
             _integer(params, name, 1, high, "params")
     check_device(params.get("device", "auto"))
     try:
-        VAEDetector(**{**params, "image_shape": None})._validate_params()
+        estimator(**{**params, "image_shape": None})._validate_params()
     except ValueError as error:  # scikit-learn's InvalidParameterError names the parameter and the value
         raise ValueError(str(error)) from None
     shape = params.get("image_shape")
@@ -342,8 +342,10 @@ def _check_weights(weights, model, path) -> None:
                              "and would score nothing as an outlier. Fit it again.")
 
 
-def load_detector(path, device=None):
-    """Rebuild a fitted :class:`~vaedetect.VAEDetector` from a file written by :func:`save_detector`.
+def load_detector(path, estimator: type, device=None):
+    """Rebuild a fitted ``estimator`` (the class :class:`~vaedetect.VAEDetector`, given by its ``load``
+    rather than imported here, which would import in a circle) from a file written by
+    :func:`save_detector`.
 
     Raises
     ------
@@ -354,17 +356,16 @@ def load_detector(path, device=None):
     import torch
 
     from .data import InputLayout
-    from .estimator import VAEDetector
     from .networks import VAE
     from .scoring import Reference
     from .settings import resolve
     from .training import resolve_device
 
-    header, payload = read_header(path)
+    header, payload = read_header(path, estimator)
     params = dict(header["params"])
     if params.get("image_shape") is not None:
         params["image_shape"] = tuple(params["image_shape"])
-    detector = VAEDetector(**params)
+    detector = estimator(**params)
     detector.map_scale_ = None  # files written before it existed: each map scaled to itself
     for name, value in header["fitted"].items():
         setattr(detector, name, value)
