@@ -12,10 +12,10 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_X, holdout_sizes, holdout_split
-from .data import arrange_like, images_to_unit_range
 from .folders import FolderMixin
+from .inference import InferenceMixin
 from .inspection import InspectionMixin
-from .registry import ScoreMethodChoices, get_score, score_names
+from .registry import ScoreMethodChoices, get_score
 from .settings import (
     ACTIVATIONS,
     CODECS,
@@ -28,36 +28,6 @@ from .settings import (
 )
 from .thresholds import ThresholdMixin
 
-# Inference batches hold about this many input values (and at most _MAX_INFERENCE_BATCH samples).
-# Measured on 2 CPU cores, scoring 1,000 JPEGs: at 64x64 RGB a batch of 32 ran at 115 images/s and
-# 861 MB peak memory, one of 256 at 94 images/s and 1,741 MB; at 32x32, 64 and 256 gave 427 and 391
-# images/s. Beyond the cache-friendly size, bigger batches only cost memory.
-_INFERENCE_BATCH_VALUES = 2**18
-_MAX_INFERENCE_BATCH = 256
-
-
-
-
-
-
-def _fail_closed(scores, method) -> np.ndarray:
-    """Scores with every non-finite value set to -inf, the most anomalous score, and a warning.
-
-    A score overflows to NaN or infinity only for inputs far outside anything the model was fitted on
-    (e.g. features a thousand orders of magnitude off): such an input must never pass as normal.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    broken = ~np.isfinite(scores)
-    if broken.any():
-        warnings.warn(
-            f"The {method!r} score of {int(broken.sum())} of {len(scores)} samples is not finite (the input lies far "
-            "outside what the model was fitted on, and its evaluation overflowed); it is set to -inf, the most "
-            "anomalous score, so that these samples are flagged.",
-            UserWarning,
-            stacklevel=3,
-        )
-        scores = np.where(broken, -np.inf, scores)
-    return scores
 
 
 
@@ -72,8 +42,14 @@ def _fail_closed(scores, method) -> np.ndarray:
 
 
 
-class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixFeaturesOutMixin, OutlierMixin,
-                  TransformerMixin, BaseEstimator):
+
+
+
+
+
+
+class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixFeaturesOutMixin,
+                  OutlierMixin, TransformerMixin, BaseEstimator):
     """Anomaly and out-of-distribution detector built on a variational autoencoder.
 
     Fits a VAE to data assumed normal, then scores new samples by how well the model explains them:
@@ -118,9 +94,7 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
         Decoder distribution; Gaussian and Laplace have a learned scale per channel (feature). "auto"
         is Gaussian for images and Laplace for tabular data: tabular training rows are fitted without
         labels, and under an absolute error the anomalies among them pull the fit less than under a
-        squared one. Chosen on development tasks built from scikit-learn's
-        bundled data sets (mean ROC AUC 0.722 against 0.708 over 17 tasks and 3 seeds), then confirmed
-        once on the four ADBench sets (0.967 against 0.964; docs/tabular_likelihood.md).
+        squared one (measured in docs/tabular_likelihood.md).
     perceptual_weight : float, default=0.3
         Weight of the VGG16 perceptual term of ``loss="sharp"``; 0 avoids loading VGG16.
     kl_schedule : {"warmup", "cyclical", "constant"}, default="warmup"
@@ -130,10 +104,7 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
         Training epochs at most. "auto" is 25 epochs, or fewer so that training takes at most 2,500
         optimiser steps: unchanged up to 3,200 training samples at ``batch_size=32``, then a training
         time that stops growing with the data set until one epoch alone is 2,500 steps (80,000
-        samples). A CIFAR-10 class of 5,000 photos gets 17 epochs: on 2 CPU cores its training took
-        at most 464 s against up to 696 s for 25 epochs, at a mean one-class ROC AUC of 0.660 against
-        0.663 (``docs/auto_epochs.md``; the tutorial's 30 epochs gave 0.663 too,
-        ``docs/default_epochs.md``).
+        samples). Measured in docs/auto_epochs.md and docs/default_epochs.md.
     batch_size : int, default=32
     learning_rate : float, default=5e-4
         AdamW learning rate, decayed to 1e-6 by a cosine schedule.
@@ -142,8 +113,7 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
         Random flips, small rotations and (RGB) colour jitter during training, as in the tutorial;
         "auto" turns it on for images and off for tabular data. Off by default because it teaches the
         model that mirrored, rotated and recoloured inputs are normal, which an anomaly detector may
-        have to flag: on one-class MNIST it lowered the mean ROC AUC of the ELBO from 0.955 to 0.924
-        (docs/scores.md).
+        have to flag (measured on one-class MNIST in docs/scores.md).
     validation_fraction : float, default=0.1
         Share of the training data held out for early stopping (and the ``val_loss`` of ``history_``).
     calibration_fraction : float, default=0.1
@@ -160,14 +130,10 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
     n_samples : int or "auto", default="auto"
         Latent draws per input when scoring: the ``elbo`` averages its reconstruction term over them
         and ``iwae`` is the importance-weighted bound they give, tighter as they grow, at that many
-        decoder passes per input. "auto" is 1 for images and 16 for tabular data. An image's
-        reconstruction term already sums over thousands of pixels, so one draw estimates it well: on
-        one-class MNIST the tutorial's 10-draw bound ranked anomalies no better than one draw (mean
-        ROC AUC 0.919 vs 0.924) at ten times the cost (benchmarks/results/mnist_one_class_iwae10.json).
-        A row of a few features is a noisy one-draw estimate, and decoding it is cheap: on the four
-        ADBench sets over 3 seeds, 16 draws raised the ELBO's mean ROC AUC from 0.940 to 0.964 and its
-        worst run from 0.845 to 0.893 (Gaussian decoder), for milliseconds more scoring
-        (docs/tabular_draws.md).
+        decoder passes per input. "auto" is 1 for images and 16 for tabular data: an image's
+        reconstruction term already sums over thousands of pixels, so one draw estimates it well,
+        while a row of a few features is a noisy one-draw estimate and cheap to decode again
+        (measured in docs/scores.md and docs/tabular_draws.md).
     score_method : {"auto", "elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", \
             "bits_typicality", "regret"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for
@@ -196,11 +162,11 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
         ``scoring`` would call); model files written with the old name load unchanged.
     regret_steps : int, default=20
         Optimiser steps per input for ``score_method="regret"``: ``regret_steps + 1`` decoder forward and
-        ``regret_steps`` backward passes per input (about 55 times the one-draw ELBO at 20 steps).
+        ``regret_steps`` backward passes per input (its cost is in docs/scores_cifar_dog.md).
     complexity_codec : {"png", "webp"}, default="png"
         Lossless codec whose length measures input complexity for ``score_method="complexity"``: PNG at
-        maximum compression, or lossless WebP, which compresses CIFAR-10 photos about 30% smaller (a
-        tighter complexity estimate) but is slower to encode.
+        maximum compression, or lossless WebP, which compresses photos smaller (a tighter complexity
+        estimate) but is slower to encode.
     contamination : "auto" or float in (0, 0.5], default="auto"
         Expected share of outliers; ``offset_`` is that quantile of the scores of the calibration
         split. "auto" means 0.01.
@@ -328,6 +294,9 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
+
+    # scikit-learn's set_output wraps only a transform defined in the class itself
+    transform = InferenceMixin.transform
 
     def __init__(
         self,
@@ -523,40 +492,6 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
         seeds = tuple(int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3))
         return seeds, holdout_split(n_samples, n_val, n_cal, rng)
 
-    def _calibration_data(self, x_train, x_val, x_cal):
-        """The samples thresholds and p-values are calibrated on, and which they are.
-
-        Conformal guarantees hold for calibration data exchangeable with new data: data that played
-        no part in training or in choosing the model. A validation split that early stopping chose
-        the epoch on does not qualify (its loss was minimised over epochs, which makes its tail
-        optimistic); one that only recorded ``val_loss`` does, and joins the calibration split.
-        """
-        import torch
-
-        chose_epoch = x_val is not None and self.early_stopping
-        if x_val is not None and not chose_epoch:
-            x_cal = torch.cat([x_cal, x_val])
-        if len(x_cal):
-            return x_cal, "held-out"
-        if chose_epoch:
-            warnings.warn(
-                f"calibration_fraction={self.calibration_fraction}: offset_ and p-values are calibrated on the "
-                "validation split early stopping chose the epoch on, whose scores are optimistic; expect more "
-                "than `contamination` (or `fpr`) of new normal data flagged. Hold out calibration data, or "
-                "add normal data later with calibrate(X).",
-                UserWarning,
-                stacklevel=3,
-            )
-            return x_val, "early-stopping"
-        warnings.warn(
-            f"No data held out (validation_fraction={self.validation_fraction}, calibration_fraction="
-            f"{self.calibration_fraction}, n_samples={len(x_train)}): offset_ is set from the scores of the data "
-            "the network was fit on, which are optimistic; expect more than `contamination` of new normal data "
-            "flagged. Add normal data with calibrate(X).",
-            UserWarning,
-            stacklevel=3,
-        )
-        return x_train, "training"
 
     def _say(self, stage):
         """Name the stage ``fit`` is in once its progress bar has ended, when ``verbose``."""
@@ -669,32 +604,8 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
         return fit_reference(self._network(), x_train, self._latent_noise(), self.likelihood_,
                              self._inference_batch_size(), self.device_, codec=codec)
 
-    def _set_offset(self, x_held_out):
-        # Kept so that the threshold can be moved later without the training data (set_threshold).
-        self.validation_scores_ = self._score_tensor(x_held_out)
-        self.calibrated_score_ = self._score_method()
-        if self.layout_.kind == "image":
-            self.map_baseline_, self.map_scale_ = self._map_reference(x_held_out)
-        else:
-            self.map_baseline_ = self.map_scale_ = None
-        self.set_threshold(contamination=self.contamination)
 
-    def _map_reference(self, x_held_out):
-        """How anomaly-map pictures are drawn, from the calibration images the threshold comes from.
 
-        A picture shows a pixel's cost above the mean cost at that place in the calibration images
-        (places normal images always find costly, such as edges, stay dark), on one colour scale for
-        every image: from no excess to the calibration images' 99.9th percentile of it.
-        """
-        costs = self._anomaly_map_tensor(x_held_out).sum(axis=1)
-        baseline = costs.mean(axis=0)
-        high = float(np.quantile(costs - baseline, 0.999))
-        return baseline, [0.0, max(high, 1e-6)]
-
-    def _map_pictures(self, maps):
-        """Anomaly maps ``(n, H, W)`` as their pictures draw them: the excess over ``map_baseline_``."""
-        baseline = getattr(self, "map_baseline_", None)
-        return maps if baseline is None else maps - baseline
 
 
 
@@ -709,177 +620,6 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
 
     # ------------------------------------------------------------------ inference
 
-    def _network(self):
-        """``model_`` as inference runs it: batch norms folded, channels-last; made once per ``model_``."""
-        from .acceleration import inference_network, use_channels_last
-
-        cached = self.__dict__.get("_inference_cache")
-        if cached is None or cached[0] is not self.model_:
-            network = use_channels_last(inference_network(self.model_), self.device_)
-            cached = self._inference_cache = (self.model_, network)
-        return cached[1]
-
-    def __getstate__(self):
-        # The folded copy is derived from model_; pickles and clones carry model_ alone.
-        state = super().__getstate__()
-        state.pop("_inference_cache", None)
-        return state
-
-    def _inference_batch_size(self):
-        by_size = _INFERENCE_BATCH_VALUES // max(self.n_features_in_, 1)
-        return max(self.batch_size, min(by_size, _MAX_INFERENCE_BATCH))
-
-    def _to_tensor(self, X):
-        """Validated array -> float32 CPU tensor in network space."""
-        import torch
-
-        if self.layout_.kind == "image":
-            values = images_to_unit_range(X, self.layout_)
-        else:
-            values = ((X - self.feature_mean_) / self.feature_scale_).astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(values))
-
-    def _latent_noise(self):
-        from .scoring import latent_noise
-
-        return latent_noise(self.model_.latent_shape, self.n_samples_, self.noise_seed_, self.device_)
-
-    def _score_tensor(self, x, score=None):
-        from .scoring import score_batches
-
-        score = score or self._score_method()
-        return _fail_closed(score_batches(self._network(), x, score, self._latent_noise(), self.likelihood_,
-                                          self._inference_batch_size(), self.device_, **self._score_options(score)),
-                            score)
-
-    def _score_options(self, score):
-        """The keyword arguments the score method ``score`` takes from this detector."""
-        method = get_score(score)
-        options = {keyword: getattr(self, parameter) for keyword, parameter in method.options.items()}
-        if method.needs_reference:
-            options["reference"] = self.reference_
-        return options
-
-    def _anomaly_map_tensor(self, x):
-        """(n, C, H, W) per-element negative log-likelihood, averaged over the ``n_samples`` draws."""
-        from .scoring import anomaly_map, map_batches
-
-        noise = self._latent_noise()
-        return map_batches(lambda model, batch: anomaly_map(model, batch, noise, self.likelihood_), self._network(), x,
-                           self._inference_batch_size(), self.device_).numpy()
-
-    def _check_input(self, X):
-        check_is_fitted(self)
-        X, _ = check_X(self, X, reset=False)
-        return self._to_tensor(X)
-
-    def score_samples(self, X):
-        """Normality score of each sample: higher means more normal.
-
-        Parameters
-        ----------
-        X : array-like
-            Data in the layout given to ``fit``.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,)
-            The method named by ``score_method`` (by default ``"bits_typicality"`` for images and the
-            ELBO in nats per sample for tabular data; see the ``score_method`` parameter). The same input
-            always gets the same score, alone or in any batch.
-        """
-        return self._score_tensor(self._check_input(X))
-
-    def anomaly_map(self, X, *, per_channel=False):
-        """Where each image is anomalous: per-pixel negative log-likelihood under the model.
-
-        Parameters
-        ----------
-        X : array-like
-            Images in the layout given to ``fit``.
-        per_channel : bool, default=False
-            Keep one map per channel, returned in the layout of ``X``; by default the channels are
-            summed into one ``(n, H, W)`` map.
-
-        Returns
-        -------
-        maps : ndarray
-            ``-log p(x|z)`` in nats per element, averaged over ``n_samples`` latent draws; higher means
-            worse explained. Summed over an image it is the reconstruction term of its ELBO.
-        """
-        check_is_fitted(self)
-        if self.layout_.kind != "image":
-            raise ValueError("anomaly_map needs a detector fitted on images; this one was fitted on tabular data.")
-        maps = self._anomaly_map_tensor(self._check_input(X))
-        return arrange_like(maps, self.layout_) if per_channel else maps.sum(axis=1)
-
-    def score_table(self, X, *, methods=None):
-        """Several score methods at once, one column each, from one call.
-
-        Score columns are higher for more normal samples. With images, ``elbo`` and ``iwae`` also get
-        a ``*_bits_per_dim`` column: the negative log-likelihood of the 8-bit image in bits per
-        dimension (a cost, lower = more normal), comparable across image sizes and with the
-        ``<codec>_bits_per_dim`` column (e.g. ``png_bits_per_dim``) that comes with ``complexity``.
-
-        Parameters
-        ----------
-        X : array-like
-            Data in the layout given to ``fit``.
-        methods : sequence of str, optional
-            Score methods to compute, in column order (see the ``score_method`` parameter). Defaults to all
-            methods that apply to the data; ``"regret"`` alone costs about ``2 * regret_steps``
-            times as much as ``"elbo"``, so leave it out to save time.
-
-        Returns
-        -------
-        table : pandas.DataFrame of shape (n_samples, n_columns)
-            Each column equals ``score_samples`` of a detector with that ``score_method``.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from vaedetect import VAEDetector
-        >>> X = np.random.RandomState(0).normal(size=(100, 3))
-        >>> detector = VAEDetector(latent_dim=2, epochs=2, random_state=0).fit(X)
-        >>> list(detector.score_table(X[:5], methods=["elbo", "kl", "latent"]).columns)
-        ['elbo', 'kl', 'latent']
-        """
-        import pandas as pd
-
-        from .scoring import bits_per_dim
-
-        x = self._check_input(X)
-        methods = self._check_methods(methods)
-        is_image = self.layout_.kind == "image"
-        # methods that are functions of the ELBO share one ELBO pass
-        shares_elbo = {m for m in methods if m == "elbo" or get_score(m).from_elbo is not None}
-        elbo = self._score_tensor(x, "elbo") if shares_elbo else None
-        table = pd.DataFrame(index=pd.RangeIndex(len(x)))
-        for name in methods:
-            method = get_score(name)
-            if name == "elbo":
-                columns = {name: elbo}
-            elif name in shares_elbo:
-                columns = method.load_from_elbo()(elbo, x, **self._score_options(name))
-                # computed here, not by _score_tensor, which closes its own scores
-                columns[name] = _fail_closed(columns[name], name)
-            else:
-                columns = {name: self._score_tensor(x, name)}
-            if is_image and method.log_likelihood:
-                columns[f"{name}_bits_per_dim"] = bits_per_dim(columns[name], self.n_features_in_)
-            for column, values in columns.items():
-                table[column] = values
-        return table
-
-    def _check_methods(self, methods):
-        applicable = list(score_names(self.layout_.kind))
-        if methods is None:
-            return applicable
-        methods = [methods] if isinstance(methods, str) else list(methods)
-        unknown = [m for m in methods if m not in applicable]
-        if unknown or not methods:
-            raise ValueError(f"methods must be a non-empty list drawn from {applicable}; got {methods!r}.")
-        return methods
 
 
 
@@ -887,25 +627,19 @@ class VAEDetector(ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixF
 
 
 
-    def transform(self, X):
-        """Latent means of ``X``.
 
-        Parameters
-        ----------
-        X : array-like
-            Data in the layout given to ``fit``.
 
-        Returns
-        -------
-        Z : ndarray of shape (n_samples, latent_dim)
-            Flattened to ``latent_dim * h * w`` columns for a spatial latent code.
-        """
-        return self._encode_means(self._check_input(X)).flatten(1).double().numpy()
 
-    @property
-    def _n_features_out(self):
-        """Columns of ``transform``: the latent code's size, for ``get_feature_names_out``."""
-        return int(np.prod(self.model_.latent_shape))
+
+
+
+
+
+
+
+
+
+
 
 
 

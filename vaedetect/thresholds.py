@@ -39,6 +39,68 @@ def _anomaly_labels(y) -> np.ndarray:
 class ThresholdMixin:
     """Thresholds, calibration and verdicts of a fitted detector (mixed into ``VAEDetector``)."""
 
+    def _calibration_data(self, x_train, x_val, x_cal):
+        """The samples thresholds and p-values are calibrated on, and which they are.
+
+        Conformal guarantees hold for calibration data exchangeable with new data: data that played
+        no part in training or in choosing the model. A validation split that early stopping chose
+        the epoch on does not qualify (its loss was minimised over epochs, which can make its tail
+        optimistic); one that only recorded ``val_loss`` does, and joins the calibration split.
+        """
+        import torch
+
+        chose_epoch = x_val is not None and self.early_stopping
+        if x_val is not None and not chose_epoch:
+            x_cal = torch.cat([x_cal, x_val])
+        if len(x_cal):
+            return x_cal, "held-out"
+        if chose_epoch:
+            warnings.warn(
+                f"calibration_fraction={self.calibration_fraction}: offset_ and p-values are calibrated on the "
+                "validation split early stopping chose the epoch on, whose scores are optimistic; expect more "
+                "than `contamination` (or `fpr`) of new normal data flagged. Hold out calibration data, or "
+                "add normal data later with calibrate(X).",
+                UserWarning,
+                stacklevel=3,
+            )
+            return x_val, "early-stopping"
+        warnings.warn(
+            f"No data held out (validation_fraction={self.validation_fraction}, calibration_fraction="
+            f"{self.calibration_fraction}, n_samples={len(x_train)}): offset_ is set from the scores of the data "
+            "the network was fit on, which are optimistic; expect more than `contamination` of new normal data "
+            "flagged. Add normal data with calibrate(X).",
+            UserWarning,
+            stacklevel=3,
+        )
+        return x_train, "training"
+
+    def _set_offset(self, x_held_out):
+        # Kept so that the threshold can be moved later without the training data (set_threshold).
+        self.validation_scores_ = self._score_tensor(x_held_out)
+        self.calibrated_score_ = self._score_method()
+        if self.layout_.kind == "image":
+            self.map_baseline_, self.map_scale_ = self._map_reference(x_held_out)
+        else:
+            self.map_baseline_ = self.map_scale_ = None
+        self.set_threshold(contamination=self.contamination)
+
+    def _map_reference(self, x_held_out):
+        """How anomaly-map pictures are drawn, from the calibration images the threshold comes from.
+
+        A picture shows a pixel's cost above the mean cost at that place in the calibration images
+        (places normal images always find costly, such as edges, stay dark), on one colour scale for
+        every image: from no excess to the calibration images' 99.9th percentile of it.
+        """
+        costs = self._anomaly_map_tensor(x_held_out).sum(axis=1)
+        baseline = costs.mean(axis=0)
+        high = float(np.quantile(costs - baseline, 0.999))
+        return baseline, [0.0, max(high, 1e-6)]
+
+    def _map_pictures(self, maps):
+        """Anomaly maps ``(n, H, W)`` as their pictures draw them: the excess over ``map_baseline_``."""
+        baseline = getattr(self, "map_baseline_", None)
+        return maps if baseline is None else maps - baseline
+
     def calibrate(self, X):
         """Re-calibrate the threshold and p-values on new data known to be normal.
 
