@@ -409,3 +409,31 @@ def test_the_tabular_screening_pages_the_benchmark_page_links_to_exist():
 
     docs = Path(__file__).parents[1] / "docs"
     assert [page for page in runner.TABULAR_SELECTION_PAGES if not (docs / page).is_file()] == []
+
+
+def test_calibration_benchmark_predicts_the_conformal_rate_and_its_spread():
+    from benchmarks.calibration import expected_rate, run_variance, summarise
+
+    # 19 calibration scores: k = floor(0.1 * 20) = 2, so 2 / 20 exactly; 9 scores cannot reach 0.05
+    assert expected_rate(0.1, 19) == pytest.approx(0.1) and expected_rate(0.05, 9) == 0.0
+    # Beta(2, 18) variance 2 * 18 / (20^2 * 21), plus the binomial error of 100 fresh samples
+    assert run_variance(0.1, 19, 100) == pytest.approx(36 / (400 * 21) + 0.09 / 100)
+    runs = [{"validation_fraction": 0.1, "calibration_fraction": 0.1, "calibrated_on": "held-out", "n_calibration": 19,
+             "roc_auc": auc, "fit_seconds": 1.0, "flagged": {fpr: flagged for fpr in ("0.01", "0.05", "0.1")},
+             "expected": {fpr: 0.1 for fpr in ("0.01", "0.05", "0.1")},
+             "variance": {fpr: 0.01 for fpr in ("0.01", "0.05", "0.1")}} for auc, flagged in ((0.9, 0.12), (0.8, 0.1))]
+    (row,) = summarise(runs)
+    assert row["runs"] == 2 and row["roc_auc"] == pytest.approx(0.85)
+    assert row["0.1"]["excess"] == pytest.approx(0.01) and row["0.1"]["standard_error"] == pytest.approx(0.1 * 2**0.5 / 2)
+
+
+def test_the_calibration_benchmark_draws_fresh_images_from_the_same_pool_or_the_other_half():
+    from benchmarks.calibration import digit_split
+
+    labels = np.arange(10000) % 2  # digit 0 at every even index, in both halves
+    images = np.arange(10000)[:, None, None] * np.ones((1, 2, 2), dtype=int)  # each image holds its index
+    fit, fresh, others = digit_split(0, images, labels, "random", seed=0, n_others=10)
+    assert len(fit) + len(fresh) == np.sum(labels == 0) and len(fit) == round(0.6 * np.sum(labels == 0))
+    assert not set(fit[:, 0, 0]) & set(fresh[:, 0, 0]) and len(others) == 10
+    fit, fresh, _ = digit_split(0, images, labels, "halves", seed=0, n_others=10)
+    assert fit[:, 0, 0].max() < 5000 <= fresh[:, 0, 0].min()

@@ -215,8 +215,11 @@ def test_roc_curve_reports_the_area_under_it():
 
 
 def test_plots_need_no_axes():
-    ax = plotting.image_grid(np.zeros((4, 8, 8)))
-    assert ax.figure is not None
+    first, second = plotting.image_grid(np.zeros((4, 8, 8))), plotting.image_grid(np.ones((4, 8, 8)))
+    # each call draws on a figure of its own, of the default size
+    assert first.figure is not second.figure
+    assert tuple(first.figure.get_size_inches()) == (6.0, 6.0)
+    np.testing.assert_array_equal(second.images[0].get_array(), plotting.mosaic(np.ones((4, 8, 8))))
 
 
 def test_score_histogram_keeps_the_bulk_readable_despite_a_long_tail():

@@ -39,13 +39,31 @@ def test_same_seed_gives_identical_training():
         assert torch.equal(a, b)
 
 
-def test_early_stopping_ends_training_and_restores_best_weights():
+def test_early_stopping_ends_training_and_restores_best_weights(monkeypatch):
+    import copy
+    import types
+
+    from vaedetect import training
+
+    snapshots = []  # every copy of the weights training keeps, i.e. one per new best validation loss
+
+    def keep(state):
+        snapshot = copy.deepcopy(state)
+        snapshots.append(copy.deepcopy(snapshot))
+        return snapshot
+
+    monkeypatch.setattr(training, "copy", types.SimpleNamespace(deepcopy=keep))
     # learning rate so large that validation loss stops improving quickly
     config = TrainConfig(epochs=50, learning_rate=0.5, n_iter_no_change=2, kl_schedule="constant")
-    _, history = _fit(config, x_val=_blobs(16, seed=1))
+    model, history = _fit(config, x_val=_blobs(16, seed=1))
     assert len(history) < 50
-    best = min(h["val_loss"] for h in history)
-    assert history[-1]["val_loss"] > best  # the last epochs were worse; their weights were dropped
+    losses = [h["val_loss"] for h in history]
+    improvements = [i for i, loss in enumerate(losses) if loss < min(losses[:i], default=float("inf"))]
+    assert len(snapshots) == len(improvements) and improvements[-1] == losses.index(min(losses))
+    assert improvements[-1] < len(losses) - 1  # later epochs were worse: their weights must be dropped
+    # the model holds the weights of the best epoch, not of the last one
+    best_state = snapshots[-1]
+    assert all(torch.equal(value, best_state[name]) for name, value in model.state_dict().items())
 
 
 def test_mixed_precision_trains_float32_weights_to_about_the_float32_loss():

@@ -76,19 +76,17 @@ def as_hwc_float(images) -> np.ndarray:
 
 
 def mosaic(images, *, ncols: int | None = None, padding: int = 1) -> np.ndarray:
-    """Tile images into one ``(rows * (H + padding), cols * (W + padding), 3)`` RGB array in [0, 1]."""
-    tiles = as_hwc_float(images)
-    if tiles.shape[-1] == 1:
-        tiles = np.repeat(tiles, 3, axis=-1)
-    n, height, width, _ = tiles.shape
-    ncols = ncols or int(np.ceil(np.sqrt(n)))
-    nrows = int(np.ceil(n / ncols))
-    canvas = np.ones((nrows * (height + padding) - padding, ncols * (width + padding) - padding, 3))
-    for index, tile in enumerate(tiles):
-        row, col = divmod(index, ncols)
-        canvas[row * (height + padding) : row * (height + padding) + height,
-               col * (width + padding) : col * (width + padding) + width] = tile
-    return canvas
+    """Tile images row by row into one ``(rows * (H + padding) - padding, cols * (W + padding) - padding, 3)``
+    RGB array in [0, 1], white between tiles (torchvision's ``make_grid``, without its outer border)."""
+    import torch
+    from torchvision.utils import make_grid
+
+    tiles = torch.from_numpy(as_hwc_float(images)).permute(0, 3, 1, 2)  # grayscale becomes RGB in make_grid
+    ncols = ncols or int(np.ceil(np.sqrt(len(tiles))))
+    grid = make_grid(tiles, nrow=ncols, padding=padding, pad_value=1.0)
+    if padding:
+        grid = grid[:, padding:-padding, padding:-padding]
+    return grid.permute(1, 2, 0).numpy()
 
 
 def image_grid(images, *, ncols=None, title=None, ax=None):
@@ -320,14 +318,14 @@ def roc_curve(is_anomaly, scores, *, ax=None):
     -------
     ax : matplotlib Axes
     """
-    from sklearn.metrics import roc_auc_score
-    from sklearn.metrics import roc_curve as _roc_curve
+    from sklearn.metrics import RocCurveDisplay
 
     is_anomaly, scores = np.asarray(is_anomaly, dtype=bool), np.asarray(scores, dtype=float)
-    false_positive_rate, true_positive_rate, _ = _roc_curve(is_anomaly, -scores)
     ax = _axes(ax, (5, 5))
-    ax.plot(false_positive_rate, true_positive_rate, label=f"ROC AUC {roc_auc_score(is_anomaly, -scores):.3f}")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    # anomalies are the positive class, and low scores are anomalous: rank by -score
+    display = RocCurveDisplay.from_predictions(is_anomaly, -scores, ax=ax, plot_chance_level=True,
+                                               chance_level_kw={"color": "grey", "linestyle": ":", "label": None})
+    display.line_.set_label(f"ROC AUC {display.roc_auc:.3f}")
     ax.set_xlabel("false-positive rate")
     ax.set_ylabel("true-positive rate")
     ax.legend(loc="lower right")
