@@ -119,3 +119,16 @@ def test_epoch_budget_caps_optimiser_steps_for_large_training_sets(n_train, expe
     epochs = epochs_within_budget(n_train, batch_size=32, max_epochs=25, max_steps=2500)
     assert epochs == expected
     assert epochs == 1 or epochs * -(-n_train // 32) <= 2500
+
+
+def test_train_config_defaults_are_the_estimators():
+    from dataclasses import fields
+
+    from vaedetect import VAEDetector
+    from vaedetect.settings import AUTO_MAX_EPOCHS
+
+    params = VAEDetector().get_params()
+    shared = [field for field in fields(TrainConfig) if field.name in params and params[field.name] != "auto"]
+    assert len(shared) >= 9
+    assert {field.name: field.default for field in shared} == {field.name: params[field.name] for field in shared}
+    assert TrainConfig().epochs == AUTO_MAX_EPOCHS  # the most epochs="auto" trains

@@ -23,8 +23,8 @@ from pathlib import Path
 import click
 
 from . import __version__, settings
-from .registry import ScoreMethodChoices
 from ._files import as_text, check_output_file, check_output_folder, map_name, printable, same_file, write_atomically
+from .registry import ScoreMethodChoices
 
 # VAEDetector parameters exposed by `vaedetect fit`: (option, parameter, click type, the estimator's
 # default, help). Spelt out here so that `--help` need not import torch; a test checks every parameter
@@ -441,10 +441,12 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     .parquet files instead, with the columns path, row (and --id-column), score, p_value, is_outlier
     and error.
     """
-    overrides = {"threshold": threshold, "fpr": fpr, "contamination": contamination}
-    overrides = {name: value for name, value in overrides.items() if value is not None}
-    if len(overrides) > 1:
-        raise click.UsageError("Give at most one of --threshold, --fpr and --contamination.")
+    from .thresholds import threshold_override
+
+    try:
+        overrides = threshold_override(threshold=threshold, fpr=fpr, contamination=contamination)
+    except ValueError:
+        raise click.UsageError("Give at most one of --threshold, --fpr and --contamination.") from None
     if dask_scheduler and dask_workers:
         raise click.UsageError("Give at most one of --dask-scheduler and --dask-workers.")
     # everything that can be refused is refused here, before the work

@@ -21,9 +21,6 @@ from __future__ import annotations
 import functools
 import os
 
-COLUMNS = ["path", "score", "p_value", "is_outlier", "error"]
-
-
 @functools.lru_cache(maxsize=4)
 def _cached_detector(model_path: str, modified: float, threshold_items: tuple):
     """The detector of ``model_path`` as this worker process first loaded it (per file version and
@@ -87,11 +84,9 @@ def score_paths(model_path, paths, *, files_per_partition: int = 2000, threshold
     except ImportError as error:
         raise ImportError('Scoring on Dask needs dask: pip install "vaedetect[dask]".') from error
     from .images import Discovery, discover_images
+    from .thresholds import threshold_override
 
-    overrides = {"threshold": threshold, "fpr": fpr, "contamination": contamination}
-    threshold_items = tuple((name, value) for name, value in overrides.items() if value is not None)
-    if len(threshold_items) > 1:
-        raise ValueError("Give at most one of threshold, fpr and contamination.")
+    threshold_items = tuple(threshold_override(threshold=threshold, fpr=fpr, contamination=contamination).items())
     if files_per_partition < 1:
         raise ValueError(f"files_per_partition must be at least 1; got {files_per_partition}.")
     model_path = os.path.abspath(model_path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from .data import InputLayout, images_from_unit_range, images_to_unit_range
 
@@ -179,9 +178,7 @@ class FolderMixin:
 
     def _file_geometry(self, method):
         """(channels, side, side) that image files are decoded to for this detector."""
-        check_is_fitted(self)
-        if self.layout_.kind != "image":
-            raise ValueError(f"{method} needs a detector fitted on images; this one was fitted on tabular data.")
+        self._check_fitted_on_images(method)
         channels, height, width = self.layout_.shape
         if height != width:
             raise ValueError(f"{method} needs a detector fitted on square images; this one has {height}x{width}.")

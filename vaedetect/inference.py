@@ -106,6 +106,12 @@ class InferenceMixin:
         return map_batches(lambda model, batch: anomaly_map(model, batch, noise, self.likelihood_), self._network(), x,
                            self._inference_batch_size(), self.device_).numpy()
 
+    def _check_fitted_on_images(self, method):
+        """Raise unless this detector is fitted, on images (``method`` names what needs them)."""
+        check_is_fitted(self)
+        if self.layout_.kind != "image":
+            raise ValueError(f"{method} needs a detector fitted on images; this one was fitted on tabular data.")
+
     def _check_input(self, X):
         check_is_fitted(self)
         X, _ = check_X(self, X, reset=False)
@@ -145,9 +151,7 @@ class InferenceMixin:
             ``-log p(x|z)`` in nats per element, averaged over ``n_samples`` latent draws; higher means
             worse explained. Summed over an image it is the reconstruction term of its ELBO.
         """
-        check_is_fitted(self)
-        if self.layout_.kind != "image":
-            raise ValueError("anomaly_map needs a detector fitted on images; this one was fitted on tabular data.")
+        self._check_fitted_on_images("anomaly_map")
         maps = self._anomaly_map_tensor(self._check_input(X))
         return arrange_like(maps, self.layout_) if per_channel else maps.sum(axis=1)
 

@@ -36,6 +36,16 @@ def _anomaly_labels(y) -> np.ndarray:
     raise ValueError(f"y must hold 0/1 (1 = anomaly), booleans, or -1/+1 (-1 = anomaly); got values {sorted(values)}.")
 
 
+def threshold_override(*, threshold=None, fpr=None, contamination=None) -> dict:
+    """The way of moving a stored threshold a caller gave, as :meth:`ThresholdMixin.set_threshold`'s
+    keywords (empty when none was given); a ValueError when more than one was."""
+    given = {name: value for name, value in (("threshold", threshold), ("fpr", fpr), ("contamination", contamination))
+             if value is not None}
+    if len(given) > 1:
+        raise ValueError(f"Give at most one of threshold, fpr and contamination; got {', '.join(given)}.")
+    return given
+
+
 class ThresholdMixin:
     """Thresholds, calibration and verdicts of a fitted detector (mixed into ``VAEDetector``)."""
 

@@ -17,13 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from .losses import kl_weight, negative_elbo, sharp_loss
+from .settings import AUTO_MAX_EPOCHS
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of :func:`train`; defaults are the SharpVAE tutorial's."""
+    """Settings of :func:`train`; defaults are ``VAEDetector``'s (``epochs``: the most ``epochs="auto"``
+    trains), which are the SharpVAE tutorial's where the estimator's documentation does not say why not."""
 
-    epochs: int = 30
+    epochs: int = AUTO_MAX_EPOCHS
     batch_size: int = 32
     learning_rate: float = 5e-4
     min_learning_rate: float = 1e-6
