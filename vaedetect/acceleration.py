@@ -7,13 +7,9 @@ Two changes for the CPU, where convolutions take about 80% of a training step (p
 - **batch-norm folding** for inference: an evaluation-mode batch norm is an affine map per channel, so
   it merges into the weights and bias of the convolution before it.
 
-With both, the speed suite (``benchmarks/speed.py``) measured the default image network's training
-at 1.11x a plain PyTorch loop, and model-only scoring of 64x64 images at 224 images/s, against 147
-before this module (``docs/benchmarks.md`` then and now, default score, CPU).
-
-Both keep results equal up to float32 rounding. ``torch.compile`` is not used: on the same CPU it
-trained the default network no faster than eager (0.98x to 1.02x, after 40 to 60 s of compiling) and
-scored 1.16x to 1.25x faster after 12 to 15 s of compiling (``docs/torch_compile.md``).
+Both keep results equal up to float32 rounding; what they gain is measured by the speed suite
+(``benchmarks/speed.py``, docs/benchmarks.md). ``torch.compile`` is not used: on the CPU it did not
+speed up training, and its gain at scoring is paid for in compile time (docs/torch_compile.md).
 """
 
 from __future__ import annotations

@@ -16,10 +16,8 @@ from ._validation import check_X
 from .data import arrange_like, images_to_unit_range
 from .registry import get_score, score_names
 
-# Inference batches hold about this many input values (and at most _MAX_INFERENCE_BATCH samples).
-# Measured on 2 CPU cores, scoring 1,000 JPEGs: at 64x64 RGB a batch of 32 ran at 115 images/s and
-# 861 MB peak memory, one of 256 at 94 images/s and 1,741 MB; at 32x32, 64 and 256 gave 427 and 391
-# images/s. Beyond the cache-friendly size, bigger batches only cost memory.
+# Inference batches hold about this many input values (and at most _MAX_INFERENCE_BATCH samples):
+# beyond a cache-friendly size, bigger batches only cost memory (measured in docs/usage.md).
 _INFERENCE_BATCH_VALUES = 2**18
 _MAX_INFERENCE_BATCH = 256
 
