@@ -1,0 +1,140 @@
+"""One-class CIFAR-10 in the feature space of a frozen pretrained backbone: density peers and the VAE.
+
+Embeds ``--n-train`` training photos of the normal class and ``--per-class`` test photos of every class
+with :class:`vaedetect.backbones.FeatureExtractor`, then scores the test photos with detectors fitted on
+the same embeddings: a Ledoit-Wolf Gaussian (Mahalanobis distance), kNN (mean distance to the 2 nearest
+training embeddings, DN2), IsolationForest, and ``VAEDetector`` (its tabular path, default settings).
+ROC AUC of the normal class against each other class and against all of them.
+
+    python -m benchmarks.features --normal dog --out benchmarks/results/features_dog.json --markdown docs/features_dog.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from ._data import load_cifar10
+from ._provenance import describe_run, write_results
+
+
+def peers(seed: int) -> dict:
+    """Detectors fitted on embeddings, each ``fit(X)`` then ``score_samples(X)`` (higher = more normal)."""
+    from sklearn.base import BaseEstimator
+    from sklearn.covariance import LedoitWolf
+    from sklearn.ensemble import IsolationForest
+    from sklearn.neighbors import NearestNeighbors
+
+    from vaedetect import VAEDetector
+
+    class Gaussian(BaseEstimator):
+        def fit(self, X):
+            self.fit_ = LedoitWolf().fit(X)
+            return self
+
+        def score_samples(self, X):
+            return -self.fit_.mahalanobis(X)
+
+    class NearestTraining(BaseEstimator):
+        def fit(self, X):
+            self.index_ = NearestNeighbors(n_neighbors=2).fit(X)
+            return self
+
+        def score_samples(self, X):
+            return -self.index_.kneighbors(X)[0].mean(axis=1)
+
+    return {"gaussian": Gaussian(), "knn": NearestTraining(),
+            "isolation_forest": IsolationForest(random_state=seed), "vaedetect": VAEDetector(random_state=seed)}
+
+
+def run(args) -> dict:
+    from vaedetect.backbones import FeatureExtractor
+
+    train, _ = load_cifar10("train", classes={args.normal}, path=args.data_dir, limit_per_class=args.n_train)
+    test, labels = load_cifar10("test", path=args.data_dir, limit_per_class=args.per_class)
+    extractor = FeatureExtractor(args.backbone, stages=args.stages, image_size=args.image_size).fit()
+    if args.cache and Path(args.cache).is_file():  # embeddings of an earlier run with the same arguments
+        with np.load(args.cache) as cached:
+            train_features, test_features = cached["train"], cached["test"]
+            embed_seconds = float(cached["embed_seconds"])
+    else:
+        started = time.perf_counter()
+        train_features = extractor.transform(train)
+        embed_seconds = time.perf_counter() - started
+        test_features = extractor.transform(test)
+        if args.cache:
+            np.savez(args.cache, train=train_features, test=test_features, embed_seconds=embed_seconds)
+    rows = {}
+    for name, detector in peers(args.seed).items():
+        started = time.perf_counter()
+        scores = detector.fit(train_features).score_samples(test_features)
+        seconds = time.perf_counter() - started
+        normal = labels == args.normal
+        by_class = {other: float(roc_auc_score(np.r_[np.zeros(normal.sum()), np.ones(np.sum(labels == other))],
+                                               -np.r_[scores[normal], scores[labels == other]]))
+                    for other in sorted(set(labels) - {args.normal})}
+        rows[name] = {"roc_auc_all": float(roc_auc_score(~normal, -scores)), "roc_auc": by_class,
+                      "fit_score_seconds": seconds}
+        print(f"{name}: all {rows[name]['roc_auc_all']:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in by_class.items())
+              + f" ({seconds:.1f} s)", flush=True)
+    return {"normal": args.normal, "backbone": extractor.backbone_.identity, "stages": list(extractor.backbone_.stages),
+            "image_size": args.image_size, "n_train": len(train), "n_test": len(test), "n_features": int(train_features.shape[1]),
+            "embed_seconds_per_1000": 1000 * embed_seconds / len(train), "methods": rows}
+
+
+def markdown(results: dict) -> str:
+    classes = list(next(iter(results["methods"].values()))["roc_auc"])
+    lines = ["| method | all other classes | " + " | ".join(classes) + " | fit + score s |",
+             "|---|---|" + "---|" * len(classes) + "---|"]
+    for name, row in results["methods"].items():
+        lines.append(f"| {name} | {row['roc_auc_all']:.3f} | " + " | ".join(f"{row['roc_auc'][c]:.3f}" for c in classes)
+                     + f" | {row['fit_score_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def markdown_page(results: dict) -> str:
+    identity = results["backbone"]
+    return (
+        f"# One-class CIFAR-10 in feature space: `{results['normal']}` normal\n\n"
+        f"Generated by `{results['command']}` on {results['date']} ({results['machine']}; "
+        f"vaedetect {results['versions']['vaedetect']}, torch {results['versions']['torch']}).\n\n"
+        f"Backbone `{identity['name']}` ({identity['source']} {identity['version']}), stages "
+        f"{', '.join(results['stages'])}, {results['n_features']} features per photo, photos upsampled to "
+        f"{results['image_size']} px; {results['embed_seconds_per_1000']:.0f} s per 1,000 photos to embed. Every "
+        f"detector is fitted on the embeddings of {results['n_train']} `train/{results['normal']}` photos and scores "
+        f"{results['n_test']} test photos; ROC AUC of `test/{results['normal']}` against each other class (anomaly = "
+        "positive). One seed, one run.\n\n" + markdown(results) + "\n"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None, help="folder holding cifar10/ (default: $VAEDETECT_DATA or ../shared/data)")
+    parser.add_argument("--normal", default="dog")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--stages", nargs="+", default=None)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--n-train", type=int, default=2000, help="training photos of the normal class")
+    parser.add_argument("--per-class", type=int, default=200, help="test photos of each class")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default=None, help="keep the embeddings in this .npz and reuse them when it exists")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--markdown", default=None)
+    args = parser.parse_args(argv)
+    try:
+        results = {"benchmark": "features", **describe_run("python -m benchmarks.features", argv)} | run(args)
+    except (FileNotFoundError, ImportError) as error:
+        print(f"skipped: {error}", file=sys.stderr)
+        return 0
+    print(markdown(results))
+    write_results(results, args.out, args.markdown, markdown_page(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

