@@ -86,6 +86,8 @@ def test_any_module_is_a_backbone_frozen_and_pooled():
 def test_a_torchvision_backbone_offline_names_the_file_to_place(tmp_path, monkeypatch):
     import urllib.error
 
+    import torchvision.models  # noqa: F401 (imported first: it binds torch.hub's loader, which is patched below)
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
     def offline(*args, **kwargs):
