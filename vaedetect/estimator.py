@@ -29,25 +29,6 @@ from .settings import (
 from .thresholds import ThresholdMixin
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixFeaturesOutMixin,
                   OutlierMixin, TransformerMixin, BaseEstimator):
     """Anomaly and out-of-distribution detector built on a variational autoencoder.
@@ -501,7 +482,6 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
             print(f"{stage}...", file=sys.stderr, flush=True)
 
 
-
     def _check_param_combinations(self, layout):
         if layout.kind == "tabular" and self.augment is True:
             raise ValueError("augment=True applies to images only; X is tabular. Use augment='auto' or False.")
@@ -605,52 +585,16 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
                              self._inference_batch_size(), self.device_, codec=codec)
 
 
-
-
-
-
     def _score_method(self):
         """The score method the parameters ask for now: ``score_method``, with "auto" resolved for the
         data ``fit`` saw. Unlike the other settings it may change after ``fit``, through :meth:`calibrate`."""
         return resolve_score(self.score_method, self.layout_.kind)
 
 
-
-
-
     # ------------------------------------------------------------------ inference
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
     # ------------------------------------------------------------------ looking inside
-
-
-
-
-
 
 
     # ------------------------------------------------------------------ persistence
