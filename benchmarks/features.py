@@ -52,7 +52,9 @@ def peers(seed: int) -> dict:
     return {"gaussian": Gaussian(), "knn": NearestTraining(),
             "isolation_forest": IsolationForest(random_state=seed), "vaedetect": VAEDetector(random_state=seed),
             # chosen on horse as the normal class (docs/usage.md): embeddings want a Gaussian decoder
-            "vaedetect_gaussian": VAEDetector(random_state=seed, likelihood="gaussian")}
+            "vaedetect_gaussian": VAEDetector(random_state=seed, likelihood="gaussian"),
+            # the same, scored by the full-covariance likelihood of its residuals (docs/usage.md)
+            "vaedetect_gaussian_residual": VAEDetector(random_state=seed, likelihood="gaussian", score_method="residual")}
 
 
 def run(args) -> dict:

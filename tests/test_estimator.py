@@ -189,6 +189,34 @@ def test_latent_reference_is_the_mean_and_shrunk_covariance_of_training_codes(fi
     np.testing.assert_allclose(detector.reference_.latent_precision, LedoitWolf().fit(codes).precision_, rtol=1e-3)
 
 
+def test_residual_score_is_the_mahalanobis_distance_of_the_residual_from_the_training_residuals(fitted_tabular):
+    from sklearn.covariance import LedoitWolf
+
+    from vaedetect.scoring import residuals
+
+    detector, X = fitted_tabular
+    _, (train, _, _) = detector._seeds_and_splits(len(X))
+
+    def residual_of(rows):
+        with torch.no_grad():
+            return residuals(detector._network(), detector._to_tensor(rows)).double().numpy()
+
+    expected = -LedoitWolf().fit(residual_of(X[train])).mahalanobis(residual_of(X))
+    np.testing.assert_allclose(detector.score_table(X, methods=["residual"])["residual"], expected, rtol=1e-3)
+
+
+def test_residual_score_survives_save_and_load(fitted_tabular, tmp_path):
+    detector, X = fitted_tabular
+    detector.save(tmp_path / "t.vae")
+    table = vaedetect.load(tmp_path / "t.vae").score_table(X, methods=["residual"])
+    np.testing.assert_array_equal(table["residual"], detector.score_table(X, methods=["residual"])["residual"])
+
+
+def test_a_tabular_score_is_refused_for_images():
+    with pytest.raises(ValueError, match="score_method='residual' is defined for tabular data only; X is image"):
+        VAEDetector(**TINY, score_method="residual").fit(np.zeros((20, 8, 8), dtype=np.uint8))
+
+
 def test_typicality_is_the_two_sided_scaled_distance_from_the_typical_elbo():
     from vaedetect.scoring import Reference, typicality_from_elbo
 
@@ -702,7 +730,7 @@ def test_score_table_has_every_method_and_matches_score_samples(fitted_images):
                                    "regret"]
     from vaedetect.registry import score_names
 
-    for method in score_names():
+    for method in score_names("image"):
         other = copy.deepcopy(detector).set_params(score_method=method)
         np.testing.assert_allclose(table[method], other.score_samples(X[:7]), rtol=1e-5, atol=2e-5, err_msg=method)
     np.testing.assert_allclose(table["complexity"], table["png_bits_per_dim"] - table["elbo_bits_per_dim"])
@@ -712,7 +740,7 @@ def test_score_table_of_tabular_data_leaves_out_image_scores(fitted_tabular):
     detector, X = fitted_tabular
     table = detector.score_table(X[:5])
     assert "complexity" not in table and "elbo_bits_per_dim" not in table
-    assert list(table.columns) == ["elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "regret"]
+    assert list(table.columns) == ["elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "regret", "residual"]
     with pytest.raises(ValueError, match="methods must be .* got \\['complexity'\\]"):
         detector.score_table(X[:5], methods=["complexity"])
 

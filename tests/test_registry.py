@@ -73,5 +73,6 @@ def test_an_unregistered_score_is_refused_by_name():
     assert "nope" not in ScoreMethodChoices() and "auto" in ScoreMethodChoices()
 
 
-def test_image_only_scores_are_not_offered_for_tables():
+def test_scores_are_offered_for_the_data_they_are_defined_for():
     assert set(score_names()) - set(score_names("tabular")) == {"complexity", "bits_typicality"}
+    assert set(score_names()) - set(score_names("image")) == {"residual"}

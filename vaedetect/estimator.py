@@ -15,7 +15,7 @@ from ._validation import check_X, holdout_sizes, holdout_split
 from .folders import FolderMixin
 from .inference import InferenceMixin
 from .inspection import InspectionMixin
-from .registry import ScoreMethodChoices, get_score
+from .registry import ScoreMethodChoices, applies, get_score
 from .settings import (
     ACTIVATIONS,
     CODECS,
@@ -116,7 +116,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         while a row of a few features is a noisy one-draw estimate and cheap to decode again
         (measured in docs/scores.md and docs/tabular_draws.md).
     score_method : {"auto", "elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", \
-            "bits_typicality", "regret"}, default="auto"
+            "bits_typicality", "regret", "residual"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for
         images and ``"elbo"`` for tabular data, the best of the measured methods on out-of-distribution
         images and one-class MNIST (docs/scores.md) and on tabular development tasks
@@ -136,7 +136,9 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
           codec bits) per dimension from the training images' pairs: typical only when both the
           image's complexity and the model's cost relative to it are;
         - ``"regret"``: minus the Likelihood Regret (Xiao et al., 2020), the ELBO gained by fitting
-          each input's posterior alone.
+          each input's posterior alone;
+        - ``"residual"`` (tabular only): minus the Mahalanobis distance of the reconstruction
+          residual from the training rows' residuals, a full-covariance decoder likelihood.
 
         ``score_table`` gives them all at once; docs/scores.md compares them. Formerly ``score``,
         renamed so that it no longer hides scikit-learn's ``score(X, y)`` (which a search without
@@ -473,7 +475,6 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         seeds = tuple(int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3))
         return seeds, holdout_split(n_samples, n_val, n_cal, rng)
 
-
     def _say(self, stage):
         """Name the stage ``fit`` is in once its progress bar has ended, when ``verbose``."""
         if self.verbose:
@@ -481,12 +482,12 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
 
             print(f"{stage}...", file=sys.stderr, flush=True)
 
-
     def _check_param_combinations(self, layout):
         if layout.kind == "tabular" and self.augment is True:
             raise ValueError("augment=True applies to images only; X is tabular. Use augment='auto' or False.")
-        if layout.kind == "tabular" and self.score_method != "auto" and get_score(self.score_method).images_only:
-            raise ValueError(f"score_method={self.score_method!r} is defined for images only; X is tabular.")
+        if self.score_method != "auto" and not applies(get_score(self.score_method), layout.kind):
+            other = "images" if layout.kind == "tabular" else "tabular data"
+            raise ValueError(f"score_method={self.score_method!r} is defined for {other} only; X is {layout.kind}.")
         if layout.kind == "tabular" and self.likelihood == "bernoulli":
             raise ValueError("likelihood='bernoulli' needs images in [0, 1]; X is tabular. Use 'auto'.")
 
@@ -584,18 +585,14 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         return fit_reference(self._network(), x_train, self._latent_noise(), self.likelihood_,
                              self._inference_batch_size(), self.device_, codec=codec)
 
-
     def _score_method(self):
         """The score method the parameters ask for now: ``score_method``, with "auto" resolved for the
         data ``fit`` saw. Unlike the other settings it may change after ``fit``, through :meth:`calibrate`."""
         return resolve_score(self.score_method, self.layout_.kind)
 
-
     # ------------------------------------------------------------------ inference
 
-
     # ------------------------------------------------------------------ looking inside
-
 
     # ------------------------------------------------------------------ persistence
 

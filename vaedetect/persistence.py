@@ -32,7 +32,8 @@ _OLDEST_READABLE = 2
 _FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_", "calibrated_score_",
                    "map_scale_", "likelihood_", "n_samples_")
 _REFERENCE_SCALARS = ("elbo_center", "elbo_spread_below", "elbo_spread_above", "codec")
-_REFERENCE_TENSORS = ("latent_location", "latent_precision", "bits_location", "bits_precision")
+_REFERENCE_TENSORS = ("latent_location", "latent_precision", "bits_location", "bits_precision", "residual_location",
+                      "residual_precision")
 # Bounds of the header's architecture: far above any model vaedetect trains (the "sharp" preset has
 # 64 base channels at 4 stages), and low enough that a forged header cannot describe a network
 # whose construction would exhaust memory before its weights are compared with the file's.
@@ -398,11 +399,15 @@ def load_detector(path, estimator: type, device=None):
         skeleton = VAE(detector.layout_.shape, config)
     _check_weights(payload["weights"], skeleton, path)
     latent_size = math.prod(skeleton.latent_shape)
+    n_inputs = math.prod(detector.layout_.shape)
     detector.reference_ = Reference(
         latent_location=_tensor(payload, "latent_location", path, shape=(latent_size,)),
         latent_precision=_tensor(payload, "latent_precision", path, shape=(latent_size, latent_size)),
         bits_location=_tensor(payload, "bits_location", path, shape=(2,), required=False),
         bits_precision=_tensor(payload, "bits_precision", path, shape=(2, 2), required=False),
+        # absent from files written before the residual score existed, and for images
+        residual_location=_tensor(payload, "residual_location", path, shape=(n_inputs,), required=False),
+        residual_precision=_tensor(payload, "residual_precision", path, shape=(n_inputs, n_inputs), required=False),
         **header["reference"],
     )
 

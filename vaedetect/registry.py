@@ -31,6 +31,8 @@ class ScoreMethod:
         ``{"steps": "regret_steps"}``.
     images_only : bool, default=False
         Defined for images only (e.g. it compresses the input with an image codec).
+    tabular_only : bool, default=False
+        Defined for tabular data (and features) only.
     needs_reference : bool, default=False
         ``function`` takes ``reference=``, the statistics of the training data (``reference_``).
     needs_grad : bool, default=False
@@ -48,6 +50,7 @@ class ScoreMethod:
     function: str | Callable
     options: Mapping[str, str] = field(default_factory=dict)
     images_only: bool = False
+    tabular_only: bool = False
     needs_reference: bool = False
     needs_grad: bool = False
     from_elbo: str | Callable | None = None
@@ -84,8 +87,13 @@ def unregister_score(name: str) -> None:
 
 
 def score_names(kind: str | None = None) -> tuple[str, ...]:
-    """The registered methods, in registration order; for ``kind="tabular"`` those not for images only."""
-    return tuple(name for name, method in SCORE_METHODS.items() if kind != "tabular" or not method.images_only)
+    """The registered methods, in registration order; for ``kind`` "tabular" or "image" those defined for it."""
+    return tuple(name for name, method in SCORE_METHODS.items() if applies(method, kind))
+
+
+def applies(method: ScoreMethod, kind: str | None) -> bool:
+    """Whether ``method`` is defined for data of ``kind`` ("tabular", "image", or None for any)."""
+    return not (kind == "tabular" and method.images_only or kind == "image" and method.tabular_only)
 
 
 class ScoreMethodChoices(Set):
@@ -128,5 +136,6 @@ for _method in (
     ScoreMethod("bits_typicality", f"{_SCORING}:bits_typicality_score", images_only=True, needs_reference=True,
                 from_elbo=f"{_SCORING}:bits_typicality_columns"),
     ScoreMethod("regret", f"{_SCORING}:regret_score", options={"steps": "regret_steps"}, needs_grad=True),
+    ScoreMethod("residual", f"{_SCORING}:residual_score", tabular_only=True, needs_reference=True),
 ):
     register_score(_method)
