@@ -437,3 +437,29 @@ def test_the_calibration_benchmark_draws_fresh_images_from_the_same_pool_or_the_
     assert not set(fit[:, 0, 0]) & set(fresh[:, 0, 0]) and len(others) == 10
     fit, fresh, _ = digit_split(0, images, labels, "halves", seed=0, n_others=10)
     assert fit[:, 0, 0].max() < 5000 <= fresh[:, 0, 0].min()
+
+
+def test_the_feature_benchmark_tables_every_normal_class_and_the_mean():
+    from benchmarks.features import markdown_one_class
+
+    results = {"one_class": {"cat": {"gaussian": 0.8, "vaedetect": 0.6}, "dog": {"gaussian": 0.9, "vaedetect": 0.7}}}
+    table = markdown_one_class(results)
+    assert "| cat | 0.800 | 0.600 |" in table and "| **mean** | **0.850** | **0.650** |" in table
+
+
+def test_the_feature_benchmark_embeds_once_and_reads_the_cache_back(tmp_path):
+    from benchmarks.features import _embedded
+
+    class Counting:
+        calls = 0
+
+        def transform(self, images):
+            Counting.calls += 1
+            return images * 2.0
+
+    images = np.arange(6, dtype=np.float32).reshape(3, 2)
+    first, _ = _embedded(Counting(), images, tmp_path / "e.npz")
+    again, _ = _embedded(Counting(), images, tmp_path / "e.npz")
+    np.testing.assert_array_equal(first, images * 2)
+    np.testing.assert_array_equal(again, first)
+    assert Counting.calls == 1
