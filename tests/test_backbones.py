@@ -146,3 +146,12 @@ def test_image_files_are_embedded_batch_by_batch_and_bad_ones_reported(tmp_path)
     # a flat photo's features are those of the same pixels given as an array
     expected = extractor.transform(np.full((5, 8, 8, 3), 40 * np.arange(5)[:, None, None, None], dtype=np.uint8))
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("images, message", [(np.full((2, 8, 8, 3), 2.0), "lie in \\[0, 1\\]"),
+                                             (np.full((2, 8, 8, 3), np.nan), "finite"),
+                                             (np.zeros((2, 8, 8, 5)), "C in \\(1, 3\\)")])
+def test_images_the_backbone_cannot_read_are_refused_clearly(images, message):
+    extractor = FeatureExtractor(torch.nn.Conv2d(3, 2, 1), image_size=8).fit()
+    with pytest.raises(ValueError, match=message):
+        extractor.transform(images)

@@ -255,7 +255,12 @@ def _as_nchw_unit(images: np.ndarray) -> np.ndarray:
         images = images.transpose(0, 3, 1, 2)
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be (n, H, W), (n, H, W, C) or (n, C, H, W) with C in (1, 3); got {images.shape}.")
-    unit = images.astype(np.float32) / 255.0 if np.issubdtype(images.dtype, np.integer) else images.astype(np.float32)
+    if np.issubdtype(images.dtype, np.integer):
+        unit = images.astype(np.float32) / 255.0
+    else:
+        unit = images.astype(np.float32)
+        if not (np.isfinite(unit).all() and unit.min(initial=0.0) >= 0.0 and unit.max(initial=0.0) <= 1.0):
+            raise ValueError("Float images must be finite and lie in [0, 1]; integer images are read as 0..255.")
     return np.repeat(unit, 3, axis=1) if unit.shape[1] == 1 else unit
 
 
