@@ -205,6 +205,32 @@ def test_residual_score_is_the_mahalanobis_distance_of_the_residual_from_the_tra
     np.testing.assert_allclose(detector.score_table(X, methods=["residual"])["residual"], expected, rtol=1e-3)
 
 
+def test_residual_statistics_come_from_a_bounded_sample_of_the_training_rows(monkeypatch):
+    from sklearn.covariance import LedoitWolf
+
+    from vaedetect import scoring
+
+    monkeypatch.setattr(scoring, "MAX_RESIDUAL_ROWS", 20)
+    X = np.random.RandomState(4).normal(size=(120, 5))
+    detector = VAEDetector(**TINY).fit(X)
+    _, (train, _, _) = detector._seeds_and_splits(len(X))
+    with torch.no_grad():
+        residual = scoring.residuals(detector._network(), detector._to_tensor(X[train[:20]])).double().numpy()
+    np.testing.assert_allclose(detector.reference_.residual_precision.numpy(), LedoitWolf().fit(residual).precision_,
+                               rtol=1e-3, atol=1e-3)
+
+
+def test_too_many_features_for_the_residual_score_is_said_when_it_is_asked_for(monkeypatch):
+    from vaedetect import scoring
+
+    monkeypatch.setattr(scoring, "MAX_RESIDUAL_FEATURES", 3)
+    X = np.random.RandomState(4).normal(size=(60, 5))
+    detector = VAEDetector(**TINY).fit(X)
+    assert detector.reference_.residual_precision is None
+    with pytest.raises(ValueError, match="needs a detector fitted on tabular data of at most 3 features"):
+        detector.score_table(X, methods=["residual"])
+
+
 def test_residual_score_survives_save_and_load(fitted_tabular, tmp_path):
     detector, X = fitted_tabular
     detector.save(tmp_path / "t.vae")

@@ -48,7 +48,8 @@ def _torch_modules():
 def _same_padding(x, kernel: int, stride: int):
     """TensorFlow's "SAME" padding, which the weights were trained with: for stride 2 the extra row and
     column go after the image, not before."""
-    functional = _torch_modules()[2]
+    from torch.nn import functional
+
     pads = []
     for size in (x.shape[-1], x.shape[-2]):
         total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)

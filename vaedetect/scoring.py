@@ -19,8 +19,10 @@ from .losses import elementwise_log_likelihood, iwae_bound, kl_divergence, log_l
 from .registry import get_score
 
 # The residual score keeps a d x d precision matrix of the reconstruction residuals: up to this many
-# features (64 MB of float32).
-MAX_RESIDUAL_FEATURES = 4096
+# features (16 MB of float32), estimated from at most this many training rows, so that every tabular
+# fit pays a bounded price for it (at most 160 MB and seconds on 2 CPU cores).
+MAX_RESIDUAL_FEATURES = 2048
+MAX_RESIDUAL_ROWS = 10_000
 # Images reach the networks in [-1, 1]: one of the 256 levels of an 8-bit value is 2 / 255 wide.
 _BIN_WIDTH = 2.0 / 255.0
 
@@ -224,7 +226,7 @@ class Reference:
         Inverse of their robust covariance.
     residual_location : Tensor of shape (d,) or None
         Mean of the training rows' reconstruction residuals (tabular data of at most
-        ``MAX_RESIDUAL_FEATURES`` features).
+        ``MAX_RESIDUAL_FEATURES`` features; from at most ``MAX_RESIDUAL_ROWS`` rows).
     residual_precision : Tensor of shape (d, d) or None
         Inverse of their Ledoit-Wolf shrunk covariance.
     """
@@ -269,7 +271,8 @@ def fit_reference(model, x: torch.Tensor, noise, likelihood, batch_size: int, de
         reference.bits_location = torch.from_numpy(location)
         reference.bits_precision = torch.from_numpy(precision)
     if not model.is_image and x.shape[1] <= MAX_RESIDUAL_FEATURES:
-        errors = map_batches(residuals, model, x, batch_size, device).double().numpy()
+        # x is the training split, in random order: its first rows are a random sample of it
+        errors = map_batches(residuals, model, x[:MAX_RESIDUAL_ROWS], batch_size, device).double().numpy()
         residual = LedoitWolf().fit(errors)
         reference.residual_location = torch.from_numpy(residual.location_).float()
         reference.residual_precision = torch.from_numpy(residual.precision_).float()

@@ -44,23 +44,22 @@ class Resolved:
 
     likelihood: str
     n_samples: int
-    score_method: str
     augment: bool
 
 
 def resolve(params: dict, kind: str) -> Resolved:
     """Resolve ``params`` (``VAEDetector.get_params()``) for ``kind``, "image" or "tabular".
 
-    Images get a Gaussian decoder, one latent draw per score, ``bits_typicality`` and augmentation
-    when ``augment="auto"``; tables a Laplace decoder (anomalies among the training rows pull it less),
-    ``TABULAR_DRAWS`` draws, the ELBO and no augmentation. The reasons and measurements are in the
+    Images get a Gaussian decoder, one latent draw per score and augmentation when ``augment="auto"``;
+    tables a Laplace decoder (anomalies among the training rows pull it less), ``TABULAR_DRAWS`` draws
+    and no augmentation. The score method is resolved by :func:`resolve_score`, apart: unlike these it
+    may change after ``fit`` (through ``calibrate``). The reasons and measurements are in the
     parameters' documentation (``VAEDetector``).
     """
     image = kind == "image"
     return Resolved(
         likelihood=params["likelihood"] if params["likelihood"] != "auto" else ("gaussian" if image else "laplace"),
         n_samples=params["n_samples"] if params["n_samples"] != "auto" else (1 if image else TABULAR_DRAWS),
-        score_method=resolve_score(params["score_method"], kind),
         augment=image if params["augment"] == "auto" else bool(params["augment"]),
     )
 
