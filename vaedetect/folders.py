@@ -58,7 +58,9 @@ class FolderMixin:
     def fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, follow_links=False):
         """Fit on the image files under ``paths``, decoded as ``image_size`` x ``image_size`` x ``channels``.
 
-        Files that cannot be decoded are skipped and listed in ``skipped_files_``.
+        With a ``backbone``, the files are decoded in RGB at the extractor's resolution and embedded batch
+        by batch, so that memory holds their features and one batch of pixels. Files that cannot be
+        decoded are skipped and listed in ``skipped_files_``.
 
         Parameters
         ----------
@@ -87,6 +89,8 @@ class FolderMixin:
         files, unreadable = _discovered(paths, follow_links)
         if not files:
             raise ValueError(f"Found 0 images in {_describe(paths)} with extensions {IMAGE_EXTENSIONS}.")
+        if self.backbone is not None:
+            return self._fit_paths_embedded(paths, files, unreadable, n_jobs, world, device)
         # Training keeps the decoded images in memory, as uint8 and again as float32 tensors.
         needed = len(files) * self.image_size**2 * self.channels * 5
         if needed > max_memory_bytes:
@@ -108,9 +112,26 @@ class FolderMixin:
                 f"the first, {skipped[0].path!r}: {skipped[0].reason}."
             )
         self._fit(images, world=world, device=device)
-        self.skipped_files_ = unreadable + skipped
+        return self._summarise_files(paths, files, unreadable + skipped)
+
+    def _fit_paths_embedded(self, paths, files, unreadable, n_jobs, world, device):
+        """``fit_paths`` with a backbone: the files' features, streamed, then the network on them."""
+        self.__dict__.pop("feature_names_in_", None)
+        self._load_backbone(world, device)
+        side = self.backbone_.image_size
+        self.input_layout_ = InputLayout("image", "nhwc", True, (3, side, side))
+        self.n_features_in_ = self.input_layout_.n_features
+        features, used, skipped = self.backbone_.embed_paths(files, n_jobs=n_jobs)
+        if not used:
+            raise ValueError(f"None of the {len(files)} files found in {_describe(paths)} could be decoded; "
+                             f"the first, {skipped[0].path!r}: {skipped[0].reason}.")
+        self._fit_network(features, self._features_layout(), world, device)
+        return self._summarise_files(paths, files, unreadable + skipped)
+
+    def _summarise_files(self, paths, files, skipped):
+        self.skipped_files_ = skipped
         self.training_summary_.update(paths=[str(p) for p in _as_list(paths)], n_files_found=len(files),
-                                      n_files_skipped=len(self.skipped_files_))
+                                      n_files_skipped=len(skipped))
         return self
 
     def score_paths(self, paths, *, n_jobs=0, maps_dir=None, follow_links=False, progress=False):
@@ -125,7 +146,8 @@ class FolderMixin:
             Worker processes decoding images; 0 decodes in this process.
         maps_dir : str or path-like, optional
             Write a heat-map overlay (``anomaly_map`` over the image) as PNG here for every file
-            flagged as an outlier, and add a ``map`` column with its path.
+            flagged as an outlier, and add a ``map`` column with its path. Needs the pixel model (a
+            detector without ``backbone``).
         follow_links : bool, default=False
             Follow symbolic links that lead out of the folders (see
             :func:`vaedetect.images.discover_images`); by default they are skipped and reported.
@@ -142,23 +164,21 @@ class FolderMixin:
             UTF-8 as lone surrogates, which ``open`` takes back); ``vaedetect score`` writes them as text.
         """
         import pandas as pd
-        import torch
-
         from tqdm.auto import tqdm
 
         from .images import stream_images
 
         self._check_calibrated()
         channels, height, _ = self._file_geometry("score_paths")
+        if maps_dir is not None:
+            self._check_fitted_on_images("score_paths(maps_dir=...)")
         files, unreadable = _discovered(paths, follow_links)
-        # decoded files are (b, H, W, C) uint8, whatever layout the detector was fitted on
-        decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
         rows = [(s.path, np.nan, s.reason) for s in unreadable]
         maps = {}
         bar = tqdm(total=len(files), desc="scoring", unit="image", disable=not progress)
         for batch in stream_images(files, height, channels, batch_size=self._inference_batch_size(), num_workers=n_jobs):
             bar.update(len(batch.paths) + len(batch.skipped))
-            x = torch.from_numpy(images_to_unit_range(batch.images, decoded))
+            x = self._decoded_to_tensor(batch.images)
             scores = self._score_tensor(x) if len(x) else []
             rows += [(path, score, "") for path, score in zip(batch.paths, scores)]
             rows += [(s.path, np.nan, s.reason) for s in batch.skipped]
@@ -176,10 +196,21 @@ class FolderMixin:
             table["map"] = pd.Series([maps.get(path, "") for path in paths], dtype=object)
         return self._add_verdicts(table).sort_values("path", ignore_index=True)
 
+    def _decoded_to_tensor(self, images):
+        """Decoded files ``(b, H, W, C)`` uint8 -> the network's input: pixels in [-1, 1], or standardised
+        backbone features."""
+        import torch
+
+        if self._data_kind() == "features":
+            return self._to_tensor(self._embed(images))
+        # decoded files are (b, H, W, C) uint8, whatever layout the detector was fitted on
+        decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
+        return torch.from_numpy(images_to_unit_range(images, decoded))
+
     def _file_geometry(self, method):
         """(channels, side, side) that image files are decoded to for this detector."""
-        self._check_fitted_on_images(method)
-        channels, height, width = self.layout_.shape
+        self._check_takes_images(method)
+        channels, height, width = self._input_layout().shape
         if height != width:
             raise ValueError(f"{method} needs a detector fitted on square images; this one has {height}x{width}.")
         return channels, height, width
@@ -211,6 +242,7 @@ class FolderMixin:
         channels, side, _ = self._file_geometry("read_images")
         files, unreadable = _discovered(paths, follow_links)
         images, used, skipped = load_images(files, side, channels, num_workers=n_jobs)
-        decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
-        X = images_from_unit_range(images_to_unit_range(images, decoded), self.layout_)
+        layout = self._input_layout()
+        decoded = InputLayout("image", "nhwc", True, layout.shape)
+        X = images_from_unit_range(images_to_unit_range(images, decoded), layout)
         return X, used, unreadable + skipped

@@ -20,6 +20,8 @@ from .registry import get_score, score_names
 # beyond a cache-friendly size, bigger batches only cost memory (measured in docs/usage.md).
 _INFERENCE_BATCH_VALUES = 2**18
 _MAX_INFERENCE_BATCH = 256
+# Images converted to float pixels at once on their way into a backbone: memory holds one such chunk.
+_EMBED_CHUNK = 256
 
 
 def _fail_closed(scores, method) -> np.ndarray:
@@ -62,7 +64,7 @@ class InferenceMixin:
         return state
 
     def _inference_batch_size(self):
-        by_size = _INFERENCE_BATCH_VALUES // max(self.n_features_in_, 1)
+        by_size = _INFERENCE_BATCH_VALUES // max(self.layout_.n_features, 1)
         return max(self.batch_size, min(by_size, _MAX_INFERENCE_BATCH))
 
     def _to_tensor(self, X):
@@ -74,6 +76,20 @@ class InferenceMixin:
         else:
             values = ((X - self.feature_mean_) / self.feature_scale_).astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(values))
+
+    def _input_layout(self):
+        """The layout of the data this detector takes: the images of a backbone, else ``layout_``."""
+        return getattr(self, "input_layout_", None) or self.layout_
+
+    def _embed(self, X):
+        """Validated images in ``input_layout_`` -> the backbone's features, float32 ``(n, d)``."""
+        from .data import images_to_unit_range
+
+        chunks = [np.empty((0, self.backbone_.n_features_out_), dtype=np.float32)]
+        for start in range(0, len(X), _EMBED_CHUNK):
+            pixels = images_to_unit_range(X[start : start + _EMBED_CHUNK], self.input_layout_)
+            chunks.append(self.backbone_.transform(np.clip((pixels + 1.0) / 2.0, 0.0, 1.0)))
+        return np.concatenate(chunks)
 
     def _latent_noise(self):
         from .scoring import latent_noise
@@ -105,14 +121,25 @@ class InferenceMixin:
                            self._inference_batch_size(), self.device_).numpy()
 
     def _check_fitted_on_images(self, method):
-        """Raise unless this detector is fitted, on images (``method`` names what needs them)."""
+        """Raise unless this detector is fitted, on the pixels of images (``method`` names what needs them)."""
         check_is_fitted(self)
+        if self._data_kind() == "features":
+            raise ValueError(f"{method} needs the pixel model; this detector models the features of backbone "
+                             f"{self.backbone_.backbone_.identity['name']!r}, which have no pixels to map or decode.")
         if self.layout_.kind != "image":
+            raise ValueError(f"{method} needs a detector fitted on images; this one was fitted on tabular data.")
+
+    def _check_takes_images(self, method):
+        """Raise unless this detector is fitted on images, as pixels or through a backbone."""
+        check_is_fitted(self)
+        if self.layout_.kind != "image" and self._data_kind() != "features":
             raise ValueError(f"{method} needs a detector fitted on images; this one was fitted on tabular data.")
 
     def _check_input(self, X):
         check_is_fitted(self)
         X, _ = check_X(self, X, reset=False)
+        if self._data_kind() == "features":
+            X = self._embed(X)
         return self._to_tensor(X)
 
     def score_samples(self, X):
@@ -212,7 +239,7 @@ class InferenceMixin:
         return table
 
     def _check_methods(self, methods):
-        applicable = list(score_names(self.layout_.kind))
+        applicable = list(score_names(self._data_kind()))
         if methods is None:
             return applicable
         methods = [methods] if isinstance(methods, str) else list(methods)

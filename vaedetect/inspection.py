@@ -73,6 +73,10 @@ class InspectionMixin:
 
     def _check_generative(self, method):
         check_is_fitted(self)
+        if self._data_kind() == "features":
+            raise ValueError(f"{method} decodes into the data the network models, which for this detector are the "
+                             f"features of backbone {self.backbone_.backbone_.identity['name']!r}, not images; use a "
+                             "detector without backbone to generate or reconstruct images.")
         if not self.model_.can_generate:
             raise ValueError(
                 f"{method} is not available with skip_connections=True: the decoder needs an input image's "
@@ -213,7 +217,9 @@ class InspectionMixin:
         """
         from sklearn.decomposition import PCA
 
-        self._check_generative("latent_pca")
+        check_is_fitted(self)
+        if not self.model_.can_generate:
+            self._check_generative("latent_pca")  # its message: with skips, the codes do not summarise X
         codes = self.transform(X)
         pca = PCA(n_components=n_components, random_state=0).fit(codes)
         return pca, pca.transform(codes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import zipfile
 from numbers import Integral, Real
 from pathlib import Path
@@ -48,15 +49,47 @@ _LAYOUT_FORMS = {"tabular": {"tabular"}, "image": {"flat", "nhw", "nchw", "nhwc"
 _DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
 # Parameters renamed since format 2 was introduced: {old name: new name}. Files keep loading.
 _RENAMED_PARAMS = {"score": "score_method"}
+_EXTRACTOR_FIELDS = {"backbone", "stages", "image_size", "batch_size", "device", "weights_path"}
 
 
 def _json_params(detector) -> dict:
-    params = detector.get_params()
+    params = detector.get_params(deep=False)
     if not isinstance(params["random_state"], (int, type(None))):
         params["random_state"] = None  # a RandomState instance has no JSON form; the fit is done anyway
     if params["image_shape"] is not None:
         params["image_shape"] = [int(s) for s in params["image_shape"]]
+    params["backbone"] = _backbone_to_json(params["backbone"])
     return params
+
+
+def _backbone_to_json(backbone):
+    """The ``backbone`` parameter as JSON: a name, or a FeatureExtractor's parameters; never a network."""
+    from .backbones import FeatureExtractor
+
+    if backbone is None or isinstance(backbone, str):
+        return backbone
+    if isinstance(backbone, FeatureExtractor) and isinstance(backbone.backbone, str):
+        fields = backbone.get_params(deep=False)
+        fields["stages"] = None if fields["stages"] is None else [str(stage) for stage in fields["stages"]]
+        fields["weights_path"] = None if fields["weights_path"] is None else str(fields["weights_path"])
+        return {"feature_extractor": fields}
+    raise ValueError(
+        "A detector whose backbone is a torch.nn.Module cannot be saved in a model file, which holds no code; "
+        "use a named backbone (e.g. 'efficientnet_lite0', or a torchvision classifier), or pickle the detector "
+        "(and load the pickle only from a trusted source)."
+    )
+
+
+def _backbone_from_json(value):
+    """The ``backbone`` parameter from its JSON form (checked by :func:`_check_backbone`)."""
+    if isinstance(value, dict):
+        from .backbones import FeatureExtractor
+
+        fields = dict(value["feature_extractor"])
+        if fields.get("stages") is not None:
+            fields["stages"] = tuple(fields["stages"])
+        return FeatureExtractor(**fields)
+    return value
 
 
 def save_detector(detector, path) -> None:
@@ -77,6 +110,9 @@ def save_detector(detector, path) -> None:
         "history": detector.history_.to_dict(orient="list"),
         "reference": {name: getattr(detector.reference_, name) for name in _REFERENCE_SCALARS},
     }
+    if detector._data_kind() == "features":  # what was loaded, so that loading can tell it is the same
+        header["backbone"] = {"identity": detector.backbone_.backbone_.identity,
+                              "input_layout": json.loads(detector.input_layout_.to_json())}
     payload = {
         "header": json.dumps(header),
         # contiguous: the file holds plain NCHW tensors whatever memory format training used
@@ -227,9 +263,18 @@ def check_header(header: dict, estimator: type) -> None:
     with the parameters (of ``estimator``, the class that will be built), so that no network is built
     from a forged or corrupt description.
     """
-    _check_params(_field(header, "params", dict, "header"), estimator)
-    n_features = _check_layout(_field(header, "layout", dict, "header"))
-    _check_fitted(_field(header, "fitted", dict, "header"), n_features)
+    params = _field(header, "params", dict, "header")
+    _check_params(params, estimator)
+    layout = _field(header, "layout", dict, "header")
+    n_features = _check_layout(layout)
+    n_inputs = n_features
+    if params.get("backbone") is not None or header.get("backbone") is not None:
+        _require(params.get("backbone") is not None and header.get("backbone") is not None,
+                 "params['backbone'] and header['backbone'] must come together")
+        _require(layout["kind"] == "tabular", "a backbone's features are modelled as a table, but layout['kind'] is "
+                 f"{layout['kind']!r}")
+        n_inputs = _check_backbone(_field(header, "backbone", dict, "header"))
+    _check_fitted(_field(header, "fitted", dict, "header"), n_inputs)
     names = header.get("feature_names_in")
     _require(names is None or (isinstance(names, list) and len(names) == n_features
                                and all(isinstance(n, str) for n in names)),
@@ -255,14 +300,63 @@ def _check_params(params: dict, estimator: type) -> None:
         if name in params and params[name] != "auto":  # a missing one takes its default, as for models written before it existed
             _integer(params, name, 1, high, "params")
     check_device(params.get("device", "auto"))
+    _check_backbone_param(params.get("backbone"))
     try:
-        estimator(**{**params, "image_shape": None})._validate_params()
+        estimator(**{**params, "image_shape": None, "backbone": None})._validate_params()
     except ValueError as error:  # scikit-learn's InvalidParameterError names the parameter and the value
         raise ValueError(str(error)) from None
     shape = params.get("image_shape")
     _require(shape is None or (isinstance(shape, list) and len(shape) in (2, 3)
                                and all(_is_int(s) and 1 <= s <= MAX_IMAGE_SIDE for s in shape)),
              f"params['image_shape'] = {shape!r} is not a list of 2 or 3 sides in [1, {MAX_IMAGE_SIDE}]")
+
+
+def _check_name(value, what) -> None:
+    _require(isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", value) is not None,
+             f"{what} = {value!r} is not a name of 1 to 100 letters, digits, '_', '.' or '-'")
+
+
+def _check_backbone_param(value) -> None:
+    """``params['backbone']``: null, a name, or ``{"feature_extractor": {...}}`` of known, bounded fields."""
+    if value is None or isinstance(value, str):
+        if value is not None:
+            _check_name(value, "params['backbone']")
+        return
+    _require(isinstance(value, dict) and set(value) == {"feature_extractor"},
+             "params['backbone'] must be null, a name or {'feature_extractor': {...}}")
+    fields = _field(value, "feature_extractor", dict, "params['backbone']")
+    where = "params['backbone']['feature_extractor']"
+    _require(set(fields) <= _EXTRACTOR_FIELDS, f"{where} holds unknown fields {sorted(set(fields) - _EXTRACTOR_FIELDS)}")
+    _check_name(_field(fields, "backbone", str, where), f"{where}['backbone']")
+    stages = fields.get("stages")
+    _require(stages is None or (isinstance(stages, list) and 1 <= len(stages) <= 32),
+             f"{where}['stages'] must be null or a list of 1 to 32 names")
+    for stage in stages or ():
+        _check_name(stage, f"{where}['stages'] entry")
+    if "image_size" in fields:
+        _integer(fields, "image_size", 8, MAX_IMAGE_SIDE, where)
+    if "batch_size" in fields:
+        _integer(fields, "batch_size", 1, 4096, where)
+    check_device(fields.get("device", "auto"))
+    weights = fields.get("weights_path")
+    _require(weights is None or (isinstance(weights, str) and 0 < len(weights) <= 4096),
+             f"{where}['weights_path'] must be null or a path")
+
+
+def _check_backbone(backbone: dict) -> int:
+    """``header['backbone']``: what was loaded and the images it took; return their values per image."""
+    identity = _field(backbone, "identity", dict, "backbone")
+    for name in ("name", "source"):
+        _field(identity, name, str, "backbone['identity']")
+    _require(identity.get("version") is None or isinstance(identity["version"], str),
+             "backbone['identity']['version'] must be null or a string")
+    digest = identity.get("sha256")
+    _require(digest is None or (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) is not None),
+             "backbone['identity']['sha256'] must be null or 64 hexadecimal digits")
+    layout = _field(backbone, "input_layout", dict, "backbone")
+    n_inputs = _check_layout(layout)
+    _require(layout["kind"] == "image", "backbone['input_layout'] must describe images")
+    return n_inputs
 
 
 def _check_layout(layout: dict) -> int:
@@ -366,7 +460,9 @@ def load_detector(path, estimator: type, device=None):
     params = dict(header["params"])
     if params.get("image_shape") is not None:
         params["image_shape"] = tuple(params["image_shape"])
+    params["backbone"] = _backbone_from_json(params.get("backbone"))
     detector = estimator(**params)
+    detector.backbone_ = detector.input_layout_ = None  # set last, for a detector with a backbone
     detector.map_scale_ = None  # files written before it existed: each map scaled to itself
     for name, value in header["fitted"].items():
         setattr(detector, name, value)
@@ -416,4 +512,36 @@ def load_detector(path, estimator: type, device=None):
     model = VAE(detector.layout_.shape, config)
     model.load_state_dict(payload["weights"])
     detector.model_ = model.to(target).eval()
+    if header.get("backbone") is not None:
+        detector.backbone_ = _load_recorded_backbone(detector, header["backbone"], path, target)
+        detector.input_layout_ = InputLayout.from_json(json.dumps(header["backbone"]["input_layout"]))
     return detector
+
+
+def _load_recorded_backbone(detector, recorded: dict, path, device):
+    """The feature extractor a model file names, loaded here and checked to be the one it was fitted with."""
+    from sklearn.base import clone
+
+    from .backbones import FeatureExtractor
+
+    backbone = detector.backbone
+    extractor = clone(backbone) if isinstance(backbone, FeatureExtractor) else FeatureExtractor(backbone)
+    weights = extractor.weights_path
+    if weights is not None and not Path(weights).is_file():  # a pipe or device would never end
+        raise ValueError(f"{str(path)!r} names backbone weights {str(weights)!r}, which is not a regular file.")
+    extractor.set_params(device=str(device))
+    expected = recorded["identity"]
+    try:
+        extractor.fit()
+    except (ImportError, OSError) as error:
+        raise ValueError(f"{str(path)!r} scores images by the features of backbone {expected['name']!r}, which "
+                         f"cannot be loaded here: {_one_line(error)}") from None
+    found = extractor.backbone_.identity
+    if expected.get("sha256") is not None and found["sha256"] != expected["sha256"]:
+        raise ValueError(
+            f"{str(path)!r} was fitted on the features of backbone {expected['name']!r} with weights of SHA-256 "
+            f"{expected['sha256'][:12]}... ({expected.get('source')} {expected.get('version')}), but the weights "
+            f"found here differ ({found['sha256'][:12]}..., {found.get('source')} {found.get('version')}); its "
+            "scores and threshold would not hold. Install the same weights, or fit the model again."
+        )
+    return extractor

@@ -92,8 +92,9 @@ def score_names(kind: str | None = None) -> tuple[str, ...]:
 
 
 def applies(method: ScoreMethod, kind: str | None) -> bool:
-    """Whether ``method`` is defined for data of ``kind`` ("tabular", "image", or None for any)."""
-    return not (kind == "tabular" and method.images_only or kind == "image" and method.tabular_only)
+    """Whether ``method`` is defined for data of ``kind`` ("tabular", "features" (a backbone's embeddings,
+    which the tabular network models), "image", or None for any)."""
+    return not (kind in ("tabular", "features") and method.images_only or kind == "image" and method.tabular_only)
 
 
 class ScoreMethodChoices(Set):

@@ -36,6 +36,22 @@ img.scale { width: 200px; height: 12px; vertical-align: middle; }
 _FLOOR_MARK = '<sup title="the smallest p-value n calibration scores allow: below all of them">*</sup>'
 
 
+def _of_features(detector) -> str:
+    if detector._data_kind() != "features":
+        return ""
+    identity = detector.backbone_.backbone_.identity
+    return f", of the features of backbone {identity['name']} ({identity['source']} {identity['version']})"
+
+
+def _cards_legend(detector) -> str:
+    """What the cards show: each image beside its anomaly map, or, for a model of backbone features, alone."""
+    if detector._data_kind() == "features":
+        name = detector.backbone_.backbone_.identity["name"]
+        return (f"The model scores the features backbone {_escape(name)} computes from each image (its content), "
+                "which have no per-pixel costs to map.")
+    return f"Each image beside its anomaly map: brighter where the model explains the image worse. {_map_legend(detector)}"
+
+
 def _map_legend(detector) -> str:
     """What the maps' colours mean: one scale for all (the model's ``map_scale_``), or each its own."""
     scale = getattr(detector, "map_scale_", None)
@@ -97,7 +113,8 @@ def _thumbnails(detector, rows) -> list[str]:
     if not len(X):
         return []
     floor = 1.0 / (len(detector.validation_scores_) + 1) + 1e-12  # the smallest p-value there is
-    maps = detector._map_pictures(detector.anomaly_map(X))
+    # a model of backbone features has no pixel costs to map
+    maps = detector._map_pictures(detector.anomaly_map(X)) if detector._data_kind() == "image" else None
     pixels = np.rint(as_hwc_float(X) * 255).astype(np.uint8)
     position = {path: i for i, path in enumerate(used)}
     cards = []
@@ -106,11 +123,13 @@ def _thumbnails(detector, rows) -> list[str]:
             continue  # the file changed or vanished since it was scored
         i = position[row.path]
         image = pixels[i] if pixels.shape[-1] == 3 else np.repeat(pixels[i], 3, axis=-1)
-        overlay = heatmap_overlay(pixels[i], maps[i], scale=getattr(detector, "map_scale_", None), min_side=1)
         name = Path(row.path).name
+        pictures = _img(_png_data_uri(image), name)
+        if maps is not None:
+            overlay = heatmap_overlay(pixels[i], maps[i], scale=getattr(detector, "map_scale_", None), min_side=1)
+            pictures += f" {_img(_png_data_uri(overlay), 'anomaly map of ' + name)}"
         cards.append(
-            f'<div class="card{" outlier" if row.is_outlier else ""}">'
-            f"{_img(_png_data_uri(image), name)} {_img(_png_data_uri(overlay), 'anomaly map of ' + name)}"
+            f'<div class="card{" outlier" if row.is_outlier else ""}">{pictures}'
             f"<div>score {row.score:.4g}, p-value {row.p_value:.3g}{_FLOOR_MARK if row.p_value <= floor else ''}"
             f"{' &middot; <b>outlier</b>' if row.is_outlier else ''}"
             f'</div><div class="path">{_escape(row.path)}</div></div>'
@@ -175,7 +194,7 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
     summary = [
         ("model", model_path or "(in memory)"),
         ("scored", ", ".join(str(p) for p in inputs) or "(unspecified)"),
-        ("score method", f"{detector.calibrated_score_} (higher = more normal)"),
+        ("score method", f"{detector.calibrated_score_} (higher = more normal)" + _of_features(detector)),
         ("threshold", f"{detector.offset_:.6g} {threshold_note}".strip()),
         ("calibration", detector._calibration_description()),
         ("files", f"{len(table)} found, {len(scored)} scored, {len(errors)} could not be read"),
@@ -199,8 +218,7 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
         ax.set_title(f"scores of {len(scored)} files")
         parts += ["<h2>Score distribution</h2>", _img(_figure_data_uri(ax), "histogram of scores", "plot")]
         parts += [f"<h2>The {min(top, len(by_score))} most anomalous</h2>",
-                  f"<p>Each image beside its anomaly map: brighter where the model explains the image worse. "
-                  f"{_map_legend(detector)} "
+                  f"<p>{_cards_legend(detector)} "
                   "A p-value marked * is at its floor, 1/(n+1) for n calibration scores: the file scored below "
                   "all of them, so the p-value bounds how unusual it is rather than measuring it.</p>",
                   '<div class="cards">', *_thumbnails(detector, by_score.head(top)), "</div>"]

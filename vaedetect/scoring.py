@@ -17,11 +17,11 @@ import torch
 
 from .losses import elementwise_log_likelihood, iwae_bound, kl_divergence, log_likelihood
 from .registry import get_score
+from .settings import MAX_RESIDUAL_FEATURES
 
-# The residual score keeps a d x d precision matrix of the reconstruction residuals: up to this many
-# features (16 MB of float32), estimated from at most this many training rows, so that every tabular
-# fit pays a bounded price for it (at most 160 MB and seconds on 2 CPU cores).
-MAX_RESIDUAL_FEATURES = 2048
+# The residual score's covariance (of at most MAX_RESIDUAL_FEATURES features) is estimated from at most
+# this many training rows, so that every tabular fit pays a bounded price for it (at most 160 MB and
+# seconds on 2 CPU cores).
 MAX_RESIDUAL_ROWS = 10_000
 # Images reach the networks in [-1, 1]: one of the 256 levels of an 8-bit value is 2 / 255 wide.
 _BIN_WIDTH = 2.0 / 255.0

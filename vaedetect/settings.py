@@ -26,6 +26,9 @@ TABULAR_DRAWS = 16
 # (docs/auto_epochs.md).
 AUTO_MAX_EPOCHS = 25
 AUTO_MAX_STEPS = 2500
+# The residual score keeps a d x d precision matrix of the reconstruction residuals: up to this many
+# features (16 MiB of float32, in memory and in the model file).
+MAX_RESIDUAL_FEATURES = 2048
 
 # Named settings for VAEDetector.from_preset. "sharp" is the tutorial's full-size SharpVAE and its
 # training recipe (64 -> 512 channels over 4 stages, spatial latent at 1/16 resolution, MSE + L1 +
@@ -48,24 +51,31 @@ class Resolved:
 
 
 def resolve(params: dict, kind: str) -> Resolved:
-    """Resolve ``params`` (``VAEDetector.get_params()``) for ``kind``, "image" or "tabular".
+    """Resolve ``params`` (``VAEDetector.get_params()``) for ``kind``: "image", "tabular", or "features"
+    (the embeddings of a pretrained backbone, modelled by the tabular network).
 
     Images get a Gaussian decoder, one latent draw per score and augmentation when ``augment="auto"``;
     tables a Laplace decoder (anomalies among the training rows pull it less), ``TABULAR_DRAWS`` draws
-    and no augmentation. The score method is resolved by :func:`resolve_score`, apart: unlike these it
+    and no augmentation; features the same as tables but a Gaussian decoder (one-class CIFAR-10 on horse
+    features, docs/features_one_class.md). The score method is resolved by :func:`resolve_score`, apart: unlike these it
     may change after ``fit`` (through ``calibrate``). The reasons and measurements are in the
     parameters' documentation (``VAEDetector``).
     """
     image = kind == "image"
+    auto_likelihood = "laplace" if kind == "tabular" else "gaussian"
     return Resolved(
-        likelihood=params["likelihood"] if params["likelihood"] != "auto" else ("gaussian" if image else "laplace"),
+        likelihood=params["likelihood"] if params["likelihood"] != "auto" else auto_likelihood,
         n_samples=params["n_samples"] if params["n_samples"] != "auto" else (1 if image else TABULAR_DRAWS),
         augment=image if params["augment"] == "auto" else bool(params["augment"]),
     )
 
 
-def resolve_score(score_method: str, kind: str) -> str:
-    """``score_method`` with "auto" resolved: ``bits_typicality`` for images, the ELBO for tables."""
+def resolve_score(score_method: str, kind: str, n_features: int = 0) -> str:
+    """``score_method`` with "auto" resolved: ``bits_typicality`` for images, the ELBO for tables, and
+    ``residual`` for the ``n_features`` features of a backbone where it is defined (at most
+    ``MAX_RESIDUAL_FEATURES``), the ELBO beyond (docs/features_one_class.md)."""
     if score_method != "auto":
         return score_method
+    if kind == "features":
+        return "residual" if n_features <= MAX_RESIDUAL_FEATURES else "elbo"
     return "bits_typicality" if kind == "image" else "elbo"
