@@ -3,8 +3,8 @@
 Embeds ``--n-train`` training photos of the normal class and ``--per-class`` test photos of every class
 with :class:`vaedetect.backbones.FeatureExtractor`, then scores the test photos with detectors fitted on
 the same embeddings: a Ledoit-Wolf Gaussian (Mahalanobis distance), kNN (mean distance to the 2 nearest
-training embeddings, DN2), IsolationForest, and ``VAEDetector`` (its tabular path: default settings, and
-with a Gaussian decoder).
+training embeddings, DN2), IsolationForest, and ``VAEDetector`` with the settings ``backbone=`` resolves to
+(Gaussian decoder, one common scale, the residual score), with the ELBO instead, and with the tabular defaults.
 ROC AUC of the normal class against each other class and against all of them.
 
     python -m benchmarks.features --normal dog --out benchmarks/results/features_dog.json --markdown docs/features_dog.md
@@ -49,12 +49,14 @@ def peers(seed: int) -> dict:
         def score_samples(self, X):
             return -self.index_.kneighbors(X)[0].mean(axis=1)
 
+    # VAEDetector(backbone=...) on these embeddings: what its "auto" settings resolve to for features
+    backbone_default = dict(likelihood="gaussian", score_method="residual", scaling="common")
     return {"gaussian": Gaussian(), "knn": NearestTraining(),
-            "isolation_forest": IsolationForest(random_state=seed), "vaedetect": VAEDetector(random_state=seed),
-            # chosen on horse as the normal class (docs/usage.md): embeddings want a Gaussian decoder
-            "vaedetect_gaussian": VAEDetector(random_state=seed, likelihood="gaussian"),
-            # the same, scored by the full-covariance likelihood of its residuals (docs/usage.md)
-            "vaedetect_gaussian_residual": VAEDetector(random_state=seed, likelihood="gaussian", score_method="residual")}
+            "isolation_forest": IsolationForest(random_state=seed),
+            "vaedetect": VAEDetector(random_state=seed, **backbone_default),
+            "vaedetect_elbo": VAEDetector(random_state=seed, **{**backbone_default, "score_method": "elbo"}),
+            # the tabular defaults (a Laplace decoder, each feature its own scale): the wrong ones for embeddings
+            "vaedetect_tabular": VAEDetector(random_state=seed)}
 
 
 def run(args) -> dict:
@@ -62,7 +64,8 @@ def run(args) -> dict:
 
     train, _ = load_cifar10("train", classes={args.normal}, path=args.data_dir, limit_per_class=args.n_train)
     test, labels = load_cifar10("test", path=args.data_dir, limit_per_class=args.per_class)
-    extractor = FeatureExtractor(args.backbone, stages=args.stages, image_size=args.image_size).fit()
+    extractor = FeatureExtractor(args.backbone, stages=args.stages, image_size=args.image_size,
+                                 normalize=not args.plain).fit()
     if args.cache and Path(args.cache).is_file():  # embeddings of an earlier run with the same arguments
         with np.load(args.cache) as cached:
             train_features, test_features = cached["train"], cached["test"]
@@ -88,6 +91,7 @@ def run(args) -> dict:
         print(f"{name}: all {rows[name]['roc_auc_all']:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in by_class.items())
               + f" ({seconds:.1f} s)", flush=True)
     return {"normal": args.normal, "backbone": extractor.backbone_.identity, "stages": list(extractor.backbone_.stages),
+            "normalize": extractor.normalize,
             "image_size": args.image_size, "n_train": len(train), "n_test": len(test), "n_features": int(train_features.shape[1]),
             "embed_seconds_per_1000": 1000 * embed_seconds / len(train), "methods": rows}
 
@@ -110,7 +114,8 @@ def run_one_class(args) -> dict:
     from vaedetect.backbones import FeatureExtractor
 
     test, labels = load_cifar10("test", path=args.data_dir, limit_per_class=args.per_class)
-    extractor = FeatureExtractor(args.backbone, stages=args.stages, image_size=args.image_size).fit()
+    extractor = FeatureExtractor(args.backbone, stages=args.stages, image_size=args.image_size,
+                                 normalize=not args.plain).fit()
     folder = Path(args.cache_dir) if args.cache_dir else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -125,7 +130,7 @@ def run_one_class(args) -> dict:
                         for name, detector in peers(args.seed).items()}
         print(f"{normal}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[normal].items()), flush=True)
     return {"backbone": extractor.backbone_.identity, "stages": list(extractor.backbone_.stages),
-            "image_size": args.image_size, "n_train": n_train, "n_test": len(test),
+            "normalize": extractor.normalize, "image_size": args.image_size, "n_train": n_train, "n_test": len(test),
             "n_features": int(test_features.shape[1]), "embed_seconds_per_1000": float(np.mean(embed_seconds)),
             "one_class": rows}
 
@@ -147,7 +152,8 @@ def markdown_one_class_page(results: dict) -> str:
         f"Generated by `{results['command']}` on {results['date']} ({results['machine']}; "
         f"vaedetect {results['versions']['vaedetect']}, torch {results['versions']['torch']}).\n\n"
         f"Backbone `{identity['name']}` ({identity['source']} {identity['version']}), stages "
-        f"{', '.join(results['stages'])}, {results['n_features']} features per photo, photos upsampled to "
+        f"{', '.join(results['stages'])}, {results['n_features']} features per photo "
+        f"({'power-normalised' if results.get('normalize') else 'plain averages'}), photos upsampled to "
         f"{results['image_size']} px ({results['embed_seconds_per_1000']:.0f} s per 1,000 photos to embed). Each class in "
         f"turn is normal: every detector is fitted on the embeddings of the first {max(results['n_train'].values())} "
         f"`train/<class>` photos and scores {results['n_test']} test photos (the same number of each class); ROC AUC of "
@@ -173,7 +179,8 @@ def markdown_page(results: dict) -> str:
         f"Generated by `{results['command']}` on {results['date']} ({results['machine']}; "
         f"vaedetect {results['versions']['vaedetect']}, torch {results['versions']['torch']}).\n\n"
         f"Backbone `{identity['name']}` ({identity['source']} {identity['version']}), stages "
-        f"{', '.join(results['stages'])}, {results['n_features']} features per photo, photos upsampled to "
+        f"{', '.join(results['stages'])}, {results['n_features']} features per photo "
+        f"({'power-normalised' if results.get('normalize') else 'plain averages'}), photos upsampled to "
         f"{results['image_size']} px; {results['embed_seconds_per_1000']:.0f} s per 1,000 photos to embed. Every "
         f"detector is fitted on the embeddings of {results['n_train']} `train/{results['normal']}` photos and scores "
         f"{results['n_test']} test photos; ROC AUC of `test/{results['normal']}` against each other class (anomaly = "
@@ -188,6 +195,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--stages", nargs="+", default=None)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--plain", action="store_true", help="plain averaged features, not power-normalised")
     parser.add_argument("--n-train", type=int, default=2000, help="training photos of the normal class")
     parser.add_argument("--per-class", type=int, default=200, help="test photos of each class")
     parser.add_argument("--seed", type=int, default=0)

@@ -45,7 +45,7 @@ def test_a_backbone_detector_scores_what_a_detector_on_the_backbones_features_sc
     X = _photos(80)
     extractor = FeatureExtractor(_tiny_network(), image_size=16)
     features = extractor.fit().transform(X)
-    on_features = VAEDetector(likelihood="gaussian", score_method="residual", **FAST).fit(features)
+    on_features = VAEDetector(likelihood="gaussian", score_method="residual", scaling="common", **FAST).fit(features)
     detector = VAEDetector(backbone=extractor, **FAST).fit(X)
     assert detector.likelihood_ == "gaussian" and detector.calibrated_score_ == "residual"  # "auto" for features
     assert detector.layout_.shape == (6,) and detector.input_layout_.shape == (3, 16, 16)
@@ -53,6 +53,22 @@ def test_a_backbone_detector_scores_what_a_detector_on_the_backbones_features_sc
     np.testing.assert_allclose(detector.score_samples(X[:20]), on_features.score_samples(features[:20]), rtol=1e-4)
     # the same up to float rounding of the pixels, which training carries on to the fifth decimal
     np.testing.assert_allclose(detector.transform(X[:5]), on_features.transform(features[:5]), atol=2e-4)
+
+
+def test_backbone_features_are_scaled_by_one_common_scale():
+    X = _photos(80)
+    features = FeatureExtractor(_tiny_network(), image_size=16).fit().transform(X)
+    detector = VAEDetector(backbone=FeatureExtractor(_tiny_network(), image_size=16), **FAST).fit(X)
+    np.testing.assert_allclose(detector.feature_mean_, features.mean(axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(detector.feature_scale_, np.sqrt(features.var(axis=0).mean()), rtol=1e-4)
+
+
+def test_the_extractor_power_normalises_each_stage():
+    network = _tiny_network()
+    plain = FeatureExtractor(network, image_size=16, normalize=False).fit().transform(_photos(5))
+    normalised = FeatureExtractor(network, image_size=16).fit().transform(_photos(5))
+    np.testing.assert_allclose(normalised, np.sqrt(plain) / np.linalg.norm(np.sqrt(plain), axis=1, keepdims=True),
+                               rtol=1e-5)
 
 
 def test_a_backbone_detector_refuses_tables_and_pixel_only_methods():

@@ -14,7 +14,8 @@ which a pixel likelihood barely does. Three kinds of backbone:
 - any ``torch.nn.Module`` the caller passes, mapping ``(n, 3, H, W)`` images to features.
 
 :class:`FeatureExtractor` wraps them as a scikit-learn transformer. Features are the global average
-of the chosen stages' feature maps, concatenated (earlier stages keep more of the low-level detail).
+of the chosen stages' feature maps, power-normalised and concatenated (earlier stages keep more of the
+low-level detail).
 """
 
 from __future__ import annotations
@@ -240,10 +241,13 @@ def load_backbone(backbone, *, stages=None, weights_path=None) -> Backbone:
     return _load_torchvision(str(backbone), stages, weights_path)
 
 
-def _pooled(maps: dict, stages) -> object:
-    torch, _, _ = _torch_modules()
-    return torch.cat([maps[stage].mean(dim=(2, 3)) if maps[stage].ndim == 4 else maps[stage].flatten(1)
-                      for stage in stages], dim=1)
+def _pooled(maps: dict, stages, normalize: bool) -> object:
+    """Each stage's map averaged over positions, power-normalised when ``normalize``, concatenated."""
+    torch, _, functional = _torch_modules()
+    vectors = [maps[stage].mean(dim=(2, 3)) if maps[stage].ndim == 4 else maps[stage].flatten(1) for stage in stages]
+    if normalize:
+        vectors = [functional.normalize(v.sign() * v.abs().sqrt(), dim=1) for v in vectors]
+    return torch.cat(vectors, dim=1)
 
 
 def _as_nchw_unit(images: np.ndarray) -> np.ndarray:
@@ -280,6 +284,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     device : str, default="auto"
     weights_path : str or path-like, optional
         A local weights file instead of the packaged or downloaded one.
+    normalize : bool, default=True
+        Power-normalise each stage's pooled vector: signed square root, then unit length (Perronnin et al.,
+        2010), so that a few large activations do not dominate and every stage weighs the same. On one-class
+        CIFAR-10 it raised every detector's mean ROC AUC, the Ledoit-Wolf Gaussian's from 0.892 to 0.920
+        (docs/features_one_class.md); False gives the plain averages.
 
     Attributes
     ----------
@@ -297,13 +306,14 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, backbone="efficientnet_lite0", *, stages=None, image_size=224, batch_size=64, device="auto",
-                 weights_path=None):
+                 weights_path=None, normalize=True):
         self.backbone = backbone
         self.stages = stages
         self.image_size = image_size
         self.batch_size = batch_size
         self.device = device
         self.weights_path = weights_path
+        self.normalize = normalize
 
     def fit(self, X=None, y=None):
         """Load the backbone (nothing is learned: the weights stay as pretrained)."""
@@ -361,5 +371,6 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                 batch = functional.interpolate(batch, size=(self.image_size, self.image_size), mode="bilinear",
                                                antialias=True, align_corners=False)
                 batch = ((batch - mean) / std).to(self.device_).contiguous(memory_format=torch.channels_last)
-                chunks.append(_pooled(self.backbone_.stage_maps(batch), self.backbone_.stages).float().cpu())
+                maps = self.backbone_.stage_maps(batch)
+                chunks.append(_pooled(maps, self.backbone_.stages, self.normalize).float().cpu())
         return torch.cat(chunks).numpy()

@@ -75,6 +75,8 @@ _FIT_OPTIONS = [
     ("--weight-decay", "weight_decay", click.FloatRange(min=0), 1e-5, "AdamW weight decay."),
     ("--augment", "augment", click.Choice(["auto", "on", "off"]), False,
      "Flips, small rotations and colour jitter in training (auto: on for images)."),
+    ("--scaling", "scaling", click.Choice(["auto", *settings.SCALINGS]), "auto",
+     "Scaling of table columns or backbone features: standard (each its own), common (one for all)."),
     ("--validation-fraction", "validation_fraction", click.FloatRange(0, 1, max_open=True), 0.1,
      "Share held out for early stopping."),
     ("--calibration-fraction", "calibration_fraction", click.FloatRange(0, 1, max_open=True), 0.1,

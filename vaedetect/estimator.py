@@ -23,6 +23,7 @@ from .settings import (
     LIKELIHOODS,
     LOSSES,
     PRESETS,
+    SCALINGS,
     resolve,
     resolve_score,
 )
@@ -105,6 +106,12 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         "auto" turns it on for images and off for tabular data. Off by default because it teaches the
         model that mirrored, rotated and recoloured inputs are normal, which an anomaly detector may
         have to flag (measured on one-class MNIST in docs/scores.md).
+    scaling : {"auto", "standard", "common"}, default="auto"
+        How tabular data and backbone features are scaled after centring: ``"standard"`` divides each
+        feature by its own standard deviation (features in different units), ``"common"`` all of them by one
+        scale, their root mean variance (features in one unit, such as embeddings, whose nearly silent
+        features unit variance would amplify). "auto" is "common" with a ``backbone`` and "standard"
+        otherwise (docs/features_one_class.md). Images are not scaled.
     validation_fraction : float, default=0.1
         Share of the training data held out for early stopping (and the ``val_loss`` of ``history_``).
     calibration_fraction : float, default=0.1
@@ -200,7 +207,8 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
     feature_names_in_ : ndarray of str
         Column names, when ``X`` was a DataFrame with string column names.
     feature_mean_, feature_scale_ : ndarray of shape (n_features,)
-        Standardisation of tabular data (None for images).
+        Standardisation of tabular data and backbone features (one scale common to all features for the
+        latter); None for pixels.
     device_ : str
         The device the model lives on.
     likelihood_ : str
@@ -281,6 +289,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "augment": ["boolean", StrOptions({"auto"})],
+        "scaling": [StrOptions({"auto", *SCALINGS})],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "calibration_fraction": [Interval(Real, 0, 1, closed="left")],
         "early_stopping": ["boolean"],
@@ -322,6 +331,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         learning_rate=5e-4,
         weight_decay=1e-5,
         augment=False,
+        scaling="auto",
         validation_fraction=0.1,
         calibration_fraction=0.1,
         early_stopping=True,
@@ -356,6 +366,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.augment = augment
+        self.scaling = scaling
         self.validation_fraction = validation_fraction
         self.calibration_fraction = calibration_fraction
         self.early_stopping = early_stopping
@@ -485,7 +496,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         init_seed, train_seed, self.noise_seed_ = seeds
         resolved = resolve(self.get_params(), self._data_kind())
         self.likelihood_, self.n_samples_ = resolved.likelihood, resolved.n_samples
-        self._set_standardisation(X)
+        self._set_standardisation(X, resolved.scaling)
         data = self._to_tensor(X)
         x_train, x_cal = data[train_index], data[cal_index]
         x_val = data[val_index] if len(val_index) else None
@@ -605,7 +616,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
 
         return PerceptualLoss("imagenet").to(device)
 
-    def _set_standardisation(self, X):
+    def _set_standardisation(self, X, scaling):
         if self.layout_.kind == "tabular":
             from sklearn.preprocessing import StandardScaler
 
@@ -618,6 +629,8 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
                     "float64 in their variance); rescale X, e.g. divide it by a power of ten."
                 )
             self.feature_mean_, self.feature_scale_ = scaler.mean_, scaler.scale_
+            if scaling == "common":
+                self.feature_scale_ = np.full_like(scaler.scale_, np.sqrt(np.mean(scaler.var_)) or 1.0)
         else:
             self.feature_mean_ = self.feature_scale_ = None
 

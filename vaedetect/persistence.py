@@ -49,7 +49,7 @@ _LAYOUT_FORMS = {"tabular": {"tabular"}, "image": {"flat", "nhw", "nchw", "nhwc"
 _DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
 # Parameters renamed since format 2 was introduced: {old name: new name}. Files keep loading.
 _RENAMED_PARAMS = {"score": "score_method"}
-_EXTRACTOR_FIELDS = {"backbone", "stages", "image_size", "batch_size", "device", "weights_path"}
+_EXTRACTOR_FIELDS = {"backbone", "stages", "image_size", "batch_size", "device", "weights_path", "normalize"}
 
 
 def _json_params(detector) -> dict:
@@ -69,10 +69,7 @@ def _backbone_to_json(backbone):
     if backbone is None or isinstance(backbone, str):
         return backbone
     if isinstance(backbone, FeatureExtractor) and isinstance(backbone.backbone, str):
-        fields = backbone.get_params(deep=False)
-        fields["stages"] = None if fields["stages"] is None else [str(stage) for stage in fields["stages"]]
-        fields["weights_path"] = None if fields["weights_path"] is None else str(fields["weights_path"])
-        return {"feature_extractor": fields}
+        return {"feature_extractor": _extractor_to_json(backbone)}
     raise ValueError(
         "A detector whose backbone is a torch.nn.Module cannot be saved in a model file, which holds no code; "
         "use a named backbone (e.g. 'efficientnet_lite0', or a torchvision classifier), or pickle the detector "
@@ -80,16 +77,25 @@ def _backbone_to_json(backbone):
     )
 
 
-def _backbone_from_json(value):
-    """The ``backbone`` parameter from its JSON form (checked by :func:`_check_backbone`)."""
-    if isinstance(value, dict):
-        from .backbones import FeatureExtractor
+def _extractor_to_json(extractor) -> dict:
+    fields = extractor.get_params(deep=False)
+    fields["stages"] = None if fields["stages"] is None else [str(stage) for stage in fields["stages"]]
+    fields["weights_path"] = None if fields["weights_path"] is None else str(fields["weights_path"])
+    return fields
 
-        fields = dict(value["feature_extractor"])
-        if fields.get("stages") is not None:
-            fields["stages"] = tuple(fields["stages"])
-        return FeatureExtractor(**fields)
-    return value
+
+def _extractor_from_json(fields: dict):
+    from .backbones import FeatureExtractor
+
+    fields = dict(fields)
+    if fields.get("stages") is not None:
+        fields["stages"] = tuple(fields["stages"])
+    return FeatureExtractor(**fields)
+
+
+def _backbone_from_json(value):
+    """The ``backbone`` parameter from its JSON form (checked by :func:`_check_backbone_param`)."""
+    return _extractor_from_json(value["feature_extractor"]) if isinstance(value, dict) else value
 
 
 def save_detector(detector, path) -> None:
@@ -112,6 +118,8 @@ def save_detector(detector, path) -> None:
     }
     if detector._data_kind() == "features":  # what was loaded, so that loading can tell it is the same
         header["backbone"] = {"identity": detector.backbone_.backbone_.identity,
+                              # every setting of the extractor, so that later defaults cannot change it
+                              "extractor": _extractor_to_json(detector.backbone_),
                               "input_layout": json.loads(detector.input_layout_.to_json())}
     payload = {
         "header": json.dumps(header),
@@ -324,8 +332,12 @@ def _check_backbone_param(value) -> None:
         return
     _require(isinstance(value, dict) and set(value) == {"feature_extractor"},
              "params['backbone'] must be null, a name or {'feature_extractor': {...}}")
-    fields = _field(value, "feature_extractor", dict, "params['backbone']")
-    where = "params['backbone']['feature_extractor']"
+    _check_extractor(_field(value, "feature_extractor", dict, "params['backbone']"),
+                     "params['backbone']['feature_extractor']")
+
+
+def _check_extractor(fields: dict, where: str) -> None:
+    """A FeatureExtractor's parameters: known fields, a backbone by name, bounded sizes."""
     _require(set(fields) <= _EXTRACTOR_FIELDS, f"{where} holds unknown fields {sorted(set(fields) - _EXTRACTOR_FIELDS)}")
     _check_name(_field(fields, "backbone", str, where), f"{where}['backbone']")
     stages = fields.get("stages")
@@ -337,6 +349,8 @@ def _check_backbone_param(value) -> None:
         _integer(fields, "image_size", 8, MAX_IMAGE_SIDE, where)
     if "batch_size" in fields:
         _integer(fields, "batch_size", 1, 4096, where)
+    if "normalize" in fields:
+        _field(fields, "normalize", bool, where)
     check_device(fields.get("device", "auto"))
     weights = fields.get("weights_path")
     _require(weights is None or (isinstance(weights, str) and 0 < len(weights) <= 4096),
@@ -353,6 +367,7 @@ def _check_backbone(backbone: dict) -> int:
     digest = identity.get("sha256")
     _require(digest is None or (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) is not None),
              "backbone['identity']['sha256'] must be null or 64 hexadecimal digits")
+    _check_extractor(_field(backbone, "extractor", dict, "backbone"), "backbone['extractor']")
     layout = _field(backbone, "input_layout", dict, "backbone")
     n_inputs = _check_layout(layout)
     _require(layout["kind"] == "image", "backbone['input_layout'] must describe images")
@@ -513,19 +528,14 @@ def load_detector(path, estimator: type, device=None):
     model.load_state_dict(payload["weights"])
     detector.model_ = model.to(target).eval()
     if header.get("backbone") is not None:
-        detector.backbone_ = _load_recorded_backbone(detector, header["backbone"], path, target)
+        detector.backbone_ = _load_recorded_backbone(header["backbone"], path, target)
         detector.input_layout_ = InputLayout.from_json(json.dumps(header["backbone"]["input_layout"]))
     return detector
 
 
-def _load_recorded_backbone(detector, recorded: dict, path, device):
+def _load_recorded_backbone(recorded: dict, path, device):
     """The feature extractor a model file names, loaded here and checked to be the one it was fitted with."""
-    from sklearn.base import clone
-
-    from .backbones import FeatureExtractor
-
-    backbone = detector.backbone
-    extractor = clone(backbone) if isinstance(backbone, FeatureExtractor) else FeatureExtractor(backbone)
+    extractor = _extractor_from_json(recorded["extractor"])
     weights = extractor.weights_path
     if weights is not None and not Path(weights).is_file():  # a pipe or device would never end
         raise ValueError(f"{str(path)!r} names backbone weights {str(weights)!r}, which is not a regular file.")
@@ -533,7 +543,7 @@ def _load_recorded_backbone(detector, recorded: dict, path, device):
     expected = recorded["identity"]
     try:
         extractor.fit()
-    except (ImportError, OSError) as error:
+    except (ImportError, OSError, RuntimeError, ValueError) as error:  # missing, offline, or not these weights
         raise ValueError(f"{str(path)!r} scores images by the features of backbone {expected['name']!r}, which "
                          f"cannot be loaded here: {_one_line(error)}") from None
     found = extractor.backbone_.identity

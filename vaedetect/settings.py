@@ -15,6 +15,7 @@ KL_SCHEDULES = ("cyclical", "warmup", "constant")
 LOSSES = ("elbo", "sharp")
 ACTIVATIONS = ("leaky_relu", "relu")
 CODECS = ("png", "webp")
+SCALINGS = ("standard", "common")
 # The score methods are in vaedetect.registry, one entry each.
 
 # The share of calibration data flagged when contamination="auto".
@@ -48,6 +49,7 @@ class Resolved:
     likelihood: str
     n_samples: int
     augment: bool
+    scaling: str
 
 
 def resolve(params: dict, kind: str) -> Resolved:
@@ -55,9 +57,9 @@ def resolve(params: dict, kind: str) -> Resolved:
     (the embeddings of a pretrained backbone, modelled by the tabular network).
 
     Images get a Gaussian decoder, one latent draw per score and augmentation when ``augment="auto"``;
-    tables a Laplace decoder (anomalies among the training rows pull it less), ``TABULAR_DRAWS`` draws
-    and no augmentation; features the same as tables but a Gaussian decoder (one-class CIFAR-10 on horse
-    features, docs/features_one_class.md). The score method is resolved by :func:`resolve_score`, apart: unlike these it
+    tables a Laplace decoder (anomalies among the training rows pull it less), ``TABULAR_DRAWS`` draws,
+    no augmentation and each feature scaled to unit variance; features the same as tables but a Gaussian
+    decoder and one scale common to all features (docs/features_one_class.md). The score method is resolved by :func:`resolve_score`, apart: unlike these it
     may change after ``fit`` (through ``calibrate``). The reasons and measurements are in the
     parameters' documentation (``VAEDetector``).
     """
@@ -67,6 +69,8 @@ def resolve(params: dict, kind: str) -> Resolved:
         likelihood=params["likelihood"] if params["likelihood"] != "auto" else auto_likelihood,
         n_samples=params["n_samples"] if params["n_samples"] != "auto" else (1 if image else TABULAR_DRAWS),
         augment=image if params["augment"] == "auto" else bool(params["augment"]),
+        scaling=params.get("scaling", "auto") if params.get("scaling", "auto") != "auto" else
+        ("common" if kind == "features" else "standard"),
     )
 
 
