@@ -5,11 +5,11 @@ The public names are loaded on first use, so that ``import vaedetect`` (and the 
 """
 
 __version__ = "0.1.0"
-__all__ = ["VAEDetector", "load", "write_report", "__version__"]
+__all__ = ["VAEDetector", "CombinedDetector", "load", "write_report", "__version__"]
 
 
 def load(path, *, device=None):
-    """Read a fitted :class:`VAEDetector` from a file written by ``VAEDetector.save``.
+    """Read a fitted detector from a file written by ``VAEDetector.save`` or ``CombinedDetector.save``.
 
     Parameters
     ----------
@@ -19,8 +19,14 @@ def load(path, *, device=None):
 
     Returns
     -------
-    detector : VAEDetector
+    detector : VAEDetector or CombinedDetector
     """
+    from .persistence import model_kind
+
+    if model_kind(path) == "CombinedDetector":
+        from .combined import CombinedDetector
+
+        return CombinedDetector.load(path, device=device)
     from .estimator import VAEDetector
 
     return VAEDetector.load(path, device=device)
@@ -33,7 +39,7 @@ def write_report(path, detector, table, **options):
     ----------
     path : str or path-like
         Destination, e.g. ``report.html``; written atomically.
-    detector : VAEDetector
+    detector : VAEDetector or CombinedDetector
         The fitted image detector that scored ``table``.
     table : pandas.DataFrame
         From ``detector.score_paths(...)``.
@@ -56,4 +62,8 @@ def __getattr__(name):
         from .estimator import VAEDetector
 
         return VAEDetector
+    if name == "CombinedDetector":
+        from .combined import CombinedDetector
+
+        return CombinedDetector
     raise AttributeError(f"module 'vaedetect' has no attribute {name!r}")

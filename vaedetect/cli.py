@@ -201,6 +201,12 @@ def _usage(function, *args, **kwargs):
 
 
 def _load_model(path):
+    from .persistence import model_kind
+
+    if _usage(model_kind, path) == "CombinedDetector":
+        from .combined import CombinedDetector
+
+        return _usage(CombinedDetector.load, path)
     from .estimator import VAEDetector
 
     return _usage(VAEDetector.load, path)
@@ -260,10 +266,13 @@ def main():
               help="Named settings; 'sharp' is the tutorial's full-size SharpVAE. Other options override it.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train data-parallel on this many processes (torchrun; one per GPU, or Gloo on CPUs).")
+@click.option("--combined", is_flag=True,
+              help="Train the pixel model and a model of --backbone's features (default efficientnet_lite0), and flag "
+                   "images either finds foreign, with one calibrated threshold.")
 @_follow_links_option
 @_id_column_option
 @_fit_options
-def fit(folders, output, workers, quiet, preset, nproc, follow_links, id_column, **params):
+def fit(folders, output, workers, quiet, preset, nproc, combined, follow_links, id_column, **params):
     """Train a detector on the images in FOLDERS (searched recursively) and save it.
 
     A single .csv or .parquet file instead trains on the rows of that table (its numeric columns).
@@ -275,12 +284,17 @@ def fit(folders, output, workers, quiet, preset, nproc, follow_links, id_column,
     tabular = _tabular_inputs(folders)
     if nproc > 1 and tabular:
         raise Refused("--nproc trains on images; a table trains in one process.")
-    if nproc > 1 and params.get("backbone"):
+    if nproc > 1 and (params.get("backbone") or combined):
         raise Refused("--nproc trains the pixel model; with --backbone the VAE on the features trains in one process.")
+    if combined and tabular:
+        raise Refused("--combined is for images; a table trains one model.")
     if nproc > 1 and not launched_by_torchrun():
         raise SystemExit(_run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_links, params))
     from .estimator import VAEDetector
 
+    if combined:
+        _fit_combined(found, output, workers, quiet, preset, params)
+        return
     detector = VAEDetector.from_preset(preset, **_estimator_params(params), verbose=0 if quiet else 1)
     if tabular:
         from .tables import read_features
@@ -294,6 +308,22 @@ def fit(folders, output, workers, quiet, preset, nproc, follow_links, id_column,
     if launched_by_torchrun():
         _usage(_fit_distributed, detector, found, output, workers)
         return
+    _usage(detector.fit_paths, found, n_jobs=workers)
+    _report_fit(detector, output)
+
+
+def _fit_combined(found, output, workers, quiet, preset, params):
+    """`fit --combined`: the fit options set the pixel model; --backbone and --seed the feature model too."""
+    from .combined import CombinedDetector
+    from .estimator import VAEDetector
+
+    given = _estimator_params(params)
+    backbone, seed = given.pop("backbone", "efficientnet_lite0"), given.get("random_state")
+    verbose = 0 if quiet else 1
+    detector = CombinedDetector(VAEDetector.from_preset(preset, **given, verbose=verbose),
+                                VAEDetector(backbone=backbone, verbose=verbose), random_state=seed,
+                                **{name: given[name] for name in ("validation_fraction", "calibration_fraction",
+                                                                  "contamination") if name in given})
     _usage(detector.fit_paths, found, n_jobs=workers)
     _report_fit(detector, output)
 
@@ -312,7 +342,7 @@ def _check_model_output(output, protected) -> None:
 def _report_fit(detector, output):
     _echo_skipped(detector.skipped_files_)
     detector.save(output)
-    summary = detector.training_summary_
+    summary = detector.training_summary_.get("pixel", detector.training_summary_)  # a combined one holds two
     click.echo(f"Trained on {summary['n_samples']} images ({summary['n_files_skipped']} skipped); "
                f"model written to {printable(output)}")
     click.echo(_splits(detector))
@@ -321,6 +351,11 @@ def _report_fit(detector, output):
 def _splits(detector) -> str:
     """How ``fit`` used the samples, and what the calibration scores make reachable."""
     summary = detector.training_summary_
+    if "pixel" in summary:  # a combined detector: both models held out the same images
+        pixel = summary["pixel"]
+        return (f"  {pixel['n_train']} to train each network, {pixel['n_validation']} for early stopping, "
+                f"{summary['n_scaling']} to put their scores on one scale; calibration: "
+                f"{detector._calibration_description()}")
     return (f"  {summary['n_train']} to train the network, {summary['n_validation']} for early stopping; "
             f"calibration: {detector._calibration_description()}")
 
@@ -468,6 +503,9 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     if maps_dir is not None and detector._data_kind() == "features":
         raise Refused(f"--maps needs a pixel model; {printable(model)} scores the features of backbone "
                       f"{printable(_backbone_name(detector))}, which have no pixels to map.")
+    if detector._data_kind() == "combined" and (maps_dir is not None or dask_scheduler or dask_workers):
+        raise Refused("--maps and --dask-* are for single models; a combined model scores in this process "
+                      "(its report shows the pixel model's maps).")
     found = _files_to_score(paths, follow_links, shard)
     _check_score_outputs(found, model, output, maps_dir, report_path)
 
@@ -646,6 +684,8 @@ def _load_image_model(path, command, *, decodes=True):
     detector = _load_model(path)
     if detector._data_kind() == "tabular":
         raise Refused(f"`vaedetect {command}` needs a model fitted on images; {printable(path)} was fitted on tabular data.")
+    if decodes and detector._data_kind() == "combined":
+        detector = detector.pixel_  # generate and interpolate with its pixel model
     if decodes and detector._data_kind() == "features":
         raise Refused(f"`vaedetect {command}` needs a pixel model; {printable(path)} models the features of backbone "
                       f"{printable(_backbone_name(detector))}, which cannot be decoded into images.")
@@ -760,6 +800,13 @@ def calibrate(model, paths, output, workers, follow_links, id_column):
     found = _discover(paths, follow_links)
     _check_model_output(output, [model, *found.files])
     detector = _load_model(model)
+    if detector._data_kind() == "combined":
+        _, n_used = _usage(detector.calibrate_paths, found, n_jobs=workers)
+        detector.save(output)
+        n = len(detector.validation_scores_)
+        click.echo(f"Calibrated on {n_used} images, half of them to put the two scores on one scale (the smallest "
+                   f"reachable --fpr is now 1/{n + 1} = {1 / (n + 1):.3g}); model written to {printable(output)}")
+        return
     if detector._data_kind() == "tabular":
         _check_tabular_run(paths, None, None, None, None)
         from .tables import read_features
@@ -788,32 +835,46 @@ def info(model):
     """
     import json
 
-    from .estimator import VAEDetector
     from .persistence import read_header
 
     detector = _load_model(model)  # refuses what scoring would refuse: forged headers, NaN weights...
-    header, _ = _usage(read_header, model, VAEDetector)
+    header, payload = _usage(read_header, model, type(detector))
     fitted = header["fitted"]
     click.echo(f"model file:   {printable(model)}")
     click.echo(f"written by:   vaedetect {printable(header['vaedetect_version'])}, "
                f"torch {printable(header['torch_version'])} (format {header['format_version']})")
-    layout = header["layout"]
-    backbone = header.get("backbone")
+    if detector._data_kind() == "combined":
+        click.echo("score:        combined: the smaller of the pixel and the feature model's scores, each on a common "
+                   "scale (higher = more normal)")
+        click.echo(f"threshold:    {fitted['offset_']:.6g} (scores below it are outliers)")
+        click.echo(f"calibration:  {detector._calibration_description()}")
+        for part, name in (("pixel", "pixel model"), ("features", "feature model")):
+            click.echo(f"{name}:")
+            _echo_model(json.loads(payload[part]["header"]), getattr(detector, f"{part}_"), indent="  ")
+        return
+    _echo_model(header, detector)
+
+
+def _echo_model(header, detector, indent=""):
+    """The lines of `vaedetect info` on one model: its input, training, score, threshold and parameters."""
+    import json
+
+    fitted, layout, backbone = header["fitted"], header["layout"], header.get("backbone")
     if backbone is None:
-        click.echo(f"input:        {layout['kind']} {tuple(layout['shape'])} ({layout['form']})")
+        click.echo(f"{indent}input:        {layout['kind']} {tuple(layout['shape'])} ({layout['form']})")
     else:
         images, identity = backbone["input_layout"], backbone["identity"]
-        click.echo(f"input:        image {tuple(images['shape'])} ({images['form']}), embedded by backbone "
+        click.echo(f"{indent}input:        image {tuple(images['shape'])} ({images['form']}), embedded by backbone "
                    f"{printable(identity['name'])} ({printable(identity['source'])} {printable(str(identity['version']))}, "
                    f"SHA-256 {printable(str(identity['sha256']))}) into {layout['shape'][0]} features")
-    click.echo(f"training:     {printable(json.dumps(fitted.get('training_summary_', {})))}")
-    click.echo(f"epochs run:   {len(header['history'].get('epoch', []))}")
-    click.echo(f"score:        {fitted['calibrated_score_']} (what `vaedetect score` writes; higher = more normal)")
-    click.echo(f"threshold:    {fitted['offset_']:.6g} (scores below it are outliers)")
-    click.echo(f"calibration:  {detector._calibration_description()}")
-    click.echo("parameters:")
+    click.echo(f"{indent}training:     {printable(json.dumps(fitted.get('training_summary_', {})))}")
+    click.echo(f"{indent}epochs run:   {len(header['history'].get('epoch', []))}")
+    click.echo(f"{indent}score:        {fitted['calibrated_score_']} (what `vaedetect score` writes; higher = more normal)")
+    click.echo(f"{indent}threshold:    {fitted['offset_']:.6g} (scores below it are outliers)")
+    click.echo(f"{indent}calibration:  {detector._calibration_description()}")
+    click.echo(f"{indent}parameters:")
     for name, value in sorted(header["params"].items()):
-        click.echo(f"  {name} = {printable(repr(value))}")
+        click.echo(f"{indent}  {name} = {printable(repr(value))}")
 
 
 # ------------------------------------------------------------------ demo

