@@ -59,9 +59,9 @@ def resolve(params: dict, kind: str) -> Resolved:
     Images get a Gaussian decoder, one latent draw per score and augmentation when ``augment="auto"``;
     tables a Laplace decoder (anomalies among the training rows pull it less), ``TABULAR_DRAWS`` draws,
     no augmentation and each feature scaled to unit variance; features the same as tables but a Gaussian
-    decoder and one scale common to all features (docs/features_one_class.md). The score method is resolved by :func:`resolve_score`, apart: unlike these it
-    may change after ``fit`` (through ``calibrate``). The reasons and measurements are in the
-    parameters' documentation (``VAEDetector``).
+    decoder and one scale common to all features (docs/features_one_class.md). The score method is
+    resolved by :func:`resolve_score`, apart: unlike these it may change after ``fit`` (through
+    ``calibrate``). The reasons and measurements are in the parameters' documentation (``VAEDetector``).
     """
     image = kind == "image"
     auto_likelihood = "laplace" if kind == "tabular" else "gaussian"
