@@ -2,7 +2,8 @@
 
 For each seed, fits ``CombinedDetector`` (the default pixel ``VAEDetector`` and ``VAEDetector(backbone=...)``,
 same splits) on ``--n-train`` training dogs, then scores the test dogs, ``--per-class`` test photos of every
-other class and far out-of-distribution sets (MNIST digits, constant colours, uniform noise). Reports the ROC
+other class, far out-of-distribution sets (MNIST digits, constant colours, uniform noise) and test dogs made
+wrong in how the photo is made (noise, blur, JPEG artefacts, swapped colours, darkened). Reports the ROC
 AUC of dogs against each set for the pixel model, the feature model and the combined score; beside them the
 feature-space peers (Ledoit-Wolf Gaussian, kNN as in DN2, IsolationForest) fitted on the same embeddings of
 the same training dogs; the share of test dogs the combined verdict flags at target false-positive rates; fit
@@ -27,11 +28,41 @@ from .cifar_dog_ood import TARGET_FPRS, far_ood_sets
 from .features import peers
 
 FAR_OOD = ("mnist", "constant", "noise")
+CORRUPTIONS = ("dog_noise", "dog_blur", "dog_jpeg", "dog_bgr", "dog_dark")
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def corrupted_sets(dogs: np.ndarray, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Test dogs made wrong in how the photo is made, not in what it shows, ``n`` different dogs each:
+    Gaussian noise (sd 20 of 255), a Gaussian blur (radius 1), JPEG at quality 10, red and blue swapped,
+    and half the brightness."""
+    from PIL import Image, ImageFilter
+
+    rng = np.random.RandomState(seed)
+    parts = [dogs[i * n : (i + 1) * n] for i in range(len(CORRUPTIONS))]
+    return {
+        "dog_noise": np.clip(parts[0] + rng.normal(0, 20, parts[0].shape), 0, 255).astype(np.uint8),
+        "dog_blur": np.stack([np.asarray(Image.fromarray(d).filter(ImageFilter.GaussianBlur(1.0))) for d in parts[1]]),
+        "dog_jpeg": np.stack([_jpeg(d, 10) for d in parts[2]]),
+        "dog_bgr": np.ascontiguousarray(parts[3][..., ::-1]),
+        "dog_dark": (parts[4] // 2).astype(np.uint8),
+    }
 
 
 def evaluation_sets(args) -> dict[str, np.ndarray]:
     test, labels = load_cifar10("test", path=args.data_dir)
-    sets = {"dog": test[labels == "dog"], **far_ood_sets(args.data_dir, args.n_synthetic, seed=0)}
+    dogs = test[labels == "dog"]
+    sets = {"dog": dogs, **far_ood_sets(args.data_dir, args.n_synthetic, seed=0),
+            **corrupted_sets(dogs, args.n_synthetic)}
     for label in sorted(set(labels) - {"dog"}):
         sets[label] = test[labels == label][: args.per_class]
     return sets
@@ -59,9 +90,9 @@ def run_seed(args, seed, train, everything, bounds, names, peer_features) -> dic
     detector.fit(train)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    standardised = detector.standardised_scores(everything).to_numpy()
+    evidence = detector.evidence_scores(everything).to_numpy()
     score_seconds = time.perf_counter() - started
-    scores = {"pixels": standardised[:, 0], "features": standardised[:, 1], "combined": standardised.min(axis=1)}
+    scores = {"pixels": evidence[:, 0], "features": evidence[:, 1], "combined": evidence.min(axis=1)}
     train_features, test_features = peer_features
     for name, peer in peers(seed).items():
         if name in ("gaussian", "knn", "isolation_forest"):
@@ -73,9 +104,9 @@ def run_seed(args, seed, train, everything, bounds, names, peer_features) -> dic
     dogs = _by_set(scores["combined"], bounds, names)["dog"]
     flagged = {str(fpr): float(np.mean(dogs < detector.set_threshold(fpr=fpr).offset_)) for fpr in TARGET_FPRS}
     print(f"seed {seed}: fit {fit_seconds:.0f} s, score {score_seconds:.0f} s; "
-          + "; ".join(f"{m} far {np.mean([r[s] for s in FAR_OOD]):.3f} others "
-                      f"{np.mean([v for s, v in r.items() if s not in FAR_OOD]):.3f}" for m, r in rows.items()),
-          flush=True)
+          + "; ".join(f"{m} far {np.mean([r[s] for s in FAR_OOD]):.3f} corrupted {np.mean([r[s] for s in CORRUPTIONS]):.3f}"
+                      f" others {np.mean([v for s, v in r.items() if s not in FAR_OOD + CORRUPTIONS]):.3f}"
+                      for m, r in rows.items()), flush=True)
     return {"seed": seed, "fit_seconds": fit_seconds, "score_seconds": score_seconds, "n_scored": int(len(everything)),
             "n_calibration": int(len(detector.validation_scores_)), "training_summary": detector.training_summary_,
             "roc_auc": rows, "flagged_test_dogs": flagged, "peak_memory_mb": _peak_memory_mb()}
@@ -103,7 +134,7 @@ def markdown(results: dict) -> str:
     seeds = results["seeds"]
     methods = list(seeds[0]["roc_auc"])
     sets = list(seeds[0]["roc_auc"][methods[0]])
-    others = [s for s in sets if s not in FAR_OOD]
+    others = [s for s in sets if s not in FAR_OOD + CORRUPTIONS]
     lines = ["| method | " + " | ".join(sets) + " | mean of the other classes |", "|---|" + "---|" * (len(sets) + 1)]
     for method in methods:
         means = {s: np.mean([seed["roc_auc"][method][s] for seed in seeds]) for s in sets}
@@ -130,9 +161,11 @@ def markdown_page(results: dict) -> str:
         f"with `{identity['name']}` ({identity['source']} {identity['version']}) at {results['image_size']} px, fitted "
         f"on the first {results['n_train']} `train/dog` photos, one fit per seed (the seed draws both models' common "
         f"splits and the calibration halves). Scored: {results['n_evaluated']['dog']} test dogs against each set "
+        "(`dog_*`: other test dogs with noise of sd 20/255, a Gaussian blur of radius 1, JPEG quality 10, red and "
+        "blue swapped, half the brightness) "
         f"({', '.join(f'{k} {v}' for k, v in results['n_evaluated'].items() if k != 'dog')}); ROC AUC with the anomaly "
         "as positive, mean over seeds. `pixels` and `features` are the two models' own scores, `combined` the smaller "
-        "of the two standardised scores; `peer_*` are fitted on the same embeddings of the same training dogs. "
+        "of their log tail probabilities; `peer_*` are fitted on the same embeddings of the same training dogs. "
         "The flagged share of test dogs is the observed false-positive rate of the combined threshold set with "
         "`set_threshold(fpr=...)`. Peak memory is the process's, over the run so far.\n\n"
         + markdown(results) + "\n"

@@ -190,26 +190,30 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def peak_memory_suite(folder: Path, model_path: Path, table_path: Path) -> dict:
-    """Peak resident memory of ``vaedetect score MODEL FOLDER -o TABLE`` in its own process.
+def run_measured(arguments: list[str]) -> dict:
+    """Run ``vaedetect ARGUMENTS`` in its own process: exit code, wall seconds and peak resident memory.
 
-    Read from ``/proc/<pid>/status`` while it runs: the ``ru_maxrss`` that ``wait4`` reports would also
-    count the memory of this (large) benchmark process, which a forked child carries until ``exec``.
+    Memory is read from ``/proc/<pid>/status`` while it runs: the ``ru_maxrss`` that ``wait4`` reports would
+    also count the memory of this (large) benchmark process, which a forked child carries until ``exec``.
     """
-    command = [sys.executable, "-m", "vaedetect", "score", str(model_path), str(folder), "-o", str(table_path),
-               "--workers", "2"]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "vaedetect", *arguments], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     peak = 0.0
     while process.poll() is None:
         peak = max(peak, _peak_rss_mb(process.pid) or 0.0)
         time.sleep(0.2)
+    return {"exit_code": process.returncode, "seconds": time.perf_counter() - started, "peak_rss_mb": peak}
+
+
+def peak_memory_suite(folder: Path, model_path: Path, table_path: Path) -> dict:
+    """Peak resident memory of ``vaedetect score MODEL FOLDER -o TABLE`` in its own process."""
+    row = run_measured(["score", str(model_path), str(folder), "-o", str(table_path), "--workers", "2"])
     n_files = 0
     if Path(table_path).is_file():
         with open(table_path) as table:
             n_files = sum(1 for _ in table) - 1  # less the header
-    return {"exit_code": process.returncode, "n_files": n_files, "seconds": time.perf_counter() - started,
-            "peak_rss_mb": peak}
+    return {"exit_code": row["exit_code"], "n_files": n_files, "seconds": row["seconds"], "peak_rss_mb": row["peak_rss_mb"]}
 
 
 def sample_folder(folder: Path, destination: Path, every: int) -> Path:

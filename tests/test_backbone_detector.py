@@ -202,3 +202,13 @@ def test_the_cli_fits_and_scores_with_a_backbone_and_refuses_what_needs_pixels(t
     assert maps.exit_code == 2 and "--maps needs a pixel model" in maps.output
     generate = CliRunner().invoke(main, ["generate", str(model), "-o", str(tmp_path / "g.png")])
     assert generate.exit_code == 2 and "cannot be decoded into images" in generate.output
+
+
+def test_a_backbone_detector_fitted_on_channels_first_arrays_scores_files_as_it_scores_arrays(tmp_path):
+    photos = _photos(40)
+    for i, photo in enumerate(photos[:5]):
+        Image.fromarray(photo).save(tmp_path / f"{i}.png")
+    detector = VAEDetector(backbone=FeatureExtractor(_tiny_network(), image_size=16), **FAST)
+    detector.fit(photos.transpose(0, 3, 1, 2))  # (n, C, H, W): files decode to (H, W, C)
+    table = detector.score_paths(tmp_path)
+    np.testing.assert_allclose(table["score"], detector.score_samples(photos[:5].transpose(0, 3, 1, 2)), rtol=1e-5)

@@ -463,3 +463,30 @@ def test_the_feature_benchmark_embeds_once_and_reads_the_cache_back(tmp_path):
     np.testing.assert_array_equal(first, images * 2)
     np.testing.assert_array_equal(again, first)
     assert Counting.calls == 1
+
+
+def _combined_seed(seed, auc):
+    sets = ["mnist", "constant", "noise", "dog_blur", "cat", "truck"]
+    return {"seed": seed, "fit_seconds": 100.0, "score_seconds": 34.0, "n_scored": 3400, "n_calibration": 100,
+            "roc_auc": {method: {s: auc for s in sets} for method in ("pixels", "features", "combined")},
+            "flagged_test_dogs": {"0.05": 0.05, "0.01": 0.0}, "peak_memory_mb": 900.0}
+
+
+def test_the_combined_page_averages_seeds_and_separates_far_sets_from_other_classes():
+    from benchmarks import combined
+
+    table = combined.markdown({"seeds": [_combined_seed(0, 0.8), _combined_seed(1, 0.9)]})
+    assert "| combined | 0.850 | 0.850 | 0.850 | 0.850 | 0.850 | 0.850 | 0.850 +- 0.050 |" in table
+    assert "| 1 | 100 | 10.0 | 100 | 0.050 / 0.000 | 900 |" in table
+
+
+def test_the_one_class_features_page_gives_the_spread_of_the_mean_over_seeds():
+    from benchmarks import features
+
+    per_seed = {"cat": {"gaussian": [0.8, 0.8], "vaedetect": [0.7, 0.9]}, "dog": {"gaussian": [0.9, 0.9],
+                                                                               "vaedetect": [0.9, 0.9]}}
+    results = {"seeds": [0, 1], "one_class_per_seed": per_seed,
+               "one_class": {c: {m: float(np.mean(v)) for m, v in row.items()} for c, row in per_seed.items()}}
+    table = features.markdown_one_class(results)
+    assert "| **mean** | **0.850** | **0.850** |" in table
+    assert "| sd of the mean over seeds | 0.000 | 0.050 |" in table

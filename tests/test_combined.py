@@ -41,27 +41,36 @@ def _images(n, seed, side=8):
     return np.clip(base + rng.normal(0, 0.03, size=(n, side, side, 3)), 0, 1).astype(np.float32)
 
 
-def test_half_the_held_out_images_set_the_common_scale_and_half_calibrate_the_threshold():
+def test_half_the_held_out_images_are_the_reference_and_half_calibrate_the_threshold():
     detector = _detector(random_state=0, calibration_fraction=0.2).fit(_images(200, 0))
     pairs = np.column_stack([detector.pixel_.validation_scores_, detector.features_.validation_scores_])
-    assert len(pairs) == 40 and detector.training_summary_["n_scaling"] == detector.training_summary_["n_calibration"] == 20
-    combined = ((pairs - detector.location_) / detector.spread_).min(axis=1)
-    calibration = np.isin(combined, detector.validation_scores_)
-    assert calibration.sum() == 20
-    scaling = pairs[~calibration]
-    np.testing.assert_allclose(detector.location_, np.median(scaling, axis=0))
-    np.testing.assert_allclose(detector.spread_, 1.4826 * np.median(np.abs(scaling - np.median(scaling, axis=0)), axis=0))
+    assert len(pairs) == 40 and detector.training_summary_["n_reference"] == detector.training_summary_["n_calibration"] == 20
+    reference = np.isin(pairs[:, 0], detector.reference_scores_[:, 0])
+    np.testing.assert_array_equal(np.sort(pairs[reference], axis=0), np.sort(detector.reference_scores_, axis=0))
+    np.testing.assert_allclose(np.sort(detector.validation_scores_), np.sort(detector._combine(pairs[~reference]).min(axis=1)))
 
 
-def test_the_combined_score_is_the_smaller_standardised_score():
+def test_a_tail_probability_is_empirical_inside_the_reference_and_exponential_below_it():
+    from vaedetect.combined import log_tail_probability
+
+    reference = np.arange(1.0, 101.0)  # 100 scores; the tail is fitted to the lowest 10, mean distance 4.5 from 10
+    np.testing.assert_allclose(np.exp(log_tail_probability([50.0, 10.0, 100.0], reference)), [51 / 101, 11 / 101, 1.0])
+    np.testing.assert_allclose(log_tail_probability([5.5, -35.0], reference),
+                               np.log(10 / 101) - np.array([4.5, 45.0]) / 4.5)
+    assert np.isnan(log_tail_probability([np.nan], reference)).all()
+
+
+def test_the_combined_score_is_the_smaller_log_tail_probability():
+    from vaedetect.combined import log_tail_probability
+
     detector = _detector(random_state=0).fit(_images(120, 0))
     X = _images(10, 1)
-    standardised = detector.standardised_scores(X)
-    expected = (np.column_stack([detector.pixel_.score_samples(X), detector.features_.score_samples(X)])
-                - detector.location_) / detector.spread_
-    np.testing.assert_allclose(standardised.to_numpy(), expected)
+    evidence = detector.evidence_scores(X)
+    raw = np.column_stack([detector.pixel_.score_samples(X), detector.features_.score_samples(X)])
+    expected = np.column_stack([log_tail_probability(raw[:, m], detector.reference_scores_[:, m]) for m in range(2)])
+    np.testing.assert_allclose(evidence.to_numpy(), expected)
     np.testing.assert_allclose(detector.score_samples(X), expected.min(axis=1))
-    assert list(standardised.columns) == ["pixels", "features"]
+    assert list(evidence.columns) == ["pixels", "features"]
 
 
 def test_the_false_positive_rate_of_the_combined_verdict_holds_on_fresh_normal_images():
@@ -127,7 +136,7 @@ def test_the_cli_fits_a_combined_model_and_reports_the_evidence(tmp_path):
                                        "--epochs", "2", "--latent-dim", "2", "--base-channels", "4", "--quiet",
                                        "--calibration-fraction", "0.2", "--seed", "0"])
     assert fitted.exit_code == 0, fitted.output
-    assert "to put their scores on one scale" in fitted.output
+    assert "as reference scores of the two models" in fitted.output
     scored = CliRunner().invoke(main, ["score", str(model), str(train), "-o", str(tmp_path / "s.csv"),
                                        "--report", str(tmp_path / "r.html")])
     assert scored.exit_code == 0, scored.output

@@ -354,7 +354,7 @@ def _splits(detector) -> str:
     if "pixel" in summary:  # a combined detector: both models held out the same images
         pixel = summary["pixel"]
         return (f"  {pixel['n_train']} to train each network, {pixel['n_validation']} for early stopping, "
-                f"{summary['n_scaling']} to put their scores on one scale; calibration: "
+                f"{summary['n_reference']} as reference scores of the two models; calibration: "
                 f"{detector._calibration_description()}")
     return (f"  {summary['n_train']} to train the network, {summary['n_validation']} for early stopping; "
             f"calibration: {detector._calibration_description()}")
@@ -804,7 +804,7 @@ def calibrate(model, paths, output, workers, follow_links, id_column):
         _, n_used = _usage(detector.calibrate_paths, found, n_jobs=workers)
         detector.save(output)
         n = len(detector.validation_scores_)
-        click.echo(f"Calibrated on {n_used} images, half of them to put the two scores on one scale (the smallest "
+        click.echo(f"Calibrated on {n_used} images, half of them as reference scores of the two models (the smallest "
                    f"reachable --fpr is now 1/{n + 1} = {1 / (n + 1):.3g}); model written to {printable(output)}")
         return
     if detector._data_kind() == "tabular":
@@ -844,8 +844,8 @@ def info(model):
     click.echo(f"written by:   vaedetect {printable(header['vaedetect_version'])}, "
                f"torch {printable(header['torch_version'])} (format {header['format_version']})")
     if detector._data_kind() == "combined":
-        click.echo("score:        combined: the smaller of the pixel and the feature model's scores, each on a common "
-                   "scale (higher = more normal)")
+        click.echo("score:        combined: the smaller of the pixel and the feature model's log tail probabilities "
+                   "(higher = more normal)")
         click.echo(f"threshold:    {fitted['offset_']:.6g} (scores below it are outliers)")
         click.echo(f"calibration:  {detector._calibration_description()}")
         for part, name in (("pixel", "pixel model"), ("features", "feature model")):

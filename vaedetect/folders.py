@@ -201,10 +201,10 @@ class FolderMixin:
         backbone features."""
         import torch
 
-        if self._data_kind() == "features":
-            return self._to_tensor(self._embed(images))
         # decoded files are (b, H, W, C) uint8, whatever layout the detector was fitted on
-        decoded = InputLayout("image", "nhwc", True, self.layout_.shape)
+        decoded = InputLayout("image", "nhwc", True, self._input_layout().shape)
+        if self._data_kind() == "features":
+            return self._to_tensor(self._embed(images, decoded))
         return torch.from_numpy(images_to_unit_range(images, decoded))
 
     def _file_geometry(self, method):

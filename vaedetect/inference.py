@@ -81,13 +81,14 @@ class InferenceMixin:
         """The layout of the data this detector takes: the images of a backbone, else ``layout_``."""
         return getattr(self, "input_layout_", None) or self.layout_
 
-    def _embed(self, X):
-        """Validated images in ``input_layout_`` -> the backbone's features, float32 ``(n, d)``."""
+    def _embed(self, X, layout=None):
+        """Validated images in ``layout`` (by default ``input_layout_``) -> the backbone's features, float32 ``(n, d)``."""
         from .data import images_to_unit_range
 
+        layout = layout or self.input_layout_
         chunks = [np.empty((0, self.backbone_.n_features_out_), dtype=np.float32)]
         for start in range(0, len(X), _EMBED_CHUNK):
-            pixels = images_to_unit_range(X[start : start + _EMBED_CHUNK], self.input_layout_)
+            pixels = images_to_unit_range(X[start : start + _EMBED_CHUNK], layout)
             chunks.append(self.backbone_.transform(np.clip((pixels + 1.0) / 2.0, 0.0, 1.0)))
         return np.concatenate(chunks)
 

@@ -161,13 +161,13 @@ def save_combined(detector, path) -> None:
         **_versions(),
         "detector": "CombinedDetector",
         "params": {name: params[name] for name in _COMBINED_PARAMS},
-        "fitted": {"offset_": float(detector.offset_), "location_": [float(v) for v in detector.location_],
-                   "spread_": [float(v) for v in detector.spread_], "training_summary_": detector.training_summary_},
+        "fitted": {"offset_": float(detector.offset_), "training_summary_": detector.training_summary_},
     }
     if not isinstance(header["params"]["random_state"], (int, type(None))):
         header["params"]["random_state"] = None
     payload = {"header": json.dumps(header),
                "validation_scores": torch.from_numpy(np.asarray(detector.validation_scores_, dtype=np.float64)),
+               "reference_scores": torch.from_numpy(np.asarray(detector.reference_scores_, dtype=np.float64)),
                "pixel": _detector_payload(detector.pixel_), "features": _detector_payload(detector.features_)}
     write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
@@ -362,12 +362,8 @@ def _check_combined_header(header: dict, estimator: type) -> None:
     except ValueError as error:
         raise ValueError(str(error)) from None
     fitted = _field(header, "fitted", dict, "header")
+    _require(set(fitted) <= {"offset_", "training_summary_"}, f"unknown fitted attribute(s) in {sorted(fitted)}")
     _finite(fitted, "offset_", "fitted")
-    for name in ("location_", "spread_"):
-        values = _field(fitted, name, list, "fitted")
-        _require(len(values) == 2 and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
-                                          for v in values), f"fitted[{name!r}] must be two finite numbers")
-    _require(all(v > 0 for v in fitted["spread_"]), "fitted['spread_'] must be positive")
     _field(fitted, "training_summary_", dict, "fitted")
 
 
@@ -658,12 +654,15 @@ def load_combined(path, estimator: type, detector_class: type, device=None):
     detector.set_params(pixel=_unfitted(models["pixel"]), features=_unfitted(models["features"]))
     fitted = header["fitted"]
     detector.offset_ = float(fitted["offset_"])
-    detector.location_, detector.spread_ = np.asarray(fitted["location_"]), np.asarray(fitted["spread_"])
     detector.training_summary_ = fitted["training_summary_"]
     scores = _tensor(payload, "validation_scores", path)
     if scores.ndim != 1 or len(scores) == 0:
         raise ValueError(f"{str(path)!r}: record 'validation_scores' must be a non-empty vector.")
     detector.validation_scores_ = scores.numpy()
+    reference = _tensor(payload, "reference_scores", path)
+    if reference.ndim != 2 or reference.shape[1] != 2 or len(reference) == 0:
+        raise ValueError(f"{str(path)!r}: record 'reference_scores' must be a non-empty (n, 2) matrix.")
+    detector.reference_scores_ = reference.numpy()
     detector.calibrated_score_ = "combined"
     return detector
 

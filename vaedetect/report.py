@@ -44,7 +44,8 @@ def _of_features(detector) -> str:
     identity = (detector.features_ if kind == "combined" else detector).backbone_.backbone_.identity
     backbone = f"backbone {identity['name']} ({identity['source']} {identity['version']})"
     if kind == "combined":
-        return f": the smaller of the pixel model's and the feature model's ({backbone}) scores, on a common scale"
+        return (f": the smaller of the pixel model's and the feature model's ({backbone}) log tail probabilities "
+                "among normal images' scores")
     return f", of the features of {backbone}"
 
 
