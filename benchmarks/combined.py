@@ -1,13 +1,15 @@
-"""CIFAR-10 dogs as the normal class: the pixel VAE, the VAE on pretrained features, and their combined verdict.
+"""One CIFAR-10 class as normal (dogs by default): the pixel VAE, the VAE on pretrained features, and their
+combined verdict.
 
 For each seed, fits ``CombinedDetector`` (the default pixel ``VAEDetector`` and ``VAEDetector(backbone=...)``,
-same splits) on ``--n-train`` training dogs, then scores the test dogs, ``--per-class`` test photos of every
-other class, far out-of-distribution sets (MNIST digits, constant colours, uniform noise) and test dogs made
-wrong in how the photo is made (noise, blur, JPEG artefacts, swapped colours, darkened). Reports the ROC
-AUC of dogs against each set for the pixel model, the feature model and the combined score; beside them the
-feature-space peers (Ledoit-Wolf Gaussian, kNN as in DN2, IsolationForest) fitted on the same embeddings of
-the same training dogs; the share of test dogs the combined verdict flags at target false-positive rates; fit
-and score seconds and the process's peak memory.
+same splits) on ``--n-train`` training photos of the class, then scores its test photos, ``--per-class`` test
+photos of every other class, far out-of-distribution sets (MNIST digits, constant colours, uniform noise) and
+test photos of the class made wrong in how the photo is made (noise, blur, JPEG artefacts, swapped colours,
+darkened). Reports the ROC AUC of the class against each set for the pixel model, the feature model and the
+combined score (and the combination of standardised scores it was chosen over); beside them the feature-space
+peers (Ledoit-Wolf Gaussian, kNN as in DN2, IsolationForest) fitted on the same embeddings of the same training
+photos; the share of normal test photos the combined verdict flags at target false-positive rates; fit and
+score seconds and the process's peak memory.
 
     python -m benchmarks.combined --seeds 0 1 2 --out benchmarks/results/combined_dog.json --markdown docs/combined_dog.md
 """
@@ -28,7 +30,7 @@ from .cifar_dog_ood import TARGET_FPRS, far_ood_sets
 from .features import peers
 
 FAR_OOD = ("mnist", "constant", "noise")
-CORRUPTIONS = ("dog_noise", "dog_blur", "dog_jpeg", "dog_bgr", "dog_dark")
+CORRUPTIONS = ("noise", "blur", "jpeg", "bgr", "dark")
 
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -41,29 +43,37 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buffer).convert("RGB"))
 
 
-def corrupted_sets(dogs: np.ndarray, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Test dogs made wrong in how the photo is made, not in what it shows, ``n`` different dogs each:
-    Gaussian noise (sd 20 of 255), a Gaussian blur (radius 1), JPEG at quality 10, red and blue swapped,
-    and half the brightness."""
+def corrupted_sets(photos: np.ndarray, n: int, name: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Test photos of the normal class made wrong in how the photo is made, not in what it shows, ``n``
+    different photos each, named ``<name>_<corruption>``: Gaussian noise (sd 20 of 255), a Gaussian blur
+    (radius 1), JPEG at quality 10, red and blue swapped, and half the brightness."""
     from PIL import Image, ImageFilter
 
     rng = np.random.RandomState(seed)
-    parts = [dogs[i * n : (i + 1) * n] for i in range(len(CORRUPTIONS))]
-    return {
-        "dog_noise": np.clip(parts[0] + rng.normal(0, 20, parts[0].shape), 0, 255).astype(np.uint8),
-        "dog_blur": np.stack([np.asarray(Image.fromarray(d).filter(ImageFilter.GaussianBlur(1.0))) for d in parts[1]]),
-        "dog_jpeg": np.stack([_jpeg(d, 10) for d in parts[2]]),
-        "dog_bgr": np.ascontiguousarray(parts[3][..., ::-1]),
-        "dog_dark": (parts[4] // 2).astype(np.uint8),
+    parts = [photos[i * n : (i + 1) * n] for i in range(len(CORRUPTIONS))]
+    made = {
+        "noise": np.clip(parts[0] + rng.normal(0, 20, parts[0].shape), 0, 255).astype(np.uint8),
+        "blur": np.stack([np.asarray(Image.fromarray(p).filter(ImageFilter.GaussianBlur(1.0))) for p in parts[1]]),
+        "jpeg": np.stack([_jpeg(p, 10) for p in parts[2]]),
+        "bgr": np.ascontiguousarray(parts[3][..., ::-1]),
+        "dark": (parts[4] // 2).astype(np.uint8),
     }
+    return {f"{name}_{corruption}": made[corruption] for corruption in CORRUPTIONS}
+
+
+def _groups(sets, normal: str) -> tuple[list[str], list[str], list[str]]:
+    """The evaluated sets as far out-of-distribution, corrupted normal photos and other classes."""
+    corrupted = [f"{normal}_{c}" for c in CORRUPTIONS]
+    return ([s for s in sets if s in FAR_OOD], [s for s in sets if s in corrupted],
+            [s for s in sets if s not in FAR_OOD and s not in corrupted and s != normal])
 
 
 def evaluation_sets(args) -> dict[str, np.ndarray]:
     test, labels = load_cifar10("test", path=args.data_dir)
-    dogs = test[labels == "dog"]
-    sets = {"dog": dogs, **far_ood_sets(args.data_dir, args.n_synthetic, seed=0),
-            **corrupted_sets(dogs, args.n_synthetic)}
-    for label in sorted(set(labels) - {"dog"}):
+    normal = test[labels == args.normal]
+    sets = {args.normal: normal, **far_ood_sets(args.data_dir, args.n_synthetic, seed=0),
+            **corrupted_sets(normal, args.n_synthetic, args.normal)}
+    for label in sorted(set(labels) - {args.normal}):
         sets[label] = test[labels == label][: args.per_class]
     return sets
 
@@ -74,6 +84,13 @@ def _roc_auc(normal: np.ndarray, other: np.ndarray) -> float:
 
 def _by_set(scores: np.ndarray, bounds, names) -> dict[str, np.ndarray]:
     return {name: scores[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
+
+
+def _standardised(raw: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The alternative to tail probabilities: each model's scores centred on the reference scores' median and
+    divided by their robust spread (1.4826 times the median absolute deviation)."""
+    median = np.median(reference, axis=0)
+    return (raw - median) / (1.4826 * np.median(np.abs(reference - median), axis=0))
 
 
 def _peak_memory_mb() -> float:
@@ -90,9 +107,11 @@ def run_seed(args, seed, train, everything, bounds, names, peer_features) -> dic
     detector.fit(train)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    evidence = detector.evidence_scores(everything).to_numpy()
+    raw = np.column_stack([detector.pixel_.score_samples(everything), detector.features_.score_samples(everything)])
+    evidence = detector._combine(raw)  # what evidence_scores(everything) returns
     score_seconds = time.perf_counter() - started
-    scores = {"pixels": evidence[:, 0], "features": evidence[:, 1], "combined": evidence.min(axis=1)}
+    scores = {"pixels": evidence[:, 0], "features": evidence[:, 1], "combined": evidence.min(axis=1),
+              "combined_standardised": _standardised(raw, detector.reference_scores_).min(axis=1)}
     train_features, test_features = peer_features
     for name, peer in peers(seed).items():
         if name in ("gaussian", "knn", "isolation_forest"):
@@ -100,22 +119,24 @@ def run_seed(args, seed, train, everything, bounds, names, peer_features) -> dic
     rows = {}
     for method, values in scores.items():
         by_set = _by_set(values, bounds, names)
-        rows[method] = {name: _roc_auc(by_set["dog"], other) for name, other in by_set.items() if name != "dog"}
-    dogs = _by_set(scores["combined"], bounds, names)["dog"]
-    flagged = {str(fpr): float(np.mean(dogs < detector.set_threshold(fpr=fpr).offset_)) for fpr in TARGET_FPRS}
+        rows[method] = {name: _roc_auc(by_set[args.normal], other) for name, other in by_set.items()
+                        if name != args.normal}
+    normal = _by_set(scores["combined"], bounds, names)[args.normal]
+    flagged = {str(fpr): float(np.mean(normal < detector.set_threshold(fpr=fpr).offset_)) for fpr in TARGET_FPRS}
+    groups = _groups(names, args.normal)
     print(f"seed {seed}: fit {fit_seconds:.0f} s, score {score_seconds:.0f} s; "
-          + "; ".join(f"{m} far {np.mean([r[s] for s in FAR_OOD]):.3f} corrupted {np.mean([r[s] for s in CORRUPTIONS]):.3f}"
-                      f" others {np.mean([v for s, v in r.items() if s not in FAR_OOD + CORRUPTIONS]):.3f}"
+          + "; ".join(f"{m} " + " ".join(f"{label} {np.mean([r[s] for s in group]):.3f}"
+                                         for label, group in zip(("far", "corrupted", "others"), groups))
                       for m, r in rows.items()), flush=True)
     return {"seed": seed, "fit_seconds": fit_seconds, "score_seconds": score_seconds, "n_scored": int(len(everything)),
             "n_calibration": int(len(detector.validation_scores_)), "training_summary": detector.training_summary_,
-            "roc_auc": rows, "flagged_test_dogs": flagged, "peak_memory_mb": _peak_memory_mb()}
+            "roc_auc": rows, "flagged_normal": flagged, "peak_memory_mb": _peak_memory_mb()}
 
 
 def run(args) -> dict:
     from vaedetect.backbones import FeatureExtractor
 
-    train, _ = load_cifar10("train", classes={"dog"}, path=args.data_dir, limit_per_class=args.n_train)
+    train, _ = load_cifar10("train", classes={args.normal}, path=args.data_dir, limit_per_class=args.n_train)
     sets = evaluation_sets(args)
     names = list(sets)
     everything = np.concatenate([sets[name] for name in names])
@@ -125,48 +146,57 @@ def run(args) -> dict:
     peer_features = extractor.transform(train), extractor.transform(everything)
     embed_seconds = time.perf_counter() - started
     seeds = [run_seed(args, seed, train, everything, bounds, names, peer_features) for seed in args.seeds]
-    return {"backbone": extractor.backbone_.identity, "image_size": args.image_size, "n_train": int(len(train)),
+    return {"normal": args.normal, "backbone": extractor.backbone_.identity, "image_size": args.image_size,
+            "n_train": int(len(train)),
             "n_evaluated": {name: int(len(values)) for name, values in sets.items()},
             "peer_embed_seconds_per_1000": 1000 * embed_seconds / (len(train) + len(everything)), "seeds": seeds}
+
+
+def _flagged(seed: dict) -> dict:
+    return seed.get("flagged_normal", seed.get("flagged_test_dogs"))  # the name of the first runs
 
 
 def markdown(results: dict) -> str:
     seeds = results["seeds"]
     methods = list(seeds[0]["roc_auc"])
     sets = list(seeds[0]["roc_auc"][methods[0]])
-    others = [s for s in sets if s not in FAR_OOD + CORRUPTIONS]
+    others = _groups(sets, results.get("normal", "dog"))[2]
     lines = ["| method | " + " | ".join(sets) + " | mean of the other classes |", "|---|" + "---|" * (len(sets) + 1)]
     for method in methods:
         means = {s: np.mean([seed["roc_auc"][method][s] for seed in seeds]) for s in sets}
         spread = np.std([np.mean([seed["roc_auc"][method][s] for s in others]) for seed in seeds])
         lines.append(f"| {method} | " + " | ".join(f"{means[s]:.3f}" for s in sets)
                      + f" | {np.mean([means[s] for s in others]):.3f} +- {spread:.3f} |")
-    lines += ["", "| seed | fit s | score s (per 1,000) | combined calibration scores | flagged test dogs at "
+    lines += ["", "| seed | fit s | score s (per 1,000) | combined calibration scores | flagged normal test photos at "
               + " / ".join(f"fpr {fpr}" for fpr in TARGET_FPRS) + " | peak memory MB |", "|---|---|---|---|---|---|"]
     for seed in seeds:
-        lines.append(f"| {seed['seed']} | {seed['fit_seconds']:.0f} | {1000 * seed['score_seconds'] / seed['n_scored']:.1f}"
+        per_1000 = 1000 * seed["score_seconds"] / seed["n_scored"]
+        lines.append(f"| {seed['seed']} | {seed['fit_seconds']:.0f} | {per_1000:.1f}"
                      f" | {seed['n_calibration']} | "
-                     + " / ".join(f"{seed['flagged_test_dogs'][str(fpr)]:.3f}" for fpr in TARGET_FPRS)
+                     + " / ".join(f"{_flagged(seed)[str(fpr)]:.3f}" for fpr in TARGET_FPRS)
                      + f" | {seed['peak_memory_mb']:.0f} |")
     return "\n".join(lines)
 
 
 def markdown_page(results: dict) -> str:
-    identity = results["backbone"]
+    identity, normal = results["backbone"], results.get("normal", "dog")
     return (
-        "# Dogs as the normal class: pixels, features and the combined verdict\n\n"
+        f"# {normal.capitalize()} photos as the normal class: pixels, features and the combined "
+        "verdict\n\n"
         f"Generated by `{results['command']}` on {results['date']} ({results['machine']}; "
         f"vaedetect {results['versions']['vaedetect']}, torch {results['versions']['torch']}).\n\n"
         f"`CombinedDetector` of the default pixel `VAEDetector` (on the 32x32 photos) and `VAEDetector(backbone=...)` "
         f"with `{identity['name']}` ({identity['source']} {identity['version']}) at {results['image_size']} px, fitted "
-        f"on the first {results['n_train']} `train/dog` photos, one fit per seed (the seed draws both models' common "
-        f"splits and the calibration halves). Scored: {results['n_evaluated']['dog']} test dogs against each set "
-        "(`dog_*`: other test dogs with noise of sd 20/255, a Gaussian blur of radius 1, JPEG quality 10, red and "
-        "blue swapped, half the brightness) "
-        f"({', '.join(f'{k} {v}' for k, v in results['n_evaluated'].items() if k != 'dog')}); ROC AUC with the anomaly "
+        f"on the first {results['n_train']} `train/{normal}` photos, one fit per seed (the seed draws both models' "
+        f"common splits and the calibration halves). Scored: {results['n_evaluated'][normal]} test photos of it against "
+        f"each set (`{normal}_*`: other test photos of it with noise of sd 20/255, a Gaussian blur of radius 1, JPEG "
+        "quality 10, red and blue swapped, half the brightness) "
+        f"({', '.join(f'{k} {v}' for k, v in results['n_evaluated'].items() if k != normal)}); ROC AUC with the anomaly "
         "as positive, mean over seeds. `pixels` and `features` are the two models' own scores, `combined` the smaller "
-        "of their log tail probabilities; `peer_*` are fitted on the same embeddings of the same training dogs. "
-        "The flagged share of test dogs is the observed false-positive rate of the combined threshold set with "
+        "of their log tail probabilities (what `score_samples` returns), `combined_standardised` the smaller of "
+        "the two scores standardised instead (median and robust spread of the same reference scores); `peer_*` are "
+        "fitted on the same embeddings of the same training photos. "
+        f"The flagged share of test {normal} photos is the observed false-positive rate of the combined threshold set with "
         "`set_threshold(fpr=...)`. Peak memory is the process's, over the run so far.\n\n"
         + markdown(results) + "\n"
     )
@@ -177,7 +207,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="folder holding cifar10/ and mnist/ (default: $VAEDETECT_DATA)")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--n-train", type=int, default=2000, help="training dogs")
+    parser.add_argument("--normal", default="dog", help="the normal class")
+    parser.add_argument("--n-train", type=int, default=2000, help="training photos of the normal class")
     parser.add_argument("--per-class", type=int, default=200, help="test photos of each other class")
     parser.add_argument("--n-synthetic", type=int, default=200, help="images of each far out-of-distribution set")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -62,8 +62,9 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         a configured :class:`~vaedetect.backbones.FeatureExtractor` (stages, resolution, local weights),
         or an ``nn.Module`` (such a detector can be pickled but not saved as a model file). Image files are
         then decoded at the extractor's ``image_size`` in RGB, and ``image_size``/``channels`` apply to
-        the pixel model only. Images the backbone was not trained to tell apart (noise, blur, colour
-        casts) are the pixel model's strength, the other way round for content (docs/features_one_class.md).
+        the pixel model only. Content is the features' strength (docs/features_one_class.md); swapped
+        colours and wrong brightness the pixel model's, which :class:`~vaedetect.CombinedDetector` adds
+        (docs/combined_dog.md).
     base_channels : int, default=32
         Channels of the first stage; each later stage doubles them. For tabular data the MLP's
         hidden widths are the same numbers, widest first. The tutorial's SharpVAE uses 64.
