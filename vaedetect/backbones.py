@@ -287,8 +287,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     normalize : bool, default=True
         Power-normalise each stage's pooled vector: signed square root, then unit length (Perronnin et al.,
         2010), so that a few large activations do not dominate and every stage weighs the same. On one-class
-        CIFAR-10 it raised every detector's mean ROC AUC, the Ledoit-Wolf Gaussian's from 0.892 to 0.920
-        (docs/features_one_class.md); False gives the plain averages.
+        CIFAR-10 it raised every detector's mean ROC AUC, the Ledoit-Wolf Gaussian's from 0.892
+        (docs/features_one_class_plain.md) to 0.920 (docs/features_one_class.md); False gives the plain
+        averages.
 
     Attributes
     ----------
