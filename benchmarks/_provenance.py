@@ -45,3 +45,19 @@ def write_results(results: dict, out: str | None, markdown: str | None = None, p
         Path(out).write_text(json.dumps(results, indent=1))
     if markdown:
         Path(markdown).write_text(page)
+
+
+def run_benchmark(name: str, argv, args, run, page) -> int:
+    """The body of a benchmark module's ``main``: ``run(args)`` described as a run of ``python -m benchmarks.<name>``
+    with ``argv``, its page (``page(results)``) printed, results and page written to ``args.out`` and
+    ``args.markdown``. Missing data or a missing extra skips it with the reason (exit code 0)."""
+    described = {"benchmark": name, **describe_run(f"python -m benchmarks.{name}", argv)}
+    try:
+        results = described | run(args)
+    except (FileNotFoundError, ImportError) as error:
+        print(f"skipped: {error}", file=sys.stderr)
+        return 0
+    text = page(results)
+    print(text)
+    write_results(results, args.out, args.markdown, text)
+    return 0

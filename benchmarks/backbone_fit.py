@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from ._data import data_dir
-from ._provenance import describe_run, write_results
+from ._provenance import run_benchmark
 from .speed import run_measured
 
 TARGET_SECONDS = 300
@@ -72,17 +72,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
-    started = {"benchmark": "backbone_fit", **describe_run("python -m benchmarks.backbone_fit", argv)}
-    try:
-        results = started | run(args)
-    except (FileNotFoundError, ImportError) as error:
-        print(f"skipped: {error}", file=sys.stderr)
-        return 0
-    page = markdown_page(results)
-    print(page)
-    write_results(results, args.out, args.markdown, page)
-    return 0
-
+    return run_benchmark("backbone_fit", argv, args, run, markdown_page)
 
 if __name__ == "__main__":
     sys.exit(main())

