@@ -4,7 +4,10 @@ Runs the suites in one process, writes every figure to a JSON file and the table
 ``docs/benchmarks.md`` with the machine, versions, date and the command that made them. Suites whose
 data are missing are skipped with the reason. Suites: ``tabular`` (ADBench), ``mnist`` and ``cifar10``
 (one-class, with far out-of-distribution sets for the CIFAR-10 dog model), each against
-scikit-learn's detectors on the same splits; ``speed`` (training, scoring, memory) and ``cli`` (the
+scikit-learn's detectors on the same splits; ``features`` (one-class CIFAR-10 in a pretrained backbone's
+feature space, the VAE beside the Gaussian, kNN and IsolationForest on the same embeddings) and
+``combined`` (each CIFAR-10 class with the pixel model, the feature model and their combined verdict against
+far out-of-distribution sets, damaged photos and the other classes); ``speed`` (training, scoring, memory) and ``cli`` (the
 command line's start-up time). ``benchmarks.mnist_one_class`` and ``benchmarks.cifar_dog_ood`` compare
 every score method of one network in more detail.
 """
@@ -20,11 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import _tables, compare, one_class, speed, tabular
+from . import _tables, combined, compare, features, one_class, speed, tabular
 from ._data import data_dir
 from ._provenance import describe_run, write_results
 
-SUITES = ("tabular", "mnist", "cifar10", "speed", "cli")
+SUITES = ("tabular", "mnist", "cifar10", "features", "combined", "speed", "cli")
 # Deep SVDD's one-class results (Ruff et al., ICML 2018), the published bar for the image suites.
 DEEP_SVDD_MNIST, DEEP_SVDD_CIFAR10 = 0.948, 0.648
 CLASS_TRAINING_BUDGET_SECONDS = 600
@@ -67,6 +70,68 @@ def speed_suites(folder: Path, quick: bool) -> dict:
         tenth = speed.sample_folder(work / split, work / "tenth", every=10)
         results["memory_tenth"] = speed.peak_memory_suite(tenth, model, work / "tenth.csv")
     return results
+
+
+# The feature suites' sizes (those of docs/features_one_class.md and docs/combined_dog.md): training photos
+# of the normal class, test photos of each class, images of each far out-of-distribution and damaged set.
+FEATURE_SIZES = {"n_train": 2000, "per_class": 200, "n_synthetic": 200}
+QUICK_FEATURE_SIZES = {"n_train": 200, "per_class": 20, "n_synthetic": 20}
+
+
+def _feature_arguments(folder: Path, seeds: list[int], quick: bool, **more) -> argparse.Namespace:
+    """What ``benchmarks.features`` and ``benchmarks.combined`` read from their command lines, at the
+    runner's seeds and sizes: EfficientNet-Lite0's power-normalised features at 224 px."""
+    return argparse.Namespace(data_dir=folder, backbone="efficientnet_lite0", stages=None, image_size=224,
+                              plain=False, seeds=seeds, cache_dir=None, epochs=1 if quick else "auto",
+                              **(QUICK_FEATURE_SIZES if quick else FEATURE_SIZES), **more)
+
+
+def features_suite(folder: Path, seeds: list[int], quick: bool, classes=None) -> dict:
+    """One-class CIFAR-10 on the backbone's embeddings (``benchmarks.features --all-classes``)."""
+    return features.run_one_class(_feature_arguments(folder, seeds, quick, classes=classes))
+
+
+def combined_suite(folder: Path, seeds: list[int], quick: bool, classes=None) -> dict:
+    """``{class: benchmarks.combined's result}`` for every CIFAR-10 class (or ``classes``) as the normal one."""
+    from ._data import load_cifar10
+
+    if not classes:
+        classes = sorted(set(load_cifar10("test", path=folder)[1]))
+    return {normal: combined.run(_feature_arguments(folder, seeds, quick, normal=normal)) for normal in classes}
+
+
+def features_markdown(suite: dict) -> list[str]:
+    means = {method: statistics.mean(row[method] for row in suite["one_class"].values())
+             for method in next(iter(suite["one_class"].values()))}
+    peer = max(means[name] for name in features.PEERS)
+    return ["## One-class CIFAR-10 in feature space", "",
+            f"Backbone `{suite['backbone']['name']}`, {suite['n_features']} power-normalised features per photo "
+            f"at {suite['image_size']} px; every detector fitted on the same embeddings of each class's training "
+            f"photos, ROC AUC against the other nine classes, mean over seeds {', '.join(map(str, suite['seeds']))}.",
+            "", features.markdown_one_class(suite), "",
+            f"Targets: mean ROC AUC at least 0.90 with the backbone ({means['vaedetect']:.3f}, "
+            f"{_verdict(means['vaedetect'] >= 0.90)}); the VAE at or above the best peer on the same features "
+            f"({means['vaedetect']:.3f} vs {peer:.3f}, {_verdict(means['vaedetect'] >= peer)})."]
+
+
+def combined_markdown(suite: dict) -> list[str]:
+    lines = ["## Pixels and features together", "",
+             "`CombinedDetector` of the pixel model and the feature model, each CIFAR-10 class in turn as the "
+             "normal one (the protocol of [combined_dog.md](combined_dog.md)): ROC AUC of the class's test photos "
+             "against far out-of-distribution sets, damaged photos of the class and each other class.", "",
+             "| normal class | far out-of-distribution, lowest (combined) | other classes: pixels | features | "
+             "combined | fit s |", "|---|---|---|---|---|---|"]
+    for normal, result in suite.items():
+        far, _, others = combined._groups(result["seeds"][0]["roc_auc"]["combined"], normal)
+        mean = {method: statistics.mean(statistics.mean(seed["roc_auc"][method][name] for name in others)
+                                        for seed in result["seeds"]) for method in ("pixels", "features", "combined")}
+        lowest_far = min(statistics.mean(seed["roc_auc"]["combined"][name] for seed in result["seeds"]) for name in far)
+        fit = max(seed["fit_seconds"] for seed in result["seeds"])
+        lines.append(f"| {normal} | {lowest_far:.3f} | {mean['pixels']:.3f} | {mean['features']:.3f} | "
+                     f"{mean['combined']:.3f} | {fit:.0f} |")
+    for normal, result in suite.items():
+        lines += ["", f"### {normal}", "", combined.markdown(result)]
+    return lines
 
 
 # Peak memory counts as independent of the folder's size when ten times the photos raise it by less.
@@ -298,6 +363,16 @@ def provenance(results: dict) -> list[str]:
 
 
 MERGED_SUITES = ("tabular", "mnist", "cifar10")  # {data set: entry}; the others are single measurements
+# Suites run a class at a time, and where their results hold {class: ...} (None: the suite itself).
+BY_CLASS_SUITES = {"features": ("one_class", "one_class_per_seed", "n_train"), "combined": None}
+
+
+def _merge_classes(found: list[dict], keys) -> dict:
+    """One suite from runs of different classes; a class measured twice keeps the later run."""
+    if keys is None:
+        return {normal: result for suite in found for normal, result in suite.items()}
+    return {**found[-1], **{key: {normal: value for suite in found for normal, value in suite[key].items()}
+                            for key in keys}}
 
 
 def merge_runs(runs: list[dict], command: str) -> dict:
@@ -333,6 +408,9 @@ def merge_runs(runs: list[dict], command: str) -> dict:
     }
     for name in dict.fromkeys(suite for run in runs for suite in run["suites"]):
         found = [run["suites"][name] for run in runs if name in run["suites"]]
+        if name in BY_CLASS_SUITES:  # runs of different normal classes, side by side
+            merged["suites"][name] = _merge_classes(found, BY_CLASS_SUITES[name])
+            continue
         if name not in MERGED_SUITES:
             merged["suites"][name] = found[-1]
             continue
@@ -374,6 +452,10 @@ def markdown_page(results: dict) -> str:
         lines += ["", *mnist_markdown(results["suites"]["mnist"], results)]
     if "cifar10" in results["suites"]:
         lines += ["", *cifar_markdown(results["suites"]["cifar10"], results)]
+    if "features" in results["suites"]:
+        lines += ["", *features_markdown(results["suites"]["features"])]
+    if "combined" in results["suites"]:
+        lines += ["", *combined_markdown(results["suites"]["combined"])]
     if "speed" in results["suites"]:
         lines += ["", "## Speed", "", *speed_markdown(results["suites"]["speed"])]
     if "cli" in results["suites"]:
@@ -423,12 +505,14 @@ def run(argv=None) -> dict:
         except FileNotFoundError as error:
             results["skipped"]["tabular"] = str(error)
     image_suites = (("mnist", one_class.mnist_suite, {}),
-                    ("cifar10", one_class.cifar_suite, {"classes": args.cifar_classes}))
+                    ("cifar10", one_class.cifar_suite, {"classes": args.cifar_classes}),
+                    ("features", features_suite, {"classes": args.cifar_classes}),
+                    ("combined", combined_suite, {"classes": args.cifar_classes}))
     for name, suite, options in image_suites:
         if name in args.suites:
             try:
                 results["suites"][name] = suite(folder, seeds, args.quick, **options)
-            except FileNotFoundError as error:
+            except (FileNotFoundError, ImportError) as error:  # no data, or no pretrained extra
                 results["skipped"][name] = str(error)
     if "speed" in args.suites:
         results["suites"]["speed"] = speed_suites(folder, args.quick)

@@ -101,8 +101,9 @@ def run_seed(args, seed, train, everything, bounds, names, peer_features, unseed
     from vaedetect import CombinedDetector, VAEDetector
     from vaedetect.backbones import FeatureExtractor
 
-    features = VAEDetector(backbone=FeatureExtractor(args.backbone, image_size=args.image_size))
-    detector = CombinedDetector(VAEDetector(), features, random_state=seed)
+    epochs = getattr(args, "epochs", "auto")
+    features = VAEDetector(backbone=FeatureExtractor(args.backbone, image_size=args.image_size), epochs=epochs)
+    detector = CombinedDetector(VAEDetector(epochs=epochs), features, random_state=seed)
     started = time.perf_counter()
     detector.fit(train)
     fit_seconds = time.perf_counter() - started

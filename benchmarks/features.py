@@ -25,6 +25,7 @@ from ._provenance import run_benchmark
 
 
 UNSEEDED = ("gaussian", "knn")
+PEERS = ("gaussian", "knn", "isolation_forest")
 
 
 def peers(seed: int) -> dict:
@@ -124,7 +125,7 @@ def run_one_class(args) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
     test_features, _ = _embedded(extractor, test, folder and folder / "test.npz")
     rows, per_seed, embed_seconds, n_train = {}, {}, [], {}
-    for normal in sorted(set(labels)):
+    for normal in getattr(args, "classes", None) or sorted(set(labels)):
         train, _ = load_cifar10("train", classes={normal}, path=args.data_dir, limit_per_class=args.n_train)
         features, seconds = _embedded(extractor, train, folder and folder / f"train_{normal}.npz")
         embed_seconds.append(1000 * seconds / len(train))

@@ -8,6 +8,8 @@ import pytest
 from benchmarks import __main__ as runner
 from benchmarks import one_class, speed, tabular
 
+from .conftest import needs_lite0
+
 
 @pytest.fixture
 def tiny_adbench(tmp_path):
@@ -123,26 +125,25 @@ def _write_idx(path, array, magic):
         file.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape) + array.tobytes())
 
 
-@pytest.fixture
-def tiny_images_data(tmp_path):
-    """A data folder with a (mostly blank) MNIST of 5,004 digits and a CIFAR-10 of two classes, six
-    photos each per split: dogs bright, cats dark."""
+def _write_images_data(folder, n_train: int):
+    """A data folder with a (mostly blank) MNIST of 5,004 digits and a CIFAR-10 of two classes, ``n_train``
+    photos each in the training split and six in the test split: dogs bright, cats dark."""
     import io
     import tarfile
 
     from PIL import Image
 
     rng = np.random.RandomState(0)
-    (tmp_path / "mnist").mkdir()
+    (folder / "mnist").mkdir()
     digits = np.zeros((5004, 28, 28), np.uint8)
     digits[:, 10:18, 12:16] = 255
-    _write_idx(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz", digits, 2051)
-    _write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz", (np.arange(5004) % 10).astype(np.uint8), 2049)
-    (tmp_path / "cifar10").mkdir()
-    for split in ("train", "test"):
-        with tarfile.open(tmp_path / "cifar10" / f"cifar10-{split}.tar", "w") as archive:
+    _write_idx(folder / "mnist" / "t10k-images-idx3-ubyte.gz", digits, 2051)
+    _write_idx(folder / "mnist" / "t10k-labels-idx1-ubyte.gz", (np.arange(5004) % 10).astype(np.uint8), 2049)
+    (folder / "cifar10").mkdir()
+    for split, n in (("train", n_train), ("test", 6)):
+        with tarfile.open(folder / "cifar10" / f"cifar10-{split}.tar", "w") as archive:
             for label, low in (("cat", 0), ("dog", 150)):
-                for i in range(6):
+                for i in range(n):
                     buffer = io.BytesIO()
                     pixels = rng.randint(low, low + 100, size=(32, 32, 3), dtype=np.uint8)
                     Image.fromarray(pixels).save(buffer, format="JPEG")
@@ -150,7 +151,13 @@ def tiny_images_data(tmp_path):
                     member.size = buffer.tell()
                     buffer.seek(0)
                     archive.addfile(member, buffer)
-    return tmp_path
+    return folder
+
+
+@pytest.fixture
+def tiny_images_data(tmp_path):
+    """Six photos of each class in each split."""
+    return _write_images_data(tmp_path, n_train=6)
 
 
 def test_one_class_run_scores_vaedetect_and_peers_on_the_same_images(monkeypatch):
@@ -490,3 +497,36 @@ def test_the_one_class_features_page_gives_the_spread_of_the_mean_over_seeds():
     table = features.markdown_one_class(results)
     assert "| **mean** | **0.850** | **0.850** |" in table
     assert "| sd of the mean over seeds | 0.000 | 0.050 |" in table
+
+
+@needs_lite0
+@pytest.mark.filterwarnings("ignore:fpr=0.0[15] needs at least")  # a handful of calibration photos
+def test_runner_feature_suites_score_each_class_with_peers_and_the_combined_verdict(tmp_path, monkeypatch):
+    data = _write_images_data(tmp_path, n_train=40)  # enough for the combined model's calibration halves
+    monkeypatch.setattr(runner, "QUICK_FEATURE_SIZES", {"n_train": 40, "per_class": 6, "n_synthetic": 1})
+    page = tmp_path / "b.md"
+    results = runner.run(["--quick", "--suites", "features", "combined", "--cifar-classes", "dog",
+                          "--data-dir", str(data), "--out", "", "--markdown", str(page)])
+    features, combined = results["suites"]["features"], results["suites"]["combined"]
+    assert set(features["one_class"]) == {"dog"} and features["n_train"] == {"dog": 40}
+    assert {"gaussian", "knn", "isolation_forest", "vaedetect"} <= set(features["one_class"]["dog"])
+    assert set(combined) == {"dog"}
+    aucs = combined["dog"]["seeds"][0]["roc_auc"]
+    assert {"pixels", "features", "combined", "peer_gaussian"} <= set(aucs)
+    assert set(aucs["combined"]) == {"mnist", "constant", "noise", "cat", *(f"dog_{c}" for c in
+                                                                              ("noise", "blur", "jpeg", "bgr", "dark"))}
+    # bright dogs against dark cats: the pixel model and the peers cannot miss them
+    assert aucs["peer_gaussian"]["cat"] == 1.0
+    text = page.read_text()
+    assert "## One-class CIFAR-10 in feature space" in text and "## Pixels and features together" in text
+    assert "| dog | " in text and "### dog" in text
+
+
+def test_merged_runs_of_the_feature_suites_hold_every_class():
+    parts = [_saved_run(suites={"features": {"seeds": [0], "one_class": {name: {"vaedetect": 0.9}},
+                                             "one_class_per_seed": {name: {"vaedetect": [0.9]}}, "n_train": {name: 5}},
+                                "combined": {name: {"seeds": []}}}) for name in ("cat", "dog")]
+    merged = runner.merge_runs(parts, "render")
+    assert set(merged["suites"]["features"]["one_class"]) == {"cat", "dog"}
+    assert merged["suites"]["features"]["n_train"] == {"cat": 5, "dog": 5}
+    assert set(merged["suites"]["combined"]) == {"cat", "dog"}
