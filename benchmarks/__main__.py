@@ -302,6 +302,8 @@ def cifar_markdown(results: dict, run: dict) -> list[str]:
 ARCHITECTURE_RESULTS = Path("benchmarks/results/architecture.json")
 FULL_RUN_PAGE = "benchmarks_full.md"  # in docs/, beside the quick run's page
 # Pages in docs/ written by benchmarks.tabular_selection: what was screened for tabular data.
+# Issue 24's targets for the default on the reported ADBench sets.
+TABULAR_TARGET_RATIO, TABULAR_MAX_SHORTFALL = 1.02, 0.05
 TABULAR_SELECTION_PAGES = ("tabular_likelihood.md", "tabular_screening.md", "tabular_width.md", "tabular_latent.md",
                            "tabular_wrappers.md", "tabular_scores.md")
 
@@ -436,15 +438,23 @@ def markdown_page(results: dict) -> str:
             "and fit + score seconds. `vaedetect` is `VAEDetector(random_state=seed)` with default settings",
             f"({tabular_likelihood_text(results)}; the score is its ELBO);",
             "`pca` is PCA(0.9) reconstruction error on standardised features; `lof` is",
-            "`LocalOutlierFactor(novelty=True)` on standardised features.",
+            "`LocalOutlierFactor(novelty=True)` and `knn` the distance to the 5th nearest training row (PyOD's",
+            "KNN), both on standardised features; `pyod_vae` is PyOD's VAE with its defaults. The sets are",
+            "those of `adbench/` and, where present, `adbench_dev/` (settings were chosen on the latter and on",
+            "toy tasks, never on `adbench/`).",
             "",
             tabular.markdown(results["suites"]["tabular"]),
         ]
         means = tabular.summary(results["suites"]["tabular"])
         ours, theirs = means["vaedetect"]["mean"], means["isolation_forest"]["mean"]
-        lines += ["", f"Target, vaedetect's default at or above IsolationForest on the mean ROC AUC: "
-                      f"{ours:.3f} vs {theirs:.3f}, **{'met' if ours >= theirs else 'not met'}**."]
-        if ours < theirs:
+        gaps = {name: means["vaedetect"][name] - means["isolation_forest"][name] for name in results["suites"]["tabular"]}
+        worst = min(gaps, key=gaps.get)
+        lines += ["", f"Targets, on these {len(gaps)} sets: vaedetect's default mean ROC AUC at least "
+                      f"{TABULAR_TARGET_RATIO:.2f}x IsolationForest's ({ours:.3f} vs {theirs:.3f}, "
+                      f"{ours / theirs:.3f}x: {_verdict(ours >= TABULAR_TARGET_RATIO * theirs)}); no set more than "
+                      f"{TABULAR_MAX_SHORTFALL:.2f} below IsolationForest (furthest: {worst}, {gaps[worst]:+.3f}: "
+                      f"{_verdict(gaps[worst] >= -TABULAR_MAX_SHORTFALL)})."]
+        if ours < TABULAR_TARGET_RATIO * theirs:
             pages = ", ".join(f"[{page}]({page})" for page in TABULAR_SELECTION_PAGES)
             lines += ["Settings, wrappers and score methods screened to close the gap, judged on development tasks "
                       f"and at most confirmed once on these sets: {pages}."]

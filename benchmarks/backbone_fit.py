@@ -42,6 +42,7 @@ def run(args) -> dict:
         for mode, options in MODES.items():
             model = Path(tmp) / f"{mode}.vae"
             row = run_measured(["fit", str(folder), "-o", str(model), "--quiet", "--seed", "0", *options])
+            row.pop("stdout")
             row["model_file_mb"] = model.stat().st_size / 2**20 if model.is_file() else None
             rows[mode] = row
             print(f"{mode}: exit {row['exit_code']}, {row['seconds']:.0f} s, peak {row['peak_rss_mb']:.0f} MB", flush=True)

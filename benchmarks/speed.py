@@ -190,20 +190,27 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def run_measured(arguments: list[str]) -> dict:
-    """Run ``vaedetect ARGUMENTS`` in its own process: exit code, wall seconds and peak resident memory.
+def run_measured(arguments: list[str], module: str = "vaedetect") -> dict:
+    """Run ``python -m MODULE ARGUMENTS`` (by default the ``vaedetect`` command) in its own process: exit
+    code, wall seconds, peak resident memory and what it printed on stdout.
 
     Memory is read from ``/proc/<pid>/status`` while it runs: the ``ru_maxrss`` that ``wait4`` reports would
     also count the memory of this (large) benchmark process, which a forked child carries until ``exec``.
     """
+    import tempfile
+
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "vaedetect", *arguments], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    peak = 0.0
-    while process.poll() is None:
-        peak = max(peak, _peak_rss_mb(process.pid) or 0.0)
-        time.sleep(0.2)
-    return {"exit_code": process.returncode, "seconds": time.perf_counter() - started, "peak_rss_mb": peak}
+    with tempfile.TemporaryFile("w+") as stdout:
+        process = subprocess.Popen([sys.executable, "-m", module, *arguments], stdout=stdout,
+                                   stderr=subprocess.DEVNULL)
+        peak = 0.0
+        while process.poll() is None:
+            peak = max(peak, _peak_rss_mb(process.pid) or 0.0)
+            time.sleep(0.2)
+        stdout.seek(0)
+        printed = stdout.read()
+    return {"exit_code": process.returncode, "seconds": time.perf_counter() - started, "peak_rss_mb": peak,
+            "stdout": printed}
 
 
 def peak_memory_suite(folder: Path, model_path: Path, table_path: Path) -> dict:

@@ -51,6 +51,24 @@ def pca_detector(seed, standardise: bool = True):
     return PCAReconstruction()
 
 
+def knn_detector(standardise: bool = True, n_neighbors: int = 5):
+    """Distance to the ``n_neighbors``-th nearest training row (PyOD's KNN default, "largest"), on
+    standardised features unless ``standardise`` is False, as an estimator with ``score_samples``."""
+    from sklearn.base import BaseEstimator
+    from sklearn.neighbors import NearestNeighbors
+
+    class KthNeighbour(BaseEstimator):
+        def fit(self, X):
+            self.scaler_ = StandardScaler(with_mean=standardise, with_std=standardise).fit(X)
+            self.index_ = NearestNeighbors(n_neighbors=min(n_neighbors, len(X))).fit(self.scaler_.transform(X))
+            return self
+
+        def score_samples(self, X):
+            return -self.index_.kneighbors(self.scaler_.transform(X))[0][:, -1]
+
+    return KthNeighbour()
+
+
 def peers(with_pyod: bool = True, standardise: bool = True) -> dict[str, callable]:
     """The other detectors, ``{name: make(seed) -> unfitted detector}``; deterministic ones ignore
     the seed. PCA and LOF see standardised features unless ``standardise`` is False (pixels, whose
@@ -81,7 +99,8 @@ def methods(quick: bool) -> dict[str, callable]:
     from vaedetect import VAEDetector
 
     settings = {"epochs": QUICK_EPOCHS} if quick else {}
-    return {"vaedetect": lambda seed: VAEDetector(random_state=seed, **settings), **peers()}
+    return {"vaedetect": lambda seed: VAEDetector(random_state=seed, **settings), **peers(),
+            "knn": lambda seed: knn_detector()}
 
 
 class _PyODScores:
@@ -98,9 +117,19 @@ class _PyODScores:
         return -self.model.decision_function(X)
 
 
+# The reported sets: the four of adbench/ and the 17 of adbench_dev/ (../shared/data/README.md). Settings are
+# chosen on adbench_dev/ and on toy tasks (benchmarks.tabular_selection), and reported on both alike.
+FOLDERS = ("adbench", "adbench_dev")
+
+
 def run(data_dir: Path, seeds: list[int], quick: bool, log=print) -> dict:
-    """ROC AUC, average precision and seconds per ADBench data set and method, one entry per seed."""
-    return evaluate(load_adbench(data_dir / "adbench"), methods(quick), seeds, log)
+    """ROC AUC, average precision and seconds per ADBench data set and method, one entry per seed, on
+    the sets of ``FOLDERS`` (``adbench/`` must be there; the others join where they are)."""
+    sets = load_adbench(data_dir / FOLDERS[0])
+    for folder in FOLDERS[1:]:
+        if (data_dir / folder).is_dir():
+            sets |= load_adbench(data_dir / folder)
+    return evaluate(sets, methods(quick), seeds, log)
 
 
 def evaluate(sets: dict, makers: dict, seeds: list[int], log=print, prefix: str = "tabular") -> dict:

@@ -530,3 +530,26 @@ def test_merged_runs_of_the_feature_suites_hold_every_class():
     assert set(merged["suites"]["features"]["one_class"]) == {"cat", "dog"}
     assert merged["suites"]["features"]["n_train"] == {"cat": 5, "dog": 5}
     assert set(merged["suites"]["combined"]) == {"cat", "dog"}
+
+
+def test_tabular_scale_measures_each_share_in_its_own_process(tmp_path):
+    from benchmarks import tabular_scale
+
+    rng = np.random.RandomState(0)
+    (tmp_path / "adbench_large").mkdir()
+    np.savez(tmp_path / "adbench_large" / "1_toy.npz", X=rng.normal(size=(400, 3)), y=np.zeros(400, int))
+    out, page = tmp_path / "s.json", tmp_path / "s.md"
+    tabular_scale.main(["--data-dir", str(tmp_path), "--shares", "0.25", "1.0", "--out", str(out),
+                        "--markdown", str(page)])
+    rows = json.loads(out.read_text())["sets"]["toy"]
+    assert [(row["exit_code"], row["n_rows"], row["n_scored"]) for row in rows] == [(0, 100, 400), (0, 400, 400)]
+    assert all(row["peak_rss_mb"] > 50 and row["fit_seconds"] > 0 for row in rows)  # torch alone takes more
+    assert "Target, fit on the largest table (toy, 400 rows) with peak memory under 3 GB" in page.read_text()
+
+
+def test_growth_is_the_slope_per_hundred_thousand_rows():
+    from benchmarks.tabular_scale import growth
+
+    rows = [{"exit_code": 0, "n_rows": n, "fit_seconds": 2.0 + n / 50_000} for n in (1_000, 10_000, 100_000)]
+    assert growth(rows, "fit_seconds") == pytest.approx(2.0)
+    assert np.isnan(growth(rows[:1], "fit_seconds"))

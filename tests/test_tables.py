@@ -46,11 +46,13 @@ def test_scoring_a_table_keeps_ids_and_reports_rows_it_cannot_score(rows, tmp_pa
                   "--fail-on-outlier")
     assert result.exit_code == 1, result.output  # row 5 is an outlier
     assert "20 rows:" in result.output and "1 could not be scored" in result.output
-    table = pd.read_csv(tmp_path / "s.csv").fillna({"error": ""})
-    assert list(table.columns) == ["path", "row", "id", "score", "p_value", "is_outlier", "error"]
+    table = pd.read_csv(tmp_path / "s.csv").fillna({"error": "", "top_features": ""})
+    assert list(table.columns) == ["path", "row", "id", "score", "p_value", "is_outlier", "top_features", "error"]
     assert list(table["id"]) == [f"n{i}" for i in range(20)] and list(table["row"]) == list(range(20))
     assert table.loc[3, "error"] == "a missing or infinite value" and np.isnan(table.loc[3, "score"])
     assert table["score"].idxmin() == 5 and table.loc[5, "is_outlier"]
+    # row 5 is far out in column c alone: c leads its explanation
+    assert table.loc[5, "top_features"].startswith("c:") and table.loc[3, "top_features"] == ""
 
 
 def test_table_scores_equal_the_python_scores_and_parquet_reads_the_same(rows, tmp_path):

@@ -180,3 +180,18 @@ def arrange_like(images: np.ndarray, layout: InputLayout) -> np.ndarray:
     if layout.form == "nhwc":
         return images.transpose(0, 2, 3, 1)
     return images
+
+
+def feature_resolution(X: np.ndarray) -> np.ndarray:
+    """Each column's resolution: the smallest gap between two of its distinct values (1 for integer
+    counts, 0.01 for prices in cents), or NaN where the column holds one value only.
+
+    A continuous density cannot tell apart values closer than this, so the decoder's scale of a feature
+    has no business shrinking below it (:func:`vaedetect.losses.log_scale_floor`).
+    """
+    resolution = np.full(X.shape[1], np.nan)
+    for column in range(X.shape[1]):
+        gaps = np.diff(np.unique(X[:, column]))
+        if len(gaps):
+            resolution[column] = gaps.min()
+    return resolution

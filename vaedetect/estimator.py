@@ -516,7 +516,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
             self.model_,
             x_train.to(device),
             None if x_val is None else x_val.to(device),
-            self._train_config(device, n_epochs, resolved.augment),
+            self._train_config(device, n_epochs, resolved.augment, self._log_scale_floor(X)),
             generator,
             perceptual,
             world,
@@ -585,7 +585,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
             return self.epochs
         return epochs_within_budget(n_train, self.batch_size, settings.AUTO_MAX_EPOCHS, settings.AUTO_MAX_STEPS)
 
-    def _train_config(self, device, n_epochs, augment):
+    def _train_config(self, device, n_epochs, augment, log_scale_floor=None):
         import torch
 
         from .training import TrainConfig
@@ -608,7 +608,18 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
             n_iter_no_change=self.n_iter_no_change,
             mixed_precision=mixed_precision,
             verbose=self.verbose,
+            log_scale_floor=log_scale_floor,
         )
+
+    def _log_scale_floor(self, X):
+        """Tables: the decoder's per-feature log-scale floor at each column's resolution, in standardised
+        units (see ``losses.log_scale_floor``); None for images."""
+        if self.layout_.kind != "tabular":
+            return None
+        from .data import feature_resolution
+        from .losses import log_scale_floor
+
+        return log_scale_floor(feature_resolution(X) / self.feature_scale_, self.likelihood_)
 
     def _perceptual_loss(self, device):
         if self.loss != "sharp" or self.perceptual_weight == 0 or self.layout_.kind != "image":

@@ -181,6 +181,62 @@ class InferenceMixin:
         maps = self._anomaly_map_tensor(self._check_input(X))
         return arrange_like(maps, self.layout_) if per_channel else maps.sum(axis=1)
 
+    def feature_contributions(self, X):
+        """Which columns make each row of a table anomalous: each feature's share of the row's score.
+
+        A feature's contribution is its negative log-likelihood under the decoder, averaged over the
+        ``n_samples`` latent draws, less its value at a perfect reconstruction: ``|x - mean| / scale`` for
+        the Laplace decoder, ``(x - mean)^2 / (2 scale^2)`` for the Gaussian one, in nats. It is 0 where
+        the model reconstructs the feature exactly and grows with the feature's deviation measured in
+        that feature's own learned scale. The contributions of a row sum to minus its ELBO less its KL
+        term and a constant of the model, so the largest ones name the columns that lowered its score.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows in the layout given to ``fit``.
+
+        Returns
+        -------
+        contributions : pandas.DataFrame of shape (n_samples, n_features)
+            Nats, one column per feature (named as ``fit``'s DataFrame columns, else ``x0``, ``x1``, ...),
+            indexed like ``X`` when it is a DataFrame.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from vaedetect import VAEDetector
+        >>> X = np.random.RandomState(0).normal(size=(200, 3))
+        >>> detector = VAEDetector(epochs=3, random_state=0).fit(X)
+        >>> row = np.array([[0.0, 0.0, 8.0]])  # far out in its third column
+        >>> detector.feature_contributions(row).idxmax(axis=1).tolist()
+        ['x2']
+        """
+        import pandas as pd
+
+        check_is_fitted(self)
+        if self.layout_.kind != "tabular" or self._data_kind() == "features":
+            raise ValueError("feature_contributions is for a detector fitted on a table; "
+                             + ("use anomaly_map for images." if self.layout_.kind == "image" else
+                                "this one models a backbone's features, which name no columns."))
+        x = self._check_input(X)
+        contributions = self._anomaly_map_tensor(x).reshape(len(x), -1) - self._perfect_reconstruction_nll()
+        names = getattr(self, "feature_names_in_", None)
+        columns = list(names) if names is not None else [f"x{i}" for i in range(contributions.shape[1])]
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(contributions.astype(np.float64), columns=columns, index=index)
+
+    def _perfect_reconstruction_nll(self) -> np.ndarray:
+        """Each feature's negative log-likelihood at a zero residual: the part of it the data cannot change."""
+        import torch
+
+        from .losses import elementwise_log_likelihood
+
+        zero = torch.zeros(1, self.layout_.n_features)
+        with torch.no_grad():
+            return -elementwise_log_likelihood(zero, zero, self.model_.log_scale.detach().cpu(), self.likelihood_,
+                                               bounded=False)[0].numpy()
+
     def score_table(self, X, *, methods=None):
         """Several score methods at once, one column each, from one call.
 

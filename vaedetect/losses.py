@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,6 +59,23 @@ def elementwise_log_likelihood(
     if likelihood == "laplace":
         return -(x - mean).abs() * torch.exp(-log_scale) - log_scale - math.log(2.0)
     raise ValueError(f"likelihood must be one of {LIKELIHOODS}; got {likelihood!r}.")
+
+
+def log_scale_floor(resolution: np.ndarray, likelihood: str) -> torch.Tensor:
+    """The smallest log-scale the decoder may learn for features of ``resolution`` (in network units).
+
+    Values that differ by less than their resolution are the same value, so a feature's density may not
+    exceed ``1 / resolution`` anywhere: its probability of one value stays at most 1, and a feature that
+    the training rows hold (nearly) constant cannot claim ever more nats by shrinking its scale. The
+    peak of a Laplace density of scale ``b`` is ``1 / (2 b)``, of a Gaussian ``1 / (sqrt(2 pi) b)``;
+    hence ``b >= resolution / 2`` and ``b >= resolution / sqrt(2 pi)``. A column with one value (NaN
+    resolution) gets the floor of a resolution of one network unit; no floor is below ``_MIN_LOG_SCALE``.
+    """
+    resolution = np.where(np.isfinite(resolution), resolution, 1.0)
+    peak = 2.0 if likelihood == "laplace" else math.sqrt(2 * math.pi)
+    with np.errstate(divide="ignore"):
+        floor = np.log(resolution / peak)
+    return torch.from_numpy(np.maximum(floor, _MIN_LOG_SCALE)).float()
 
 
 def log_likelihood(x, logits, log_scale, likelihood="gaussian", bounded=True) -> torch.Tensor:

@@ -15,6 +15,8 @@ import numpy as np
 TABLE_EXTENSIONS = (".csv", ".parquet")
 # Rows of a CSV file read and scored at a time.
 CHUNK_ROWS = 50_000
+# Columns named in each row's ``top_features``: those that contribute most to its score.
+TOP_FEATURES = 3
 
 
 def is_table_file(path) -> bool:
@@ -73,7 +75,9 @@ def score_table_file(detector, path, *, id_column=None, chunk_rows: int = CHUNK_
     -------
     table : pandas.DataFrame
         One row per row of the file: ``path``, ``row`` (its number, from 0), the identifier column
-        when given, ``score``, ``p_value``, ``is_outlier`` and ``error`` (why a row was not scored).
+        when given, ``score``, ``p_value``, ``is_outlier``, ``top_features`` (the ``TOP_FEATURES``
+        columns that contribute most to its score, as ``name:nats`` separated by ``;``, see
+        ``VAEDetector.feature_contributions``) and ``error`` (why a row was not scored).
     """
     import pandas as pd
 
@@ -88,15 +92,27 @@ def score_table_file(detector, path, *, id_column=None, chunk_rows: int = CHUNK_
             features = features[list(names)]
         values = features.to_numpy(dtype=np.float64)
         good = np.isfinite(values).all(axis=1)
-        scores = np.full(len(values), np.nan)
+        scores, top = np.full(len(values), np.nan), np.full(len(values), "", dtype=object)
         if good.any():
-            scores[good] = detector.score_samples(features[good] if names is not None else values[good])
+            rows = features[good] if names is not None else values[good]
+            scores[good] = detector.score_samples(rows)
+            top[good] = top_features(detector.feature_contributions(rows))
         part = pd.DataFrame({"path": str(path), "row": np.arange(start, start + len(values))})
         if ids is not None:
             part[id_column] = ids.to_numpy()
         part["score"] = scores
+        part["top_features"] = top
         part["error"] = np.where(good, "", "a missing or infinite value")
         parts.append(part)
         start += len(values)
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["path", "row", "score", "error"])
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["path", "row", "score",
+                                                                                     "top_features", "error"])
     return detector._add_verdicts(table)
+
+
+def top_features(contributions, n: int = TOP_FEATURES) -> list[str]:
+    """Each row's ``n`` largest contributions (a DataFrame of ``feature_contributions``) as ``name:nats;...``."""
+    values = contributions.to_numpy()
+    order = np.argsort(-values, axis=1, kind="stable")[:, :n]
+    names = np.asarray(contributions.columns, dtype=str)
+    return [";".join(f"{names[j]}:{row[j]:.1f}" for j in columns) for row, columns in zip(values, order)]

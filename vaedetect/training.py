@@ -40,6 +40,8 @@ class TrainConfig:
     n_iter_no_change: int = 10
     mixed_precision: bool = False
     verbose: int = 0
+    # per-feature lower bound of the decoder's log-scale (tables: losses.log_scale_floor), or None
+    log_scale_floor: torch.Tensor | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -181,6 +183,13 @@ def _check_finite(record: dict, config: TrainConfig) -> None:
         )
 
 
+def _respect_floor(model, config: TrainConfig) -> None:
+    """Project the decoder's log-scale back above its floor (a projected-gradient step)."""
+    if config.log_scale_floor is not None:
+        with torch.no_grad():
+            model.log_scale.clamp_(min=config.log_scale_floor.to(model.log_scale.device))
+
+
 def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator, perceptual=None, world=None):
     """Fit ``model`` in place and return its history as a list of per-epoch dicts.
 
@@ -220,6 +229,7 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
     network = model if world is None else world.wrap(model)
     min_batch = 2 if world is None else 2 * world.size
     history, best_val, best_state, stale = [], math.inf, None, 0
+    _respect_floor(model, config)
     show = config.verbose and (world is None or world.rank == 0)
     epochs = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not show)
     for epoch in epochs:
@@ -239,6 +249,7 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
+            _respect_floor(model, config)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach() * len(x)
             count += len(x)

@@ -1,0 +1,117 @@
+"""Tables as they are: discrete, near-constant and heavy-tailed columns, and which columns made a row anomalous."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vaedetect import VAEDetector
+
+from .conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def correlated():
+    """A detector fitted on 400 rows of three correlated columns a, b, c (b = a + small noise)."""
+    rng = np.random.RandomState(0)
+    a = rng.normal(size=400)
+    X = pd.DataFrame({"a": a, "b": a + 0.1 * rng.normal(size=400), "c": rng.normal(size=400)})
+    return VAEDetector(latent_dim=2, epochs=20, random_state=0).fit(X), X
+
+
+def test_contributions_name_the_one_column_that_made_a_row_anomalous(correlated):
+    detector, X = correlated
+    row = X.iloc[[0]].copy()
+    row["c"] += 12.0  # twelve standard deviations out in c alone
+    contributions = detector.feature_contributions(row)
+    assert contributions.idxmax(axis=1).tolist() == ["c"]
+    grown = contributions - detector.feature_contributions(X.iloc[[0]])
+    assert grown.loc[0, "c"] > 8.0 and grown.loc[0, ["a", "b"]].abs().max() < 1.0
+
+
+def test_contributions_break_the_score_down_exactly(correlated):
+    detector, X = correlated
+    rows = X.iloc[:50]
+    elbo = detector.score_table(rows, methods=["elbo"])["elbo"].to_numpy()
+    kl = -detector.score_table(rows, methods=["kl"])["kl"].to_numpy()
+    rest = -elbo - kl - detector.feature_contributions(rows).sum(axis=1).to_numpy()
+    # what the contributions leave out is one constant of the model, the same for every row
+    np.testing.assert_allclose(rest, rest[0], atol=1e-3)
+
+
+def test_contributions_are_zero_at_a_perfect_reconstruction_and_keep_the_index(correlated):
+    detector, X = correlated
+    rows = X.iloc[10:13]
+    contributions = detector.feature_contributions(rows)
+    assert list(contributions.columns) == ["a", "b", "c"] and list(contributions.index) == [10, 11, 12]
+    assert (contributions.to_numpy() >= 0).all()
+
+
+def test_contributions_of_an_array_name_the_columns_by_position(tabular):
+    detector = VAEDetector(latent_dim=2, epochs=2, random_state=0).fit(tabular)
+    assert list(detector.feature_contributions(tabular[:2]).columns) == ["x0", "x1", "x2", "x3", "x4"]
+
+
+def test_contributions_refuse_an_image_model(gray_images):
+    detector = VAEDetector(**TINY).fit(gray_images)
+    with pytest.raises(ValueError, match="use anomaly_map for images"):
+        detector.feature_contributions(gray_images[:2])
+
+
+def test_resolution_is_the_smallest_gap_between_distinct_values():
+    from vaedetect.data import feature_resolution
+
+    X = np.array([[0.0, 3.0, 7.0, 0.10], [2.0, 3.0, 5.0, 0.25], [0.5, 3.0, 7.0, 0.13], [0.5, 3.0, 9.0, 0.10]])
+    np.testing.assert_allclose(feature_resolution(X), [0.5, np.nan, 2.0, 0.03])
+
+
+def test_the_floor_caps_each_density_at_one_over_the_resolution():
+    from vaedetect.losses import _MIN_LOG_SCALE, log_scale_floor
+
+    resolution = np.array([1.0, np.nan, 1e-9, 0.2])
+    laplace = log_scale_floor(resolution, "laplace").numpy()
+    np.testing.assert_allclose(laplace, [np.log(0.5), np.log(0.5), _MIN_LOG_SCALE, np.log(0.1)], rtol=1e-6)
+    gaussian = log_scale_floor(resolution[:1], "gaussian").numpy()
+    np.testing.assert_allclose(gaussian, [-0.5 * np.log(2 * np.pi)], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def awkward():
+    """A detector fitted on 600 rows: a normal column, a count that is 0 in 98% of rows, a constant
+    column and a heavy-tailed (Cauchy) column."""
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame({"normal": rng.normal(size=600), "count": (rng.uniform(size=600) < 0.02).astype(float),
+                      "constant": np.full(600, 5.0), "heavy": rng.standard_cauchy(size=600)})
+    return VAEDetector(latent_dim=2, epochs=30, random_state=0).fit(X), X
+
+
+def test_a_near_constant_count_keeps_a_scale_of_half_its_step(awkward):
+    detector, X = awkward
+    step = 1.0 / detector.feature_scale_[1]  # one count, in standardised units (about 7)
+    scale = np.exp(detector.model_.log_scale.detach().numpy())
+    assert scale[1] >= step / 2 * (1 - 1e-6)
+    # so one count more than usual costs at most two nats, however rare counts were in training
+    row = X.iloc[[0]].copy()
+    row["count"] = X["count"].mode()[0] + 1
+    assert detector.feature_contributions(row).loc[0, "count"] <= 2.0 + 1e-4
+
+
+def test_a_constant_column_counts_deviations_in_its_standardisation_unit(awkward):
+    detector, X = awkward
+    assert detector.feature_scale_[2] == 1.0  # what StandardScaler gives a column without spread
+    scale = np.exp(detector.model_.log_scale.detach().numpy())
+    assert scale[2] >= 0.5 * (1 - 1e-6)
+    row = X.iloc[[0]].copy()
+    row["constant"] += 3.0
+    # 3 units at a scale of at least 0.5: at most 6 nats more than the row itself
+    more = detector.feature_contributions(row).loc[0, "constant"] - detector.feature_contributions(X.iloc[[0]]).loc[0, "constant"]
+    assert 0 < more <= 6.0 + 1e-4
+
+
+def test_continuous_columns_keep_the_global_floor(awkward):
+    from vaedetect.losses import _MIN_LOG_SCALE
+
+    detector, X = awkward
+    floor = detector._log_scale_floor(X.to_numpy()).numpy()
+    # a normal and a Cauchy column: their values are as fine as the floats that hold them
+    assert floor[0] == floor[3] == pytest.approx(_MIN_LOG_SCALE)
+    assert floor[1] == pytest.approx(np.log(0.5 / detector.feature_scale_[1]))
