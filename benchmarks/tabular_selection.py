@@ -1,9 +1,10 @@
 """Choosing vaedetect's tabular settings on development tasks, never on the ADBench sets they are reported on.
 
-A default picked for its score on the four ADBench test sets would be fitted to them. Here candidate
-settings are compared on development tasks built from scikit-learn's bundled data sets (no download),
-the way many ODDS and ADBench sets were made from classification data: one class is the anomaly,
-drawn to a few percent of the rows and mixed into the other classes, the normal data. The protocol is
+A default picked for its score on the sets it is reported on would be fitted to them. Here candidate
+settings are compared on development tasks: toy tasks built from scikit-learn's bundled data sets (no
+download), the way many ODDS and ADBench sets were made from classification data (one class is the
+anomaly, drawn to a few percent of the rows and mixed into the other classes, the normal data), and
+with ``--development adbench_dev`` the 17 ADBench sets of ``adbench_dev/``. The protocol is
 the tabular suite's (70/30 stratified split, fit on the training part without labels, anomalies
 included; ROC AUC on the test part), with IsolationForest as the reference. ``--confirm`` then runs
 the same candidates once on the ADBench sets.
@@ -11,13 +12,14 @@ the same candidates once on the ADBench sets.
 Usage::
 
     python -m benchmarks.tabular_selection --candidate gaussian likelihood=gaussian \\
-        --candidate laplace likelihood=laplace [--seeds 0 1 2] [--confirm] [--data-dir DIR] \\
-        [--out FILE.json] [--markdown FILE.md]
+        --candidate laplace likelihood=laplace [--development toy adbench_dev] [--seeds 0 1 2] \\
+        [--confirm] [--data-dir DIR] [--out FILE.json] [--markdown FILE.md]
 
 A candidate's settings are ``VAEDetector`` parameters, plus at most one wrapper that needs no change
 to vaedetect: ``preprocess=power|quantile`` (a per-feature transform first), ``ensemble=K`` (the mean
-of K seeds' standardised scores) or ``refit_drop=Q`` (refit without the lowest-scoring share Q of the
-training rows).
+of K seeds' standardised scores), ``ensemble_raw=K`` (the plain mean), ``refit_drop=Q`` (refit without
+the lowest-scoring share Q of the training rows), ``min_steps=N`` (at least N optimiser steps) or
+``clip=M`` (rows scored clipped to the widened training range).
 """
 
 from __future__ import annotations
@@ -101,14 +103,16 @@ class Preprocessed:
 
 class SeedEnsemble:
     """``size`` VAEs of different seeds; the score is the mean of their scores, each centred on its
-    training median and divided by its training interquartile range so that no member dominates."""
+    training median and divided by its training interquartile range so that no member dominates
+    (``standardise=False``: the plain mean, what one network holding the members side by side gives)."""
 
-    def __init__(self, size: int, make_vae):
-        self.size, self.make_vae = size, make_vae
+    def __init__(self, size: int, make_vae, standardise: bool = True):
+        self.size, self.make_vae, self.standardise = size, make_vae, standardise
 
     def fit(self, X):
         self.members_ = [self.make_vae(member).fit(X) for member in range(self.size)]
-        self.scales_ = [_median_and_iqr(member.score_samples(X)) for member in self.members_]
+        self.scales_ = [_median_and_iqr(member.score_samples(X)) if self.standardise else (0.0, 1.0)
+                        for member in self.members_]
         return self
 
     def score_samples(self, X):
@@ -179,7 +183,7 @@ class MinimumSteps:
 
 
 # Settings that wrap the VAE instead of configuring it: ideas screened without changing vaedetect.
-WRAPPERS = ("preprocess", "ensemble", "refit_drop", "min_steps", "clip")
+WRAPPERS = ("preprocess", "ensemble", "ensemble_raw", "refit_drop", "min_steps", "clip")
 
 
 DEVELOPMENT = ("toy", "adbench_dev")
@@ -220,9 +224,10 @@ def candidate_maker(params: dict):
     def make(seed):
         if "preprocess" in wrapper:
             return Preprocessed(wrapper["preprocess"], lambda: VAEDetector(random_state=seed, **vae_params))
-        if "ensemble" in wrapper:
-            size = int(wrapper["ensemble"])
-            return SeedEnsemble(size, lambda member: VAEDetector(random_state=size * seed + member, **vae_params))
+        if "ensemble" in wrapper or "ensemble_raw" in wrapper:
+            size = int(wrapper.get("ensemble", wrapper.get("ensemble_raw")))
+            return SeedEnsemble(size, lambda member: VAEDetector(random_state=size * seed + member, **vae_params),
+                                standardise="ensemble" in wrapper)
         if "refit_drop" in wrapper:
             return TrimmedRefit(float(wrapper["refit_drop"]), lambda: VAEDetector(random_state=seed, **vae_params))
         if "clip" in wrapper:
@@ -256,6 +261,7 @@ WRAPPER_TEXT = {
                   "map of ranks to a standard normal on the training part, then the VAE on the result",
     "ensemble": "`ensemble=K` averages the scores of K VAEs of different seeds, each centred on its "
                 "training median and divided by its training interquartile range",
+    "ensemble_raw": "`ensemble_raw=K` averages the scores of K VAEs of different seeds as they are",
     "refit_drop": "`refit_drop=Q` fits, drops the share Q of training rows that score lowest and fits a "
                   "fresh VAE on the rest",
     "min_steps": "`min_steps=N` raises `epochs` so that training takes at least N optimiser steps",

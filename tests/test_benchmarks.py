@@ -399,6 +399,30 @@ def test_selection_compares_candidates_on_development_tasks_then_confirms_on_adb
     assert "## Confirmation on ADBench" in text and "`laplace` above `gaussian` on" in text
 
 
+def test_selection_on_the_adbench_development_sets_ranks_against_isolation_forest(tiny_adbench, tmp_path):
+    from benchmarks import tabular_selection
+
+    (tiny_adbench / "adbench").rename(tiny_adbench / "adbench_dev")
+    out, page = tmp_path / "s.json", tmp_path / "s.md"
+    tabular_selection.main(["--development", "adbench_dev", "--candidate", "clipped", "clip=0", "epochs=3",
+                            "--candidate", "stepped", "min_steps=40", "epochs=3", "--seeds", "0",
+                            "--data-dir", str(tiny_adbench), "--out", str(out), "--markdown", str(page)])
+    results = json.loads(out.read_text())
+    assert results["adbench_dev"] == ["toy"] and set(results["development"]) == {"toy"}
+    assert "| isolation_forest | " in page.read_text() and "ratio to IsolationForest" in page.read_text()
+
+
+def test_the_comparison_with_isolation_forest_names_the_worst_set():
+    from benchmarks.tabular_selection import against_isolation_forest
+
+    def entry(ours, forest):
+        return {"methods": {"vae": [{"roc_auc": ours}], "isolation_forest": [{"roc_auc": forest}]}}
+
+    rows = against_isolation_forest({"a": entry(0.9, 0.8), "b": entry(0.6, 0.7), "c": entry(0.5, 0.5)}, ["a", "b", "c"])
+    assert rows["vae"]["mean"] == pytest.approx(2.0 / 3) and rows["vae"]["ratio"] == pytest.approx(1.0)
+    assert rows["vae"]["worst_set"] == "b" and rows["vae"]["worst_gap"] == pytest.approx(-0.1)
+
+
 def test_merging_refuses_tabular_runs_of_different_default_likelihoods():
     recorded_before_the_field = _saved_run(default_epochs="auto", suites={"tabular": {}})
     with pytest.raises(ValueError, match="different default likelihoods"):

@@ -145,6 +145,24 @@ def test_auto_epochs_train_within_the_optimiser_step_budget(monkeypatch):
     assert len(detector.history_) == 4
 
 
+def test_auto_epochs_cut_one_epoch_short_where_it_alone_exceeds_the_budget(monkeypatch):
+    import vaedetect.training
+
+    monkeypatch.setattr(vaedetect.settings, "AUTO_MAX_STEPS", 2)
+    taken, batches = [], vaedetect.training._batches
+
+    def counted(*args):
+        for index in batches(*args):
+            taken.append(index)
+            yield index
+
+    monkeypatch.setattr(vaedetect.training, "_batches", counted)
+    X = np.random.RandomState(0).normal(size=(120, 5))
+    detector = VAEDetector(**{**TINY, "epochs": "auto", "batch_size": 32, "early_stopping": False}).fit(X)
+    # 96 training rows are 3 batches of 32, over the budget of 2 steps: one epoch of 2 steps
+    assert detector.training_summary_["epochs"] == 1 and len(taken) == 2
+
+
 def test_iwae_bound_is_at_least_the_elbo_on_average(fitted_images):
     detector, X = fitted_images
     more_draws = copy.deepcopy(detector)

@@ -132,3 +132,13 @@ def test_train_config_defaults_are_the_estimators():
     assert len(shared) >= 9
     assert {field.name: field.default for field in shared} == {field.name: params[field.name] for field in shared}
     assert TrainConfig().epochs == AUTO_MAX_EPOCHS  # the most epochs="auto" trains
+
+
+def test_an_epoch_ends_at_its_step_budget_on_a_random_share_of_the_rows():
+    from vaedetect.training import _batches
+
+    generator = torch.Generator().manual_seed(0)
+    batches = list(_batches(1000, 32, generator, max_batches=5))
+    rows = torch.cat(batches)
+    assert len(batches) == 5 and len(rows) == 160 and len(set(rows.tolist())) == 160
+    assert [len(b) for b in _batches(100, 32, generator, max_batches=5)] == [32, 32, 32, 4]  # fewer rows: all

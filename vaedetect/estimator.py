@@ -96,8 +96,9 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
     epochs : int or "auto", default="auto"
         Training epochs at most. "auto" is 25 epochs, or fewer so that training takes at most 2,500
         optimiser steps: unchanged up to 3,200 training samples at ``batch_size=32``, then a training
-        time that stops growing with the data set until one epoch alone is 2,500 steps (80,000
-        samples). Measured in docs/auto_epochs.md and docs/default_epochs.md.
+        time that stops growing with the data set; beyond 80,000 training samples (one epoch of 2,500
+        steps) the one epoch ends at 2,500 steps, having seen a random share of the samples. Measured
+        in docs/auto_epochs.md, docs/default_epochs.md and docs/tabular_scale.md.
     batch_size : int, default=32
     learning_rate : float, default=5e-4
         AdamW learning rate, decayed to 1e-6 by a cosine schedule.
@@ -588,6 +589,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
     def _train_config(self, device, n_epochs, augment, log_scale_floor=None):
         import torch
 
+        from . import settings
         from .training import TrainConfig
 
         if self.mixed_precision == "auto":
@@ -609,6 +611,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
             mixed_precision=mixed_precision,
             verbose=self.verbose,
             log_scale_floor=log_scale_floor,
+            max_steps_per_epoch=settings.AUTO_MAX_STEPS if self.epochs == "auto" else None,
         )
 
     def _log_scale_floor(self, X):

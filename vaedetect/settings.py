@@ -24,7 +24,8 @@ AUTO_CONTAMINATION = 0.01
 # noisy score (docs/tabular_draws.md), and decoding a row costs next to nothing.
 TABULAR_DRAWS = 16
 # epochs="auto": this many epochs, fewer where they would take more optimiser steps than the budget
-# (docs/auto_epochs.md).
+# (docs/auto_epochs.md); where one epoch alone would, it ends at the budget, on a random share of the
+# rows, so that fit time stops growing with rows (docs/tabular_scale.md).
 AUTO_MAX_EPOCHS = 25
 AUTO_MAX_STEPS = 2500
 # The residual score keeps a d x d precision matrix of the reconstruction residuals: up to this many

@@ -42,6 +42,8 @@ class TrainConfig:
     verbose: int = 0
     # per-feature lower bound of the decoder's log-scale (tables: losses.log_scale_floor), or None
     log_scale_floor: torch.Tensor | None = None
+    # an epoch ends after this many optimiser steps (a random share of the rows), or after all of them
+    max_steps_per_epoch: int | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -65,7 +67,7 @@ def resolve_device(device: str) -> torch.device:
 
 def epochs_within_budget(n_train: int, batch_size: int, max_epochs: int, max_steps: int) -> int:
     """``max_epochs``, or fewer so that training takes at most ``max_steps`` optimiser steps (at least
-    one epoch).
+    one epoch, which ``TrainConfig.max_steps_per_epoch`` cuts short where it alone would take more).
 
     Convergence follows the number of updates more than the number of passes: a large training set
     gets as many updates in fewer epochs, and its training time stops growing with its size.
@@ -127,11 +129,12 @@ def batch_loss(model, x, eps, config: TrainConfig, weight: float, perceptual=Non
     return negative_elbo(x, logits, mean, logvar, vae.log_scale, config.likelihood, vae.is_image, weight)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator, min_size: int = 2):
-    """Shuffled index batches; a last batch under ``min_size`` is dropped for the epoch, as batch norm
-    needs two samples (on every process, when training is distributed)."""
+def _batches(n: int, batch_size: int, generator: torch.Generator, min_size: int = 2, max_batches: int | None = None):
+    """Shuffled index batches, at most ``max_batches`` of them; a last batch under ``min_size`` is dropped
+    for the epoch, as batch norm needs two samples (on every process, when training is distributed)."""
     order = torch.randperm(n, generator=generator, device=generator.device)
-    for start in range(0, n, batch_size):
+    stop = n if max_batches is None else min(n, max_batches * batch_size)
+    for start in range(0, stop, batch_size):
         index = order[start : start + batch_size]
         if len(index) >= min_size:
             yield index
@@ -238,7 +241,7 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
         network.train()
         # Terms accumulate on the device; one host sync per epoch instead of one per step.
         sums, count = {}, 0
-        for index in _batches(len(x_train), config.batch_size, generator, min_batch):
+        for index in _batches(len(x_train), config.batch_size, generator, min_batch, config.max_steps_per_epoch):
             x = x_train[index]
             if config.augment:  # the whole global batch, so that the random stream is the same everywhere
                 x = augment_images(x, generator)
