@@ -6,6 +6,7 @@ and every stand-alone benchmark script start their results from :func:`describe_
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -61,3 +62,13 @@ def run_benchmark(name: str, argv, args, run, page) -> int:
     print(text)
     write_results(results, args.out, args.markdown, text)
     return 0
+
+
+def benchmark_parser(doc: str, holds: str) -> argparse.ArgumentParser:
+    """A benchmark module's command line: its docstring's first line as the description, ``--data-dir`` (the
+    folder holding ``holds``), and ``--out`` and ``--markdown`` for :func:`run_benchmark`; add the rest."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--data-dir", default=None, help=f"folder holding {holds} (default: $VAEDETECT_DATA or ../shared/data)")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--markdown", default=None, help="write the page here")
+    return parser

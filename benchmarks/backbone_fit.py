@@ -10,14 +10,13 @@ memory while it runs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 from ._data import data_dir
-from ._provenance import run_benchmark
+from ._provenance import benchmark_parser, run_benchmark
 from .speed import run_measured
 
 TARGET_SECONDS = 300
@@ -67,13 +66,11 @@ def markdown_page(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None, help="folder holding cifar10/ (default: $VAEDETECT_DATA)")
+    parser = benchmark_parser(__doc__, "cifar10/")
     parser.add_argument("--label", default="dog")
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
     return run_benchmark("backbone_fit", argv, args, run, markdown_page)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,6 @@ score seconds and the process's peak memory.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import sys
 import time
@@ -25,7 +24,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from ._data import load_cifar10
-from ._provenance import run_benchmark
+from ._provenance import benchmark_parser, run_benchmark
 from .cifar_dog_ood import TARGET_FPRS, far_ood_sets
 from .features import UNSEEDED, peers
 
@@ -207,8 +206,7 @@ def markdown_page(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None, help="folder holding cifar10/ and mnist/ (default: $VAEDETECT_DATA)")
+    parser = benchmark_parser(__doc__, "cifar10/ and mnist/")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--normal", default="dog", help="the normal class")
@@ -216,10 +214,9 @@ def main(argv=None) -> int:
     parser.add_argument("--per-class", type=int, default=200, help="test photos of each other class")
     parser.add_argument("--n-synthetic", type=int, default=200, help="images of each far out-of-distribution set")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
     return run_benchmark("combined", argv, args, run, markdown_page)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,7 +12,6 @@ ROC AUC of the normal class against each other class and against all of them.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from ._data import load_cifar10
-from ._provenance import run_benchmark
+from ._provenance import benchmark_parser, run_benchmark
 
 
 UNSEEDED = ("gaussian", "knn")
@@ -207,8 +206,7 @@ def markdown_page(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None, help="folder holding cifar10/ (default: $VAEDETECT_DATA or ../shared/data)")
+    parser = benchmark_parser(__doc__, "cifar10/")
     parser.add_argument("--normal", default="dog")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--stages", nargs="+", default=None)
@@ -222,12 +220,11 @@ def main(argv=None) -> int:
     parser.add_argument("--all-classes", action="store_true",
                         help="one-class CIFAR-10: every class in turn as the normal one (ignores --normal)")
     parser.add_argument("--cache-dir", default=None, help="with --all-classes: keep each embedding here and reuse it")
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
     if args.all_classes:
         return run_benchmark("features", argv, args, run_one_class, markdown_one_class_page)
     return run_benchmark("features", argv, args, run, markdown_page)
+
 
 if __name__ == "__main__":
     sys.exit(main())

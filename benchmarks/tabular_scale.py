@@ -11,7 +11,6 @@ while it runs. Reported: rows, fit and score seconds, peak memory, and the growt
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -19,7 +18,7 @@ import time
 import numpy as np
 
 from ._data import data_dir
-from ._provenance import run_benchmark
+from ._provenance import benchmark_parser, run_benchmark
 from .speed import run_measured
 
 SHARES = (0.01, 0.1, 1.0)
@@ -123,12 +122,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["--child"]:
         print(json.dumps(child(argv[1], float(argv[2]))))
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None, help="folder holding adbench_large/ (default: $VAEDETECT_DATA)")
+    parser = benchmark_parser(__doc__, "adbench_large/")
     parser.add_argument("--sets", nargs="+", default=None, help="only these sets (default: all)")
     parser.add_argument("--shares", type=float, nargs="+", default=list(SHARES))
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
     return run_benchmark("tabular_scale", argv, args, run, markdown_page)
 

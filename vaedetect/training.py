@@ -186,11 +186,11 @@ def _check_finite(record: dict, config: TrainConfig) -> None:
         )
 
 
-def _respect_floor(model, config: TrainConfig) -> None:
-    """Project the decoder's log-scale back above its floor (a projected-gradient step)."""
-    if config.log_scale_floor is not None:
+def _respect_floor(model, floor: torch.Tensor | None) -> None:
+    """Project the decoder's log-scale back above ``floor`` (a projected-gradient step); None: no floor."""
+    if floor is not None:
         with torch.no_grad():
-            model.log_scale.clamp_(min=config.log_scale_floor.to(model.log_scale.device))
+            model.log_scale.clamp_(min=floor)
 
 
 def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator, perceptual=None, world=None):
@@ -232,7 +232,8 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
     network = model if world is None else world.wrap(model)
     min_batch = 2 if world is None else 2 * world.size
     history, best_val, best_state, stale = [], math.inf, None, 0
-    _respect_floor(model, config)
+    floor = None if config.log_scale_floor is None else config.log_scale_floor.to(model.log_scale.device)
+    _respect_floor(model, floor)
     show = config.verbose and (world is None or world.rank == 0)
     epochs = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not show)
     for epoch in epochs:
@@ -252,7 +253,7 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
-            _respect_floor(model, config)
+            _respect_floor(model, floor)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach() * len(x)
             count += len(x)
