@@ -53,7 +53,8 @@ def peers(seed: int) -> dict:
             return -self.index_.kneighbors(X)[0].mean(axis=1)
 
     # VAEDetector(backbone=...) on these embeddings: what its "auto" settings resolve to for features
-    backbone_default = dict(likelihood="gaussian", score_method="residual", scaling="common")
+    backbone_default = dict(likelihood="gaussian", score_method="residual", scaling="common", n_estimators=1,
+                            learning_rate=5e-4)
     return {"gaussian": Gaussian(), "knn": NearestTraining(),
             "isolation_forest": IsolationForest(random_state=seed),
             "vaedetect": VAEDetector(random_state=seed, **backbone_default),

@@ -152,6 +152,8 @@ def build_model_corpus(root, model) -> dict[str, str]:
         "latent1e12.vae": (dict(edit_header=_set("params", "latent_dim", 10**12)), "outside [1, 4096]"),
         "wide.vae": (dict(edit_header=_set("params", "latent_dim", 64)), "do not match the architecture"),
         "draws1e9.vae": (dict(edit_header=_set("fitted", "n_samples_", 10**9)), "outside [1, 10000]"),
+        "members1e6.vae": (dict(edit_header=_set("fitted", "n_estimators_", 10**6)), "outside [1, 64]"),
+        "image_members.vae": (dict(edit_header=_set("fitted", "n_estimators_", 2)), "members side by side are for tables"),
         "residual_shape.vae": (dict(edit_payload=lambda p: p.__setitem__("residual_precision", torch.eye(3))),
                                "record 'residual_precision' has shape"),
         "param_draws1e9.vae": (dict(edit_header=_set("params", "n_samples", 10**9)), "outside [1, 10000]"),

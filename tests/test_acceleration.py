@@ -27,11 +27,11 @@ def _trained_like(model, x):
     return model.eval()
 
 
-@pytest.mark.parametrize("shape", [(3, 16, 16), (1, 13, 11), (7,)])
-def test_folded_network_gives_the_same_outputs(shape):
+@pytest.mark.parametrize("shape, members", [((3, 16, 16), 1), ((1, 13, 11), 1), ((7,), 1), ((7,), 3)])
+def test_folded_network_gives_the_same_outputs(shape, members):
     torch.manual_seed(0)
     x = torch.rand((6, *shape)) * 2 - 1
-    model = _trained_like(VAE(shape, NetworkConfig(latent_dim=3, base_channels=4, n_stages=2)), x)
+    model = _trained_like(VAE(shape, NetworkConfig(latent_dim=3, base_channels=4, n_stages=2, members=members)), x)
     eps = torch.randn((6, *model.latent_shape))
     folded = inference_network(model)
     with torch.inference_mode():

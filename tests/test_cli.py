@@ -303,7 +303,7 @@ def test_fit_options_are_every_estimator_parameter_with_its_real_default_and_cho
 
 def test_fit_help_shows_each_real_default():
     text = CliRunner().invoke(main, ["fit", "--help"], terminal_width=200).output
-    for expected in ("[default: 64]", "[default: leaky_relu]", "[default: on]", "[default: 0.0005]"):
+    for expected in ("[default: 64]", "[default: leaky_relu]", "[default: on]", "[default: 1e-05]"):
         assert expected in text
     assert "VAEDetector's" not in text
 

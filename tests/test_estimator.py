@@ -45,7 +45,7 @@ def test_every_layout_round_trips_through_transform_and_inverse(shape, image_sha
         X = X / 255.0
     detector = VAEDetector(**TINY, image_shape=image_shape).fit(X)
     Z = detector.transform(X)
-    assert Z.shape == (40, 2)
+    assert Z.shape == (40, 2 * detector.n_estimators_)  # a table's members, side by side
     decoded = detector.inverse_transform(Z)
     assert decoded.shape == X.shape
     if image_shape is None and len(shape) == 2:
@@ -79,6 +79,14 @@ def test_scores_are_finite_float_and_one_per_sample(fitted_images):
     scores = detector.score_samples(X)
     assert scores.shape == (40,) and scores.dtype == np.float64
     assert np.isfinite(scores).all()
+
+
+def test_a_tables_members_score_a_row_alike_alone_or_in_any_batch(fitted_tabular):
+    detector, X = fitted_tabular
+    together = detector.score_samples(X)
+    alone = np.array([detector.score_samples(X[i : i + 1])[0] for i in range(5)])
+    np.testing.assert_allclose(alone, together[:5], rtol=1e-5)
+    np.testing.assert_array_equal(detector.score_samples(X), together)
 
 
 def test_scoring_is_deterministic_alone_or_in_any_batch(fitted_images):
@@ -373,6 +381,54 @@ def test_a_model_file_without_resolved_settings_resolves_them_from_its_parameter
     np.testing.assert_array_equal(old.score_samples(X), detector.score_samples(X))
 
 
+def test_tables_get_five_member_networks_and_images_one(fitted_tabular, fitted_images):
+    assert fitted_tabular[0].n_estimators_ == 5
+    assert fitted_images[0].n_estimators_ == 1
+
+
+def test_the_members_codes_come_side_by_side_and_decode_to_their_mean(fitted_tabular):
+    detector, X = fitted_tabular
+    Z = detector.transform(X[:4])
+    assert Z.shape == (4, 2 * 5) and len(detector.get_feature_names_out()) == 10
+    np.testing.assert_allclose(detector.inverse_transform(Z), detector.reconstruct(X[:4]), rtol=1e-5, atol=1e-6)
+    assert detector.inverse_transform(Z).shape == (4, 5)
+
+
+def test_one_member_is_a_plain_network(tabular):
+    detector = VAEDetector(**TINY, n_estimators=1).fit(tabular)
+    assert detector.n_estimators_ == 1 and detector.model_.latent_shape == (2,)
+    assert not any(hasattr(module, "groups") for module in detector.model_.modules())
+
+
+def test_members_are_refused_for_images(gray_images):
+    with pytest.raises(ValueError, match="n_estimators=2.*tables"):
+        VAEDetector(**TINY, n_estimators=2).fit(gray_images)
+
+
+def test_tables_train_at_the_faster_learning_rate(fitted_tabular, fitted_images):
+    from vaedetect.settings import resolve
+
+    assert resolve(fitted_tabular[0].get_params(), "tabular").learning_rate == 1e-3
+    assert resolve(fitted_images[0].get_params(), "image").learning_rate == 5e-4
+    assert resolve({**fitted_images[0].get_params(), "learning_rate": 0.01}, "image").learning_rate == 0.01
+    assert fitted_tabular[0].history_["lr"].iloc[0] == pytest.approx(1e-3)
+
+
+def test_a_model_file_from_before_members_loads_as_one_network(tabular, tmp_path):
+    from tests.hostile import _rewrite
+
+    detector = VAEDetector(**TINY, n_estimators=1, learning_rate=5e-4).fit(tabular)
+    detector.save(tmp_path / "new.vae")
+
+    def written_before_members(header):
+        del header["fitted"]["n_estimators_"], header["params"]["n_estimators"]
+
+    _rewrite(tmp_path / "new.vae", tmp_path / "old.vae", edit_header=written_before_members)
+    old = vaedetect.load(tmp_path / "old.vae")
+    assert old.n_estimators_ == 1 and old.n_estimators == "auto"
+    np.testing.assert_array_equal(old.score_samples(tabular), detector.score_samples(tabular))
+
+
 def test_loading_a_truncated_file_names_it(fitted_tabular, tmp_path):
     detector, _ = fitted_tabular
     path = tmp_path / "model.vae"
@@ -478,7 +534,7 @@ def test_bad_parameters_are_named_in_fit(params, message):
 
 def test_inverse_transform_checks_latent_width(fitted_tabular):
     detector, _ = fitted_tabular
-    with pytest.raises(ValueError, match=r"shape \(n_samples, 2\) with n_samples >= 1; got \(3, 5\)"):
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 10\) with n_samples >= 1; got \(3, 5\)"):
         detector.inverse_transform(np.zeros((3, 5)))
 
 
@@ -669,8 +725,15 @@ def test_without_early_stopping_the_validation_split_joins_the_calibration_data(
 
 def test_calibrating_on_the_split_that_chose_the_epoch_is_announced():
     with pytest.warns(UserWarning, match="validation split early stopping chose the epoch on"):
-        detector = VAEDetector(**TINY, calibration_fraction=0.0).fit(np.random.RandomState(0).normal(size=(100, 3)))
+        detector = VAEDetector(**TINY, n_estimators=1, calibration_fraction=0.0).fit(
+            np.random.RandomState(0).normal(size=(100, 3)))
     assert detector.training_summary_["calibrated_on"] == "early-stopping"
+
+
+def test_members_never_calibrate_on_validation_rows_other_members_trained_on():
+    with pytest.warns(UserWarning, match="No data held out"):
+        detector = VAEDetector(**TINY, calibration_fraction=0.0).fit(np.random.RandomState(0).normal(size=(100, 3)))
+    assert detector.n_estimators_ == 5 and detector.training_summary_["calibrated_on"] == "training"
 
 
 def test_changing_the_score_after_fit_needs_a_new_calibration(fitted_tabular):
@@ -967,3 +1030,22 @@ def test_preset_values_give_way_to_explicit_parameters():
 def test_unknown_preset_is_refused_with_the_choices():
     with pytest.raises(ValueError, match=r"Unknown preset 'huge'; choose one of \['default', 'sharp'\]"):
         VAEDetector.from_preset("huge")
+
+
+def test_members_that_stop_early_train_on_rows_of_their_own(tabular):
+    detector = VAEDetector(**TINY)
+    detector.n_estimators_ = 3
+    train_index, val_index = np.arange(0, 80), np.arange(80, 90)
+    trains, vals = detector._member_rows(train_index, val_index, seed=0)
+    assert trains[0] is train_index and vals[0] is val_index
+    # the further members validate on disjoint folds of the first one's training rows
+    assert len(np.intersect1d(vals[1], vals[2])) == 0 and set(vals[1]) | set(vals[2]) <= set(train_index)
+    for rows, fold in zip(trains, vals):
+        assert len(rows) == 80 and len(np.intersect1d(rows, fold)) == 0 and set(rows) | set(fold) == set(range(90))
+
+
+def test_members_share_the_split_without_early_stopping():
+    detector = VAEDetector(**TINY, early_stopping=False)
+    detector.n_estimators_ = 3
+    trains, vals = detector._member_rows(np.arange(80), np.arange(80, 90), seed=0)
+    assert all(rows is trains[0] for rows in trains) and all(rows is vals[0] for rows in vals)

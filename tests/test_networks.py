@@ -78,3 +78,76 @@ def test_reparameterize_uses_the_given_noise():
     mean, logvar = torch.tensor([[1.0, 2.0]]), torch.log(torch.tensor([[4.0, 9.0]]))
     z = VAE.reparameterize(mean, logvar, torch.tensor([[1.0, -1.0]]))
     assert torch.allclose(z, torch.tensor([[3.0, -1.0]]))
+
+
+def test_a_grouped_layer_is_one_linear_map_per_group():
+    from vaedetect.networks import GroupedLinear
+
+    torch.manual_seed(0)
+    layer = GroupedLinear(4, 3, groups=2)
+    x = torch.randn(5, 8)
+    expected = torch.cat([x[:, :4] @ layer.weight[0] + layer.bias[0], x[:, 4:] @ layer.weight[1] + layer.bias[1]], dim=1)
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_members_side_by_side_never_see_each_other():
+    torch.manual_seed(0)
+    model = VAE((5,), NetworkConfig(**SMALL, members=3)).train()
+    x = torch.randn(8, 5)
+    logits, mean, logvar = model(x, torch.randn(8, *model.latent_shape))
+    assert model.latent_shape == (9,) and logits.shape == (8, 15) and model.log_scale.shape == (15,)
+    # the first member's output depends on no weight of the other two
+    logits[:, :5].sum().backward()
+    grouped = [m for m in model.modules() if hasattr(m, "groups")]
+    assert grouped and all(m.weight.grad[1:].abs().max() == 0 for m in grouped)
+    assert all(m.weight.grad[0].abs().max() > 0 for m in grouped)
+
+
+def test_each_member_decodes_its_own_copy_of_the_row():
+    model = VAE((5,), NetworkConfig(**SMALL, members=3))
+    x = torch.randn(4, 5)
+    target = model.decoder_target(x)
+    assert target.shape == (4, 15)
+    torch.testing.assert_close(target[:, 10:], x)
+    torch.testing.assert_close(model.average_members(target), x)
+
+
+def test_members_are_for_tables_only():
+    with pytest.raises(ValueError, match="tabular"):
+        VAE((1, 8, 8), NetworkConfig(**SMALL, members=2))
+
+
+def _member(model, k):
+    """Member ``k`` of a VAE of several, copied into a VAE of its own."""
+    import dataclasses
+
+    single = VAE(model.data_shape, dataclasses.replace(model.config, members=1))
+    state = {}
+    for name, value in model.state_dict().items():
+        shape = single.state_dict()[name].shape
+        if value.shape == shape:  # e.g. the batch norms' step counters
+            state[name] = value
+        elif value.ndim == 3:  # a grouped layer's (groups, in, out) weights
+            state[name] = value[k].T
+        elif value.shape[1:] == shape:  # its (groups, out) biases
+            state[name] = value[k]
+        else:  # every member's block of outputs, one after another
+            state[name] = value.chunk(model.members, dim=0)[k]
+    single.load_state_dict(state)
+    return single.eval()
+
+
+def test_the_elbo_of_members_side_by_side_is_the_sum_of_their_own():
+    from vaedetect.scoring import elbo_score
+
+    torch.manual_seed(0)
+    model = VAE((5,), NetworkConfig(**SMALL, members=3))
+    x = torch.randn(16, 5)
+    model.train()
+    model(x, torch.randn(16, 9))  # batch norms with running statistics of their own
+    model.eval()
+    noise = torch.randn(4, 1, 9)
+    with torch.no_grad():
+        together = elbo_score(model, x, noise, "laplace")
+        alone = [elbo_score(_member(model, k), x, noise[..., 3 * k : 3 * k + 3], "laplace") for k in range(3)]
+    torch.testing.assert_close(together, sum(alone), rtol=1e-5, atol=1e-4)

@@ -21,9 +21,14 @@ FAST = dict(latent_dim=2, base_channels=4, n_stages=1, epochs=2, n_samples=2, ba
 # flagged less often than `contamination`, while these checks expect the exact share.
 _OFFSET_FROM_HELD_OUT = "offset_ comes from held-out scores, so the training set is not flagged at exactly contamination"
 
+# The check asks for scores equal to 1e-7 whether a row is scored in one batch or another; float32 matrix
+# products round in a batch-size-dependent order, which the sum of five members' ELBOs carries to about
+# 1e-6 relative. tests/test_estimator.py pins the invariance at float32 precision instead.
+_FLOAT32_BATCHES = "float32 products round by batch size: scores agree to about 1e-6 relative, not 1e-7"
 EXPECTED_FAILED_CHECKS = {
     "check_outliers_train": _OFFSET_FROM_HELD_OUT,
     "check_outliers_fit_predict": _OFFSET_FROM_HELD_OUT,
+    "check_methods_subset_invariance": _FLOAT32_BATCHES,
 }
 
 
@@ -44,7 +49,8 @@ def test_a_search_without_scoring_fails_loudly_as_for_isolation_forest(estimator
 def test_a_pipeline_with_pandas_output_gets_named_latent_columns(tabular):
     pipe = make_pipeline(StandardScaler(), VAEDetector(**FAST, random_state=0)).set_output(transform="pandas")
     latent = pipe.fit(tabular).transform(tabular)
-    assert list(latent.columns) == ["vaedetector0", "vaedetector1"]
+    # a table's five members, two latent dimensions each
+    assert list(latent.columns) == [f"vaedetector{i}" for i in range(10)]
     np.testing.assert_allclose(latent.to_numpy(), pipe[-1].set_output(transform="default").transform(
         pipe[0].transform(tabular)))
 

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from vaedetect import VAEDetector
+from vaedetect.settings import TABULAR_MEMBERS
 
 from .conftest import TINY
 
@@ -86,27 +87,31 @@ def awkward():
     return VAEDetector(latent_dim=2, epochs=30, random_state=0).fit(X), X
 
 
+def _member_scales(detector):
+    """The decoder's scales, one row per member, one column per feature."""
+    return np.exp(detector.model_.log_scale.detach().numpy()).reshape(detector.n_estimators_, -1)
+
+
 def test_a_near_constant_count_keeps_a_scale_of_half_its_step(awkward):
     detector, X = awkward
+    assert detector.n_estimators_ == TABULAR_MEMBERS  # the tabular default: the floor holds in every member
     step = 1.0 / detector.feature_scale_[1]  # one count, in standardised units (about 7)
-    scale = np.exp(detector.model_.log_scale.detach().numpy())
-    assert scale[1] >= step / 2 * (1 - 1e-6)
-    # so one count more than usual costs at most two nats, however rare counts were in training
+    assert (_member_scales(detector)[:, 1] >= step / 2 * (1 - 1e-6)).all()
+    # so one count more than usual costs each member at most two nats, however rare counts were in training
     row = X.iloc[[0]].copy()
     row["count"] = X["count"].mode()[0] + 1
-    assert detector.feature_contributions(row).loc[0, "count"] <= 2.0 + 1e-4
+    assert detector.feature_contributions(row).loc[0, "count"] <= 2.0 * TABULAR_MEMBERS + 1e-4
 
 
 def test_a_constant_column_counts_deviations_in_its_standardisation_unit(awkward):
     detector, X = awkward
     assert detector.feature_scale_[2] == 1.0  # what StandardScaler gives a column without spread
-    scale = np.exp(detector.model_.log_scale.detach().numpy())
-    assert scale[2] >= 0.5 * (1 - 1e-6)
+    assert (_member_scales(detector)[:, 2] >= 0.5 * (1 - 1e-6)).all()
     row = X.iloc[[0]].copy()
     row["constant"] += 3.0
-    # 3 units at a scale of at least 0.5: at most 6 nats more than the row itself
+    # 3 units at a scale of at least 0.5: at most 6 nats more than the row itself, in each member
     more = detector.feature_contributions(row).loc[0, "constant"] - detector.feature_contributions(X.iloc[[0]]).loc[0, "constant"]
-    assert 0 < more <= 6.0 + 1e-4
+    assert 0 < more <= 6.0 * TABULAR_MEMBERS + 1e-4
 
 
 def test_continuous_columns_keep_the_global_floor(awkward):

@@ -142,3 +142,18 @@ def test_an_epoch_ends_at_its_step_budget_on_a_random_share_of_the_rows():
     rows = torch.cat(batches)
     assert len(batches) == 5 and len(rows) == 160 and len(set(rows.tolist())) == 160
     assert [len(b) for b in _batches(100, 32, generator, max_batches=5)] == [32, 32, 32, 4]  # fewer rows: all
+
+
+def test_each_member_of_a_network_clips_its_own_gradient():
+    from vaedetect.training import _clip_gradients
+
+    model = VAE((4,), NetworkConfig(latent_dim=2, base_channels=4, n_stages=2, members=2))
+    for parameter in model.parameters():
+        parameter.grad = torch.empty_like(parameter)
+        parameter.grad.view(2, -1)[0] = 10.0  # the first member's gradient is far above the norm of 1
+        parameter.grad.view(2, -1)[1] = 1e-4  # the second's far below
+    _clip_gradients(model, max_norm=1.0)
+    blocks = [parameter.grad.view(2, -1) for parameter in model.parameters()]
+    first = torch.stack([block[0].pow(2).sum() for block in blocks]).sum().sqrt()
+    assert float(first) == pytest.approx(1.0, rel=1e-4)
+    assert all(bool((block[1] == 1e-4).all()) for block in blocks)  # untouched, as if trained alone

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from .networks import GroupedLinear
+
 # MPS supports channels-last only partly; CUDA and the CPU gain from it.
 _CHANNELS_LAST_DEVICES = ("cpu", "cuda")
 
@@ -34,6 +36,18 @@ def use_channels_last(model: nn.Module, device) -> nn.Module:
     return model
 
 
+def _fuse_grouped_bn(layer: GroupedLinear, norm: nn.BatchNorm1d) -> GroupedLinear:
+    """``layer`` followed by the evaluation-mode ``norm`` as one grouped layer (a new module)."""
+    fused = copy.deepcopy(layer)
+    # the norm's channels are the layer's outputs, group after group
+    factor = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).view(layer.groups, layer.out_features)
+    shift = (norm.bias - norm.running_mean * factor.flatten()).view(layer.groups, layer.out_features)
+    with torch.no_grad():
+        fused.weight.mul_(factor.unsqueeze(1))
+        fused.bias.copy_(layer.bias * factor + shift)
+    return fused
+
+
 def _fold_sequential(sequence: nn.Sequential) -> None:
     """Merge each (conv or linear, batch norm) pair of ``sequence`` into one layer, in place."""
     for i in range(len(sequence) - 1):
@@ -42,6 +56,8 @@ def _fold_sequential(sequence: nn.Sequential) -> None:
             sequence[i] = fuse_conv_bn_eval(layer, norm, transpose=isinstance(layer, nn.ConvTranspose2d))
         elif isinstance(layer, nn.Linear) and isinstance(norm, nn.BatchNorm1d):
             sequence[i] = fuse_linear_bn_eval(layer, norm)
+        elif isinstance(layer, GroupedLinear) and isinstance(norm, nn.BatchNorm1d):
+            sequence[i] = _fuse_grouped_bn(layer, norm)
         else:
             continue
         sequence[i + 1] = nn.Identity()

@@ -30,6 +30,13 @@ from .settings import (
 from .thresholds import ThresholdMixin
 
 
+def _side_by_side(data, member_rows):
+    """``(n, members * d)``: the rows ``member_rows[k]`` of ``data`` in the ``k``-th block of columns."""
+    import torch
+
+    return torch.cat([data[rows] for rows in member_rows], dim=1)
+
+
 class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixFeaturesOutMixin,
                   OutlierMixin, TransformerMixin, BaseEstimator):
     """Anomaly and out-of-distribution detector built on a variational autoencoder.
@@ -79,6 +86,15 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         The tutorial's U-Net skips from encoder to decoder. They let the decoder copy its input past
         the latent code, so likelihood scores and sampling are no longer meaningful; off by default.
     activation : {"leaky_relu", "relu"}, default="leaky_relu"
+    n_estimators : int or "auto", default="auto"
+        How many member VAEs the tabular network holds side by side (tables and backbone features; images
+        have one network). Members start from different weights and, with early stopping, each holds out
+        a validation fold of its own and trains on the other rows (the calibration split stays out of all
+        of them); they train in the same optimiser steps, each with its own gradient clipping, as they
+        would alone. Every score is that of the members together: the ELBO is the sum of their ELBOs.
+        "auto" is 3 for tables and 1 for backbone features: a single tabular network now and then lands
+        on a poor model for one seed, which the other members outvote (docs/tabular_members.md), at
+        about 1.5 times the fit time.
     loss : {"elbo", "sharp"}, default="elbo"
         ``"elbo"`` trains the proper negative ELBO under ``likelihood``; ``"sharp"`` is the tutorial's
         MSE + 0.7 L1 + ``perceptual_weight`` VGG16 perceptual + KL loss (the decoder's scale is then
@@ -100,8 +116,10 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         steps) the one epoch ends at 2,500 steps, having seen a random share of the samples. Measured
         in docs/auto_epochs.md, docs/default_epochs.md and docs/tabular_scale.md.
     batch_size : int, default=32
-    learning_rate : float, default=5e-4
-        AdamW learning rate, decayed to 1e-6 by a cosine schedule.
+    learning_rate : float or "auto", default="auto"
+        AdamW learning rate, decayed to 1e-6 by a cosine schedule. "auto" is 1e-3 for tables, where
+        2,500 steps at 5e-4 left some sets under-trained (docs/tabular_dev_settings.md), and 5e-4 for
+        images and backbone features.
     weight_decay : float, default=1e-5
     augment : bool or "auto", default=False
         Random flips, small rotations and (RGB) colour jitter during training, as in the tutorial;
@@ -219,6 +237,9 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         Latent draws per input when scoring, ``n_samples`` with "auto" resolved. Like ``likelihood_``
         it is fixed by ``fit``: changing the parameters afterwards leaves the fitted model's scores as
         they are until the next ``fit``.
+    n_estimators_ : int
+        Member VAEs side by side in ``model_``, ``n_estimators`` with "auto" resolved; ``transform`` returns
+        their latent codes side by side, ``latent_dim * n_estimators_`` columns.
     noise_seed_ : int
         Seed of the fixed latent draws used by every score call.
     reference_ : vaedetect.scoring.Reference
@@ -282,13 +303,14 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         "spatial_latent": ["boolean"],
         "skip_connections": ["boolean"],
         "activation": [StrOptions(set(ACTIVATIONS))],
+        "n_estimators": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "loss": [StrOptions(set(LOSSES))],
         "likelihood": [StrOptions({"auto", *LIKELIHOODS})],
         "perceptual_weight": [Interval(Real, 0, None, closed="left")],
         "kl_schedule": [StrOptions(set(KL_SCHEDULES))],
         "epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 2, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "augment": ["boolean", StrOptions({"auto"})],
         "scaling": [StrOptions({"auto", *SCALINGS})],
@@ -324,13 +346,14 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         spatial_latent=False,
         skip_connections=False,
         activation="leaky_relu",
+        n_estimators="auto",
         loss="elbo",
         likelihood="auto",
         perceptual_weight=0.3,
         kl_schedule="warmup",
         epochs="auto",
         batch_size=32,
-        learning_rate=5e-4,
+        learning_rate="auto",
         weight_decay=1e-5,
         augment=False,
         scaling="auto",
@@ -359,6 +382,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         self.spatial_latent = spatial_latent
         self.skip_connections = skip_connections
         self.activation = activation
+        self.n_estimators = n_estimators
         self.loss = loss
         self.likelihood = likelihood
         self.perceptual_weight = perceptual_weight
@@ -498,6 +522,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         init_seed, train_seed, self.noise_seed_ = seeds
         resolved = resolve(self.get_params(), self._data_kind())
         self.likelihood_, self.n_samples_ = resolved.likelihood, resolved.n_samples
+        self.n_estimators_ = resolved.n_estimators
         self._set_standardisation(X, resolved.scaling)
         data = self._to_tensor(X)
         x_train, x_cal = data[train_index], data[cal_index]
@@ -513,11 +538,13 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         generator = torch.Generator(device=device).manual_seed(train_seed)
         perceptual = self._perceptual_loss(device)
         n_epochs = self._n_epochs(len(x_train))
+        # each member's own rows side by side (members with rows of their own: see _member_rows)
+        member_train, member_val = self._member_rows(train_index, val_index, train_seed)
         history = train(
             self.model_,
-            x_train.to(device),
-            None if x_val is None else x_val.to(device),
-            self._train_config(device, n_epochs, resolved.augment, self._log_scale_floor(X)),
+            _side_by_side(data, member_train).to(device),
+            None if x_val is None else _side_by_side(data, member_val).to(device),
+            self._train_config(device, n_epochs, resolved, self._log_scale_floor(X)),
             generator,
             perceptual,
             world,
@@ -528,7 +555,9 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
             self._calibrate_scale(x_train)
         self._say(f"computing the reference statistics of {len(x_train)} training samples")
         self.reference_ = self._fit_reference(x_train)
-        x_calibration, calibrated_on = self._calibration_data(x_train, x_val, x_cal)
+        # validation rows that other members trained on are no calibration data
+        shared_validation = all(rows is val_index for rows in member_val)
+        x_calibration, calibrated_on = self._calibration_data(x_train, x_val if shared_validation else None, x_cal)
         self._say(f"calibrating the threshold on {len(x_calibration)} {calibrated_on} samples")
         self._set_offset(x_calibration)
         self.training_summary_ = {"n_samples": len(data), "n_train": len(x_train), "n_validation": len(val_index),
@@ -544,6 +573,28 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         rng = check_random_state(self.random_state)
         seeds = tuple(int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3))
         return seeds, holdout_split(n_samples, n_val, n_cal, rng)
+
+    def _member_rows(self, train_index, val_index, seed):
+        """The training and the validation rows of each member, two lists of ``n_estimators_`` index arrays.
+
+        Members that stop early see different data: the first keeps the common split, and each further
+        member validates on a fold of the first's training rows of the validation split's size (disjoint
+        folds while the rows last) and trains on the rest and on the first's validation rows. Each member
+        so trains on as many rows as one network would, and rows of the calibration split stay out of
+        every member. Without early stopping (or with more validation than training rows) the members
+        share the common split.
+        """
+        members, n_val = self.n_estimators_, len(val_index)
+        if members == 1 or not self.early_stopping or not 0 < n_val <= len(train_index):
+            return [train_index] * members, [val_index] * members
+        rng = np.random.RandomState(seed)
+        pool = rng.permutation(train_index)
+        trains, vals = [train_index], [val_index]
+        for member in range(1, members):
+            fold = pool[np.arange((member - 1) * n_val, member * n_val) % len(pool)]
+            trains.append(rng.permutation(np.concatenate([np.setdiff1d(train_index, fold), val_index])))
+            vals.append(fold)
+        return trains, vals
 
     def _say(self, stage):
         """Name the stage ``fit`` is in once its progress bar has ended, when ``verbose``."""
@@ -561,6 +612,9 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         if self.score_method != "auto" and not applies(get_score(self.score_method), kind):
             other = "images" if kind != "image" else "tabular data and backbone features"
             raise ValueError(f"score_method={self.score_method!r} is defined for {other} only; {data}.")
+        if kind == "image" and self.n_estimators not in ("auto", 1):
+            raise ValueError(f"n_estimators={self.n_estimators!r}: member networks side by side are for tables and "
+                             "backbone features; a detector of images has one network. Use 'auto' or 1.")
         if kind != "image" and self.likelihood == "bernoulli":
             raise ValueError(f"likelihood='bernoulli' needs images in [0, 1]; {data}. Use 'auto'.")
 
@@ -575,6 +629,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
             spatial_latent=self.spatial_latent and self.layout_.kind == "image",
             skip_connections=self.skip_connections and self.layout_.kind == "image",
             activation=self.activation,
+            members=self.n_estimators_,
         )
 
     def _n_epochs(self, n_train):
@@ -586,7 +641,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
             return self.epochs
         return epochs_within_budget(n_train, self.batch_size, settings.AUTO_MAX_EPOCHS, settings.AUTO_MAX_STEPS)
 
-    def _train_config(self, device, n_epochs, augment, log_scale_floor=None):
+    def _train_config(self, device, n_epochs, resolved, log_scale_floor=None):
         import torch
 
         from . import settings
@@ -599,13 +654,13 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         return TrainConfig(
             epochs=n_epochs,
             batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
+            learning_rate=resolved.learning_rate,
             weight_decay=self.weight_decay,
             loss=self.loss,
             likelihood=self.likelihood_,
             perceptual_weight=self.perceptual_weight,
             kl_schedule=self.kl_schedule,
-            augment=augment,
+            augment=resolved.augment,
             early_stopping=self.early_stopping,
             n_iter_no_change=self.n_iter_no_change,
             mixed_precision=mixed_precision,
@@ -616,13 +671,13 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
 
     def _log_scale_floor(self, X):
         """Tables: the decoder's per-feature log-scale floor at each column's resolution, in standardised
-        units (see ``losses.log_scale_floor``); None for images."""
+        units (see ``losses.log_scale_floor``), once per member; None for images."""
         if self.layout_.kind != "tabular":
             return None
         from .data import feature_resolution
         from .losses import log_scale_floor
 
-        return log_scale_floor(feature_resolution(X) / self.feature_scale_, self.likelihood_)
+        return log_scale_floor(feature_resolution(X) / self.feature_scale_, self.likelihood_).repeat(self.n_estimators_)
 
     def _perceptual_loss(self, device):
         if self.loss != "sharp" or self.perceptual_weight == 0 or self.layout_.kind != "image":

@@ -156,7 +156,7 @@ class InferenceMixin:
         scores : ndarray of shape (n_samples,)
             The method named by ``score_method`` (by default ``"bits_typicality"`` for images and the
             ELBO in nats per sample for tabular data; see the ``score_method`` parameter). The same input
-            always gets the same score, alone or in any batch.
+            always gets the same score, alone or in any batch (up to float32 rounding).
         """
         return self._score_tensor(self._check_input(X))
 
@@ -190,6 +190,7 @@ class InferenceMixin:
         the model reconstructs the feature exactly and grows with the feature's deviation measured in
         that feature's own learned scale. The contributions of a row sum to minus its ELBO less its KL
         term and a constant of the model, so the largest ones name the columns that lowered its score.
+        With several members (``n_estimators``) a feature's contribution is the sum of the members'.
 
         Parameters
         ----------
@@ -220,7 +221,9 @@ class InferenceMixin:
                              + ("use anomaly_map for images." if self.layout_.kind == "image" else
                                 "this one models a backbone's features, which name no columns."))
         x = self._check_input(X)
-        contributions = self._anomaly_map_tensor(x).reshape(len(x), -1) - self._perfect_reconstruction_nll()
+        excess = self._anomaly_map_tensor(x).reshape(len(x), -1) - self._perfect_reconstruction_nll()
+        # the members' shares of a feature add up, as their ELBOs do in the score
+        contributions = excess.reshape(len(x), self.model_.members, -1).sum(axis=1)
         names = getattr(self, "feature_names_in_", None)
         columns = list(names) if names is not None else [f"x{i}" for i in range(contributions.shape[1])]
         index = X.index if isinstance(X, pd.DataFrame) else None
@@ -232,7 +235,7 @@ class InferenceMixin:
 
         from .losses import elementwise_log_likelihood
 
-        zero = torch.zeros(1, self.layout_.n_features)
+        zero = torch.zeros(1, self.model_.log_scale.numel())  # one per feature and member
         with torch.no_grad():
             return -elementwise_log_likelihood(zero, zero, self.model_.log_scale.detach().cpu(), self.likelihood_,
                                                bounded=False)[0].numpy()
@@ -315,8 +318,9 @@ class InferenceMixin:
 
         Returns
         -------
-        Z : ndarray of shape (n_samples, latent_dim)
-            Flattened to ``latent_dim * h * w`` columns for a spatial latent code.
+        Z : ndarray of shape (n_samples, latent_dim * n_estimators_)
+            The members' codes side by side for tables of several members (``n_estimators``); flattened to
+            ``latent_dim * h * w`` columns for a spatial latent code.
         """
         return self._encode_means(self._check_input(X)).flatten(1).double().numpy()
 

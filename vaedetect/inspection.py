@@ -52,13 +52,14 @@ class InspectionMixin:
 
         Parameters
         ----------
-        Z : array-like of shape (n_samples, latent_dim)
+        Z : array-like of shape (n_samples, latent_dim * n_estimators_)
             Latent codes, e.g. from ``transform``.
 
         Returns
         -------
         X : ndarray
-            Decoded means: float for tabular and float images, uint8 for integer images.
+            Decoded means: float for tabular and float images, uint8 for integer images. With several
+            members (``n_estimators``), the mean of the members' decodings of their blocks of ``Z``.
         """
         import torch
 
@@ -87,8 +88,8 @@ class InspectionMixin:
         """Latent codes (tensor, any batch) -> decoded means in the layout and value range of ``X``."""
         from .scoring import map_batches
 
-        decoded = map_batches(lambda model, batch: model.output_mean(model.decode(batch)), self._network(), z,
-                              self._inference_batch_size(), self.device_).numpy()
+        decoded = map_batches(lambda model, batch: model.average_members(model.output_mean(model.decode(batch))),
+                              self._network(), z, self._inference_batch_size(), self.device_).numpy()
         return self._from_network_space(decoded)
 
     def _from_network_space(self, values):

@@ -31,6 +31,8 @@ class NetworkConfig:
     spatial_latent: bool = False
     skip_connections: bool = False
     activation: str = "leaky_relu"
+    # tabular only: independent MLP VAEs side by side in one network (VAEDetector's n_estimators)
+    members: int = 1
 
 
 def _activation(name: str) -> nn.Module:
@@ -155,36 +157,75 @@ class ConvDecoder(nn.Module):
         return self.head(h)  # (B, C, H, W) logits
 
 
+class GroupedLinear(nn.Module):
+    """``groups`` independent linear maps side by side: ``(B, groups * in) -> (B, groups * out)``.
+
+    Group ``g`` reads only the ``g``-th block of ``in_features`` inputs and writes the ``g``-th block of
+    outputs; each is initialised as an ``nn.Linear(in_features, out_features)`` would be. Block-diagonal,
+    it is what keeps the members of an ensemble VAE apart.
+    """
+
+    def __init__(self, in_features: int, out_features: int, groups: int):
+        super().__init__()
+        self.in_features, self.out_features, self.groups = in_features, out_features, groups
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialisation, per group
+        self.weight = nn.Parameter(torch.empty(groups, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = x.reshape(-1, self.groups, self.in_features).transpose(0, 1)  # (G, B, in)
+        out = torch.baddbmm(self.bias.unsqueeze(1), blocks, self.weight)  # (G, B, out)
+        return out.transpose(0, 1).reshape(*x.shape[:-1], self.groups * self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, groups={self.groups}"
+
+
+def _linear(d_in: int, d_out: int, members: int) -> nn.Module:
+    """A layer of ``members`` MLPs side by side: an ``nn.Linear`` for one, a :class:`GroupedLinear` for several."""
+    return nn.Linear(d_in, d_out) if members == 1 else GroupedLinear(d_in, d_out, members)
+
+
 class MLPEncoder(nn.Module):
-    """Tabular rows -> (mean, log-variance); hidden widths shrink towards the latent code."""
+    """Tabular rows -> (mean, log-variance); hidden widths shrink towards the latent code.
+
+    With ``config.members > 1`` it is that many encoders side by side, ``(B, members * d) -> (B, members *
+    latent)``: member ``k`` reads the ``k``-th block of the input and writes the ``k``-th block of the code.
+    """
 
     def __init__(self, n_features: int, hidden: list[int], config: NetworkConfig):
         super().__init__()
+        members = config.members
         layers = []
         for d_in, d_out in zip([n_features, *hidden[:-1]], hidden):
-            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), _activation(config.activation)]
+            layers += [_linear(d_in, d_out, members), nn.BatchNorm1d(members * d_out), _activation(config.activation)]
         self.body = nn.Sequential(*layers)
-        self.mean_head = nn.Linear(hidden[-1], config.latent_dim)
-        self.logvar_head = nn.Linear(hidden[-1], config.latent_dim)
+        self.mean_head = _linear(hidden[-1], config.latent_dim, members)
+        self.logvar_head = _linear(hidden[-1], config.latent_dim, members)
 
     def forward(self, x: torch.Tensor):
-        h = self.body(x)  # (B, d) -> (B, hidden[-1])
+        h = self.body(x)  # (B, members * d) -> (B, members * hidden[-1])
         return self.mean_head(h), self.logvar_head(h), []
 
 
 class MLPDecoder(nn.Module):
-    """Latent code -> tabular rows (identity output: the data are standardised, not bounded)."""
+    """Latent code -> tabular rows (identity output: the data are standardised, not bounded).
+
+    With ``config.members > 1`` it is that many decoders side by side: member ``k`` decodes the ``k``-th
+    block of the code into the ``k``-th copy of the row, ``(B, members * latent) -> (B, members * d)``.
+    """
 
     def __init__(self, n_features: int, hidden: list[int], config: NetworkConfig):
         super().__init__()
+        members = config.members
         layers = []
         widths = hidden[::-1]
         for d_in, d_out in zip([config.latent_dim, *widths[:-1]], widths):
-            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), _activation(config.activation)]
-        self.body = nn.Sequential(*layers, nn.Linear(widths[-1], n_features))
+            layers += [_linear(d_in, d_out, members), nn.BatchNorm1d(members * d_out), _activation(config.activation)]
+        self.body = nn.Sequential(*layers, _linear(widths[-1], n_features, members))
 
     def forward(self, z: torch.Tensor, features=None) -> torch.Tensor:
-        return self.body(z)  # (B, latent_dim) -> (B, d)
+        return self.body(z)  # (B, members * latent_dim) -> (B, members * d)
 
 
 class VAE(nn.Module):
@@ -203,6 +244,12 @@ class VAE(nn.Module):
     ``[-1, 1]``) before the encoder and the decoder's output is cropped back, so every method sees and
     returns the original size. ``log_scale`` is the per-channel (per-feature) log standard deviation of
     a calibrated Gaussian or Laplace decoder (Rybkin et al., 2021, https://arxiv.org/abs/2006.13202).
+
+    A tabular VAE of ``config.members`` members is that many independent VAEs in one network: its inputs,
+    latent codes, outputs and ``log_scale`` hold one block per member side by side, and every bound and
+    loss is the sum of the members' own. Rows of ``d`` features are copied to every member
+    (:meth:`stack_members`); training passes ``members * d`` columns instead, a row of its own for each
+    member.
     """
 
     def __init__(self, data_shape: tuple[int, ...], config: NetworkConfig):
@@ -210,6 +257,9 @@ class VAE(nn.Module):
         self.data_shape = tuple(data_shape)
         self.config = config
         self.is_image = len(self.data_shape) == 3
+        self.members = config.members
+        if self.is_image and self.members != 1:
+            raise ValueError(f"Members side by side are for tabular networks; got members={self.members} for images.")
         if self.is_image:
             channels, height, width = self.data_shape
             factor = 2**config.n_stages
@@ -226,19 +276,36 @@ class VAE(nn.Module):
             hidden = stage_channels(config)[::-1]
             self.encoder = MLPEncoder(self.data_shape[0], hidden, config)
             self.decoder = MLPDecoder(self.data_shape[0], hidden, config)
-            self.log_scale = nn.Parameter(torch.zeros(self.data_shape[0]))
-            self.latent_shape = (config.latent_dim,)
+            self.log_scale = nn.Parameter(torch.zeros(self.members * self.data_shape[0]))
+            self.latent_shape = (self.members * config.latent_dim,)
 
     @property
     def can_generate(self) -> bool:
         """False when U-Net skips let the decoder bypass the latent code."""
         return not (self.is_image and self.config.skip_connections)
 
+    def stack_members(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's input: rows ``(B, d)`` copied once per member, ``(B, members * d)``; inputs that
+        already hold a block per member, and the inputs of a single network, pass unchanged."""
+        if self.members == 1 or x.shape[-1] == self.members * self.data_shape[0]:
+            return x
+        return x.repeat(*([1] * (x.ndim - 1)), self.members)
+
+    def decoder_target(self, x: torch.Tensor) -> torch.Tensor:
+        """What the decoder's output models for the input ``x``: each member's own input."""
+        return self.stack_members(x)
+
+    def average_members(self, values: torch.Tensor) -> torch.Tensor:
+        """Decoder-side ``values`` ``(..., members * d)`` -> the members' mean ``(..., d)``; unchanged for one."""
+        if self.members == 1:
+            return values
+        return values.unflatten(-1, (self.members, -1)).mean(-2)
+
     def encode(self, x: torch.Tensor):
         """Return ``(mean, logvar, features)`` of q(z|x); ``features`` feed the U-Net skips."""
         if self.is_image and any(self.padding):
             x = F.pad(x, self.padding)
-        return self.encoder(x)
+        return self.encoder(x if self.is_image else self.stack_members(x))
 
     @staticmethod
     def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ FORMAT_VERSION = 2
 # Format 1 lacked the reference statistics (latent and typicality scores); it is not read.
 _OLDEST_READABLE = 2
 _FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_", "calibrated_score_",
-                   "map_scale_", "likelihood_", "n_samples_")
+                   "map_scale_", "likelihood_", "n_samples_", "n_estimators_")
 _REFERENCE_SCALARS = ("elbo_center", "elbo_spread_below", "elbo_spread_above", "codec")
 _REFERENCE_TENSORS = ("latent_location", "latent_precision", "bits_location", "bits_precision", "residual_location",
                       "residual_precision")
@@ -44,6 +44,7 @@ MAX_IMAGE_SIDE = 4096
 MAX_FEATURES = 1_000_000
 # Latent draws per scored input: each is a decoder pass, and the fixed noise holds them all.
 MAX_DRAWS = 10_000
+MAX_MEMBERS = 64
 _MAX_RECORDS = 10_000
 _LAYOUT_FORMS = {"tabular": {"tabular"}, "image": {"flat", "nhw", "nchw", "nhwc"}}
 _DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
@@ -339,7 +340,10 @@ def check_header(header: dict, estimator: type) -> None:
         _require(layout["kind"] == "tabular", "a backbone's features are modelled as a table, but layout['kind'] is "
                  f"{layout['kind']!r}")
         n_inputs = _check_backbone(_field(header, "backbone", dict, "header"))
-    _check_fitted(_field(header, "fitted", dict, "header"), n_inputs)
+    fitted = _field(header, "fitted", dict, "header")
+    _check_fitted(fitted, n_inputs)
+    _require(layout["kind"] == "tabular" or fitted.get("n_estimators_", 1) == 1,
+             f"fitted['n_estimators_'] = {fitted.get('n_estimators_')}, but members side by side are for tables")
     names = header.get("feature_names_in")
     _require(names is None or (isinstance(names, list) and len(names) == n_features
                                and all(isinstance(n, str) for n in names)),
@@ -375,7 +379,7 @@ def _check_params(params: dict, estimator: type) -> None:
     unknown = sorted(set(params) - set(estimator().get_params()))
     _require(not unknown, f"unknown parameter(s) {unknown}")
     for name, high in (("latent_dim", MAX_LATENT_DIM), ("base_channels", MAX_BASE_CHANNELS), ("n_stages", 8),
-                       ("n_samples", MAX_DRAWS)):
+                       ("n_samples", MAX_DRAWS), ("n_estimators", MAX_MEMBERS)):
         if name in params and params[name] != "auto":  # a missing one takes its default, as for models written before it existed
             _integer(params, name, 1, high, "params")
     check_device(params.get("device", "auto"))
@@ -486,6 +490,8 @@ def _check_fitted(fitted: dict, n_features: int) -> None:
         _require(fitted["likelihood_"] in LIKELIHOODS, f"fitted['likelihood_'] = {fitted['likelihood_']!r} is unknown")
     if "n_samples_" in fitted:
         _integer(fitted, "n_samples_", 1, MAX_DRAWS, "fitted")
+    if "n_estimators_" in fitted:
+        _integer(fitted, "n_estimators_", 1, MAX_MEMBERS, "fitted")
 
 
 def _tensor(payload, name, path, *, shape=None, required=True):
@@ -561,6 +567,8 @@ def _build_detector(header, payload, path, estimator: type, device=None):
     if "likelihood_" not in header["fitted"]:  # written before fit resolved them, by the same rule
         resolved = resolve(detector.get_params(), detector.layout_.kind)
         detector.likelihood_, detector.n_samples_ = resolved.likelihood, resolved.n_samples
+    if "n_estimators_" not in header["fitted"]:  # written before members existed: one network
+        detector.n_estimators_ = 1
     if header.get("feature_names_in"):
         detector.feature_names_in_ = np.asarray(header["feature_names_in"], dtype=object)
     detector.history_ = pd.DataFrame({name: pd.Series(values) for name, values in header["history"].items()})
@@ -586,15 +594,16 @@ def _build_detector(header, payload, path, estimator: type, device=None):
         skeleton = VAE(detector.layout_.shape, config)
     _check_weights(payload["weights"], skeleton, path)
     latent_size = math.prod(skeleton.latent_shape)
-    n_inputs = math.prod(detector.layout_.shape)
+    # the residual score's statistics: one per decoded value (a table's features times its members)
+    n_outputs = skeleton.log_scale.numel() if tabular else math.prod(detector.layout_.shape)
     detector.reference_ = Reference(
         latent_location=_tensor(payload, "latent_location", path, shape=(latent_size,)),
         latent_precision=_tensor(payload, "latent_precision", path, shape=(latent_size, latent_size)),
         bits_location=_tensor(payload, "bits_location", path, shape=(2,), required=False),
         bits_precision=_tensor(payload, "bits_precision", path, shape=(2, 2), required=False),
         # absent from files written before the residual score existed, and for images
-        residual_location=_tensor(payload, "residual_location", path, shape=(n_inputs,), required=False),
-        residual_precision=_tensor(payload, "residual_precision", path, shape=(n_inputs, n_inputs), required=False),
+        residual_location=_tensor(payload, "residual_location", path, shape=(n_outputs,), required=False),
+        residual_precision=_tensor(payload, "residual_precision", path, shape=(n_outputs, n_outputs), required=False),
         **header["reference"],
     )
 

@@ -54,7 +54,7 @@ def elbo_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
 
 def _elbo_given_posterior(model, x, mean, logvar, features, noise, likelihood):
     logits, _ = _decode_posterior(model, mean, logvar, features, noise)
-    expected = log_likelihood(x, logits, model.log_scale, likelihood, model.is_image).mean(0)
+    expected = log_likelihood(model.decoder_target(x), logits, model.log_scale, likelihood, model.is_image).mean(0)
     return expected - kl_divergence(mean, logvar)
 
 
@@ -66,7 +66,7 @@ def iwae_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     """
     mean, logvar, features = model.encode(x)
     logits, z = _decode_posterior(model, mean, logvar, features, noise)
-    return iwae_bound(x, logits, z, mean, logvar, model.log_scale, likelihood, model.is_image)
+    return iwae_bound(model.decoder_target(x), logits, z, mean, logvar, model.log_scale, likelihood, model.is_image)
 
 
 def kl_score(model, x, noise=None, likelihood=None) -> torch.Tensor:
@@ -83,13 +83,15 @@ def anomaly_map(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     """
     mean, logvar, features = model.encode(x)
     logits, _ = _decode_posterior(model, mean, logvar, features, noise)
-    return -elementwise_log_likelihood(x, logits, model.log_scale, likelihood, model.is_image).mean(0)
+    return -elementwise_log_likelihood(model.decoder_target(x), logits, model.log_scale, likelihood,
+                                       model.is_image).mean(0)
 
 
 def residuals(model, x) -> torch.Tensor:
-    """``x`` minus its reconstruction decoded from the latent mean, in network space."""
+    """``x`` minus its reconstruction decoded from the latent mean, in network space (one residual per member
+    for a network of several)."""
     mean, _, features = model.encode(x)
-    return x - model.output_mean(model.decode(mean, features))
+    return model.decoder_target(x) - model.output_mean(model.decode(mean, features))
 
 
 def reconstruction_score(model, x, noise=None, likelihood=None) -> torch.Tensor:
@@ -270,7 +272,7 @@ def fit_reference(model, x: torch.Tensor, noise, likelihood, batch_size: int, de
         reference.codec = codec
         reference.bits_location = torch.from_numpy(location)
         reference.bits_precision = torch.from_numpy(precision)
-    if not model.is_image and x.shape[1] <= MAX_RESIDUAL_FEATURES:
+    if not model.is_image and model.log_scale.numel() <= MAX_RESIDUAL_FEATURES:
         # x is the training split, in random order: its first rows are a random sample of it
         errors = map_batches(residuals, model, x[:MAX_RESIDUAL_ROWS], batch_size, device).double().numpy()
         residual = LedoitWolf().fit(errors)
@@ -339,7 +341,8 @@ def residual_score(model, x, noise=None, likelihood=None, *, reference: Referenc
     """
     if reference.residual_precision is None:
         raise ValueError(f"The residual score needs a detector fitted on tabular data of at most {MAX_RESIDUAL_FEATURES} "
-                         "features; model files written before the score existed lack its statistics: fit again.")
+                         "features (features times members, n_estimators); model files written before the score "
+                         "existed lack its statistics: fit again.")
     return -squared_mahalanobis(residuals(model, x).flatten(1), reference.residual_location,
                                 reference.residual_precision)
 

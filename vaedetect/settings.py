@@ -23,6 +23,13 @@ AUTO_CONTAMINATION = 0.01
 # Latent draws per row when n_samples="auto" on tabular data: a one-draw ELBO of a few features is a
 # noisy score (docs/tabular_draws.md), and decoding a row costs next to nothing.
 TABULAR_DRAWS = 16
+# Tables: n_estimators="auto" trains this many member VAEs side by side, and learning_rate="auto" is
+# TABULAR_LEARNING_RATE rather than LEARNING_RATE (images, backbone features). On the development
+# sets the faster rate alone raised the mean but let single seeds collapse; members of different
+# initialisations average such a seed away (docs/tabular_dev_ensemble.md, docs/tabular_members.md).
+TABULAR_MEMBERS = 5
+LEARNING_RATE = 5e-4
+TABULAR_LEARNING_RATE = 1e-3
 # epochs="auto": this many epochs, fewer where they would take more optimiser steps than the budget
 # (docs/auto_epochs.md); where one epoch alone would, it ends at the budget, on a random share of the
 # rows, so that fit time stops growing with rows (docs/tabular_scale.md).
@@ -51,6 +58,8 @@ class Resolved:
     n_samples: int
     augment: bool
     scaling: str
+    n_estimators: int
+    learning_rate: float
 
 
 def resolve(params: dict, kind: str) -> Resolved:
@@ -59,12 +68,13 @@ def resolve(params: dict, kind: str) -> Resolved:
 
     Images get a Gaussian decoder, one latent draw per score and augmentation when ``augment="auto"``;
     tables a Laplace decoder (anomalies among the training rows pull it less), ``TABULAR_DRAWS`` draws,
-    no augmentation and each feature scaled to unit variance; features the same as tables but a Gaussian
-    decoder and one scale common to all features (docs/features_one_class.md). The score method is
+    no augmentation, each feature scaled to unit variance and ``TABULAR_MEMBERS`` member VAEs trained at
+    ``TABULAR_LEARNING_RATE``; features the same as tables but a Gaussian decoder, one scale common to
+    all features (docs/features_one_class.md) and one network at ``LEARNING_RATE``, as images. The score method is
     resolved by :func:`resolve_score`, apart: unlike these it may change after ``fit`` (through
     ``calibrate``). The reasons and measurements are in the parameters' documentation (``VAEDetector``).
     """
-    image = kind == "image"
+    image, table = kind == "image", kind == "tabular"
     auto_likelihood = "laplace" if kind == "tabular" else "gaussian"
     return Resolved(
         likelihood=params["likelihood"] if params["likelihood"] != "auto" else auto_likelihood,
@@ -72,7 +82,15 @@ def resolve(params: dict, kind: str) -> Resolved:
         augment=image if params["augment"] == "auto" else bool(params["augment"]),
         scaling=params.get("scaling", "auto") if params.get("scaling", "auto") != "auto" else
         ("common" if kind == "features" else "standard"),
+        # absent from the parameters of model files written before they existed: one network
+        n_estimators=_auto(params.get("n_estimators", 1), TABULAR_MEMBERS if table else 1),
+        learning_rate=_auto(params.get("learning_rate", LEARNING_RATE),
+                            TABULAR_LEARNING_RATE if table else LEARNING_RATE),
     )
+
+
+def _auto(value, resolved):
+    return resolved if value == "auto" else value
 
 
 def resolve_score(score_method: str, kind: str, n_features: int = 0) -> str:

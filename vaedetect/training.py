@@ -123,10 +123,11 @@ def batch_loss(model, x, eps, config: TrainConfig, weight: float, perceptual=Non
     with precision:
         outputs = model(x, eps)
     logits, mean, logvar = (output.float() for output in outputs)
-    if config.loss == "sharp":
-        return sharp_loss(x, logits, mean, logvar, weight, perceptual, config.perceptual_weight)
     vae = getattr(model, "module", model)
-    return negative_elbo(x, logits, mean, logvar, vae.log_scale, config.likelihood, vae.is_image, weight)
+    target = vae.decoder_target(x)
+    if config.loss == "sharp":
+        return sharp_loss(target, logits, mean, logvar, weight, perceptual, config.perceptual_weight)
+    return negative_elbo(target, logits, mean, logvar, vae.log_scale, config.likelihood, vae.is_image, weight)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, min_size: int = 2, max_batches: int | None = None):
@@ -184,6 +185,21 @@ def _check_finite(record: dict, config: TrainConfig) -> None:
             f"(it was {config.learning_rate:g}), and check that the data hold no extreme values (scale features "
             "of very different magnitudes, or clip outliers)."
         )
+
+
+def _clip_gradients(model, max_norm: float) -> None:
+    """Scale the gradient down to a norm of at most ``max_norm``; for a network of several members, each
+    member's own gradient, so that members train as they would alone. Every parameter of such a network
+    holds one block per member along its first axis (:class:`vaedetect.networks.VAE`)."""
+    members = getattr(model, "module", model).members
+    if members == 1:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        return
+    blocks = [p.grad.view(members, -1) for p in model.parameters() if p.grad is not None]
+    norms = torch.stack([block.pow(2).sum(1) for block in blocks]).sum(0).sqrt()
+    factors = (max_norm / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1)
+    for block in blocks:
+        block.mul_(factors)
 
 
 def _respect_floor(model, floor: torch.Tensor | None) -> None:
@@ -251,7 +267,7 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
             terms = batch_loss(network, x, eps, config, weight, perceptual)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            _clip_gradients(model, config.max_grad_norm)
             optimizer.step()
             _respect_floor(model, floor)
             for name, value in terms.items():
