@@ -307,7 +307,8 @@ TABULAR_TARGET_RATIO, TABULAR_MAX_SHORTFALL = 1.02, 0.05
 TABULAR_SELECTION_PAGES = ("tabular_likelihood.md", "tabular_screening.md", "tabular_width.md", "tabular_latent.md",
                            "tabular_wrappers.md", "tabular_scores.md", "tabular_dev_steps.md",
                            "tabular_dev_settings.md", "tabular_floor.md", "tabular_dev_ensemble.md",
-                           "tabular_dev_raw_ensemble.md", "tabular_members.md", "tabular_members_settings.md")
+                           "tabular_dev_raw_ensemble.md", "tabular_members.md", "tabular_members_settings.md",
+                           "tabular_members_draws.md")
 
 
 def architecture_section() -> list[str]:

@@ -85,12 +85,14 @@ def test_a_grouped_layer_is_one_linear_map_per_group():
 
     torch.manual_seed(0)
     layer = GroupedLinear(4, 3, groups=2)
-    x = torch.randn(5, 8)
-    expected = torch.cat([x[:, :4] @ layer.weight[0] + layer.bias[0], x[:, 4:] @ layer.weight[1] + layer.bias[1]], dim=1)
+    x = torch.randn(2, 5, 4)  # member-major: (groups, B, in)
+    expected = torch.stack([x[0] @ layer.weight[0] + layer.bias[0], x[1] @ layer.weight[1] + layer.bias[1]])
     torch.testing.assert_close(layer(x), expected)
 
 
 def test_members_side_by_side_never_see_each_other():
+    from vaedetect.networks import GroupedLinear
+
     torch.manual_seed(0)
     model = VAE((5,), NetworkConfig(**SMALL, members=3)).train()
     x = torch.randn(8, 5)
@@ -98,7 +100,7 @@ def test_members_side_by_side_never_see_each_other():
     assert model.latent_shape == (9,) and logits.shape == (8, 15) and model.log_scale.shape == (15,)
     # the first member's output depends on no weight of the other two
     logits[:, :5].sum().backward()
-    grouped = [m for m in model.modules() if hasattr(m, "groups")]
+    grouped = [m for m in model.modules() if isinstance(m, GroupedLinear)]
     assert grouped and all(m.weight.grad[1:].abs().max() == 0 for m in grouped)
     assert all(m.weight.grad[0].abs().max() > 0 for m in grouped)
 

@@ -151,7 +151,9 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         decoder passes per input. "auto" is 1 for images and 16 for tabular data: an image's
         reconstruction term already sums over thousands of pixels, so one draw estimates it well,
         while a row of a few features is a noisy one-draw estimate and cheap to decode again
-        (measured in docs/scores.md and docs/tabular_draws.md).
+        (measured in docs/scores.md and docs/tabular_draws.md). The members of a table
+        (``n_estimators``) share the 16: each draws ``ceil(16 / n_estimators)`` (4 of 5), since their
+        ELBOs add up and so do the draws that estimate them.
     score_method : {"auto", "elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", \
             "bits_typicality", "regret", "residual"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for

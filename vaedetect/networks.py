@@ -157,12 +157,21 @@ class ConvDecoder(nn.Module):
         return self.head(h)  # (B, C, H, W) logits
 
 
-class GroupedLinear(nn.Module):
-    """``groups`` independent linear maps side by side: ``(B, groups * in) -> (B, groups * out)``.
+def members_first(x: torch.Tensor, members: int) -> torch.Tensor:
+    """``(..., members * d)`` side by side -> ``(members, ..., d)``, one block per member (a view)."""
+    return x if members == 1 else x.unflatten(-1, (members, -1)).movedim(-2, 0)
 
-    Group ``g`` reads only the ``g``-th block of ``in_features`` inputs and writes the ``g``-th block of
-    outputs; each is initialised as an ``nn.Linear(in_features, out_features)`` would be. Block-diagonal,
-    it is what keeps the members of an ensemble VAE apart.
+
+def members_last(x: torch.Tensor, members: int) -> torch.Tensor:
+    """``(members, ..., d)`` -> ``(..., members * d)``, the members' blocks side by side."""
+    return x if members == 1 else x.movedim(0, -2).flatten(-2)
+
+
+class GroupedLinear(nn.Module):
+    """``groups`` independent linear maps, one per member: ``(groups, B, in) -> (groups, B, out)``.
+
+    Each is initialised as an ``nn.Linear(in_features, out_features)`` would be, and all of them run as one
+    batched matrix product on member-major activations (no member sees another's).
     """
 
     def __init__(self, in_features: int, out_features: int, groups: int):
@@ -173,12 +182,22 @@ class GroupedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(groups, out_features).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blocks = x.reshape(-1, self.groups, self.in_features).transpose(0, 1)  # (G, B, in)
-        out = torch.baddbmm(self.bias.unsqueeze(1), blocks, self.weight)  # (G, B, out)
-        return out.transpose(0, 1).reshape(*x.shape[:-1], self.groups * self.out_features)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, groups={self.groups}"
+
+
+class GroupedBatchNorm(nn.BatchNorm1d):
+    """Batch norm of member-major activations ``(groups, B, d)``: one channel per member and feature,
+    ``groups * d`` in all, in the order of :func:`members_last`; folded into the layer before it for inference."""
+
+    def __init__(self, num_features: int, groups: int):
+        super().__init__(groups * num_features)
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return members_first(super().forward(members_last(x, self.groups)), self.groups)
 
 
 def _linear(d_in: int, d_out: int, members: int) -> nn.Module:
@@ -186,26 +205,31 @@ def _linear(d_in: int, d_out: int, members: int) -> nn.Module:
     return nn.Linear(d_in, d_out) if members == 1 else GroupedLinear(d_in, d_out, members)
 
 
+def _norm(d: int, members: int) -> nn.Module:
+    return nn.BatchNorm1d(d) if members == 1 else GroupedBatchNorm(d, members)
+
+
 class MLPEncoder(nn.Module):
     """Tabular rows -> (mean, log-variance); hidden widths shrink towards the latent code.
 
     With ``config.members > 1`` it is that many encoders side by side, ``(B, members * d) -> (B, members *
     latent)``: member ``k`` reads the ``k``-th block of the input and writes the ``k``-th block of the code.
+    Inside, activations are member-major, ``(members, B, width)``, so that every layer is one batched product.
     """
 
     def __init__(self, n_features: int, hidden: list[int], config: NetworkConfig):
         super().__init__()
-        members = config.members
+        self.members = members = config.members
         layers = []
         for d_in, d_out in zip([n_features, *hidden[:-1]], hidden):
-            layers += [_linear(d_in, d_out, members), nn.BatchNorm1d(members * d_out), _activation(config.activation)]
+            layers += [_linear(d_in, d_out, members), _norm(d_out, members), _activation(config.activation)]
         self.body = nn.Sequential(*layers)
         self.mean_head = _linear(hidden[-1], config.latent_dim, members)
         self.logvar_head = _linear(hidden[-1], config.latent_dim, members)
 
     def forward(self, x: torch.Tensor):
-        h = self.body(x)  # (B, members * d) -> (B, members * hidden[-1])
-        return self.mean_head(h), self.logvar_head(h), []
+        h = self.body(members_first(x, self.members))  # -> (members, B, hidden[-1])
+        return members_last(self.mean_head(h), self.members), members_last(self.logvar_head(h), self.members), []
 
 
 class MLPDecoder(nn.Module):
@@ -217,15 +241,16 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, n_features: int, hidden: list[int], config: NetworkConfig):
         super().__init__()
-        members = config.members
+        self.members = members = config.members
         layers = []
         widths = hidden[::-1]
         for d_in, d_out in zip([config.latent_dim, *widths[:-1]], widths):
-            layers += [_linear(d_in, d_out, members), nn.BatchNorm1d(members * d_out), _activation(config.activation)]
+            layers += [_linear(d_in, d_out, members), _norm(d_out, members), _activation(config.activation)]
         self.body = nn.Sequential(*layers, _linear(widths[-1], n_features, members))
 
     def forward(self, z: torch.Tensor, features=None) -> torch.Tensor:
-        return self.body(z)  # (B, members * latent_dim) -> (B, members * d)
+        # (B, members * latent_dim) -> (B, members * d)
+        return members_last(self.body(members_first(z, self.members)), self.members)
 
 
 class VAE(nn.Module):

@@ -23,6 +23,9 @@ from .settings import MAX_RESIDUAL_FEATURES
 # this many training rows, so that every tabular fit pays a bounded price for it (at most 160 MB and
 # seconds on 2 CPU cores).
 MAX_RESIDUAL_ROWS = 10_000
+# The other reference statistics (medians and spreads of the training ELBOs, the latent codes' Gaussian)
+# are as well estimated from this many training samples as from millions.
+MAX_REFERENCE_ROWS = 100_000
 # Images reach the networks in [-1, 1]: one of the 256 levels of an 8-bit value is 2 / 255 wide.
 _BIN_WIDTH = 2.0 / 255.0
 
@@ -248,9 +251,12 @@ class Reference:
 def fit_reference(model, x: torch.Tensor, noise, likelihood, batch_size: int, device, codec=None) -> Reference:
     """Compute the :class:`Reference` statistics of data ``x`` (the training data, in network space).
 
-    ``codec`` (images only) also fits the statistics of ``bits_typicality``.
+    ``codec`` (images only) also fits the statistics of ``bits_typicality``. At most ``MAX_REFERENCE_ROWS``
+    samples count, so that the pass after training stops growing with the data.
     """
     from sklearn.covariance import LedoitWolf
+
+    x = x[:MAX_REFERENCE_ROWS]  # the training split, in random order: its first rows are a random sample
 
     codes = map_batches(lambda m, batch: m.encode(batch)[0].flatten(1), model, x, batch_size, device).double()
     covariance = LedoitWolf().fit(codes.numpy())
