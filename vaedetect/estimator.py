@@ -94,7 +94,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         would alone. Every score is that of the members together: the ELBO is the sum of their ELBOs.
         "auto" is 3 for tables and 1 for backbone features: a single tabular network now and then lands
         on a poor model for one seed, which the other members outvote (docs/tabular_members.md), at
-        about 1.5 times the fit time.
+        1.2 to 1.7 times the fit time of one network and twice its scoring time (docs/usage.md).
     loss : {"elbo", "sharp"}, default="elbo"
         ``"elbo"`` trains the proper negative ELBO under ``likelihood``; ``"sharp"`` is the tutorial's
         MSE + 0.7 L1 + ``perceptual_weight`` VGG16 perceptual + KL loss (the decoder's scale is then
@@ -151,9 +151,8 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         decoder passes per input. "auto" is 1 for images and 16 for tabular data: an image's
         reconstruction term already sums over thousands of pixels, so one draw estimates it well,
         while a row of a few features is a noisy one-draw estimate and cheap to decode again
-        (measured in docs/scores.md and docs/tabular_draws.md). The members of a table
-        (``n_estimators``) share the 16: each draws ``ceil(16 / n_estimators)`` (4 of 5), since their
-        ELBOs add up and so do the draws that estimate them.
+        (measured in docs/scores.md and docs/tabular_draws.md), for each member of a table
+        (``n_estimators``).
     score_method : {"auto", "elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", \
             "bits_typicality", "regret", "residual"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for
