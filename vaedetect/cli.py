@@ -65,7 +65,7 @@ _FIT_OPTIONS = [
      "The tutorial's U-Net skips (they break likelihoods and sampling)."),
     ("--activation", "activation", click.Choice(settings.ACTIVATIONS), "leaky_relu", "Activation of every stage."),
     ("--n-estimators", "n_estimators", click.IntRange(min=1), "auto",
-     "Member VAEs side by side, for tables (auto: 3 for tables, 1 for images and backbone features)."),
+     "Member VAEs side by side, for tables (auto: 5 for tables, 1 for images and backbone features)."),
     ("--loss", "loss", click.Choice(settings.LOSSES), "elbo", "Training objective."),
     ("--likelihood", "likelihood", click.Choice(["auto", *settings.LIKELIHOODS]), "auto",
      "Decoder distribution (auto: gaussian for images, laplace for tables)."),

@@ -92,9 +92,10 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         a validation fold of its own and trains on the other rows (the calibration split stays out of all
         of them); they train in the same optimiser steps, each with its own gradient clipping, as they
         would alone. Every score is that of the members together: the ELBO is the sum of their ELBOs.
-        "auto" is 3 for tables and 1 for backbone features: a single tabular network now and then lands
-        on a poor model for one seed, which the other members outvote (docs/tabular_members.md), at
-        1.2 to 1.7 times the fit time of one network and twice its scoring time (docs/usage.md).
+        "auto" is 5 for tables and 1 for backbone features: a single tabular network now and then lands
+        on a poor model for one seed, which the other members outvote (docs/tabular_members.md and
+        docs/tabular_members_settings.md), at 1.2 to 3 times the fit time of one network and about 9
+        times its scoring time, each member decoding 16 draws (docs/tabular_scale.md).
     loss : {"elbo", "sharp"}, default="elbo"
         ``"elbo"`` trains the proper negative ELBO under ``likelihood``; ``"sharp"`` is the tutorial's
         MSE + 0.7 L1 + ``perceptual_weight`` VGG16 perceptual + KL loss (the decoder's scale is then
