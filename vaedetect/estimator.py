@@ -558,8 +558,8 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         self._say(f"computing the reference statistics of {len(x_train)} training samples")
         self.reference_ = self._fit_reference(x_train)
         # validation rows that other members trained on are no calibration data
-        shared_validation = all(rows is val_index for rows in member_val)
-        x_calibration, calibrated_on = self._calibration_data(x_train, x_val if shared_validation else None, x_cal)
+        own_folds = self._members_hold_out_folds(len(train_index), len(val_index))
+        x_calibration, calibrated_on = self._calibration_data(x_train, None if own_folds else x_val, x_cal)
         self._say(f"calibrating the threshold on {len(x_calibration)} {calibrated_on} samples")
         self._set_offset(x_calibration)
         self.training_summary_ = {"n_samples": len(data), "n_train": len(x_train), "n_validation": len(val_index),
@@ -587,7 +587,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         share the common split.
         """
         members, n_val = self.n_estimators_, len(val_index)
-        if members == 1 or not self.early_stopping or not 0 < n_val <= len(train_index):
+        if not self._members_hold_out_folds(len(train_index), n_val):
             return [train_index] * members, [val_index] * members
         rng = np.random.RandomState(seed)
         pool = rng.permutation(train_index)
@@ -597,6 +597,10 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
             trains.append(rng.permutation(np.concatenate([np.setdiff1d(train_index, fold), val_index])))
             vals.append(fold)
         return trains, vals
+
+    def _members_hold_out_folds(self, n_train, n_val):
+        """Whether members validate on folds of their own (see ``_member_rows``)."""
+        return self.n_estimators_ > 1 and self.early_stopping and 0 < n_val <= n_train
 
     def _say(self, stage):
         """Name the stage ``fit`` is in once its progress bar has ended, when ``verbose``."""

@@ -67,7 +67,7 @@ class InferenceMixin:
         # members multiply every activation: their batches hold as many values as one network's, since
         # bigger temporaries fragment the CPU allocator's heap (scoring 200,000 rows of 39 columns with 5
         # members peaked at 3.5 GB with 256-row batches, docs/tabular_scale.md)
-        members = getattr(self, "n_estimators_", 1)
+        members = self.model_.members
         by_size = _INFERENCE_BATCH_VALUES // max(self.layout_.n_features * members, 1)
         return max(self.batch_size, min(by_size, _MAX_INFERENCE_BATCH // members))
 

@@ -567,7 +567,7 @@ def _build_detector(header, payload, path, estimator: type, device=None):
     if "n_estimators_" not in header["fitted"]:  # written before members existed: one network
         detector.n_estimators_ = 1
     if "likelihood_" not in header["fitted"]:  # written before fit resolved them, by the same rule
-        resolved = resolve({**detector.get_params(), "n_estimators": detector.n_estimators_}, detector.layout_.kind)
+        resolved = resolve(detector.get_params(), detector.layout_.kind)
         detector.likelihood_, detector.n_samples_ = resolved.likelihood, resolved.n_samples
     if header.get("feature_names_in"):
         detector.feature_names_in_ = np.asarray(header["feature_names_in"], dtype=object)

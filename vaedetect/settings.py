@@ -77,17 +77,14 @@ def resolve(params: dict, kind: str) -> Resolved:
     """
     image, table = kind == "image", kind == "tabular"
     auto_likelihood = "laplace" if kind == "tabular" else "gaussian"
-    # absent from the parameters of model files written before they existed: one network
-    n_estimators = _auto(params.get("n_estimators", 1), TABULAR_MEMBERS if table else 1)
     return Resolved(
         likelihood=params["likelihood"] if params["likelihood"] != "auto" else auto_likelihood,
         n_samples=_auto(params["n_samples"], 1 if image else TABULAR_DRAWS),
         augment=image if params["augment"] == "auto" else bool(params["augment"]),
         scaling=params.get("scaling", "auto") if params.get("scaling", "auto") != "auto" else
         ("common" if kind == "features" else "standard"),
-        n_estimators=n_estimators,
-        learning_rate=_auto(params.get("learning_rate", LEARNING_RATE),
-                            TABULAR_LEARNING_RATE if table else LEARNING_RATE),
+        n_estimators=_auto(params["n_estimators"], TABULAR_MEMBERS if table else 1),
+        learning_rate=_auto(params["learning_rate"], TABULAR_LEARNING_RATE if table else LEARNING_RATE),
     )
 
 
