@@ -303,12 +303,15 @@ ARCHITECTURE_RESULTS = Path("benchmarks/results/architecture.json")
 FULL_RUN_PAGE = "benchmarks_full.md"  # in docs/, beside the quick run's page
 # Issue 24's targets for the default on the reported ADBench sets.
 TABULAR_TARGET_RATIO, TABULAR_MAX_SHORTFALL = 1.02, 0.05
-# Pages in docs/ written by benchmarks.tabular_selection: what was screened for tabular data.
+# Pages in docs/ on what was screened for tabular data (written by benchmarks.tabular_selection, and one
+# confirmation by this runner).
 TABULAR_SELECTION_PAGES = ("tabular_likelihood.md", "tabular_screening.md", "tabular_width.md", "tabular_latent.md",
                            "tabular_wrappers.md", "tabular_scores.md", "tabular_dev_steps.md",
                            "tabular_dev_settings.md", "tabular_floor.md", "tabular_dev_ensemble.md",
                            "tabular_dev_raw_ensemble.md", "tabular_members.md", "tabular_members_settings.md",
-                           "tabular_members_draws.md")
+                           "tabular_members_draws.md", "tabular_members_training.md", "tabular_members_epochs.md",
+                           "tabular_members_size.md", "tabular_reconstruction_probability.md",
+                           "tabular_adbench_reconstruction_probability.md")
 
 
 def architecture_section() -> list[str]:
@@ -439,7 +442,8 @@ def markdown_page(results: dict) -> str:
             f"test part (anomaly = positive), mean ± standard deviation over "
             f"{_tables.seeds_text(results['suites']['tabular'])}, with average precision",
             "and fit + score seconds. `vaedetect` is `VAEDetector(random_state=seed)` with default settings",
-            f"({tabular_likelihood_text(results)}; the score is its ELBO);",
+            f"({tabular_likelihood_text(results)}; the score is its ELBO); the `vaedetect_*` columns are other",
+            "scores of the same fitted network;",
             "`pca` is PCA(0.9) reconstruction error on standardised features; `lof` is",
             "`LocalOutlierFactor(novelty=True)` and `knn` the distance to the 5th nearest training row (PyOD's",
             "KNN), both on standardised features; `pyod_vae` is PyOD's VAE with its defaults. The sets are",

@@ -66,7 +66,6 @@ def run_class(train, test, is_anomaly, seeds, quick: bool, far_sets=None) -> dic
     """
     entry = {"n_train": len(train), "n_test": len(test), "anomaly_share": float(np.mean(is_anomaly)),
              "methods": {}, "far_ood": {}}
-    normal = test[~is_anomaly]
     far_sets = far_sets or {}
 
     def record(column, test_scores, fit_seconds, score_seconds, seed, far_scores):

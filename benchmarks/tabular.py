@@ -153,7 +153,7 @@ def evaluate(sets: dict, makers: dict, seeds: list[int], log=print, prefix: str 
 
 
 # Other scores of the same fitted VAE, reported beside its default (the ELBO for tabular data).
-VAE_ALTERNATIVES = ("reconstruction", "latent", "typicality")
+VAE_ALTERNATIVES = ("reconstruction", "reconstruction_probability", "latent", "typicality")
 
 
 def _scores(method, detector, X) -> dict[str, tuple[np.ndarray, float]]:

@@ -18,8 +18,9 @@ Usage::
 A candidate's settings are ``VAEDetector`` parameters, plus at most one wrapper that needs no change
 to vaedetect: ``preprocess=power|quantile`` (a per-feature transform first), ``ensemble=K`` (the mean
 of K seeds' standardised scores), ``ensemble_raw=K`` (the plain mean), ``refit_drop=Q`` (refit without
-the lowest-scoring share Q of the training rows), ``min_steps=N`` (at least N optimiser steps) or
-``clip=M`` (rows scored clipped to the widened training range).
+the lowest-scoring share Q of the training rows), ``min_steps=N`` (at least N optimiser steps),
+``max_epochs=N`` (``epochs="auto"`` capped at N epochs) or ``clip=M`` (rows scored clipped to the widened
+training range).
 """
 
 from __future__ import annotations
@@ -182,8 +183,30 @@ class MinimumSteps:
         return self.vae_.score_samples(X)
 
 
+class EpochCap:
+    """The VAE with ``epochs="auto"`` resolved under another epoch cap than ``AUTO_MAX_EPOCHS``, within
+    the same step budget: tables of fewer than ``AUTO_MAX_STEPS * batch_size / AUTO_MAX_EPOCHS``
+    training rows train for more epochs, larger ones as before."""
+
+    def __init__(self, max_epochs: int, make_vae):
+        self.max_epochs, self.make_vae = max_epochs, make_vae
+
+    def fit(self, X):
+        from vaedetect import settings
+        from vaedetect.training import epochs_within_budget
+
+        vae = self.make_vae()
+        n_train = len(vae._seeds_and_splits(len(X))[1][0])
+        epochs = epochs_within_budget(n_train, vae.batch_size, self.max_epochs, settings.AUTO_MAX_STEPS)
+        self.vae_ = vae.set_params(epochs=epochs).fit(X)
+        return self
+
+    def score_samples(self, X):
+        return self.vae_.score_samples(X)
+
+
 # Settings that wrap the VAE instead of configuring it: ideas screened without changing vaedetect.
-WRAPPERS = ("preprocess", "ensemble", "ensemble_raw", "refit_drop", "min_steps", "clip")
+WRAPPERS = ("preprocess", "ensemble", "ensemble_raw", "refit_drop", "min_steps", "clip", "max_epochs")
 
 
 DEVELOPMENT = ("toy", "adbench_dev")
@@ -234,6 +257,8 @@ def candidate_maker(params: dict):
             return Clipped(float(wrapper["clip"]), lambda: VAEDetector(random_state=seed, **vae_params))
         if "min_steps" in wrapper:
             return MinimumSteps(int(wrapper["min_steps"]), lambda: VAEDetector(random_state=seed, **vae_params))
+        if "max_epochs" in wrapper:
+            return EpochCap(int(wrapper["max_epochs"]), lambda: VAEDetector(random_state=seed, **vae_params))
         return VAEDetector(random_state=seed, **vae_params)
 
     return make
@@ -265,6 +290,8 @@ WRAPPER_TEXT = {
     "refit_drop": "`refit_drop=Q` fits, drops the share Q of training rows that score lowest and fits a "
                   "fresh VAE on the rest",
     "min_steps": "`min_steps=N` raises `epochs` so that training takes at least N optimiser steps",
+    "max_epochs": "`max_epochs=N` resolves `epochs=\"auto\"` with at most N epochs instead of 25, within "
+                  "the same 2,500-step budget",
     "clip": "`clip=M` clips each feature of the rows scored to its training range widened by M times its "
             "1st-to-99th-percentile range on each side",
 }

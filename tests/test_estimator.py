@@ -430,6 +430,16 @@ def test_a_model_file_from_before_members_loads_as_one_network(tabular, tmp_path
     np.testing.assert_array_equal(old.score_samples(tabular), detector.score_samples(tabular))
 
 
+def test_the_reconstruction_probability_is_the_elbo_without_its_kl(fitted_tabular):
+    detector, X = fitted_tabular
+    table = detector.score_table(X[:20], methods=["reconstruction_probability", "elbo", "kl"])
+    # the kl score is minus the KL divergence: ELBO = E_q[log p(x|z)] - KL
+    np.testing.assert_allclose(table["elbo"], table["reconstruction_probability"] + table["kl"], rtol=1e-5, atol=1e-5)
+    assert (table["kl"] < 0).all()
+    chosen = copy.deepcopy(detector).set_params(score_method="reconstruction_probability")
+    np.testing.assert_allclose(chosen.score_samples(X[:20]), table["reconstruction_probability"], rtol=1e-6)
+
+
 def test_loading_a_truncated_file_names_it(fitted_tabular, tmp_path):
     detector, _ = fitted_tabular
     path = tmp_path / "model.vae"
@@ -646,7 +656,7 @@ def test_fit_paths_refuses_a_training_set_too_large_for_memory(tmp_path):
 
 
 def test_set_threshold_moves_offset_without_refitting(fitted_tabular):
-    detector, X = copy.deepcopy(fitted_tabular[0]), fitted_tabular[1]
+    detector = copy.deepcopy(fitted_tabular[0])
     detector.set_threshold(contamination=0.5)
     assert detector.offset_ == pytest.approx(np.median(detector.validation_scores_))
     detector.set_threshold(threshold=-3.0)
@@ -834,8 +844,8 @@ def test_score_table_has_every_method_and_matches_score_samples(fitted_images):
     detector, X = fitted_images
     table = detector.score_table(X[:7])
     assert list(table.columns) == ["elbo", "elbo_bits_per_dim", "iwae", "iwae_bits_per_dim", "kl", "reconstruction",
-                                   "latent", "typicality", "png_bits_per_dim", "complexity", "bits_typicality",
-                                   "regret"]
+                                   "reconstruction_probability", "latent", "typicality", "png_bits_per_dim",
+                                   "complexity", "bits_typicality", "regret"]
     from vaedetect.registry import score_names
 
     for method in score_names("image"):
@@ -848,7 +858,8 @@ def test_score_table_of_tabular_data_leaves_out_image_scores(fitted_tabular):
     detector, X = fitted_tabular
     table = detector.score_table(X[:5])
     assert "complexity" not in table and "elbo_bits_per_dim" not in table
-    assert list(table.columns) == ["elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "regret", "residual"]
+    assert list(table.columns) == ["elbo", "iwae", "kl", "reconstruction", "reconstruction_probability", "latent",
+                                   "typicality", "regret", "residual"]
     with pytest.raises(ValueError, match="methods must be .* got \\['complexity'\\]"):
         detector.score_table(X[:5], methods=["complexity"])
 
@@ -1018,7 +1029,8 @@ def test_regret_is_the_same_alone_or_in_a_batch(dark_detector):
 def test_sharp_preset_is_the_tutorials_full_size_network():
     detector = VAEDetector.from_preset("sharp", random_state=3)
     assert (detector.base_channels, detector.n_stages, detector.spatial_latent) == (64, 4, True)
-    assert (detector.loss, detector.kl_schedule, detector.augment, detector.skip_connections) == ("sharp", "cyclical", True, False)
+    assert ((detector.loss, detector.kl_schedule, detector.augment, detector.skip_connections)
+            == ("sharp", "cyclical", True, False))
     assert detector.random_state == 3
     assert clone(detector).get_params() == detector.get_params()
 

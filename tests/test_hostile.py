@@ -6,7 +6,6 @@ as a wall-clock time.
 """
 
 import os
-import resource
 import subprocess
 import sys
 import warnings

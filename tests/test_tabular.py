@@ -32,9 +32,9 @@ def test_contributions_name_the_one_column_that_made_a_row_anomalous(correlated)
 def test_contributions_break_the_score_down_exactly(correlated):
     detector, X = correlated
     rows = X.iloc[:50]
-    elbo = detector.score_table(rows, methods=["elbo"])["elbo"].to_numpy()
-    kl = -detector.score_table(rows, methods=["kl"])["kl"].to_numpy()
-    rest = -elbo - kl - detector.feature_contributions(rows).sum(axis=1).to_numpy()
+    # the reconstruction probability (the ELBO less its KL term) is minus the features' negative log-likelihoods
+    reconstruction = detector.score_table(rows, methods=["reconstruction_probability"])["reconstruction_probability"]
+    rest = -reconstruction.to_numpy() - detector.feature_contributions(rows).sum(axis=1).to_numpy()
     # what the contributions leave out is one constant of the model: the Laplace normaliser of each
     # feature's learned scale, sum(log(2 b_j)), the same for every row
     scale = np.exp(detector.model_.log_scale.detach().numpy().astype(np.float64))

@@ -154,8 +154,8 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         while a row of a few features is a noisy one-draw estimate and cheap to decode again
         (measured in docs/scores.md and docs/tabular_draws.md), for each member of a table
         (``n_estimators``).
-    score_method : {"auto", "elbo", "iwae", "kl", "reconstruction", "latent", "typicality", "complexity", \
-            "bits_typicality", "regret", "residual"}, default="auto"
+    score_method : {"auto", "elbo", "iwae", "kl", "reconstruction", "reconstruction_probability", "latent", \
+            "typicality", "complexity", "bits_typicality", "regret", "residual"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for
         images and ``"elbo"`` for tabular data, the best of the measured methods on out-of-distribution
         images and one-class MNIST (docs/scores.md) and on tabular development tasks
@@ -165,6 +165,9 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         - ``"iwae"``: the importance-weighted bound with ``n_samples`` draws;
         - ``"kl"``: minus the KL divergence of the posterior from the prior (the rate);
         - ``"reconstruction"``: minus the mean squared error of the reconstruction from the latent mean;
+        - ``"reconstruction_probability"``: the ELBO without its KL term, ``E_q[log p(x|z)]`` in nats
+          under the decoder's learned scales (An and Cho, 2015); per feature it is what
+          :meth:`feature_contributions` breaks down (on tables: docs/tabular_reconstruction_probability.md);
         - ``"latent"``: minus the squared Mahalanobis distance of the latent mean from the training
           data's latent means;
         - ``"typicality"``: how close the ELBO is to the training data's typical ELBO, from either

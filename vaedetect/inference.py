@@ -192,8 +192,9 @@ class InferenceMixin:
         ``n_samples`` latent draws, less its value at a perfect reconstruction: ``|x - mean| / scale`` for
         the Laplace decoder, ``(x - mean)^2 / (2 scale^2)`` for the Gaussian one, in nats. It is 0 where
         the model reconstructs the feature exactly and grows with the feature's deviation measured in
-        that feature's own learned scale. The contributions of a row sum to minus its ELBO less its KL
-        term and a constant of the model, so the largest ones name the columns that lowered its score.
+        that feature's own learned scale. The contributions of a row sum to minus its reconstruction
+        probability (the ELBO less its KL term) less a constant of the model, so the largest ones name the
+        columns that lowered its score.
         With several members (``n_estimators``) a feature's contribution is the sum of the members'.
 
         Parameters

@@ -129,6 +129,7 @@ for _method in (
     ScoreMethod("iwae", f"{_SCORING}:iwae_score", log_likelihood=True),
     ScoreMethod("kl", f"{_SCORING}:kl_score"),
     ScoreMethod("reconstruction", f"{_SCORING}:reconstruction_score"),
+    ScoreMethod("reconstruction_probability", f"{_SCORING}:reconstruction_probability_score"),
     ScoreMethod("latent", f"{_SCORING}:latent_score", needs_reference=True),
     ScoreMethod("typicality", f"{_SCORING}:typicality_score", needs_reference=True,
                 from_elbo=f"{_SCORING}:typicality_columns"),

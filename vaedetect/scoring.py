@@ -56,9 +56,23 @@ def elbo_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
 
 
 def _elbo_given_posterior(model, x, mean, logvar, features, noise, likelihood):
+    return _expected_log_likelihood(model, x, mean, logvar, features, noise, likelihood) - kl_divergence(mean, logvar)
+
+
+def _expected_log_likelihood(model, x, mean, logvar, features, noise, likelihood):
     logits, _ = _decode_posterior(model, mean, logvar, features, noise)
-    expected = log_likelihood(model.decoder_target(x), logits, model.log_scale, likelihood, model.is_image).mean(0)
-    return expected - kl_divergence(mean, logvar)
+    return log_likelihood(model.decoder_target(x), logits, model.log_scale, likelihood, model.is_image).mean(0)
+
+
+def reconstruction_probability_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
+    """The ELBO's reconstruction term ``E_q[log p(x|z)]`` in nats, without its KL term: the
+    "reconstruction probability" of An and Cho (2015), averaged over the ``K`` draws in ``noise``.
+
+    It asks how well the codes the encoder gives ``x`` explain ``x`` under the decoder's learned scales, not
+    how far those codes lie from the prior. http://dm.snu.ac.kr/static/docs/TR/SNUDM-TR-2015-03.pdf
+    """
+    mean, logvar, features = model.encode(x)
+    return _expected_log_likelihood(model, x, mean, logvar, features, noise, likelihood)
 
 
 def iwae_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
