@@ -577,3 +577,18 @@ def test_growth_is_the_slope_per_hundred_thousand_rows():
     rows = [{"exit_code": 0, "n_rows": n, "fit_seconds": 2.0 + n / 50_000} for n in (1_000, 10_000, 100_000)]
     assert growth(rows, "fit_seconds") == pytest.approx(2.0)
     assert np.isnan(growth(rows[:1], "fit_seconds"))
+
+
+def test_feature_map_scores_single_out_the_image_with_one_foreign_position():
+    import torch
+
+    from benchmarks.feature_maps import spatial_scores
+
+    rng = np.random.RandomState(0)
+    train = torch.from_numpy(rng.normal(size=(300, 8, 2, 2)).astype(np.float16))
+    test = torch.from_numpy(rng.normal(size=(10, 8, 2, 2)).astype(np.float16))
+    test[3, :, 1, 0] += 6.0  # one position of one image, far from every training position
+    scores = spatial_scores(train, test, np.random.RandomState(0))
+    assert set(scores) == {"per_position_max", "per_position_mean", "shared_max"}
+    assert scores["per_position_max"].argmax() == 3 and scores["shared_max"].argmax() == 3
+    assert scores["per_position_max"][3] > 5 * np.median(scores["per_position_max"])
