@@ -18,7 +18,7 @@ import copy
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval, fuse_linear_bn_weights
 
 from .networks import GroupedLinear
 
@@ -38,13 +38,16 @@ def use_channels_last(model: nn.Module, device) -> nn.Module:
 
 def _fuse_grouped_bn(layer: GroupedLinear, norm: nn.BatchNorm1d) -> GroupedLinear:
     """``layer`` followed by the evaluation-mode ``norm`` as one grouped layer (a new module)."""
+    groups, n_in, n_out = layer.weight.shape
+    # the norm's channels are the layer's outputs, group after group: as one (groups * out, in) linear map
+    # the pair is what torch folds for nn.Linear
+    weight, bias = fuse_linear_bn_weights(layer.weight.transpose(1, 2).reshape(groups * n_out, n_in),
+                                          layer.bias.reshape(groups * n_out), norm.running_mean, norm.running_var,
+                                          norm.eps, norm.weight, norm.bias)
     fused = copy.deepcopy(layer)
-    # the norm's channels are the layer's outputs, group after group
-    factor = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).view(layer.groups, layer.out_features)
-    shift = (norm.bias - norm.running_mean * factor.flatten()).view(layer.groups, layer.out_features)
     with torch.no_grad():
-        fused.weight.mul_(factor.unsqueeze(1))
-        fused.bias.copy_(layer.bias * factor + shift)
+        fused.weight.copy_(weight.reshape(groups, n_out, n_in).transpose(1, 2))
+        fused.bias.copy_(bias.reshape(groups, n_out))
     return fused
 
 
