@@ -311,7 +311,7 @@ TABULAR_SELECTION_PAGES = ("tabular_likelihood.md", "tabular_screening.md", "tab
                            "tabular_dev_raw_ensemble.md", "tabular_members.md", "tabular_members_settings.md",
                            "tabular_members_draws.md", "tabular_members_training.md", "tabular_members_epochs.md",
                            "tabular_members_size.md", "tabular_reconstruction_probability.md",
-                           "tabular_adbench_reconstruction_probability.md")
+                           "tabular_adbench_reconstruction_probability.md", "tabular_trimmed.md")
 
 
 def architecture_section() -> list[str]:

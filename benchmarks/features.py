@@ -54,7 +54,7 @@ def peers(seed: int) -> dict:
 
     # VAEDetector(backbone=...) on these embeddings: what its "auto" settings resolve to for features
     backbone_default = dict(likelihood="gaussian", score_method="residual", scaling="common", n_estimators=1,
-                            learning_rate=5e-4)
+                            learning_rate=5e-4, trim_fraction=0.0)
     return {"gaussian": Gaussian(), "knn": NearestTraining(),
             "isolation_forest": IsolationForest(random_state=seed),
             "vaedetect": VAEDetector(random_state=seed, **backbone_default),

@@ -35,7 +35,7 @@ def test_a_backbone_detector_scores_what_a_detector_on_the_backbones_features_sc
     features = extractor.fit().transform(X)
     # what "auto" resolves to for a backbone's features, spelt out for a table
     on_features = VAEDetector(likelihood="gaussian", score_method="residual", scaling="common", n_estimators=1,
-                              learning_rate=5e-4, **FAST).fit(features)
+                              learning_rate=5e-4, trim_fraction=0.0, **FAST).fit(features)
     detector = VAEDetector(backbone=extractor, **FAST).fit(X)
     assert detector.likelihood_ == "gaussian" and detector.calibrated_score_ == "residual"  # "auto" for features
     assert detector.layout_.shape == (6,) and detector.input_layout_.shape == (3, 16, 16)

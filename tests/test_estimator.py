@@ -415,6 +415,20 @@ def test_tables_train_at_the_faster_learning_rate(fitted_tabular, fitted_images)
     assert fitted_tabular[0].history_["lr"].iloc[0] == pytest.approx(1e-3)
 
 
+def test_tables_train_on_trimmed_batches_and_images_on_whole_ones(fitted_tabular, fitted_images):
+    from vaedetect.settings import resolve
+
+    assert resolve(fitted_tabular[0].get_params(), "tabular").trim_fraction == 0.1
+    assert resolve(fitted_images[0].get_params(), "image").trim_fraction == 0.0
+    assert resolve(fitted_tabular[0].get_params(), "features").trim_fraction == 0.0
+    assert resolve({**fitted_images[0].get_params(), "trim_fraction": 0.2}, "image").trim_fraction == 0.2
+
+
+def test_trim_fraction_must_leave_most_of_a_batch(tabular):
+    with pytest.raises(ValueError, match="trim_fraction"):
+        VAEDetector(**TINY, trim_fraction=0.5).fit(tabular)
+
+
 def test_a_model_file_from_before_members_loads_as_one_network(tabular, tmp_path):
     from tests.hostile import _rewrite
 

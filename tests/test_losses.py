@@ -81,6 +81,18 @@ def test_kl_weight_scales_only_the_kl_term():
     assert (full - fifth).item() == pytest.approx(0.8 * 0.5)
 
 
+def test_a_trimmed_loss_leaves_out_the_worst_explained_sample():
+    # ten 1-d samples reconstructed as 0 with unit scale and a standard-normal posterior (no KL); one is far out
+    x = torch.tensor([[0.1], [0.2], [-0.1], [0.0], [0.3], [-0.2], [0.1], [0.0], [-0.3], [9.0]])
+    zeros, log_scale = torch.zeros_like(x), torch.zeros(1)
+    trimmed = negative_elbo(x, zeros, zeros, zeros, log_scale, "gaussian", bounded=False, trim_fraction=0.1)
+    inliers = negative_elbo(x[:9], zeros[:9], zeros[:9], zeros[:9], log_scale, "gaussian", bounded=False)
+    assert trimmed["loss"].item() == pytest.approx(inliers["loss"].item())
+    assert trimmed["reconstruction"].item() == pytest.approx(0.5 * (x[:9] ** 2).mean().item() + 0.5 * math.log(2 * math.pi))
+    untrimmed = negative_elbo(x, zeros, zeros, zeros, log_scale, "gaussian", bounded=False)
+    assert untrimmed["loss"].item() > trimmed["loss"].item() + 4.0  # the far sample alone adds 81 / 2 / 10
+
+
 def test_iwae_with_posterior_equal_to_prior_is_the_average_likelihood():
     # q(z|x) = p(z): the weights reduce to p(x|z_k), so the bound is log mean_k p(x|z_k)
     x = torch.zeros(1, 2)

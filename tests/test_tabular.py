@@ -26,7 +26,8 @@ def test_contributions_name_the_one_column_that_made_a_row_anomalous(correlated)
     contributions = detector.feature_contributions(row)
     assert contributions.idxmax(axis=1).tolist() == ["c"]
     grown = contributions - detector.feature_contributions(X.iloc[[0]])
-    assert grown.loc[0, "c"] > 8.0 and grown.loc[0, ["a", "b"]].abs().max() < 1.0
+    # c's contribution grows by tens of nats; a and b, which the code of the row carries along, by a few percent of it
+    assert grown.loc[0, "c"] > 8.0 and grown.loc[0, ["a", "b"]].abs().max() < grown.loc[0, "c"] / 20
 
 
 def test_contributions_break_the_score_down_exactly(correlated):

@@ -76,6 +76,8 @@ _FIT_OPTIONS = [
     ("--learning-rate", "learning_rate", click.FloatRange(min=0, min_open=True), "auto",
      "AdamW learning rate (auto: 1e-3 for tables, 5e-4 otherwise)."),
     ("--weight-decay", "weight_decay", click.FloatRange(min=0), 1e-5, "AdamW weight decay."),
+    ("--trim-fraction", "trim_fraction", click.FloatRange(0, 0.5, max_open=True), "auto",
+     "Share of each batch's worst-explained rows left out of the loss (auto: 0.1 for tables, 0 otherwise)."),
     ("--augment", "augment", click.Choice(["auto", "on", "off"]), False,
      "Flips, small rotations and colour jitter in training (auto: on for images)."),
     ("--scaling", "scaling", click.Choice(["auto", *settings.SCALINGS]), "auto",

@@ -97,14 +97,22 @@ def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tens
     return log_p.flatten(z.ndim - mean.ndim + 1).sum(-1)
 
 
-def negative_elbo(x, logits, mean, logvar, log_scale, likelihood="gaussian", bounded=True, kl_weight=1.0):
+def negative_elbo(x, logits, mean, logvar, log_scale, likelihood="gaussian", bounded=True, kl_weight=1.0,
+                  trim_fraction=0.0):
     """The training objective ``-(log p(x|z) - kl_weight * KL)``, averaged over the batch.
 
-    Returns a dict of scalar tensors: ``loss`` (to minimise), ``reconstruction`` (``-log p(x|z)``)
-    and ``kl``, all in nats per sample.
+    With ``trim_fraction`` the average leaves out the samples whose objective lies above its
+    ``1 - trim_fraction`` quantile in the batch (a trimmed likelihood: the worst-explained samples; at
+    least one is kept). Returns a dict of scalar tensors: ``loss`` (to minimise), ``reconstruction``
+    (``-log p(x|z)``) and ``kl``, all in nats per sample, over the samples kept.
     """
-    nll = -log_likelihood(x, logits, log_scale, likelihood, bounded).mean()
-    kl = kl_divergence(mean, logvar).mean()
+    nll = -log_likelihood(x, logits, log_scale, likelihood, bounded)
+    kl = kl_divergence(mean, logvar)
+    if trim_fraction > 0:
+        per_sample = (nll + kl_weight * kl).detach()
+        kept = per_sample <= per_sample.quantile(1.0 - trim_fraction)
+        nll, kl = nll[kept], kl[kept]
+    nll, kl = nll.mean(), kl.mean()
     return {"loss": nll + kl_weight * kl, "reconstruction": nll, "kl": kl}
 
 

@@ -29,6 +29,9 @@ TABULAR_DRAWS = 16
 # sets the faster rate alone raised the mean but let single seeds collapse; members of different
 # initialisations average such a seed away (docs/tabular_dev_ensemble.md, docs/tabular_members.md).
 TABULAR_MEMBERS = 5
+# Tables: trim_fraction="auto" leaves this share of each batch's worst-explained rows out of the loss, so
+# that the anomalies among unlabelled training rows pull the fit less (docs/tabular_trimmed.md).
+TABULAR_TRIM = 0.1
 LEARNING_RATE = 5e-4
 TABULAR_LEARNING_RATE = 1e-3
 # epochs="auto": this many epochs, fewer where they would take more optimiser steps than the budget
@@ -61,6 +64,7 @@ class Resolved:
     scaling: str
     n_estimators: int
     learning_rate: float
+    trim_fraction: float
 
 
 def resolve(params: dict, kind: str) -> Resolved:
@@ -70,10 +74,11 @@ def resolve(params: dict, kind: str) -> Resolved:
     Images get a Gaussian decoder, one latent draw per score and augmentation when ``augment="auto"``;
     tables a Laplace decoder (anomalies among the training rows pull it less), ``TABULAR_DRAWS`` draws,
     no augmentation, each feature scaled to unit variance and ``TABULAR_MEMBERS`` member VAEs trained at
-    ``TABULAR_LEARNING_RATE``; features the same as tables but a Gaussian decoder, one scale common to
-    all features (docs/features_one_class.md) and one network at ``LEARNING_RATE``, as images. The score method is
-    resolved by :func:`resolve_score`, apart: unlike these it may change after ``fit`` (through
-    ``calibrate``). The reasons and measurements are in the parameters' documentation (``VAEDetector``).
+    ``TABULAR_LEARNING_RATE`` on batch losses trimmed of their ``TABULAR_TRIM`` worst rows; features the
+    same as tables but a Gaussian decoder, one scale common to all features (docs/features_one_class.md)
+    and one network at ``LEARNING_RATE`` on whole batches, as images. The score method is resolved by
+    :func:`resolve_score`, apart: unlike these it may change after ``fit`` (through ``calibrate``). The
+    reasons and measurements are in the parameters' documentation (``VAEDetector``).
     """
     image, table = kind == "image", kind == "tabular"
     auto_likelihood = "laplace" if kind == "tabular" else "gaussian"
@@ -85,6 +90,7 @@ def resolve(params: dict, kind: str) -> Resolved:
         ("common" if kind == "features" else "standard"),
         n_estimators=_auto(params["n_estimators"], TABULAR_MEMBERS if table else 1),
         learning_rate=_auto(params["learning_rate"], TABULAR_LEARNING_RATE if table else LEARNING_RATE),
+        trim_fraction=_auto(params["trim_fraction"], TABULAR_TRIM if table else 0.0),
     )
 
 

@@ -30,6 +30,8 @@ class TrainConfig:
     learning_rate: float = 5e-4
     min_learning_rate: float = 1e-6
     weight_decay: float = 1e-5
+    # share of each batch's rows with the largest loss left out of it (losses.negative_elbo)
+    trim_fraction: float = 0.0
     max_grad_norm: float = 1.0
     loss: str = "elbo"
     likelihood: str = "gaussian"
@@ -127,7 +129,8 @@ def batch_loss(model, x, eps, config: TrainConfig, weight: float, perceptual=Non
     target = vae.decoder_target(x)
     if config.loss == "sharp":
         return sharp_loss(target, logits, mean, logvar, weight, perceptual, config.perceptual_weight)
-    return negative_elbo(target, logits, mean, logvar, vae.log_scale, config.likelihood, vae.is_image, weight)
+    return negative_elbo(target, logits, mean, logvar, vae.log_scale, config.likelihood, vae.is_image, weight,
+                         trim_fraction=config.trim_fraction)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, min_size: int = 2, max_batches: int | None = None):
