@@ -7,7 +7,8 @@ update is then that of one process training on the whole batch, with one differe
 normalises over each process's rows**, not the global batch. PyTorch synchronises batch norm on GPUs
 only (``SyncBatchNorm``), so vaedetect keeps it local everywhere: the same model on CPUs and GPUs, and
 no extra collective per layer. With ``batch_size`` rows split over ``n`` processes, each batch norm
-sees ``batch_size / n`` rows: the fewer, the noisier its statistics.
+sees ``batch_size / n`` rows: the fewer, the noisier its statistics. Likewise a ``trim_fraction`` (tables)
+leaves out each process's own worst-explained rows, not those of the global batch.
 
 Reading files, each rank decodes its own shard (every ``world_size``-th file) and the decoded images
 are exchanged, so decoding runs in parallel. After training every rank computes the same reference
