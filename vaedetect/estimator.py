@@ -123,8 +123,8 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         images and backbone features.
     weight_decay : float, default=1e-5
     trim_fraction : float or "auto", default="auto"
-        Share of each training batch's rows left out of its loss: those with the largest negative ELBO
-        (with members, of the members together). Training data of an anomaly detector is rarely clean,
+        Share of each training batch's rows left out of its loss (``loss="elbo"``): those with the largest
+        negative ELBO (with members, of the members together). Training data of an anomaly detector is rarely clean,
         and a network that fits its anomalies learns to explain them; trimming the worst-explained rows
         of every batch keeps them from pulling the fit (a trimmed likelihood, as in robust statistics).
         Validation losses are trimmed alike. "auto" is 0.1 for tables (docs/tabular_trimmed.md) and 0
