@@ -23,26 +23,19 @@ from ._provenance import benchmark_parser, run_benchmark
 
 STAGES = ("stage6", "head")  # 7x7 at 224 px: 192 and 1280 channels
 CHANNELS_KEPT = 200
-BATCH = 64
 
 
 def _embed(extractor, images):
     """Pooled, power-normalised head features ``(n, 1280)`` and the maps of ``STAGES`` ``{stage: (n, c, h, w)}``
     (float16, to keep 4,000 photos' maps in about 1 GB)."""
     import torch
-    import torch.nn.functional as functional
 
-    from vaedetect.backbones import _as_nchw_unit, _pooled
+    from vaedetect.backbones import _pooled
 
-    pixels = _as_nchw_unit(images)
-    mean = torch.tensor(extractor.backbone_.mean).view(1, 3, 1, 1)
-    std = torch.tensor(extractor.backbone_.std).view(1, 3, 1, 1)
     pooled, maps = [], {stage: [] for stage in STAGES}
     with torch.inference_mode():
-        for start in range(0, len(pixels), BATCH):
-            batch = functional.interpolate(torch.from_numpy(pixels[start : start + BATCH]), size=(224, 224),
-                                           mode="bilinear", antialias=True, align_corners=False)
-            stage_maps = extractor.backbone_.stage_maps(((batch - mean) / std).contiguous(memory_format=torch.channels_last))
+        for batch in extractor._network_batches(images):
+            stage_maps = extractor.backbone_.stage_maps(batch)
             pooled.append(_pooled(stage_maps, ("head",), True).float())
             for stage in STAGES:
                 maps[stage].append(stage_maps[stage].half())
@@ -78,7 +71,7 @@ def run(args) -> dict:
 
     from vaedetect.backbones import FeatureExtractor
 
-    extractor = FeatureExtractor("efficientnet_lite0", stages=STAGES).fit()
+    extractor = FeatureExtractor("efficientnet_lite0", stages=STAGES, image_size=224, batch_size=64).fit()
     train, _ = load_cifar10("train", classes={args.normal}, path=args.data_dir, limit_per_class=args.n_train)
     test, labels = load_cifar10("test", path=args.data_dir, limit_per_class=args.per_class)
     is_anomaly = labels != args.normal

@@ -162,47 +162,43 @@ class Clipped:
         return self.vae_.score_samples(np.clip(X, self.low_, self.high_))
 
 
-class MinimumSteps:
-    """The VAE with ``epochs`` raised so that training takes at least ``steps`` optimiser steps: on a
-    table of a hundred rows, ``epochs="auto"`` makes a few dozen."""
+class _ChosenEpochs:
+    """The VAE with ``epochs`` set from its training rows by ``epochs_for(vae, n_train)``."""
 
-    def __init__(self, steps: int, make_vae):
-        self.steps, self.make_vae = steps, make_vae
+    def __init__(self, value: int, make_vae):
+        self.value, self.make_vae = value, make_vae
 
     def fit(self, X):
-        import math
-
         vae = self.make_vae()
         n_train = len(vae._seeds_and_splits(len(X))[1][0])
-        steps_per_epoch = math.ceil(n_train / vae.batch_size)
-        epochs = max(vae._n_epochs(n_train), math.ceil(self.steps / steps_per_epoch))
-        self.vae_ = vae.set_params(epochs=epochs).fit(X)
+        self.vae_ = vae.set_params(epochs=self.epochs_for(vae, n_train)).fit(X)
         return self
 
     def score_samples(self, X):
         return self.vae_.score_samples(X)
 
 
-class EpochCap:
-    """The VAE with ``epochs="auto"`` resolved under another epoch cap than ``AUTO_MAX_EPOCHS``, within
-    the same step budget: tables of fewer than ``AUTO_MAX_STEPS * batch_size / AUTO_MAX_EPOCHS``
-    training rows train for more epochs, larger ones as before."""
+class MinimumSteps(_ChosenEpochs):
+    """``epochs`` raised so that training takes at least ``value`` optimiser steps: on a table of a hundred
+    rows, ``epochs="auto"`` makes a few dozen."""
 
-    def __init__(self, max_epochs: int, make_vae):
-        self.max_epochs, self.make_vae = max_epochs, make_vae
+    def epochs_for(self, vae, n_train):
+        import math
 
-    def fit(self, X):
+        steps_per_epoch = math.ceil(n_train / vae.batch_size)
+        return max(vae._n_epochs(n_train), math.ceil(self.value / steps_per_epoch))
+
+
+class EpochCap(_ChosenEpochs):
+    """``epochs="auto"`` resolved under an epoch cap of ``value`` instead of ``AUTO_MAX_EPOCHS``, within the
+    same step budget: tables of fewer than ``AUTO_MAX_STEPS * batch_size / AUTO_MAX_EPOCHS`` training rows
+    train for more epochs, larger ones as before."""
+
+    def epochs_for(self, vae, n_train):
         from vaedetect import settings
         from vaedetect.training import epochs_within_budget
 
-        vae = self.make_vae()
-        n_train = len(vae._seeds_and_splits(len(X))[1][0])
-        epochs = epochs_within_budget(n_train, vae.batch_size, self.max_epochs, settings.AUTO_MAX_STEPS)
-        self.vae_ = vae.set_params(epochs=epochs).fit(X)
-        return self
-
-    def score_samples(self, X):
-        return self.vae_.score_samples(X)
+        return epochs_within_budget(n_train, vae.batch_size, self.value, settings.AUTO_MAX_STEPS)
 
 
 # Settings that wrap the VAE instead of configuring it: ideas screened without changing vaedetect.

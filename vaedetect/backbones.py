@@ -361,17 +361,23 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         """Pooled features of images ``X`` (see :func:`_as_nchw_unit` for the layouts), float32 ``(n, d)``."""
+        torch, _, _ = _torch_modules()
+        chunks = []
+        with torch.inference_mode():
+            for batch in self._network_batches(X):
+                maps = self.backbone_.stage_maps(batch)
+                chunks.append(_pooled(maps, self.backbone_.stages, self.normalize).float().cpu())
+        return torch.cat(chunks).numpy()
+
+    def _network_batches(self, X):
+        """Images ``X`` as the backbone takes them, ``batch_size`` at a time: resized to ``image_size``,
+        normalised, channels-last on its device."""
         torch, _, functional = _torch_modules()
         images = _as_nchw_unit(X)
         mean = torch.tensor(self.backbone_.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.backbone_.std).view(1, 3, 1, 1)
-        chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                batch = torch.from_numpy(images[start : start + self.batch_size])
-                batch = functional.interpolate(batch, size=(self.image_size, self.image_size), mode="bilinear",
-                                               antialias=True, align_corners=False)
-                batch = ((batch - mean) / std).to(self.device_).contiguous(memory_format=torch.channels_last)
-                maps = self.backbone_.stage_maps(batch)
-                chunks.append(_pooled(maps, self.backbone_.stages, self.normalize).float().cpu())
-        return torch.cat(chunks).numpy()
+        for start in range(0, len(images), self.batch_size):
+            batch = torch.from_numpy(images[start : start + self.batch_size])
+            batch = functional.interpolate(batch, size=(self.image_size, self.image_size), mode="bilinear",
+                                           antialias=True, align_corners=False)
+            yield ((batch - mean) / std).to(self.device_).contiguous(memory_format=torch.channels_last)
