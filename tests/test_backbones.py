@@ -59,6 +59,19 @@ def test_lite0_puts_most_cifar_dogs_in_imagenet_dog_classes(lite0):
 
 
 @needs_lite0
+def test_lite0_with_its_batch_norms_folded_computes_what_the_released_network_does(lite0):
+    from vaedetect.backbones import _lite0_network, lite0_weights_file
+
+    released = _lite0_network().eval()
+    released.load_state_dict(torch.load(lite0_weights_file(), weights_only=True))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.network.modules())
+    x = torch.randn(2, 3, 64, 48)
+    with torch.inference_mode():
+        for stage, expected in released.stages(x).items():
+            torch.testing.assert_close(lite0.network.stages(x)[stage], expected, rtol=1e-4, atol=1e-4)
+
+
+@needs_lite0
 def test_feature_extractor_pools_and_concatenates_the_chosen_stages():
     photos = np.random.RandomState(0).randint(0, 256, size=(5, 32, 32, 3)).astype(np.uint8)
     head = FeatureExtractor(image_size=64).fit_transform(photos)
@@ -140,6 +153,18 @@ def test_image_files_are_embedded_batch_by_batch_and_bad_ones_reported(tmp_path)
     # a flat photo's features are those of the same pixels given as an array
     expected = extractor.transform(np.full((5, 8, 8, 3), 40 * np.arange(5)[:, None, None, None], dtype=np.uint8))
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_size_auto_is_two_images_per_cpu_thread():
+    extractor = FeatureExtractor(torch.nn.Conv2d(3, 2, 1), image_size=8, device="cpu").fit()
+    assert extractor.batch_size == "auto" and extractor.batch_size_ == 2 * torch.get_num_threads()
+    assert FeatureExtractor(torch.nn.Conv2d(3, 2, 1), batch_size=5, device="cpu").fit().batch_size_ == 5
+
+
+@pytest.mark.parametrize("batch_size", [0, 2.5, "big"])
+def test_a_bad_batch_size_is_refused_by_name(batch_size):
+    with pytest.raises(ValueError, match="batch_size must be 'auto' or a positive integer"):
+        FeatureExtractor(torch.nn.Conv2d(3, 2, 1), batch_size=batch_size).fit()
 
 
 @pytest.mark.parametrize("images, message", [(np.full((2, 8, 8, 3), 2.0), "lie in \\[0, 1\\]"),

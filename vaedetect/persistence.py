@@ -422,7 +422,7 @@ def _check_extractor(fields: dict, where: str) -> None:
         _check_name(stage, f"{where}['stages'] entry")
     if "image_size" in fields:
         _integer(fields, "image_size", 8, MAX_IMAGE_SIDE, where)
-    if "batch_size" in fields:
+    if fields.get("batch_size", "auto") != "auto":
         _integer(fields, "batch_size", 1, 4096, where)
     if "normalize" in fields:
         _field(fields, "normalize", bool, where)
