@@ -182,12 +182,12 @@ def speed_markdown(suite: dict) -> list[str]:
                   "default network):", "", "| operator | share | calls |", "|---|---|---|"]
     lines += [f"| `{row['operator']}` | {row['share']:.1%} | {row['calls']} |" for row in suite["profile"]]
     conv = sum(row["share"] for row in suite["profile"] if "conv" in row["operator"])
+    plain_share = training["plain_loop_images_per_second"] * training["training_gflop_per_image"] / training["matmul_peak_gflops"]
     lines += [
         "",
         f"Convolutions take {conv:.0%} of the step and already run in oneDNN; the plain loop reaches "
-        f"{training['plain_loop_images_per_second'] * training['training_gflop_per_image'] / training['matmul_peak_gflops']:.0%} "
-        "of the matrix-multiply peak on its own, so twice its speed on the same network would need about "
-        f"{2 * training['plain_loop_images_per_second'] * training['training_gflop_per_image'] / training['matmul_peak_gflops']:.0%} "
+        f"{plain_share:.0%} of the matrix-multiply peak on its own, so twice its speed on the same network would need "
+        f"about {2 * plain_share:.0%} "
         "of the peak: out of reach on this CPU without doing less arithmetic. What vaedetect does: weights in "
         "channels-last memory format (no layout reorders around each oneDNN convolution), the loss terms "
         "summed on the device with one host sync per epoch instead of `.item()` per step, and, at inference, "

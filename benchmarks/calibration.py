@@ -142,7 +142,8 @@ def markdown_page(results: dict) -> str:
         f"MNIST test split, digits {', '.join(str(d) for d in results['digits'])}, seed {results['seed']}, "
         f"protocol `{results['protocol']}`: "
         "`VAEDetector(validation_fraction=v, calibration_fraction=c)`, default settings otherwise (early\n"
-        "stopping on). " + PROTOCOLS[results["protocol"]] + "\n*Flagged*: mean share of the fresh images with conformal p-value <= fpr;\n"
+        "stopping on). " + PROTOCOLS[results["protocol"]]
+        + "\n*Flagged*: mean share of the fresh images with conformal p-value <= fpr;\n"
         "*predicted*: the mean of `k / (n + 1)`, `k = floor(fpr (n + 1))`, what split-conformal theory gives\n"
         "for calibration scores exchangeable with new data (a target out of reach of `n` scores is\n"
         "predicted 0); *excess* = flagged - predicted, with its standard error over the runs (each run's\n"

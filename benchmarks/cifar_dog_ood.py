@@ -1,7 +1,8 @@
 """Out-of-distribution scores side by side: a detector trained on CIFAR-10 dogs, every score method.
 
-Train ``VAEDetector`` (default settings) on CIFAR-10 ``train/dog``, then score ``test/dog`` (normal) against: MNIST digits resized to 32x32 RGB, constant-colour images, uniform
-noise, and each other CIFAR-10 test class. Reported from one run, on one network:
+Train ``VAEDetector`` (default settings) on CIFAR-10 ``train/dog``, then score ``test/dog`` (normal) against:
+MNIST digits resized to 32x32 RGB, constant-colour images, uniform noise, and each other CIFAR-10 test class.
+Reported from one run, on one network:
 
 - ROC AUC of every score method against each evaluation set (anomaly = positive class);
 - the cost of each method in seconds per 1,000 images (model time, images already in memory);
