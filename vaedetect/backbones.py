@@ -33,7 +33,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # EfficientNet-Lite's own preprocessing: (pixel - 127) / 128 on 0..255 values.
 LITE_MEAN, LITE_STD = (127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3
-# files decoded at a time for embedding: enough to amortise the decoding workers, whatever the network's batch
+# files decoded at a time for embedding: the extractor's batch before batch_size became "auto", so that decoding
+# (and its worker processes) runs as it did; the network then takes them in its own, smaller CPU batches
 _DECODE_BATCH = 64
 # (expand ratio, kernel, stride, output channels, repeats) of EfficientNet-Lite0's seven stages.
 _LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
