@@ -79,8 +79,8 @@ def run_split(digit: int, images, labels, protocol: str, seed: int, validation: 
                                calibration_fraction=calibration).fit(fit)
     fit_seconds = time.perf_counter() - started
     fresh_scores, other_scores = detector.score_samples(fresh), detector.score_samples(others)
-    p_values = conformal_p_values(detector.validation_scores_, fresh_scores)
-    n, m = len(detector.validation_scores_), len(fresh)
+    p_values = conformal_p_values(detector.calibration_.scores, fresh_scores)
+    n, m = len(detector.calibration_.scores), len(fresh)
     return {
         "digit": digit,
         "validation_fraction": validation,

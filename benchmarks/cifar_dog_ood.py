@@ -8,7 +8,7 @@ Reported from one run, on one network:
 - the cost of each method in seconds per 1,000 images (model time, images already in memory);
 - the observed false-positive rate on ``test/dog`` at target ``fpr`` 0.05 and 0.01, each method
   calibrated (``calibrate``) on the detector's own calibration split (the dogs ``fit`` held out from
-  training and early stopping, found again from the seed and checked against ``validation_scores_``),
+  training and early stopping, found again from the seed and checked against ``calibration_.scores``),
   and the flagged share of every evaluation set.
 
 Usage::
@@ -64,10 +64,10 @@ def evaluation_sets(data_dir, n_synthetic: int, per_class: int | None, seed: int
 
 def calibration_split(detector, images: np.ndarray) -> np.ndarray:
     """The images ``detector.fit(images)`` calibrated on, drawn again from its integer ``random_state``
-    as ``fit`` draws them, and checked: their scores must be its ``validation_scores_``."""
+    as ``fit`` draws them, and checked: their scores must be its ``calibration_.scores``."""
     _, (_, _, calibration_index) = detector._seeds_and_splits(len(images))
     calibration = images[calibration_index]
-    np.testing.assert_allclose(detector.score_samples(calibration), detector.validation_scores_, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(detector.score_samples(calibration), detector.calibration_.scores, rtol=1e-5, atol=1e-5)
     return calibration
 
 

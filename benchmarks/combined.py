@@ -129,7 +129,7 @@ def run_seed(args, seed, train, everything, bounds, names, peer_features, unseed
                                          for label, group in zip(("far", "corrupted", "others"), groups))
                       for m, r in rows.items()), flush=True)
     return {"seed": seed, "fit_seconds": fit_seconds, "score_seconds": score_seconds, "n_scored": int(len(everything)),
-            "n_calibration": int(len(detector.validation_scores_)), "training_summary": detector.training_summary_,
+            "n_calibration": int(len(detector.calibration_.scores)), "training_summary": detector.training_summary_,
             "roc_auc": rows, "flagged_normal": flagged, "peak_memory_mb": _peak_memory_mb()}
 
 

@@ -39,7 +39,7 @@ N_FAR_OOD = 1000
 def vaedetect_scores(detector, images) -> tuple[dict[str, np.ndarray], float]:
     """``{column: scores}`` of the default score and the alternatives, from one ``score_table`` call."""
     started = time.perf_counter()
-    methods = [detector._score_method(), *VAE_ALTERNATIVES]
+    methods = [detector.score_method_, *VAE_ALTERNATIVES]
     table = detector.score_table(images, methods=methods)
     columns = {"vaedetect": table[methods[0]].to_numpy()}
     columns.update({f"vaedetect_{name}": table[name].to_numpy() for name in VAE_ALTERNATIVES})

@@ -185,8 +185,11 @@ class MinimumSteps(_ChosenEpochs):
     def epochs_for(self, vae, n_train):
         import math
 
+        from vaedetect import settings
+
         steps_per_epoch = math.ceil(n_train / vae.batch_size)
-        return max(vae._n_epochs(n_train), math.ceil(self.value / steps_per_epoch))
+        auto = settings.epochs_within_budget(n_train, vae.batch_size, settings.AUTO_MAX_EPOCHS, settings.AUTO_MAX_STEPS)
+        return max(auto if vae.epochs == "auto" else vae.epochs, math.ceil(self.value / steps_per_epoch))
 
 
 class EpochCap(_ChosenEpochs):
@@ -196,7 +199,7 @@ class EpochCap(_ChosenEpochs):
 
     def epochs_for(self, vae, n_train):
         from vaedetect import settings
-        from vaedetect.training import epochs_within_budget
+        from vaedetect.settings import epochs_within_budget
 
         return epochs_within_budget(n_train, vae.batch_size, self.value, settings.AUTO_MAX_STEPS)
 

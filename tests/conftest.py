@@ -17,6 +17,34 @@ needs_lite0 = pytest.mark.skipif(not LITE0, reason='the EfficientNet-Lite0 weigh
 TINY = dict(latent_dim=2, base_channels=4, n_stages=2, epochs=3, n_samples=2, batch_size=16, random_state=0)
 
 
+# Fitted detectors shared by the tests of one module (each module fits its own; tests that change one copy it).
+@pytest.fixture(scope="module")
+def fitted_tabular():
+    from vaedetect import VAEDetector
+
+    X = np.random.RandomState(0).normal(size=(120, 5))
+    return VAEDetector(**TINY).fit(X), X
+
+
+@pytest.fixture(scope="module")
+def fitted_images():
+    from vaedetect import VAEDetector
+
+    rng = np.random.RandomState(1)
+    X = rng.randint(0, 256, size=(40, 10, 10, 3)).astype(np.uint8)
+    return VAEDetector(**TINY).fit(X), X
+
+
+@pytest.fixture(scope="module")
+def dark_detector():
+    """Images of dark noise, on which a bright patch is anomalous."""
+    from vaedetect import VAEDetector
+
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 30, size=(80, 12, 12)).astype(np.uint8)
+    return VAEDetector(**{**TINY, "epochs": 15}, augment=False).fit(X), X
+
+
 @pytest.fixture
 def tabular():
     return np.random.RandomState(0).normal(size=(120, 5))
@@ -30,6 +58,24 @@ def gray_images():
     for image, (row, col) in zip(images, rng.randint(0, 8, size=(40, 2))):
         image[row : row + 4, col : col + 4] = 0.9
     return images
+
+
+def scoring_by(detector, method, X):
+    """A copy of the fitted ``detector`` that scores by ``method``: the parameter set, then calibrated on ``X``
+    (where a score method set after ``fit`` takes effect)."""
+    import copy
+
+    return copy.deepcopy(detector).set_params(score_method=method).calibrate(X)
+
+
+def with_draws(detector, n_samples):
+    """A copy of the fitted ``detector`` that draws ``n_samples`` latent codes per score (fixed at fit otherwise)."""
+    import copy
+    import dataclasses
+
+    changed = copy.deepcopy(detector)
+    changed.settings_ = dataclasses.replace(changed.settings_, n_samples=n_samples)
+    return changed
 
 
 def write_squares(folder, n, seed, bright=True):

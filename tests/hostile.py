@@ -100,7 +100,36 @@ def build_image_corpus(root) -> dict[str, str]:
 # ------------------------------------------------------------------ model files
 
 
-def _rewrite(source, target, edit_header=None, edit_payload=None) -> None:
+def read_model_file(path) -> tuple[dict, dict]:
+    """The vaedetect header and the tensors of a safetensors model file, read without any check."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as file:
+        return json.loads(file.metadata()["vaedetect"]), {name: file.get_tensor(name) for name in file.keys()}
+
+
+def write_model_file(path, header, tensors) -> None:
+    """A safetensors model file of ``header`` (a dict, or text written as it is) and ``tensors``."""
+    from safetensors.torch import save_file
+
+    text = header if isinstance(header, str) else json.dumps(header)
+    save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, path, metadata={"vaedetect": text})
+
+
+def rewrite(source, target, edit_header=None, edit_tensors=None) -> None:
+    """``target``: the model file ``source`` with ``edit_header(header)`` (which may return a text to write
+    instead) and ``edit_tensors(tensors)`` applied."""
+    header, tensors = read_model_file(source)
+    if edit_header is not None:
+        edited = edit_header(header)
+        header = edited if isinstance(edited, str) else header
+    if edit_tensors is not None:
+        edit_tensors(tensors)
+    write_model_file(target, header, tensors)
+
+
+def rewrite_format2(source, target, edit_header=None, edit_payload=None) -> None:
+    """``target``: the format-2 file ``source`` (a ``torch.save`` archive) with its header or payload edited."""
     import torch
 
     payload = torch.load(source, map_location="cpu", weights_only=True)
@@ -113,15 +142,25 @@ def _rewrite(source, target, edit_header=None, edit_payload=None) -> None:
     torch.save(payload, target)
 
 
-def _set(section, name, value):
+def write_raw_safetensors(path, entries: dict, data: bytes, header_length=None) -> None:
+    """A safetensors file whose JSON header is ``entries`` as given (offsets, dtypes and shapes unchecked)."""
+    text = json.dumps(entries).encode()
+    text += b" " * (-len(text) % 8)
+    Path(path).write_bytes(struct.pack("<Q", len(text) if header_length is None else header_length) + text + data)
+
+
+def _set(*keys, value):
     def edit(header):
-        header[section][name] = value
+        section = header
+        for key in keys[:-1]:
+            section = section[key]
+        section[keys[-1]] = value
     return edit
 
 
-def _poison_first_weight(payload):
-    name = next(iter(payload["weights"]))
-    payload["weights"][name].view(-1)[0] = float("nan")
+def _poison_first_weight(tensors):
+    name = next(name for name in tensors if name.startswith("weights."))
+    tensors[name].view(-1)[0] = float("nan")
 
 
 def _zip_bomb(path, size: int = 256 * 2**20) -> None:
@@ -133,8 +172,29 @@ def _zip_bomb(path, size: int = 256 * 2**20) -> None:
                 record.write(chunk)
 
 
+def _forged_structures(root: Path) -> dict[str, str]:
+    """Safetensors files whose own structure lies: the parser must refuse them before allocating anything."""
+    scores = np.arange(4, dtype=np.float64).tobytes()
+    entry = {"__metadata__": {"vaedetect": "{}"}, "calibration.scores": {"dtype": "F64", "shape": [4],
+                                                                          "data_offsets": [0, 32]}}
+    cases = {
+        "header_past_end.vae": (entry, scores, 10**6, "invalid header length"),
+        "overlap.vae": ({**entry, "other": {"dtype": "F64", "shape": [4], "data_offsets": [8, 40]}}, scores + bytes(8),
+                        None, "invalid offset"),
+        "dtype_mismatch.vae": ({**entry, "calibration.scores": {"dtype": "F64", "shape": [8], "data_offsets": [0, 32]}},
+                               scores, None, "invalid shape, data type, or offset"),
+        "tensor_2e40.vae": ({**entry, "calibration.scores": {"dtype": "F64", "shape": [2**40], "data_offsets": [0, 32]}},
+                            scores, None, "invalid shape, data type, or offset"),
+    }
+    expected = {}
+    for name, (entries, data, length, message) in cases.items():
+        write_raw_safetensors(root / name, entries, data, length)
+        expected[str(root / name)] = message
+    return expected
+
+
 def build_model_corpus(root, model) -> dict[str, str]:
-    """Write broken and forged versions of the good model file ``model`` under ``root``.
+    """Write broken and forged versions of the good model file ``model`` (of images) under ``root``.
 
     Returns ``{path: a part of the one-line message its refusal gives}``.
     """
@@ -142,36 +202,49 @@ def build_model_corpus(root, model) -> dict[str, str]:
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    fitted = ("fitted",)
     cases = {
-        "nan_weights.vae": (dict(edit_payload=_poison_first_weight), "NaN or infinite"),
-        "nan_calibration.vae": (dict(edit_payload=lambda p: p["validation_scores"].fill_(float("nan"))),
+        "nan_weights.vae": (dict(edit_tensors=_poison_first_weight), "NaN or infinite"),
+        "nan_calibration.vae": (dict(edit_tensors=lambda t: t["calibration.scores"].fill_(float("nan"))),
                                 "NaN or infinite"),
-        "nan_offset.vae": (dict(edit_header=_set("fitted", "offset_", float("nan"))), "not a finite number"),
-        "text_offset.vae": (dict(edit_header=_set("fitted", "offset_", "low")), "wrong type"),
-        "stages50.vae": (dict(edit_header=_set("params", "n_stages", 50)), "outside [1, 8]"),
-        "latent1e12.vae": (dict(edit_header=_set("params", "latent_dim", 10**12)), "outside [1, 4096]"),
-        "wide.vae": (dict(edit_header=_set("params", "latent_dim", 64)), "do not match the architecture"),
-        "draws1e9.vae": (dict(edit_header=_set("fitted", "n_samples_", 10**9)), "outside [1, 10000]"),
-        "members1e6.vae": (dict(edit_header=_set("fitted", "n_estimators_", 10**6)), "outside [1, 64]"),
-        "image_members.vae": (dict(edit_header=_set("fitted", "n_estimators_", 2)), "members side by side are for tables"),
-        "residual_shape.vae": (dict(edit_payload=lambda p: p.__setitem__("residual_precision", torch.eye(3))),
-                               "record 'residual_precision' has shape"),
-        "param_draws1e9.vae": (dict(edit_header=_set("params", "n_samples", 10**9)), "outside [1, 10000]"),
-        "unknown_param.vae": (dict(edit_header=_set("params", "evil", 1)), "unknown parameter"),
-        "meta_device.vae": (dict(edit_header=_set("params", "device", "meta")), "device 'meta'"),
-        "missing_keys.vae": (dict(edit_header=lambda h: h.pop("fitted")), "lacks 'fitted'"),
+        "nan_offset.vae": (dict(edit_header=_set(*fitted, "calibration", "offset", value=float("nan"))), "Got nan"),
+        "text_offset.vae": (dict(edit_header=_set(*fitted, "calibration", "offset", value="low")), "Got 'low'"),
+        "stages50.vae": (dict(edit_header=_set(*fitted, "network", "n_stages", value=50)), "range [1, 8]. Got 50"),
+        "param_stages50.vae": (dict(edit_header=_set("params", "n_stages", value=50)), "range [1, 8]. Got 50"),
+        "latent1e12.vae": (dict(edit_header=_set(*fitted, "network", "latent_dim", value=10**12)),
+                           "range [1, 4096]"),
+        "wide.vae": (dict(edit_header=_set(*fitted, "network", "latent_dim", value=64)), "do not match the architecture"),
+        "draws1e9.vae": (dict(edit_header=_set(*fitted, "settings", "n_samples", value=10**9)), "range [1, 10000]"),
+        "members1e6.vae": (dict(edit_header=_set(*fitted, "network", "members", value=10**6)), "range [1, 64]"),
+        "image_members.vae": (dict(edit_header=lambda h: (h["fitted"]["network"].update(members=2),
+                                                          h["fitted"]["settings"].update(n_estimators=2)) and None),
+                              "Members side by side are for tabular networks"),
+        "residual_shape.vae": (dict(edit_tensors=lambda t: t.__setitem__("reference.residual_precision", torch.eye(3))),
+                               "tensor 'reference.residual_precision' has shape"),
+        "int_scores.vae": (dict(edit_tensors=lambda t: t.__setitem__("calibration.scores", torch.arange(5))),
+                           "tensor 'calibration.scores' is missing or not a floating-point tensor"),
+        "float64_weights.vae": (dict(edit_tensors=lambda t: t.update({k: v.double() for k, v in t.items()
+                                                                      if k.startswith("weights.") and v.is_floating_point()})),
+                                "do not match the architecture"),
+        "param_draws1e9.vae": (dict(edit_header=_set("params", "n_samples", value=10**9)), "range [1, 10000]"),
+        "unknown_param.vae": (dict(edit_header=_set("params", "evil", value=1)), "unknown parameter"),
+        "unknown_field.vae": (dict(edit_header=_set(*fitted, "evil", value=1)), "unknown field(s) ['evil']"),
+        "meta_device.vae": (dict(edit_header=_set("params", "device", value="meta")), "Got 'meta'"),
+        "missing_keys.vae": (dict(edit_header=lambda h: h.pop("fitted") and None), "lacks ['fitted']"),
         "list_header.vae": (dict(edit_header=lambda h: "[1, 2, 3]"), "format 'list'"),
         "deep_header.vae": (dict(edit_header=lambda h: "[" * 200_000 + "]" * 200_000), "nested too deeply"),
-        "huge_image.vae": (dict(edit_header=lambda h: h["layout"].update(shape=[3, 10**6, 10**6])), "sides in"),
+        "huge_image.vae": (dict(edit_header=_set(*fitted, "modality", "layout", "shape", value=[3, 10**6, 10**6])),
+                           "sides in"),
     }
     expected = {}
     for name, (edits, message) in cases.items():
-        _rewrite(model, root / name, **edits)
+        rewrite(model, root / name, **edits)
         expected[str(root / name)] = message
+    expected.update(_forged_structures(root))
     _zip_bomb(root / "zip_bomb.vae")
     expected[str(root / "zip_bomb.vae")] = "decompression bomb"
     (root / "random.vae").write_bytes(np.random.RandomState(0).bytes(4096))
-    expected[str(root / "random.vae")] = "not a torch.save archive"
+    expected[str(root / "random.vae")] = "not a readable vaedetect model"
 
     class RunsCode:
         def __reduce__(self):

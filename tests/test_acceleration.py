@@ -67,10 +67,10 @@ def test_channels_last_for_image_networks_only():
 def test_channels_last_training_matches_the_usual_layout(gray_images):
     # Same seed, same data: only the memory format of the weights differs between the two fits.
     fast = VAEDetector(**TINY).fit(gray_images)
-    plain_model = VAE(fast.layout_.shape, fast._network_config())
+    plain_model = VAE(fast.layout_.shape, fast.model_.config)
     assert fast.model_.encoder.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     plain_model.load_state_dict(fast.model_.state_dict())
-    x = fast._to_tensor(gray_images)
+    x = fast.modality_.to_network(gray_images)
     eps = torch.zeros((len(x), *fast.model_.latent_shape))
     with torch.inference_mode():
         torch.testing.assert_close(plain_model.eval()(x, eps)[0], fast.model_(x, eps)[0], rtol=1e-4, atol=1e-5)
@@ -78,7 +78,7 @@ def test_channels_last_training_matches_the_usual_layout(gray_images):
 
 def test_detector_scores_equal_the_unfolded_network(gray_images):
     detector = VAEDetector(**TINY, score_method="elbo").fit(gray_images)
-    x = detector._to_tensor(gray_images)
+    x = detector.modality_.to_network(gray_images)
     unfolded = score_batches(detector.model_, x, "elbo", detector._latent_noise(), detector.likelihood_, 16, "cpu")
     np.testing.assert_allclose(detector.score_samples(gray_images), unfolded, rtol=1e-5)
 
@@ -87,7 +87,7 @@ def test_refitting_replaces_the_inference_copy(gray_images):
     detector = VAEDetector(**TINY, score_method="elbo").fit(gray_images)
     first = detector.score_samples(gray_images)
     detector.set_params(random_state=1).fit(gray_images)
-    x = detector._to_tensor(gray_images)
+    x = detector.modality_.to_network(gray_images)
     unfolded = score_batches(detector.model_, x, "elbo", detector._latent_noise(), detector.likelihood_, 16, "cpu")
     second = detector.score_samples(gray_images)
     np.testing.assert_allclose(second, unfolded, rtol=1e-5)

@@ -30,11 +30,11 @@ def _images(n, seed, side=8):
 
 def test_half_the_held_out_images_are_the_reference_and_half_calibrate_the_threshold():
     detector = _detector(random_state=0, calibration_fraction=0.2).fit(_images(200, 0))
-    pairs = np.column_stack([detector.pixel_.validation_scores_, detector.features_.validation_scores_])
+    pairs = np.column_stack([detector.pixel_.calibration_.scores, detector.features_.calibration_.scores])
     assert len(pairs) == 40 and detector.training_summary_["n_reference"] == detector.training_summary_["n_calibration"] == 20
     reference = np.isin(pairs[:, 0], detector.reference_scores_[:, 0])
     np.testing.assert_array_equal(np.sort(pairs[reference], axis=0), np.sort(detector.reference_scores_, axis=0))
-    np.testing.assert_allclose(np.sort(detector.validation_scores_), np.sort(detector._combine(pairs[~reference]).min(axis=1)))
+    np.testing.assert_allclose(np.sort(detector.calibration_.scores), np.sort(detector._combine(pairs[~reference]).min(axis=1)))
 
 
 def test_a_tail_probability_is_empirical_inside_the_reference_and_exponential_below_it():

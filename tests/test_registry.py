@@ -53,7 +53,7 @@ def test_p_values_of_a_registered_score_count_its_calibration_scores(toy_detecto
     from vaedetect.scoring import conformal_p_values
 
     detector, X, expected = toy_detector
-    np.testing.assert_allclose(detector.p_values(X), conformal_p_values(detector.validation_scores_, expected),
+    np.testing.assert_allclose(detector.p_values(X), conformal_p_values(detector.calibration_.scores, expected),
                                atol=1e-12)
 
 
@@ -74,5 +74,5 @@ def test_an_unregistered_score_is_refused_by_name():
 
 
 def test_scores_are_offered_for_the_data_they_are_defined_for():
-    assert set(score_names()) - set(score_names("tabular")) == {"complexity", "bits_typicality"}
-    assert set(score_names()) - set(score_names("image")) == {"residual"}
+    assert set(score_names()) - set(score_names(pixels=False)) == {"complexity", "bits_typicality"}
+    assert set(score_names()) - set(score_names(pixels=True)) == {"residual"}

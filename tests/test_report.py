@@ -60,7 +60,7 @@ def test_report_summarises_the_run(scored_run, report_html):
     assert f"<td>{n_outliers} (" in report_html
     assert f"{detector.offset_:.6g}" in report_html
     assert "broken.png" in report_html  # listed with its reason
-    n = len(detector.validation_scores_)
+    n = len(detector.calibration_.scores)
     assert f"{n} scores of normal data held out from training and early stopping; the smallest reachable " \
            f"false-positive rate (and p-value) is 1/{n + 1}" in report_html
 
@@ -138,7 +138,7 @@ def test_the_public_api_writes_the_report_and_marks_p_values_at_their_floor(scor
     import vaedetect
 
     detector, table, _ = scored_run
-    floor = 1 / (len(detector.validation_scores_) + 1)
+    floor = 1 / (len(detector.calibration_.scores) + 1)
     table = table.copy()
     table.loc[table["score"].notna(), "p_value"] = floor  # as if every file scored below all calibration scores
     vaedetect.write_report(tmp_path / "r.html", detector, table, top=3)

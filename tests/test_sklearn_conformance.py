@@ -1,17 +1,14 @@
 """scikit-learn's generic estimator checks, on tabular data with a tiny, fast network."""
 
-import json
 
 import numpy as np
 import pytest
-import torch
 from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import vaedetect
 from vaedetect import VAEDetector
 
 FAST = dict(latent_dim=2, base_channels=4, n_stages=1, epochs=2, n_samples=2, batch_size=16)
@@ -53,16 +50,3 @@ def test_a_pipeline_with_pandas_output_gets_named_latent_columns(tabular):
     assert list(latent.columns) == [f"vaedetector{i}" for i in range(10)]
     np.testing.assert_allclose(latent.to_numpy(), pipe[-1].set_output(transform="default").transform(
         pipe[0].transform(tabular)))
-
-
-def test_model_files_written_with_the_old_score_parameter_load(tabular, tmp_path):
-    detector = VAEDetector(**FAST, score_method="kl", random_state=0).fit(tabular)
-    detector.save(tmp_path / "new.vae")
-    payload = torch.load(tmp_path / "new.vae", weights_only=True)
-    header = json.loads(payload["header"])
-    header["params"]["score"] = header["params"].pop("score_method")  # as files were written before
-    payload["header"] = json.dumps(header)
-    torch.save(payload, tmp_path / "old.vae")
-    old = vaedetect.load(tmp_path / "old.vae")
-    assert old.score_method == "kl"
-    np.testing.assert_allclose(old.score_samples(tabular), detector.score_samples(tabular))

@@ -68,8 +68,10 @@ def test_contributions_of_an_array_name_the_columns_by_position(tabular):
 
 def test_contributions_refuse_an_image_model(gray_images):
     detector = VAEDetector(**TINY).fit(gray_images)
-    with pytest.raises(ValueError, match="use anomaly_map for images"):
+    assert not hasattr(detector, "feature_contributions") and hasattr(detector, "anomaly_map")
+    with pytest.raises(AttributeError, match="has no attribute 'feature_contributions'") as raised:
         detector.feature_contributions(gray_images[:2])
+    assert "breaks a table row's score down by its columns" in str(raised.value.__cause__)
 
 
 def test_resolution_is_the_smallest_gap_between_distinct_values():
@@ -130,7 +132,7 @@ def test_continuous_columns_keep_the_global_floor(awkward):
     from vaedetect.losses import _MIN_LOG_SCALE
 
     detector, X = awkward
-    floor = detector._log_scale_floor(X.to_numpy()).numpy()
+    floor = detector.modality_.log_scale_floor(X.to_numpy(), detector.likelihood_, members=1).numpy()
     # a normal and a Cauchy column: their values are as fine as the floats that hold them
     assert floor[0] == floor[3] == pytest.approx(_MIN_LOG_SCALE)
     assert floor[1] == pytest.approx(np.log(0.5 / detector.feature_scale_[1]))

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from vaedetect.networks import VAE, NetworkConfig
-from vaedetect.training import TrainConfig, augment_images, epochs_within_budget, resolve_device, train
+from vaedetect.settings import epochs_within_budget
+from vaedetect.training import TrainConfig, augment_images, resolve_device, train
 
 
 def _blobs(n=64, seed=0):

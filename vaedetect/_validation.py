@@ -13,8 +13,8 @@ def check_X(estimator, X, *, reset: bool):
 
     2-D input goes through scikit-learn's ``validate_data`` (feature names, ``n_features_in_``);
     image arrays of 3 or 4 dimensions through ``check_array(allow_nd=True)``. On ``reset`` the layout
-    is inferred and returned; otherwise ``X`` must match the layout the estimator takes: ``input_layout_``,
-    the images, for a detector with a backbone, else ``layout_``.
+    is inferred and returned; otherwise ``X`` must match the layout the fitted estimator takes
+    (``modality_.input_layout``: the images, for a detector with a backbone, else ``layout_``).
 
     Returns
     -------
@@ -33,7 +33,7 @@ def check_X(estimator, X, *, reset: bool):
         layout = infer_layout(X, estimator.image_shape)
         estimator.n_features_in_ = layout.n_features
     else:
-        layout = estimator._input_layout()
+        layout = estimator.modality_.input_layout
         check_layout_matches(X, layout)
     check_value_range(X, layout)
     return X, layout

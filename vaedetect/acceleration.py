@@ -31,7 +31,7 @@ def use_channels_last(model: nn.Module, device) -> nn.Module:
 
     Activations follow the weights' format, so inputs may stay in the usual NCHW layout.
     """
-    if getattr(model, "is_image", False) and torch.device(device).type in _CHANNELS_LAST_DEVICES:
+    if getattr(model, "convolutional", False) and torch.device(device).type in _CHANNELS_LAST_DEVICES:
         model.to(memory_format=torch.channels_last)
     return model
 

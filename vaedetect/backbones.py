@@ -426,3 +426,55 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             batch = functional.interpolate(batch, size=(self.image_size, self.image_size), mode="bilinear",
                                            antialias=True, align_corners=False)
             yield ((batch - mean) / std).to(self.device_).contiguous(memory_format=torch.channels_last)
+
+
+# ------------------------------------------------------------------ as model files record them
+
+
+def extractor_settings(extractor: FeatureExtractor) -> dict:
+    """The parameters of a :class:`FeatureExtractor` of a named backbone as JSON (model files); ValueError for
+    a backbone given as a network, which a model file, holding no code, cannot record."""
+    if not isinstance(extractor.backbone, str):
+        raise ValueError(
+            "A detector whose backbone is a torch.nn.Module cannot be saved in a model file, which holds no code; "
+            "use a named backbone (e.g. 'efficientnet_lite0', or a torchvision classifier), or pickle the detector "
+            "(and load the pickle only from a trusted source)."
+        )
+    fields = extractor.get_params(deep=False)
+    fields["stages"] = None if fields["stages"] is None else [str(stage) for stage in fields["stages"]]
+    fields["weights_path"] = None if fields["weights_path"] is None else str(fields["weights_path"])
+    return fields
+
+
+def extractor_from_settings(fields: dict) -> FeatureExtractor:
+    """The unfitted :class:`FeatureExtractor` of :func:`extractor_settings`."""
+    fields = dict(fields)
+    if fields.get("stages") is not None:
+        fields["stages"] = tuple(fields["stages"])
+    return FeatureExtractor(**fields)
+
+
+def load_recorded_extractor(settings: dict, identity: dict, device) -> FeatureExtractor:
+    """The extractor a model file records (:func:`extractor_settings`), fitted on ``device``, checked to be the
+    one the model was fitted with: weights of the recorded SHA-256. ValueError saying what is missing or
+    differs."""
+    extractor = extractor_from_settings(settings)
+    weights = extractor.weights_path
+    if weights is not None and not Path(weights).is_file():  # a pipe or device would never end
+        raise ValueError(f"the backbone weights {str(weights)!r} it names are not a regular file.")
+    extractor.set_params(device=str(device))
+    try:
+        extractor.fit()
+    except (ImportError, OSError, RuntimeError, ValueError) as error:  # missing, offline, or not these weights
+        reason = " ".join(str(error).split())
+        raise ValueError(f"it scores images by the features of backbone {identity['name']!r}, which cannot be loaded "
+                         f"here: {reason}") from None
+    found = extractor.backbone_.identity
+    if identity.get("sha256") is not None and found["sha256"] != identity["sha256"]:
+        raise ValueError(
+            f"it was fitted on the features of backbone {identity['name']!r} with weights of SHA-256 "
+            f"{identity['sha256'][:12]}... ({identity.get('source')} {identity.get('version')}), but the weights "
+            f"found here differ ({found['sha256'][:12]}..., {found.get('source')} {found.get('version')}); its "
+            "scores and threshold would not hold. Install the same weights, or fit the model again."
+        )
+    return extractor

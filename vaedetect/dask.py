@@ -38,15 +38,6 @@ def _score_partition(model_path: str, modified: float, threshold_items: tuple, f
     return detector.score_paths(found, maps_dir=maps_dir)
 
 
-def _empty_table(maps_dir):
-    import pandas as pd
-
-    columns = {"path": "object", "score": "float64", "p_value": "float64", "is_outlier": "bool", "error": "object"}
-    if maps_dir is not None:
-        columns["map"] = "object"
-    return pd.DataFrame({name: pd.Series(dtype=kind) for name, kind in columns.items()})
-
-
 def score_paths(model_path, paths, *, files_per_partition: int = 2000, threshold=None, fpr=None,
                 contamination=None, maps_dir=None):
     """Score every image file under ``paths`` with the model in ``model_path``, on the Dask cluster of
@@ -55,7 +46,7 @@ def score_paths(model_path, paths, *, files_per_partition: int = 2000, threshold
     Parameters
     ----------
     model_path : str or path-like
-        A model file written by ``VAEDetector.save``; every worker reads it.
+        A model file written by ``VAEDetector.save`` or ``CombinedDetector.save``; every worker reads it.
     paths : str, path-like, sequence of them, or vaedetect.images.Discovery
         Folders (searched recursively) and image files, or what
         :func:`vaedetect.images.discover_images` found in them.
@@ -69,8 +60,8 @@ def score_paths(model_path, paths, *, files_per_partition: int = 2000, threshold
     Returns
     -------
     table : dask.dataframe.DataFrame
-        One row per file, columns ``path``, ``score``, ``p_value``, ``is_outlier``, ``error`` (and
-        ``map`` with ``maps_dir``), partitions in path order.
+        One row per file, the columns of :mod:`vaedetect.schema` (those of the model's ``score_paths``),
+        partitions in path order.
 
     Examples
     --------
@@ -83,8 +74,10 @@ def score_paths(model_path, paths, *, files_per_partition: int = 2000, threshold
         from dask import delayed
     except ImportError as error:
         raise ImportError('Scoring on Dask needs dask: pip install "vaedetect[dask]".') from error
+    from . import schema
+    from .calibration import threshold_override
     from .images import Discovery, discover_images
-    from .thresholds import threshold_override
+    from .persistence import model_kind
 
     threshold_items = tuple(threshold_override(threshold=threshold, fpr=fpr, contamination=contamination).items())
     if files_per_partition < 1:
@@ -98,7 +91,8 @@ def score_paths(model_path, paths, *, files_per_partition: int = 2000, threshold
     entries = found.entries()
     chunks = [found.subset(entries[start : start + files_per_partition])
               for start in range(0, len(entries), files_per_partition)]
-    meta = _empty_table(maps)
+    # the table of the model's kind, whose columns the workers' tables have
+    meta = schema.empty(maps=maps is not None, evidence=model_kind(model_path) == "CombinedDetector")
     if not chunks:
         return dd.from_pandas(meta, npartitions=1)
     parts = [delayed(_score_partition)(model_path, modified, threshold_items, chunk, maps) for chunk in chunks]

@@ -18,7 +18,6 @@ Layout rule for images (``C`` must be 1 or 3):
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -50,13 +49,13 @@ class InputLayout:
     def n_features(self) -> int:
         return int(np.prod(self.shape))
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
+    def to_dict(self) -> dict:
+        """The layout as JSON-ready fields (model files)."""
+        return {**asdict(self), "shape": list(self.shape)}
 
     @classmethod
-    def from_json(cls, text: str) -> InputLayout:
-        fields = json.loads(text)
-        return cls(**{**fields, "shape": tuple(fields["shape"])})
+    def from_dict(cls, fields: dict) -> InputLayout:
+        return cls(**{**fields, "shape": tuple(int(s) for s in fields["shape"])})
 
 
 def _image_shape_from_param(image_shape) -> tuple[int, int, int]:

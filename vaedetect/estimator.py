@@ -6,39 +6,61 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_X, holdout_sizes, holdout_split
-from .folders import FolderMixin
-from .inference import InferenceMixin
+from .acceleration import use_channels_last
+from .calibration import CONTAMINATION, CalibratedMixin, Calibration, held_out
+from .folders import FolderMixin, as_list, describe, discovered
 from .inspection import InspectionMixin
-from .registry import ScoreMethodChoices, applies, get_score
-from .settings import (
-    ACTIVATIONS,
-    CODECS,
-    KL_SCHEDULES,
-    LIKELIHOODS,
-    LOSSES,
-    PRESETS,
-    SCALINGS,
-    resolve,
-    resolve_score,
-)
-from .thresholds import ThresholdMixin
+from .modality import for_arrays, read_files_to_fit
+from .networks import VAE
+from .persistence import FittedState, load_detector, save_detector
+from .registry import ScoreMethodChoices
+from .scoring import fit_reference, map_batches, residuals
+from .settings import ACTIVATIONS, CODECS, KL_SCHEDULES, LIKELIHOODS, LOSSES, PRESETS, SCALINGS
+from .training import TrainConfig, resolve_device, train
+
+
+def member_rows(train_index, val_index, members: int, early_stopping: bool, seed: int):
+    """The training and the validation rows of each of ``members`` member networks, two lists of index arrays.
+
+    Members that stop early see different data: the first keeps the common split, and each further
+    member validates on a fold of the first's training rows of the validation split's size (disjoint
+    folds while the rows last) and trains on the rest and on the first's validation rows. Each member
+    so trains on as many rows as one network would, and rows of the calibration split stay out of
+    every member. Without early stopping (or with more validation than training rows) the members
+    share the common split.
+    """
+    n_val = len(val_index)
+    if not members_hold_out_folds(members, early_stopping, len(train_index), n_val):
+        return [train_index] * members, [val_index] * members
+    rng = np.random.RandomState(seed)
+    pool = rng.permutation(train_index)
+    trains, vals = [train_index], [val_index]
+    for member in range(1, members):
+        fold = pool[np.arange((member - 1) * n_val, member * n_val) % len(pool)]
+        trains.append(rng.permutation(np.concatenate([np.setdiff1d(train_index, fold), val_index])))
+        vals.append(fold)
+    return trains, vals
+
+
+def members_hold_out_folds(members: int, early_stopping: bool, n_train: int, n_val: int) -> bool:
+    """Whether members validate on folds of their own (see :func:`member_rows`)."""
+    return members > 1 and early_stopping and 0 < n_val <= n_train
 
 
 def _side_by_side(data, member_rows):
     """``(n, members * d)``: the rows ``member_rows[k]`` of ``data`` in the ``k``-th block of columns."""
-    import torch
-
     return torch.cat([data[rows] for rows in member_rows], dim=1)
 
 
-class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, ClassNamePrefixFeaturesOutMixin,
-                  OutlierMixin, TransformerMixin, BaseEstimator):
+class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefixFeaturesOutMixin, OutlierMixin,
+                  TransformerMixin, BaseEstimator):
     """Anomaly and out-of-distribution detector built on a variational autoencoder.
 
     Fits a VAE to data assumed normal, then scores new samples by how well the model explains them:
@@ -221,13 +243,27 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         The fitted network, in evaluation mode. Inference runs a copy with batch norms folded into
         the convolutions (:func:`vaedetect.acceleration.inference_network`), made on first use; assign
         a new ``model_`` rather than editing its weights in place.
+    modality_ : vaedetect.modality.ImageModality, TabularModality or FeatureModality
+        What the network models, decided once by ``fit``: image pixels, a table's rows, or a backbone's
+        features of images; how inputs become its tensors, the scaling it learned, and what the detector can
+        do (``anomaly_map`` needs pixels, ``feature_contributions`` a table: see :mod:`vaedetect.modality`).
+    settings_ : vaedetect.settings.Resolved
+        Every "auto" parameter as ``fit`` resolved it for the data (likelihood, latent draws, members,
+        learning rate, trimming, epochs, mixed precision, contamination, score method). Later calls read
+        these, never the live parameters: changing a parameter after ``fit`` changes nothing until the
+        next ``fit`` (``score_method`` and ``contamination``: or :meth:`calibrate`).
+    calibration_ : vaedetect.calibration.Calibration
+        The calibration scores (normal data that played no part in fitting), the score method they are of,
+        where they come from (``calibration_.source``), the threshold and the rule that set it.
     offset_ : float
-        Threshold on ``score_samples``: samples scoring below it are outliers.
+        Threshold on ``score_samples``: samples scoring below it are outliers (``calibration_.offset``).
+    score_method_ : str
+        The score ``score_samples`` returns: ``score_method`` resolved at ``fit`` or :meth:`calibrate`.
     history_ : pandas.DataFrame
         Per-epoch loss terms, validation loss, KL weight, learning rate and seconds.
     layout_ : vaedetect.data.InputLayout
-        How ``X`` maps to network tensors; outputs are returned in the same layout. With a ``backbone``
-        it describes the features the network models (kind "tabular").
+        How the data the network models map to its tensors; outputs are returned in the same layout. With a
+        ``backbone`` it describes the features (kind "tabular").
     input_layout_ : vaedetect.data.InputLayout or None
         With a ``backbone``, the images ``X`` holds (files: RGB at the extractor's ``image_size``); None
         without.
@@ -243,36 +279,29 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         latter); None for pixels.
     device_ : str
         The device the model lives on.
-    likelihood_ : str
-        The decoder distribution, ``likelihood`` with "auto" resolved for the data ``fit`` saw.
-    n_samples_ : int
-        Latent draws per input when scoring, ``n_samples`` with "auto" resolved. Like ``likelihood_``
-        it is fixed by ``fit``: changing the parameters afterwards leaves the fitted model's scores as
-        they are until the next ``fit``.
-    n_estimators_ : int
-        Member VAEs side by side in ``model_``, ``n_estimators`` with "auto" resolved; ``transform`` returns
-        their latent codes side by side, ``latent_dim * n_estimators_`` columns.
+    likelihood_, n_samples_, n_estimators_ : str, int, int
+        The decoder distribution, the latent draws per input when scoring and the member VAEs side by side in
+        ``model_`` (``transform`` returns their latent codes side by side, ``latent_dim * n_estimators_``
+        columns), as ``settings_`` holds them.
     noise_seed_ : int
         Seed of the fixed latent draws used by every score call.
     reference_ : vaedetect.scoring.Reference
         Statistics of the training data's latent codes and ELBOs, used by the ``latent`` and
         ``typicality`` scores.
-    validation_scores_ : ndarray of shape (n_calibration,)
-        Scores of the calibration split (or of the data given to :meth:`calibrate`), which thresholds
-        and p-values are calibrated on; the name is older than the calibration split.
     training_summary_ : dict
         Sample counts of the training, validation and calibration splits (``n_train``,
-        ``n_validation``, ``n_calibration``), what the calibration scores are (``calibrated_on``:
-        "held-out", "early-stopping", "training" or "calibrate(X)"), epochs planned and run, and
-        for ``fit_paths`` the paths and file counts.
-    calibrated_score_ : str
-        The score method ``validation_scores_`` belong to.
+        ``n_validation``, ``n_calibration``), epochs planned and run, and for ``fit_paths`` the paths and
+        file counts.
+    skipped_files_ : list of vaedetect.images.Skipped
+        Files the last ``fit_paths`` or :meth:`calibrate_paths` could not read, with the reason.
     map_baseline_ : ndarray of shape (H, W) or None
         Mean per-pixel cost (``anomaly_map``) of the calibration images; anomaly-map pictures
-        (``--maps``, the report) show the excess over it. None for tabular data.
+        (``--maps``, the report, ``anomaly_map(relative=True)``) show the excess over it. None without pixels.
     map_scale_ : list of float or None
         ``[low, high]``: the excess drawn coldest and hottest in every picture: none, and the 99.9th
-        percentile of the calibration images' excess. None for tabular data.
+        percentile of the calibration images' excess. None without pixels.
+    validation_scores_, calibrated_score_ : deprecated
+        Former names of ``calibration_.scores`` and ``calibration_.score_method``.
 
     See Also
     --------
@@ -335,7 +364,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         "score_method": [StrOptions(ScoreMethodChoices())],
         "regret_steps": [Interval(Integral, 1, None, closed="left")],
         "complexity_codec": [StrOptions(set(CODECS))],
-        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "contamination": CONTAMINATION,
         "device": [str],
         "mixed_precision": ["boolean", StrOptions({"auto"})],
         "random_state": ["random_state"],
@@ -343,7 +372,7 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
     }
 
     # scikit-learn's set_output wraps only a transform defined in the class itself
-    transform = InferenceMixin.transform
+    transform = InspectionMixin.transform
 
     def __init__(
         self,
@@ -478,54 +507,71 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         on ``device`` instead of the ``device`` parameter when given."""
         self._validate_params()
         X, layout = check_X(self, X, reset=True)
-        if self.backbone is None:
-            self.backbone_ = self.input_layout_ = None
-            return self._fit_network(X, layout, world, device)
-        if layout.kind != "image":
-            raise ValueError(f"backbone={self.backbone!r} embeds images, but X is tabular; pass images (see Notes), "
-                             "or backbone=None to model the table itself.")
-        self._load_backbone(world, device)
-        self.input_layout_ = layout
-        return self._fit_network(self._embed(X), self._features_layout(), world, device)
+        modality = for_arrays(self.get_params(), layout, device, world)
+        return self._fit_network(modality, modality.represent(X), world, device)
 
-    def _load_backbone(self, world=None, device=None):
-        """Set ``backbone_``, the fitted feature extractor of ``backbone``."""
-        from sklearn.base import clone
+    def fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, follow_links=False):
+        """Fit on the image files under ``paths``, decoded as ``image_size`` x ``image_size`` x ``channels``.
 
-        from .backbones import FeatureExtractor
+        With a ``backbone``, the files are decoded in RGB at the extractor's resolution and embedded batch
+        by batch, so that memory holds their features and one batch of pixels. Files that cannot be
+        decoded are skipped and listed in ``skipped_files_``.
 
-        if world is not None:
-            raise ValueError("A detector with a backbone trains in one process; drop the data-parallel world (--nproc).")
-        if isinstance(self.backbone, FeatureExtractor):
-            extractor = clone(self.backbone)
-        else:
-            extractor = FeatureExtractor(self.backbone, device=str(device or self.device))
-        self.backbone_ = extractor.fit()
+        Parameters
+        ----------
+        paths : str, path-like or sequence of them
+            Folders (searched recursively) and single image files.
+        n_jobs : int, default=0
+            Worker processes decoding images; 0 decodes in this process.
+        max_memory_bytes : int, default=8 GiB
+            Refuse, before decoding, a training set whose in-memory copies would need more.
+        follow_links : bool, default=False
+            Follow symbolic links that lead out of the folders (see
+            :func:`vaedetect.images.discover_images`); by default they are skipped and reported.
 
-    def _features_layout(self):
-        from .data import InputLayout
+        Returns
+        -------
+        self : VAEDetector
+        """
+        return self._fit_paths(paths, n_jobs=n_jobs, max_memory_bytes=max_memory_bytes, follow_links=follow_links)
 
-        return InputLayout("tabular", "tabular", False, (self.backbone_.n_features_out_,))
+    def _fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, follow_links=False, world=None,
+                   device=None):
+        """``fit_paths``; with ``world``, each process decodes its share of the files (see ``_fit``)."""
+        from .images import IMAGE_EXTENSIONS
 
-    def _data_kind(self):
-        """What the network models: "image", "tabular", or "features" (a backbone's embeddings of images,
-        modelled by the tabular network)."""
-        return "features" if getattr(self, "backbone_", None) is not None else self.layout_.kind
+        self._validate_params()
+        files, unreadable = discovered(paths, follow_links)
+        if not files:
+            raise ValueError(f"Found 0 images in {describe(paths)} with extensions {IMAGE_EXTENSIONS}.")
+        modality, values, used, skipped = read_files_to_fit(self.get_params(), files, n_jobs=n_jobs, world=world,
+                                                            max_memory_bytes=max_memory_bytes, device=device)
+        if not used:
+            raise ValueError(f"None of the {len(files)} files found in {describe(paths)} could be decoded; "
+                             f"the first, {skipped[0].path!r}: {skipped[0].reason}.")
+        self.__dict__.pop("feature_names_in_", None)  # images have no column names; a previous fit's must not linger
+        self.n_features_in_ = modality.input_layout.n_features
+        self._fit_network(modality, values, world, device)
+        self.skipped_files_ = unreadable + skipped
+        self.training_summary_.update(paths=[str(p) for p in as_list(paths)], n_files_found=len(files),
+                                      n_files_skipped=len(self.skipped_files_))
+        return self
 
-    def _fit_network(self, X, layout, world=None, device=None):
-        """Train the network on ``X`` (pixels, rows or embeddings) of ``layout``, then its reference
-        statistics and threshold; the rest of ``_fit``."""
+    def _fit_network(self, modality, values, world=None, device=None):
+        """Train the network on ``values`` (pixels, rows or embeddings) that ``modality`` models, then its
+        reference statistics and calibration: the rest of ``fit``."""
         import pandas as pd
-        import torch
 
-        from .acceleration import use_channels_last
-        from .networks import VAE
-        from .training import resolve_device, train
-
-        self.layout_ = layout
-        seeds, (train_index, val_index, cal_index) = self._seeds_and_splits(X.shape[0])
-        self._check_param_combinations()
-        if self.skip_connections and layout.kind == "image":
+        seeds, (train_index, val_index, cal_index) = self._seeds_and_splits(len(values))
+        init_seed, train_seed, self.noise_seed_ = seeds
+        device = resolve_device(device or self.device)
+        self.device_ = str(device)
+        params = self.get_params()
+        fast_bfloat16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.settings_ = settings = modality.resolve(params, len(train_index), fast_bfloat16)
+        self.modality_ = modality = modality.fitted(values, settings.scaling)
+        config = modality.network_config(params, settings.n_estimators)
+        if config.skip_connections:
             warnings.warn(
                 "skip_connections=True: the decoder sees the encoder's feature maps, so reconstructions "
                 "bypass the latent code; ELBO scores, latent interpolation and sampling are then not "
@@ -533,35 +579,26 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
                 UserWarning,
                 stacklevel=3,
             )
-
-        init_seed, train_seed, self.noise_seed_ = seeds
-        resolved = resolve(self.get_params(), self._data_kind())
-        self.likelihood_, self.n_samples_ = resolved.likelihood, resolved.n_samples
-        self.n_estimators_ = resolved.n_estimators
-        self._set_standardisation(X, resolved.scaling)
-        data = self._to_tensor(X)
+        data = modality.to_network(values)
         x_train, x_cal = data[train_index], data[cal_index]
         x_val = data[val_index] if len(val_index) else None
-
-        device = resolve_device(device or self.device)
-        self.device_ = str(device)
         # Module initialisation draws from torch's global RNG; fork it so that seeding for
         # reproducibility leaves the caller's global random state untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            self.model_ = use_channels_last(VAE(layout.shape, self._network_config()).to(device), device)
+            self.model_ = use_channels_last(VAE(modality.layout.shape, config).to(device), device)
         generator = torch.Generator(device=device).manual_seed(train_seed)
-        perceptual = self._perceptual_loss(device)
-        n_epochs = self._n_epochs(len(x_train))
-        # each member's own rows side by side (members with rows of their own: see _member_rows)
-        member_train, member_val = self._member_rows(train_index, val_index, train_seed)
+        # each member's own rows side by side (members with rows of their own: see member_rows)
+        member_train, member_val = member_rows(train_index, val_index, settings.n_estimators, self.early_stopping,
+                                               train_seed)
+        floor = modality.log_scale_floor(values, settings.likelihood, settings.n_estimators)
         history = train(
             self.model_,
             _side_by_side(data, member_train).to(device),
             None if x_val is None else _side_by_side(data, member_val).to(device),
-            self._train_config(device, n_epochs, resolved, self._log_scale_floor(X)),
+            self._train_config(settings, floor),
             generator,
-            perceptual,
+            self._perceptual_loss(device),
             world,
         )
         self.history_ = pd.DataFrame(history)
@@ -569,15 +606,19 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
             self._say(f"fitting the decoder's scale on {len(x_train)} training samples")
             self._calibrate_scale(x_train)
         self._say(f"computing the reference statistics of {len(x_train)} training samples")
-        self.reference_ = self._fit_reference(x_train)
+        self.reference_ = fit_reference(self._network(), x_train, self._latent_noise(), settings.likelihood,
+                                        self._inference_batch_size(), self.device_, **modality.reference_options(params))
         # validation rows that other members trained on are no calibration data
-        own_folds = self._members_hold_out_folds(len(train_index), len(val_index))
-        x_calibration, calibrated_on = self._calibration_data(x_train, None if own_folds else x_val, x_cal)
-        self._say(f"calibrating the threshold on {len(x_calibration)} {calibrated_on} samples")
-        self._set_offset(x_calibration)
+        own_folds = members_hold_out_folds(settings.n_estimators, self.early_stopping, len(train_index),
+                                           len(val_index))
+        x_calibration, source = held_out(x_train, None if own_folds else x_val, x_cal, early_stopping=self.early_stopping,
+                                         fractions=f"validation_fraction={self.validation_fraction}, "
+                                                   f"calibration_fraction={self.calibration_fraction}")
+        self._say(f"calibrating the threshold on {len(x_calibration)} {source} samples")
+        self._calibrate(x_calibration, settings.score_method, source, settings.contamination)
         self.training_summary_ = {"n_samples": len(data), "n_train": len(x_train), "n_validation": len(val_index),
-                                  "n_calibration": len(x_calibration), "calibrated_on": calibrated_on,
-                                  "epochs": n_epochs, "epochs_run": len(self.history_)}
+                                  "n_calibration": len(x_calibration), "epochs": settings.epochs,
+                                  "epochs_run": len(self.history_)}
         return self
 
     def _seeds_and_splits(self, n_samples):
@@ -589,32 +630,6 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         seeds = tuple(int(s) for s in rng.randint(np.iinfo(np.int32).max, size=3))
         return seeds, holdout_split(n_samples, n_val, n_cal, rng)
 
-    def _member_rows(self, train_index, val_index, seed):
-        """The training and the validation rows of each member, two lists of ``n_estimators_`` index arrays.
-
-        Members that stop early see different data: the first keeps the common split, and each further
-        member validates on a fold of the first's training rows of the validation split's size (disjoint
-        folds while the rows last) and trains on the rest and on the first's validation rows. Each member
-        so trains on as many rows as one network would, and rows of the calibration split stay out of
-        every member. Without early stopping (or with more validation than training rows) the members
-        share the common split.
-        """
-        members, n_val = self.n_estimators_, len(val_index)
-        if not self._members_hold_out_folds(len(train_index), n_val):
-            return [train_index] * members, [val_index] * members
-        rng = np.random.RandomState(seed)
-        pool = rng.permutation(train_index)
-        trains, vals = [train_index], [val_index]
-        for member in range(1, members):
-            fold = pool[np.arange((member - 1) * n_val, member * n_val) % len(pool)]
-            trains.append(rng.permutation(np.concatenate([np.setdiff1d(train_index, fold), val_index])))
-            vals.append(fold)
-        return trains, vals
-
-    def _members_hold_out_folds(self, n_train, n_val):
-        """Whether members validate on folds of their own (see ``_member_rows``)."""
-        return self.n_estimators_ > 1 and self.early_stopping and 0 < n_val <= n_train
-
     def _say(self, stage):
         """Name the stage ``fit`` is in once its progress bar has ended, when ``verbose``."""
         if self.verbose:
@@ -622,159 +637,110 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
 
             print(f"{stage}...", file=sys.stderr, flush=True)
 
-    def _check_param_combinations(self):
-        kind = self._data_kind()
-        data = {"tabular": "X is tabular", "image": "X holds images",
-                "features": "the network models the backbone's features, not pixels"}[kind]
-        if kind != "image" and self.augment is True:
-            raise ValueError(f"augment=True applies to images only; {data}. Use augment='auto' or False.")
-        if self.score_method != "auto" and not applies(get_score(self.score_method), kind):
-            other = "images" if kind != "image" else "tabular data and backbone features"
-            raise ValueError(f"score_method={self.score_method!r} is defined for {other} only; {data}.")
-        if kind == "image" and self.n_estimators not in ("auto", 1):
-            raise ValueError(f"n_estimators={self.n_estimators!r}: member networks side by side are for tables and "
-                             "backbone features; a detector of images has one network. Use 'auto' or 1.")
-        if kind != "image" and self.likelihood == "bernoulli":
-            raise ValueError(f"likelihood='bernoulli' needs images in [0, 1]; {data}. Use 'auto'.")
-
-    def _network_config(self):
-        from .networks import NetworkConfig
-
-        return NetworkConfig(
-            latent_dim=self.latent_dim,
-            base_channels=self.base_channels,
-            n_stages=self.n_stages,
-            residual=self.residual,
-            spatial_latent=self.spatial_latent and self.layout_.kind == "image",
-            skip_connections=self.skip_connections and self.layout_.kind == "image",
-            activation=self.activation,
-            members=self.n_estimators_,
-        )
-
-    def _n_epochs(self, n_train):
-        """``epochs`` with "auto" resolved for ``n_train`` training samples (see the parameter)."""
-        from . import settings
-        from .training import epochs_within_budget
-
-        if self.epochs != "auto":
-            return self.epochs
-        return epochs_within_budget(n_train, self.batch_size, settings.AUTO_MAX_EPOCHS, settings.AUTO_MAX_STEPS)
-
-    def _train_config(self, device, n_epochs, resolved, log_scale_floor=None):
-        import torch
-
-        from . import settings
-        from .training import TrainConfig
-
-        if self.mixed_precision == "auto":
-            mixed_precision = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        else:
-            mixed_precision = bool(self.mixed_precision)
+    def _train_config(self, settings, log_scale_floor=None):
         return TrainConfig(
-            epochs=n_epochs,
+            epochs=settings.epochs,
             batch_size=self.batch_size,
-            learning_rate=resolved.learning_rate,
+            learning_rate=settings.learning_rate,
             weight_decay=self.weight_decay,
-            trim_fraction=resolved.trim_fraction,
+            trim_fraction=settings.trim_fraction,
             loss=self.loss,
-            likelihood=self.likelihood_,
+            likelihood=settings.likelihood,
             perceptual_weight=self.perceptual_weight,
             kl_schedule=self.kl_schedule,
-            augment=resolved.augment,
+            augment=settings.augment,
             early_stopping=self.early_stopping,
             n_iter_no_change=self.n_iter_no_change,
-            mixed_precision=mixed_precision,
+            mixed_precision=settings.mixed_precision,
             verbose=self.verbose,
             log_scale_floor=log_scale_floor,
-            max_steps_per_epoch=settings.AUTO_MAX_STEPS if self.epochs == "auto" else None,
+            max_steps_per_epoch=settings.max_steps_per_epoch,
         )
 
-    def _log_scale_floor(self, X):
-        """Tables: the decoder's per-feature log-scale floor at each column's resolution, in standardised
-        units (see ``losses.log_scale_floor``), once per member; None for images."""
-        if self.layout_.kind != "tabular":
-            return None
-        from .data import feature_resolution
-        from .losses import log_scale_floor
-
-        return log_scale_floor(feature_resolution(X) / self.feature_scale_, self.likelihood_).repeat(self.n_estimators_)
-
     def _perceptual_loss(self, device):
-        if self.loss != "sharp" or self.perceptual_weight == 0 or self.layout_.kind != "image":
+        if self.loss != "sharp" or self.perceptual_weight == 0 or not self.modality_.pixels:
             return None
         from .losses import PerceptualLoss
 
         return PerceptualLoss("imagenet").to(device)
 
-    def _set_standardisation(self, X, scaling):
-        if self.layout_.kind == "tabular":
-            from sklearn.preprocessing import StandardScaler
-
-            with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # the overflow is reported below
-                scaler = StandardScaler().fit(X)
-            if not (np.isfinite(scaler.mean_).all() and np.isfinite(scaler.scale_).all()):
-                raise ValueError(
-                    f"X's features are too large to standardise (values up to {np.abs(X).max():.3g} overflow "
-                    "float64 in their variance); rescale X, e.g. divide it by a power of ten."
-                )
-            self.feature_mean_, self.feature_scale_ = scaler.mean_, scaler.scale_
-            if scaling == "common":
-                self.feature_scale_ = np.full_like(scaler.scale_, np.sqrt(np.mean(scaler.var_)) or 1.0)
-        else:
-            self.feature_mean_ = self.feature_scale_ = None
-
     def _calibrate_scale(self, x_train):
         """After the sharp loss, set the decoder's scale to its maximum-likelihood value on the
         training data, so that ELBO scores are those of a calibrated decoder."""
-        import torch
-
-        from .scoring import map_batches, residuals
-
         errors = map_batches(residuals, self._network(), x_train, self._inference_batch_size(), self.device_)
-        # one scale per channel (images) or per feature (tabular), as log_scale is shaped
-        dims = (0, 2, 3) if self.model_.is_image else (0,)
-        if self.likelihood_ == "laplace":
+        # one scale per channel (images: errors of (n, C, H, W)) or per feature (tables), as log_scale is shaped
+        dims = (0, 2, 3) if errors.ndim == 4 else (0,)
+        if self.settings_.likelihood == "laplace":
             scale = errors.abs().mean(dim=dims)
         else:
             scale = errors.pow(2).mean(dim=dims).sqrt()
         with torch.no_grad():
             self.model_.log_scale.copy_(scale.clamp_min(1e-6).log().view_as(self.model_.log_scale))
 
-    def _fit_reference(self, x_train):
-        from .scoring import fit_reference
+    # ------------------------------------------------------------------ calibration
 
-        codec = self.complexity_codec if self.layout_.kind == "image" else None
-        return fit_reference(self._network(), x_train, self._latent_noise(), self.likelihood_,
-                             self._inference_batch_size(), self.device_, codec=codec)
+    def _calibrate(self, x, score_method, source, contamination):
+        """Calibrate on the network inputs ``x`` (normal data no part of the fit saw): ``calibration_`` and,
+        for pixels, the anomaly maps' reference."""
+        self.calibration_ = Calibration(self._score_tensor(x, score_method), score_method, source,
+                                        {"contamination": contamination})
+        if self.modality_.pixels:
+            self._fit_map_reference(x)
+        else:
+            self.map_baseline_ = self.map_scale_ = None
 
-    def _score_method(self):
-        """The score method the parameters ask for now: ``score_method``, with "auto" resolved for the
-        data ``fit`` saw. Unlike the other settings it may change after ``fit``, through :meth:`calibrate`."""
-        return resolve_score(self.score_method, self._data_kind(), self.layout_.n_features)
+    def calibrate(self, X):
+        """Re-calibrate the threshold and p-values on new data known to be normal.
 
-    # ------------------------------------------------------------------ inference
+        Replaces the calibration scores kept from ``fit`` by the scores of ``X`` under the ``score_method``
+        and ``contamination`` parameters as they are now (so a ``score_method`` set after ``fit`` takes
+        effect here), and sets ``offset_`` from ``contamination``; thresholds set later with
+        :meth:`set_threshold` and :meth:`p_values` then refer to ``X``. Use it after changing
+        ``score_method`` on a fitted detector, or to calibrate on more (or more recent) normal data than
+        ``fit`` held out. ``X`` must not be data the network was trained on, whose scores are optimistic.
 
-    # ------------------------------------------------------------------ looking inside
+        Parameters
+        ----------
+        X : array-like
+            Normal data in the layout given to ``fit``.
+
+        Returns
+        -------
+        self : VAEDetector
+        """
+        x = self._check_input(X)
+        score_method, contamination = self.modality_.resolve_calibration(self.get_params())
+        self._calibrate(x, score_method, "calibrate(X)", contamination)
+        return self
+
+    # ------------------------------------------------------------------ fitted state, as the modality and the settings hold it
+
+    layout_ = property(lambda self: self.modality_.layout)
+    input_layout_ = property(lambda self: None if self.backbone_ is None else self.modality_.input_layout)
+    backbone_ = property(lambda self: getattr(self.modality_, "extractor", None))
+    feature_mean_ = property(lambda self: getattr(self.modality_, "feature_mean", None))
+    feature_scale_ = property(lambda self: getattr(self.modality_, "feature_scale", None))
+    likelihood_ = property(lambda self: self.settings_.likelihood)
+    n_samples_ = property(lambda self: self.settings_.n_samples)
+    n_estimators_ = property(lambda self: self.settings_.n_estimators)
+    score_method_ = property(lambda self: self.calibration_.score_method)
 
     # ------------------------------------------------------------------ persistence
 
     def save(self, path):
-        """Write the fitted detector to one file that loading cannot execute code from.
+        """Write the fitted detector to one safetensors file that loading cannot execute code from.
 
         Parameters
         ----------
         path : str or path-like
             Destination, conventionally ending in ``.vae``.
         """
-        from .persistence import save_detector
-
         check_is_fitted(self)
         save_detector(self, path)
 
     @classmethod
     def load(cls, path, *, device=None):
-        """Read a detector written by :meth:`save`.
+        """Read a detector written by :meth:`save` (or by vaedetect 0.1's format 2).
 
         Parameters
         ----------
@@ -786,9 +752,39 @@ class VAEDetector(InferenceMixin, ThresholdMixin, FolderMixin, InspectionMixin, 
         -------
         detector : VAEDetector
         """
-        from .persistence import load_detector
-
         return load_detector(path, cls, device=device)
+
+    def _fitted_state(self) -> FittedState:
+        """What ``fit`` learned, as a model file holds it."""
+        check_is_fitted(self)
+        names = getattr(self, "feature_names_in_", None)
+        return FittedState(
+            modality=self.modality_, settings=self.settings_, network=self.model_.config,
+            # contiguous: the file holds plain NCHW tensors whatever memory format training used
+            weights={k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()},
+            reference=self.reference_, calibration=self.calibration_, noise_seed=self.noise_seed_,
+            n_features_in=self.n_features_in_, feature_names_in=None if names is None else [str(n) for n in names],
+            history=self.history_.to_dict(orient="list"), training_summary=self.training_summary_,
+            map_baseline=self.map_baseline_, map_scale=self.map_scale_)
+
+    @classmethod
+    def _from_fitted_state(cls, params: dict, state: FittedState, device) -> VAEDetector:
+        """A fitted detector of ``params`` from ``state`` (checked as a model file's), on ``device``."""
+        import pandas as pd
+
+        detector = cls(**params)
+        model = VAE(state.modality.layout.shape, state.network)
+        model.load_state_dict(state.weights)
+        detector.model_, detector.device_ = model.to(device).eval(), str(device)
+        detector.modality_, detector.settings_, detector.calibration_ = state.modality, state.settings, state.calibration
+        detector.reference_, detector.noise_seed_, detector.n_features_in_ = state.reference, state.noise_seed, \
+            state.n_features_in
+        if state.feature_names_in is not None:
+            detector.feature_names_in_ = np.asarray(state.feature_names_in, dtype=object)
+        detector.history_ = pd.DataFrame({name: pd.Series(values) for name, values in state.history.items()})
+        detector.training_summary_ = state.training_summary
+        detector.map_baseline_, detector.map_scale_ = state.map_baseline, state.map_scale
+        return detector
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

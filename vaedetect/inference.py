@@ -1,8 +1,12 @@
-"""Inference of a fitted detector: inputs to network tensors, the inference network (batch norms folded
-in, cached), the fixed latent noise, and the scores, score tables and anomaly maps computed from them.
+"""Inference of a fitted detector: inputs to network tensors (through its modality), the inference network
+(batch norms folded in, cached), the fixed latent noise, and the scores, score tables, anomaly maps and
+latent codes computed from them.
 
-:class:`InferenceMixin` gives ``VAEDetector`` these methods; the score functions are in
-:mod:`vaedetect.scoring`, listed by :mod:`vaedetect.registry`.
+:class:`InferenceMixin` gives ``VAEDetector`` these methods, and :class:`~vaedetect.folders.FolderMixin` and
+:class:`~vaedetect.inspection.InspectionMixin`, which build on them, the private ones they call. It reads
+the fitted state ``fit`` leaves: ``modality_``, ``settings_``, ``model_``, ``reference_``, ``noise_seed_``,
+``device_`` and ``calibration_``. The score functions are in :mod:`vaedetect.scoring`, listed by
+:mod:`vaedetect.registry`.
 """
 
 from __future__ import annotations
@@ -10,18 +14,21 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_X
-from .data import arrange_like, images_to_unit_range
+from .acceleration import inference_network, use_channels_last
+from .data import arrange_like
+from .losses import elementwise_log_likelihood
+from .modality import requires
 from .registry import get_score, score_names
+from .scoring import anomaly_map, bits_per_dim, latent_noise, map_batches, score_batches
 
 # Inference batches hold about this many input values (and at most _MAX_INFERENCE_BATCH samples):
 # beyond a cache-friendly size, bigger batches only cost memory (measured in docs/usage.md).
 _INFERENCE_BATCH_VALUES = 2**18
 _MAX_INFERENCE_BATCH = 256
-# Images converted to float pixels at once on their way into a backbone: memory holds one such chunk.
-_EMBED_CHUNK = 256
 
 
 def _fail_closed(scores, method) -> np.ndarray:
@@ -49,8 +56,6 @@ class InferenceMixin:
 
     def _network(self):
         """``model_`` as inference runs it: batch norms folded, channels-last; made once per ``model_``."""
-        from .acceleration import inference_network, use_channels_last
-
         cached = self.__dict__.get("_inference_cache")
         if cached is None or cached[0] is not self.model_:
             network = use_channels_last(inference_network(self.model_), self.device_)
@@ -68,44 +73,22 @@ class InferenceMixin:
         # bigger temporaries fragment the CPU allocator's heap (scoring 200,000 rows of 39 columns with 5
         # members peaked at 3.5 GB with 256-row batches, docs/tabular_scale.md)
         members = self.model_.members
-        by_size = _INFERENCE_BATCH_VALUES // max(self.layout_.n_features * members, 1)
+        by_size = _INFERENCE_BATCH_VALUES // max(self.modality_.layout.n_features * members, 1)
         return max(self.batch_size, min(by_size, _MAX_INFERENCE_BATCH // members))
 
-    def _to_tensor(self, X):
-        """Validated array -> float32 CPU tensor in network space."""
-        import torch
-
-        if self.layout_.kind == "image":
-            values = images_to_unit_range(X, self.layout_)
-        else:
-            values = ((X - self.feature_mean_) / self.feature_scale_).astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(values))
-
-    def _input_layout(self):
-        """The layout of the data this detector takes: the images of a backbone, else ``layout_``."""
-        return getattr(self, "input_layout_", None) or self.layout_
-
-    def _embed(self, X, layout=None):
-        """Validated images in ``layout`` (by default ``input_layout_``) -> the backbone's features, float32 ``(n, d)``."""
-        from .data import images_to_unit_range
-
-        layout = layout or self.input_layout_
-        chunks = [np.empty((0, self.backbone_.n_features_out_), dtype=np.float32)]
-        for start in range(0, len(X), _EMBED_CHUNK):
-            pixels = images_to_unit_range(X[start : start + _EMBED_CHUNK], layout)
-            chunks.append(self.backbone_.transform(np.clip((pixels + 1.0) / 2.0, 0.0, 1.0)))
-        return np.concatenate(chunks)
+    def _check_input(self, X):
+        """Validated ``X`` in the layout given to ``fit`` -> the network's float32 CPU tensor."""
+        check_is_fitted(self)
+        X, _ = check_X(self, X, reset=False)
+        return self.modality_.to_network(self.modality_.represent(X))
 
     def _latent_noise(self):
-        from .scoring import latent_noise
-
-        return latent_noise(self.model_.latent_shape, self.n_samples_, self.noise_seed_, self.device_)
+        return latent_noise(self.model_.latent_shape, self.settings_.n_samples, self.noise_seed_, self.device_)
 
     def _score_tensor(self, x, score=None):
-        from .scoring import score_batches
-
-        score = score or self._score_method()
-        return _fail_closed(score_batches(self._network(), x, score, self._latent_noise(), self.likelihood_,
+        """Scores of network inputs ``x`` by the method ``score`` (default: the calibrated one), fail-closed."""
+        score = score or self.calibration_.score_method
+        return _fail_closed(score_batches(self._network(), x, score, self._latent_noise(), self.settings_.likelihood,
                                           self._inference_batch_size(), self.device_, **self._score_options(score)),
                             score)
 
@@ -119,33 +102,21 @@ class InferenceMixin:
 
     def _anomaly_map_tensor(self, x):
         """(n, C, H, W) per-element negative log-likelihood, averaged over the ``n_samples`` draws."""
-        from .scoring import anomaly_map, map_batches
-
-        noise = self._latent_noise()
-        return map_batches(lambda model, batch: anomaly_map(model, batch, noise, self.likelihood_), self._network(), x,
+        noise, likelihood = self._latent_noise(), self.settings_.likelihood
+        return map_batches(lambda model, batch: anomaly_map(model, batch, noise, likelihood), self._network(), x,
                            self._inference_batch_size(), self.device_).numpy()
 
-    def _check_fitted_on_images(self, method):
-        """Raise unless this detector is fitted, on the pixels of images (``method`` names what needs them)."""
-        check_is_fitted(self)
-        if self._data_kind() == "features":
-            raise ValueError(f"{method} needs the pixel model; this detector models the features of backbone "
-                             f"{self.backbone_.backbone_.identity['name']!r}, which have no pixels to map or decode.")
-        if self.layout_.kind != "image":
-            raise ValueError(f"{method} needs a detector fitted on images; this one was fitted on tabular data.")
+    def _fit_map_reference(self, x_calibration):
+        """How anomaly-map pictures are drawn, from the calibration images the threshold comes from: a pixel's
+        cost above the mean cost at that place in them (places normal images always find costly, such as
+        edges, stay dark), on one colour scale for every image, from no excess to their 99.9th percentile of it."""
+        costs = self._anomaly_map_tensor(x_calibration).sum(axis=1)
+        self.map_baseline_ = costs.mean(axis=0)
+        self.map_scale_ = [0.0, max(float(np.quantile(costs - self.map_baseline_, 0.999)), 1e-6)]
 
-    def _check_takes_images(self, method):
-        """Raise unless this detector is fitted on images, as pixels or through a backbone."""
-        check_is_fitted(self)
-        if self.layout_.kind != "image" and self._data_kind() != "features":
-            raise ValueError(f"{method} needs a detector fitted on images; this one was fitted on tabular data.")
-
-    def _check_input(self, X):
-        check_is_fitted(self)
-        X, _ = check_X(self, X, reset=False)
-        if self._data_kind() == "features":
-            X = self._embed(X)
-        return self._to_tensor(X)
+    def _encode_means(self, x):
+        return map_batches(lambda model, batch: model.encode(batch)[0], self._network(), x, self._inference_batch_size(),
+                           self.device_)
 
     def score_samples(self, X):
         """Normality score of each sample: higher means more normal.
@@ -158,14 +129,18 @@ class InferenceMixin:
         Returns
         -------
         scores : ndarray of shape (n_samples,)
-            The method named by ``score_method`` (by default ``"bits_typicality"`` for images and the
-            ELBO in nats per sample for tabular data; see the ``score_method`` parameter). The same input
-            always gets the same score, alone or in any batch (up to float32 rounding).
+            The score method the threshold is calibrated for (``score_method_``: by default
+            ``"bits_typicality"`` for images and the ELBO in nats per sample for tabular data; see the
+            ``score_method`` parameter). The same input always gets the same score, alone or in any batch
+            (up to float32 rounding).
         """
         return self._score_tensor(self._check_input(X))
 
-    def anomaly_map(self, X, *, per_channel=False):
+    @requires("pixels")
+    def anomaly_map(self, X, *, per_channel=False, relative=False):
         """Where each image is anomalous: per-pixel negative log-likelihood under the model.
+
+        Available for detectors of image pixels (not of tables or backbone features).
 
         Parameters
         ----------
@@ -174,6 +149,10 @@ class InferenceMixin:
         per_channel : bool, default=False
             Keep one map per channel, returned in the layout of ``X``; by default the channels are
             summed into one ``(n, H, W)`` map.
+        relative : bool, default=False
+            Subtract the mean map of the calibration images (``map_baseline_``, summed over channels), as
+            the pictures of ``--maps`` and the report draw it: what is costly here and not in normal images.
+            Needs ``per_channel=False``.
 
         Returns
         -------
@@ -181,18 +160,23 @@ class InferenceMixin:
             ``-log p(x|z)`` in nats per element, averaged over ``n_samples`` latent draws; higher means
             worse explained. Summed over an image it is the reconstruction term of its ELBO.
         """
-        self._check_fitted_on_images("anomaly_map")
+        if relative and per_channel:
+            raise ValueError("relative=True subtracts a map summed over channels; use per_channel=False.")
         maps = self._anomaly_map_tensor(self._check_input(X))
-        return arrange_like(maps, self.layout_) if per_channel else maps.sum(axis=1)
+        if per_channel:
+            return arrange_like(maps, self.modality_.layout)
+        baseline = getattr(self, "map_baseline_", None)  # None in files written before it existed
+        return maps.sum(axis=1) - (baseline if relative and baseline is not None else 0.0)
 
+    @requires("contributions")
     def feature_contributions(self, X):
         """Which columns make each row of a table anomalous: each feature's share of the row's score.
 
-        A feature's contribution is its negative log-likelihood under the decoder, averaged over the
-        ``n_samples`` latent draws, less its value at a perfect reconstruction: ``|x - mean| / scale`` for
-        the Laplace decoder, ``(x - mean)^2 / (2 scale^2)`` for the Gaussian one, in nats. It is 0 where
-        the model reconstructs the feature exactly and grows with the feature's deviation measured in
-        that feature's own learned scale. The contributions of a row sum to minus its reconstruction
+        Available for detectors of tables. A feature's contribution is its negative log-likelihood under the
+        decoder, averaged over the ``n_samples`` latent draws, less its value at a perfect reconstruction:
+        ``|x - mean| / scale`` for the Laplace decoder, ``(x - mean)^2 / (2 scale^2)`` for the Gaussian one, in
+        nats. It is 0 where the model reconstructs the feature exactly and grows with the feature's deviation
+        measured in that feature's own learned scale. The contributions of a row sum to minus its reconstruction
         probability (the ELBO less its KL term) less a constant of the model, so the largest ones name the
         columns that lowered its score.
         With several members (``n_estimators``) a feature's contribution is the sum of the members'.
@@ -220,11 +204,6 @@ class InferenceMixin:
         """
         import pandas as pd
 
-        check_is_fitted(self)
-        if self.layout_.kind != "tabular" or self._data_kind() == "features":
-            raise ValueError("feature_contributions is for a detector fitted on a table; "
-                             + ("use anomaly_map for images." if self.layout_.kind == "image" else
-                                "this one models a backbone's features, which name no columns."))
         x = self._check_input(X)
         excess = self._anomaly_map_tensor(x).reshape(len(x), -1) - self._perfect_reconstruction_nll()
         # the members' shares of a feature add up, as their ELBOs do in the score
@@ -236,14 +215,10 @@ class InferenceMixin:
 
     def _perfect_reconstruction_nll(self) -> np.ndarray:
         """Each feature's negative log-likelihood at a zero residual: the part of it the data cannot change."""
-        import torch
-
-        from .losses import elementwise_log_likelihood
-
         zero = torch.zeros(1, self.model_.log_scale.numel())  # one per feature and member
         with torch.no_grad():
-            return -elementwise_log_likelihood(zero, zero, self.model_.log_scale.detach().cpu(), self.likelihood_,
-                                               bounded=False)[0].numpy()
+            return -elementwise_log_likelihood(zero, zero, self.model_.log_scale.detach().cpu(),
+                                               self.settings_.likelihood, bounded=False)[0].numpy()
 
     def score_table(self, X, *, methods=None):
         """Several score methods at once, one column each, from one call.
@@ -265,7 +240,7 @@ class InferenceMixin:
         Returns
         -------
         table : pandas.DataFrame of shape (n_samples, n_columns)
-            Each column equals ``score_samples`` of a detector with that ``score_method``.
+            Each column equals ``score_samples`` of a detector calibrated for that ``score_method``.
 
         Examples
         --------
@@ -278,11 +253,8 @@ class InferenceMixin:
         """
         import pandas as pd
 
-        from .scoring import bits_per_dim
-
         x = self._check_input(X)
         methods = self._check_methods(methods)
-        is_image = self.layout_.kind == "image"
         # methods that are functions of the ELBO share one ELBO pass
         shares_elbo = {m for m in methods if m == "elbo" or get_score(m).from_elbo is not None}
         elbo = self._score_tensor(x, "elbo") if shares_elbo else None
@@ -297,14 +269,14 @@ class InferenceMixin:
                 columns[name] = _fail_closed(columns[name], name)
             else:
                 columns = {name: self._score_tensor(x, name)}
-            if is_image and method.log_likelihood:
+            if self.modality_.pixels and method.log_likelihood:
                 columns[f"{name}_bits_per_dim"] = bits_per_dim(columns[name], self.n_features_in_)
             for column, values in columns.items():
                 table[column] = values
         return table
 
     def _check_methods(self, methods):
-        applicable = list(score_names(self._data_kind()))
+        applicable = list(score_names(self.modality_.pixels))
         if methods is None:
             return applicable
         methods = [methods] if isinstance(methods, str) else list(methods)

@@ -10,10 +10,14 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
+import torch
+from sklearn.decomposition import PCA
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .data import images_from_unit_range
+from .inference import InferenceMixin
+from .modality import requires
+from .scoring import map_batches
 
 
 # Bytes of float32 outputs that sample() and interpolate() may decode at once: they return them whole.
@@ -34,8 +38,6 @@ def slerp(start, end, weights):
 
     Falls back to linear interpolation where the two codes are (nearly) parallel.
     """
-    import torch
-
     flat_start, flat_end = start.flatten(1), end.flatten(1)
     cosine = torch.nn.functional.cosine_similarity(flat_start, flat_end).clamp(-1.0, 1.0)
     angle = torch.arccos(cosine).view(1, *([1] * (start.ndim - 1)))
@@ -44,9 +46,11 @@ def slerp(start, end, weights):
     return (torch.sin((1.0 - weights) * angle) * start + torch.sin(weights * angle) * end) / torch.sin(angle)
 
 
-class InspectionMixin:
-    """Generative inspection of a fitted detector (mixed into ``VAEDetector``)."""
+class InspectionMixin(InferenceMixin):
+    """Generative inspection of a fitted detector (mixed into ``VAEDetector``): decoding is available for
+    detectors whose network models their inputs (images and tables, not backbone features)."""
 
+    @requires("decodes")
     def inverse_transform(self, Z):
         """Decode latent codes into data in the layout and value range of the ``X`` given to ``fit``.
 
@@ -61,8 +65,6 @@ class InspectionMixin:
             Decoded means: float for tabular and float images, uint8 for integer images. With several
             members (``n_estimators``), the mean of the members' decodings of their blocks of ``Z``.
         """
-        import torch
-
         self._check_generative("inverse_transform")
         latent_size = int(np.prod(self.model_.latent_shape))
         Z = np.asarray(Z, dtype=np.float32)
@@ -73,11 +75,6 @@ class InspectionMixin:
         return self._decode(torch.from_numpy(Z).view(-1, *self.model_.latent_shape))
 
     def _check_generative(self, method):
-        check_is_fitted(self)
-        if self._data_kind() == "features":
-            raise ValueError(f"{method} decodes into the data the network models, which for this detector are the "
-                             f"features of backbone {self.backbone_.backbone_.identity['name']!r}, not images; use a "
-                             "detector without backbone to generate or reconstruct images.")
         if not self.model_.can_generate:
             raise ValueError(
                 f"{method} is not available with skip_connections=True: the decoder needs an input image's "
@@ -86,17 +83,11 @@ class InspectionMixin:
 
     def _decode(self, z):
         """Latent codes (tensor, any batch) -> decoded means in the layout and value range of ``X``."""
-        from .scoring import map_batches
-
         decoded = map_batches(lambda model, batch: model.average_members(model.output_mean(model.decode(batch))),
                               self._network(), z, self._inference_batch_size(), self.device_).numpy()
-        return self._from_network_space(decoded)
+        return self.modality_.from_network(decoded)
 
-    def _from_network_space(self, values):
-        if self.layout_.kind == "image":
-            return images_from_unit_range(values, self.layout_)
-        return values.astype(np.float64) * self.feature_scale_ + self.feature_mean_
-
+    @requires("decodes")
     def sample(self, n=1, *, temperature=1.0, random_state=None):
         """Generate new data: decode ``n`` draws from the prior ``N(0, temperature**2 I)``.
 
@@ -123,8 +114,6 @@ class InspectionMixin:
         >>> detector.sample(5, random_state=0).shape
         (5, 8, 8)
         """
-        import torch
-
         self._check_generative("sample")
         if not isinstance(n, Integral) or n < 1:
             raise ValueError(f"n must be a positive integer; got {n!r}.")
@@ -136,6 +125,7 @@ class InspectionMixin:
         z = torch.randn((n, *self.model_.latent_shape), generator=generator) * float(temperature)
         return self._decode(z)
 
+    @requires("decodes")
     def reconstruct(self, X):
         """Decode each sample's latent mean: what the model makes of ``X``.
 
@@ -152,15 +142,9 @@ class InspectionMixin:
         self._check_generative("reconstruct")
         return self._decode(self._encode_means(self._check_input(X)))
 
-    def _encode_means(self, x):
-        from .scoring import map_batches
-
-        return map_batches(lambda model, batch: model.encode(batch)[0], self._network(), x, self._inference_batch_size(),
-                           self.device_)
-
     def _one_sample(self, value, name):
         """One sample given alone or as a batch of one -> (1, ...) network tensor."""
-        per_sample_ndim = {"tabular": 1, "flat": 1, "nhw": 2, "nchw": 3, "nhwc": 3}[self.layout_.form]
+        per_sample_ndim = {"tabular": 1, "flat": 1, "nhw": 2, "nchw": 3, "nhwc": 3}[self.modality_.input_layout.form]
         value = np.asarray(value)
         if value.ndim == per_sample_ndim:
             value = value[None]
@@ -168,6 +152,7 @@ class InspectionMixin:
             raise ValueError(f"{name} must be one sample in the layout given to fit; got an array of shape {value.shape}.")
         return self._check_input(value)
 
+    @requires("decodes")
     def interpolate(self, a, b, *, steps=10, method="slerp"):
         """Decode a path between the latent means of two samples ``a`` and ``b``.
 
@@ -188,8 +173,6 @@ class InspectionMixin:
             Decoded means in the layout and value range of ``X``; the ends are the reconstructions
             of ``a`` and ``b``.
         """
-        import torch
-
         self._check_generative("interpolate")
         if not isinstance(steps, Integral) or steps < 2:
             raise ValueError(f"steps must be an integer >= 2; got {steps!r}.")
@@ -216,11 +199,8 @@ class InspectionMixin:
             Fitted on the latent means of ``X``.
         coordinates : ndarray of shape (n_samples, n_components)
         """
-        from sklearn.decomposition import PCA
-
         check_is_fitted(self)
-        if not self.model_.can_generate:
-            self._check_generative("latent_pca")  # its message: with skips, the codes do not summarise X
+        self._check_generative("latent_pca")  # its message: with skips, the codes do not summarise X
         codes = self.transform(X)
         pca = PCA(n_components=n_components, random_state=0).fit(codes)
         return pca, pca.transform(codes)

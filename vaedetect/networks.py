@@ -281,11 +281,12 @@ class VAE(nn.Module):
         super().__init__()
         self.data_shape = tuple(data_shape)
         self.config = config
-        self.is_image = len(self.data_shape) == 3
+        # convolutional for images (C, H, W), whose outputs are 8-bit pixel values in [-1, 1]; an MLP for rows
+        self.convolutional = len(self.data_shape) == 3
         self.members = config.members
-        if self.is_image and self.members != 1:
+        if self.convolutional and self.members != 1:
             raise ValueError(f"Members side by side are for tabular networks; got members={self.members} for images.")
-        if self.is_image:
+        if self.convolutional:
             channels, height, width = self.data_shape
             factor = 2**config.n_stages
             padded = (math.ceil(height / factor) * factor, math.ceil(width / factor) * factor)
@@ -305,9 +306,15 @@ class VAE(nn.Module):
             self.latent_shape = (self.members * config.latent_dim,)
 
     @property
+    def bounded(self) -> bool:
+        """Whether the outputs are 8-bit pixel values in ``[-1, 1]``, whose likelihood is that of a pixel's bin
+        (``bounded`` of :func:`vaedetect.losses.log_likelihood`)."""
+        return self.convolutional
+
+    @property
     def can_generate(self) -> bool:
         """False when U-Net skips let the decoder bypass the latent code."""
-        return not (self.is_image and self.config.skip_connections)
+        return not (self.convolutional and self.config.skip_connections)
 
     def stack_members(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's input: rows ``(B, d)`` copied once per member, ``(B, members * d)``; inputs that
@@ -328,9 +335,9 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor):
         """Return ``(mean, logvar, features)`` of q(z|x); ``features`` feed the U-Net skips."""
-        if self.is_image and any(self.padding):
+        if self.convolutional and any(self.padding):
             x = F.pad(x, self.padding)
-        return self.encoder(x if self.is_image else self.stack_members(x))
+        return self.encoder(x if self.convolutional else self.stack_members(x))
 
     @staticmethod
     def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -339,20 +346,20 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor, features: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Return the decoder's logits for ``z``, cropped to the data shape."""
-        if self.config.skip_connections and self.is_image and features is None:
+        if self.config.skip_connections and self.convolutional and features is None:
             raise ValueError(
                 "This VAE was built with skip_connections=True: its decoder needs the encoder's "
                 "feature maps of an input image and cannot decode a latent code alone."
             )
         out = self.decoder(z, features)
-        if self.is_image and any(self.padding):
+        if self.convolutional and any(self.padding):
             left, right, top, bottom = self.padding
             out = out[..., top : out.shape[-2] - bottom, left : out.shape[-1] - right]
         return out
 
     def output_mean(self, logits: torch.Tensor) -> torch.Tensor:
         """Reconstruction in data space: ``tanh`` for images in ``[-1, 1]``, identity for tabular."""
-        return torch.tanh(logits) if self.is_image else logits
+        return torch.tanh(logits) if self.convolutional else logits
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor):
         """One stochastic pass: ``(logits, mean, logvar)`` with ``z = mean + std * eps``."""

@@ -1,111 +1,59 @@
-"""Model files: a JSON header plus tensors, read back with ``torch.load(weights_only=True)``.
+"""Model files: safetensors, a JSON header and raw tensors; nothing in them is unpickled or run.
 
-A model file is a ``torch.save`` archive of a dict holding only strings, numbers and tensors, so the
-restricted unpickler of ``weights_only=True`` can read it and loading cannot run code from the file.
+A model file is a safetensors file (https://huggingface.co/docs/safetensors): an 8-byte header length, a
+JSON header giving each tensor's dtype, shape and byte range, and the tensors' bytes. vaedetect's own header
+is JSON in its metadata; tensors are named ``weights.*``, ``calibration.scores``, ``reference.*``,
+``modality.*`` and ``maps.baseline`` (a combined file prefixes each model's with ``pixel/`` or ``features/``).
 
-Every file is treated as hostile (docs/security.md): before ``torch.load`` the archive's records must be
-stored uncompressed and fit in the file, so reading it takes no more memory than the file's size; the
-header is checked against a schema (types, ranges, consistency) before any network is built; the
-network is first built on torch's ``meta`` device, where it allocates nothing, and must match the
-file's weights in every shape; and weights, threshold and calibration scores must be finite, so that
-a broken model is refused rather than silently flagging nothing. Each failure is a ``ValueError``
-naming the file and the problem in one line.
+Every file is treated as hostile (docs/security.md). The safetensors reader refuses a header longer than the
+file, byte ranges that overlap or leave gaps and shapes that do not fit their bytes before it allocates
+anything, and vaedetect's header must be at most ``MAX_HEADER_BYTES``. The header is then checked against its
+declared schema (:mod:`vaedetect._model_header`: types, ranges, no unknown field) and for consistency before
+anything is built; the network is first built on torch's ``meta`` device, where it allocates nothing, and
+must match the file's weights in every name, shape and dtype; weights, threshold and calibration scores
+must be finite, so that a broken model is refused rather than silently flagging nothing. Each failure is a
+``ValueError`` naming the file and the problem in one line. Files of format 2 (``torch.save`` archives,
+vaedetect 0.1) are read by :mod:`vaedetect._legacy_format` into the same header and tensors.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import pickle
-import re
-import zipfile
-from numbers import Integral, Real
+import struct
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import _model_header as schema
 from ._files import write_atomically
 
-FORMAT_NAME = "vaedetect-model"
-FORMAT_VERSION = 2
-# Format 1 lacked the reference statistics (latent and typicality scores); it is not read.
-_OLDEST_READABLE = 2
-_FITTED_SCALARS = ("offset_", "n_features_in_", "noise_seed_", "device_", "training_summary_", "calibrated_score_",
-                   "map_scale_", "likelihood_", "n_samples_", "n_estimators_")
-_REFERENCE_SCALARS = ("elbo_center", "elbo_spread_below", "elbo_spread_above", "codec")
-_REFERENCE_TENSORS = ("latent_location", "latent_precision", "bits_location", "bits_precision", "residual_location",
-                      "residual_precision")
-# Bounds of the header's architecture: far above any model vaedetect trains (the "sharp" preset has
-# 64 base channels at 4 stages), and low enough that a forged header cannot describe a network
-# whose construction would exhaust memory before its weights are compared with the file's.
-MAX_LATENT_DIM = 4096
-MAX_BASE_CHANNELS = 1024
-MAX_IMAGE_SIDE = 4096
-MAX_FEATURES = 1_000_000
-# Latent draws per scored input: each is a decoder pass, and the fixed noise holds them all.
-MAX_DRAWS = 10_000
-MAX_MEMBERS = 64
-_MAX_RECORDS = 10_000
-_LAYOUT_FORMS = {"tabular": {"tabular"}, "image": {"flat", "nhw", "nchw", "nhwc"}}
-_DEVICE_TYPES = ("auto", "cpu", "cuda", "mps")
-# Parameters renamed since format 2 was introduced: {old name: new name}. Files keep loading.
-_RENAMED_PARAMS = {"score": "score_method"}
-_COMBINED_PARAMS = ("validation_fraction", "calibration_fraction", "contamination", "random_state")
-_EXTRACTOR_FIELDS = {"backbone", "stages", "image_size", "batch_size", "device", "weights_path", "normalize"}
+MAX_HEADER_BYTES = 16 * 2**20
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
-def _json_params(detector) -> dict:
-    params = detector.get_params(deep=False)
-    if not isinstance(params["random_state"], (int, type(None))):
-        params["random_state"] = None  # a RandomState instance has no JSON form; the fit is done anyway
-    if params["image_shape"] is not None:
-        params["image_shape"] = [int(s) for s in params["image_shape"]]
-    params["backbone"] = _backbone_to_json(params["backbone"])
-    return params
+@dataclass
+class FittedState:
+    """What a fitted ``VAEDetector`` learned, as a model file holds it (see ``VAEDetector._fitted_state``)."""
+
+    modality: object
+    settings: object
+    network: object
+    weights: dict
+    reference: object
+    calibration: object
+    noise_seed: int
+    n_features_in: int
+    feature_names_in: list | None
+    history: dict
+    training_summary: dict
+    map_baseline: np.ndarray | None
+    map_scale: list | None
 
 
-def _backbone_to_json(backbone):
-    """The ``backbone`` parameter as JSON: a name, or a FeatureExtractor's parameters; never a network."""
-    from .backbones import FeatureExtractor
-
-    if backbone is None or isinstance(backbone, str):
-        return backbone
-    if isinstance(backbone, FeatureExtractor) and isinstance(backbone.backbone, str):
-        return {"feature_extractor": _extractor_to_json(backbone)}
-    raise ValueError(
-        "A detector whose backbone is a torch.nn.Module cannot be saved in a model file, which holds no code; "
-        "use a named backbone (e.g. 'efficientnet_lite0', or a torchvision classifier), or pickle the detector "
-        "(and load the pickle only from a trusted source)."
-    )
-
-
-def _extractor_to_json(extractor) -> dict:
-    fields = extractor.get_params(deep=False)
-    fields["stages"] = None if fields["stages"] is None else [str(stage) for stage in fields["stages"]]
-    fields["weights_path"] = None if fields["weights_path"] is None else str(fields["weights_path"])
-    return fields
-
-
-def _extractor_from_json(fields: dict):
-    from .backbones import FeatureExtractor
-
-    fields = dict(fields)
-    if fields.get("stages") is not None:
-        fields["stages"] = tuple(fields["stages"])
-    return FeatureExtractor(**fields)
-
-
-def _backbone_from_json(value):
-    """The ``backbone`` parameter from its JSON form (checked by :func:`_check_backbone_param`)."""
-    return _extractor_from_json(value["feature_extractor"]) if isinstance(value, dict) else value
-
-
-def save_detector(detector, path) -> None:
-    """Write ``detector`` to ``path`` atomically (a crash never leaves half a file)."""
-    import torch
-
-    payload = _detector_payload(detector)
-    write_atomically(path, lambda tmp: torch.save(payload, tmp))
+# ------------------------------------------------------------------ writing
 
 
 def _versions() -> dict:
@@ -113,566 +61,296 @@ def _versions() -> dict:
 
     from . import __version__
 
-    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "vaedetect_version": __version__,
+    return {"format": schema.FORMAT_NAME, "format_version": schema.FORMAT_VERSION, "vaedetect_version": __version__,
             "torch_version": torch.__version__}
 
 
-def _detector_payload(detector) -> dict:
-    """A fitted ``VAEDetector`` as a dict of a JSON header and tensors."""
-    import torch
+def _json_params(detector, names=None) -> dict:
+    """The detector's parameters as JSON: a backbone by name or by its extractor's settings, never a network."""
+    from .backbones import FeatureExtractor, extractor_settings
 
-    header = {
-        **_versions(),
-        "params": _json_params(detector),
-        "fitted": {name: getattr(detector, name) for name in _FITTED_SCALARS},
-        "layout": json.loads(detector.layout_.to_json()),
-        "feature_names_in": [str(n) for n in getattr(detector, "feature_names_in_", [])] or None,
-        "history": detector.history_.to_dict(orient="list"),
-        "reference": {name: getattr(detector.reference_, name) for name in _REFERENCE_SCALARS},
-    }
-    if detector._data_kind() == "features":  # what was loaded, so that loading can tell it is the same
-        header["backbone"] = {"identity": detector.backbone_.backbone_.identity,
-                              # every setting of the extractor, so that later defaults cannot change it
-                              "extractor": _extractor_to_json(detector.backbone_),
-                              "input_layout": json.loads(detector.input_layout_.to_json())}
-    payload = {
-        "header": json.dumps(header),
-        # contiguous: the file holds plain NCHW tensors whatever memory format training used
-        "weights": {k: v.detach().cpu().contiguous() for k, v in detector.model_.state_dict().items()},
-        "validation_scores": torch.from_numpy(np.asarray(detector.validation_scores_, dtype=np.float64)),
-    }
-    for name in _REFERENCE_TENSORS:
-        value = getattr(detector.reference_, name)
-        if value is not None:
-            payload[name] = value.cpu()
-    if getattr(detector, "map_baseline_", None) is not None:
-        payload["map_baseline"] = torch.from_numpy(np.asarray(detector.map_baseline_, dtype=np.float32))
-    if detector.feature_mean_ is not None:
-        payload["feature_mean"] = torch.from_numpy(np.asarray(detector.feature_mean_, dtype=np.float64))
-        payload["feature_scale"] = torch.from_numpy(np.asarray(detector.feature_scale_, dtype=np.float64))
-    return payload
+    params = detector.get_params(deep=False)
+    params = {name: params[name] for name in names} if names is not None else params
+    if not isinstance(params["random_state"], (int, type(None))):
+        params["random_state"] = None  # a RandomState instance has no JSON form; the fit is done anyway
+    if params.get("image_shape") is not None:
+        params["image_shape"] = [int(s) for s in params["image_shape"]]
+    backbone = params.get("backbone")
+    if isinstance(backbone, FeatureExtractor):
+        params["backbone"] = {"feature_extractor": extractor_settings(backbone)}
+    elif backbone is not None and not isinstance(backbone, str):
+        extractor_settings(FeatureExtractor(backbone))  # refused: a network has no JSON form
+    return params
+
+
+def _model_parts(detector) -> tuple[dict, dict]:
+    """A fitted ``VAEDetector`` as ``({"params", "fitted"}, tensors)``."""
+    state = detector._fitted_state()
+    modality, arrays = state.modality.state()
+    calibration, calibration_arrays = state.calibration.state()
+    reference = asdict(state.reference)
+    fitted = {"modality": modality, "network": asdict(state.network), "settings": asdict(state.settings),
+              "calibration": calibration, "noise_seed": state.noise_seed, "n_features_in": state.n_features_in,
+              "reference": {name: reference.pop(name) for name in ("elbo_center", "elbo_spread_below",
+                                                                    "elbo_spread_above", "codec")},
+              "feature_names_in": state.feature_names_in, "map_scale": state.map_scale,
+              "history": state.history, "training_summary": state.training_summary}
+    tensors = {**{f"weights.{k}": v for k, v in state.weights.items()},
+               **{f"modality.{k}": v for k, v in arrays.items()}, "calibration.scores": calibration_arrays["scores"],
+               **{f"reference.{k}": v for k, v in reference.items() if v is not None},
+               **({"maps.baseline": state.map_baseline} if state.map_baseline is not None else {})}
+    return {"params": _json_params(detector), "fitted": fitted}, tensors
+
+
+def _write(path, header: dict, tensors: dict) -> None:
+    """Write a model file atomically (a crash never leaves half a file)."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {name: torch.as_tensor(value).contiguous() for name, value in tensors.items()}
+    metadata = {"vaedetect": json.dumps(header)}
+    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_detector(detector, path) -> None:
+    """Write a fitted ``VAEDetector`` to ``path``."""
+    model, tensors = _model_parts(detector)
+    _write(path, {**_versions(), "detector": "VAEDetector", **model}, tensors)
 
 
 def save_combined(detector, path) -> None:
-    """Write a fitted ``CombinedDetector``: its calibration in the header, each model as its own payload."""
-    import torch
-
-    params = detector.get_params(deep=False)
-    header = {
-        **_versions(),
-        "detector": "CombinedDetector",
-        "params": {name: params[name] for name in _COMBINED_PARAMS},
-        "fitted": {"offset_": float(detector.offset_), "training_summary_": detector.training_summary_},
-    }
-    if not isinstance(header["params"]["random_state"], (int, type(None))):
-        header["params"]["random_state"] = None
-    payload = {"header": json.dumps(header),
-               "validation_scores": torch.from_numpy(np.asarray(detector.validation_scores_, dtype=np.float64)),
-               "reference_scores": torch.from_numpy(np.asarray(detector.reference_scores_, dtype=np.float64)),
-               "pixel": _detector_payload(detector.pixel_), "features": _detector_payload(detector.features_)}
-    write_atomically(path, lambda tmp: torch.save(payload, tmp))
+    """Write a fitted ``CombinedDetector``: its calibration, and each model as a file of its own holds it."""
+    calibration, arrays = detector.calibration_.state()
+    header = {**_versions(), "detector": "CombinedDetector",
+              "params": _json_params(detector, ("validation_fraction", "calibration_fraction", "contamination",
+                                                "random_state")),
+              "fitted": {"calibration": calibration, "training_summary": detector.training_summary_,
+                         "models_calibration_sha256": {}},
+              "models": {}}
+    tensors = {"calibration.scores": arrays["scores"], "reference_scores": detector.reference_scores_}
+    for part, model in (("pixel", detector.pixel_), ("features", detector.features_)):
+        header["models"][part], part_tensors = _model_parts(model)
+        tensors.update({f"{part}/{name}": value for name, value in part_tensors.items()})
+        header["fitted"]["models_calibration_sha256"][part] = _digest(model.calibration_.scores)
+    _write(path, header, tensors)
 
 
-def _check_archive(path: Path) -> None:
-    """Refuse, before anything is decompressed or unpickled, an archive that could cost more memory
-    than its own size: ``torch.save`` stores its records uncompressed, so a compressed record (a zip
-    bomb) or records larger than the file cannot come from it."""
-    size = path.stat().st_size
-    try:
-        with zipfile.ZipFile(path) as archive:
-            records = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{str(path)!r} is not a readable vaedetect model file (not a torch.save archive: "
-                         f"{error}).") from None
-    if len(records) > _MAX_RECORDS:
-        raise ValueError(f"{str(path)!r} is not a vaedetect model file: it holds {len(records)} records.")
-    compressed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
-    if compressed:
-        raise ValueError(f"{str(path)!r} is not a vaedetect model file: record {compressed[0]!r} is compressed, "
-                         "which torch.save never does (refused as a possible decompression bomb).")
-    claimed = sum(r.file_size for r in records)
-    if claimed > size:
-        raise ValueError(f"{str(path)!r} is not a vaedetect model file: its records claim {claimed} bytes "
-                         f"in a file of {size}.")
+def _digest(scores) -> str:
+    return hashlib.sha256(np.ascontiguousarray(scores, dtype=np.float64).tobytes()).hexdigest()
 
 
-def read_header(path, estimator: type) -> tuple[dict, dict]:
-    """Return ``(header, payload)`` of a model file, or raise ``ValueError`` naming the file.
+# ------------------------------------------------------------------ reading
 
-    The header is validated (see the module docstring) against the parameters of ``estimator``, the
-    class it describes (``VAEDetector`` or ``CombinedDetector``); the payload's tensors are not yet.
-    """
+
+def read_model(path, *, tensors: bool = True) -> tuple[dict, dict]:
+    """``(header, tensors)`` of the model file at ``path``, the header checked against its schema (without
+    ``tensors``, the tensors are not read); ValueError (naming the file) for anything that is not a readable
+    vaedetect model file, FileNotFoundError if absent."""
     path = Path(path)
-    payload = _read_payload(path)
-    header = _parse_header(payload, path)
-    kind = header.get("detector", "VAEDetector")
-    if kind != estimator.__name__:
-        raise ValueError(f"{str(path)!r} holds a {kind!s:.40}, not a {estimator.__name__}; load it with "
-                         f"vaedetect.{kind!s:.40}.load (the command line tells them apart).")
-    try:
-        if kind == "CombinedDetector":
-            _check_combined_header(header, estimator)
-        else:
-            check_header(header, estimator)
-    except (TypeError, ValueError, KeyError) as error:
-        raise ValueError(f"{str(path)!r} has an invalid vaedetect header: {_one_line(error)}") from None
-    return header, payload
-
-
-def model_kind(path) -> str:
-    """Which estimator a model file holds, "VAEDetector" or "CombinedDetector" (checked further on loading)."""
-    path = Path(path)
-    return str(_parse_header(_read_payload(path), path).get("detector", "VAEDetector"))
-
-
-def _read_payload(path: Path) -> dict:
-    import torch
-
     if path.exists() and not path.is_file():  # a pipe would block the reader, a device never end
         raise ValueError(f"Model file {str(path)!r} is not a regular file.")
     if not path.is_file():
         raise FileNotFoundError(f"Model file {str(path)!r} does not exist.")
-    _check_archive(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"{str(path)!r} is not a readable vaedetect model file: it holds Python objects other "
-                         "than tensors, numbers and strings, refused without running them.") from None
-    except Exception as error:  # truncated zip, random bytes...
-        raise ValueError(
-            f"{str(path)!r} is not a readable vaedetect model file (truncated, or of another format): "
-            f"{_one_line(error)}"
-        ) from None
-    return payload
+    with open(path, "rb") as file:
+        start = file.read(8)
+    if start.startswith(_ZIP_MAGIC):
+        from ._legacy_format import read_format2
 
-
-def _parse_header(payload, path: Path) -> dict:
-    """The JSON header of ``payload`` (a file's, or one part of a combined file's), its format checked."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("header"), str):
-        raise ValueError(f"{str(path)!r} is a torch file but not a vaedetect model (no vaedetect header).")
-    try:
-        header = json.loads(payload["header"])
-    except (json.JSONDecodeError, RecursionError) as error:
-        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
-        raise ValueError(f"{str(path)!r} has a corrupt vaedetect header: {reason}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        found = header.get("format") if isinstance(header, dict) else type(header).__name__
-        raise ValueError(f"{str(path)!r} is not a vaedetect model file (format {found!r}).")
-    version = header.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(
-            f"{str(path)!r} was written by vaedetect {header.get('vaedetect_version')} in model format "
-            f"{version}; this vaedetect reads formats up to {FORMAT_VERSION}. Upgrade vaedetect to load it."
-        )
-    if version < _OLDEST_READABLE:
-        raise ValueError(
-            f"{str(path)!r} was written by vaedetect {header.get('vaedetect_version')} in model format "
-            f"{version}, which lacks the training statistics this version scores with; fit the model again."
-        )
-    params = header.get("params")
-    if isinstance(params, dict):
-        header["params"] = {_RENAMED_PARAMS.get(name, name): value for name, value in params.items()}
-    return header
-
-
-def _one_line(error) -> str:
-    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    return " ".join(text.split())[:500]
-
-
-# ------------------------------------------------------------------ the header's schema
-
-
-def _require(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
-def _field(mapping, name, kinds, where):
-    """``mapping[name]``, which must exist and be of ``kinds`` (bool is never a number here)."""
-    _require(isinstance(mapping, dict), f"{where} must be a JSON object")
-    _require(name in mapping, f"{where} lacks {name!r}")
-    value = mapping[name]
-    is_bool = isinstance(value, bool)
-    _require(isinstance(value, kinds) and (bool in _as_tuple(kinds) or not is_bool),
-             f"{where}[{name!r}] has the wrong type ({type(value).__name__})")
-    return value
-
-
-def _as_tuple(kinds):
-    return kinds if isinstance(kinds, tuple) else (kinds,)
-
-
-def _integer(mapping, name, low, high, where):
-    value = _field(mapping, name, Integral, where)
-    _require(low <= value <= high, f"{where}[{name!r}] = {value} is outside [{low}, {high}]")
-    return value
-
-
-def _finite(mapping, name, where):
-    value = _field(mapping, name, Real, where)
-    _require(math.isfinite(value), f"{where}[{name!r}] = {value} is not a finite number")
-    return value
-
-
-def check_device(device) -> None:
-    """Refuse a ``device`` setting that is not "auto", "cpu", "cuda[:N]" or "mps" (``meta`` has no data)."""
-    kind, _, index = str(device).partition(":")
-    if kind not in _DEVICE_TYPES or (index and (kind == "auto" or not index.isdigit())):
-        raise ValueError(f"device {device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
-
-
-def check_header(header: dict, estimator: type) -> None:
-    """Validate a model file's header against the schema of docs/security.md; ``ValueError`` if not.
-
-    Checks types and ranges of everything the loader builds from, and the consistency of the layout
-    with the parameters (of ``estimator``, the class that will be built), so that no network is built
-    from a forged or corrupt description.
-    """
-    params = _field(header, "params", dict, "header")
-    _check_params(params, estimator)
-    layout = _field(header, "layout", dict, "header")
-    n_features = _check_layout(layout)
-    n_inputs = n_features
-    if params.get("backbone") is not None or header.get("backbone") is not None:
-        _require(params.get("backbone") is not None and header.get("backbone") is not None,
-                 "params['backbone'] and header['backbone'] must come together")
-        _require(layout["kind"] == "tabular", "a backbone's features are modelled as a table, but layout['kind'] is "
-                 f"{layout['kind']!r}")
-        n_inputs = _check_backbone(_field(header, "backbone", dict, "header"))
-    fitted = _field(header, "fitted", dict, "header")
-    _check_fitted(fitted, n_inputs)
-    _require(layout["kind"] == "tabular" or fitted.get("n_estimators_", 1) == 1,
-             f"fitted['n_estimators_'] = {fitted.get('n_estimators_')}, but members side by side are for tables")
-    names = header.get("feature_names_in")
-    _require(names is None or (isinstance(names, list) and len(names) == n_features
-                               and all(isinstance(n, str) for n in names)),
-             "feature_names_in must be null or one string per feature")
-    history = _field(header, "history", dict, "header")
-    _require(all(isinstance(v, list) for v in history.values()), "history must map names to lists")
-    reference = _field(header, "reference", dict, "header")
-    for name in ("elbo_center", "elbo_spread_below", "elbo_spread_above"):
-        _finite(reference, name, "reference")
-    _require(reference.get("codec") in (None, "png", "webp"), f"reference['codec'] = {reference.get('codec')!r} is unknown")
-    _require(set(reference) <= set(_REFERENCE_SCALARS), "reference holds unknown entries")
-
-
-def _check_combined_header(header: dict, estimator: type) -> None:
-    """Validate a ``CombinedDetector`` file's own header; each model's is checked as it is read."""
-    params = _field(header, "params", dict, "header")
-    _require(set(params) <= set(_COMBINED_PARAMS), f"unknown parameter(s) {sorted(set(params) - set(_COMBINED_PARAMS))}")
-    try:
-        estimator(**params)._validate_params()
-    except ValueError as error:
-        raise ValueError(str(error)) from None
-    fitted = _field(header, "fitted", dict, "header")
-    _require(set(fitted) <= {"offset_", "training_summary_"}, f"unknown fitted attribute(s) in {sorted(fitted)}")
-    _finite(fitted, "offset_", "fitted")
-    _field(fitted, "training_summary_", dict, "fitted")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _check_params(params: dict, estimator: type) -> None:
-    unknown = sorted(set(params) - set(estimator().get_params()))
-    _require(not unknown, f"unknown parameter(s) {unknown}")
-    for name, high in (("latent_dim", MAX_LATENT_DIM), ("base_channels", MAX_BASE_CHANNELS), ("n_stages", 8),
-                       ("n_samples", MAX_DRAWS), ("n_estimators", MAX_MEMBERS)):
-        if name in params and params[name] != "auto":  # a missing one takes its default, as for models written before it existed
-            _integer(params, name, 1, high, "params")
-    check_device(params.get("device", "auto"))
-    _check_backbone_param(params.get("backbone"))
-    try:
-        estimator(**{**params, "image_shape": None, "backbone": None})._validate_params()
-    except ValueError as error:  # scikit-learn's InvalidParameterError names the parameter and the value
-        raise ValueError(str(error)) from None
-    shape = params.get("image_shape")
-    _require(shape is None or (isinstance(shape, list) and len(shape) in (2, 3)
-                               and all(_is_int(s) and 1 <= s <= MAX_IMAGE_SIDE for s in shape)),
-             f"params['image_shape'] = {shape!r} is not a list of 2 or 3 sides in [1, {MAX_IMAGE_SIDE}]")
-
-
-def _check_name(value, what) -> None:
-    _require(isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", value) is not None,
-             f"{what} = {value!r} is not a name of 1 to 100 letters, digits, '_', '.' or '-'")
-
-
-def _check_backbone_param(value) -> None:
-    """``params['backbone']``: null, a name, or ``{"feature_extractor": {...}}`` of known, bounded fields."""
-    if value is None or isinstance(value, str):
-        if value is not None:
-            _check_name(value, "params['backbone']")
-        return
-    _require(isinstance(value, dict) and set(value) == {"feature_extractor"},
-             "params['backbone'] must be null, a name or {'feature_extractor': {...}}")
-    _check_extractor(_field(value, "feature_extractor", dict, "params['backbone']"),
-                     "params['backbone']['feature_extractor']")
-
-
-def _check_extractor(fields: dict, where: str) -> None:
-    """A FeatureExtractor's parameters: known fields, a backbone by name, bounded sizes."""
-    _require(set(fields) <= _EXTRACTOR_FIELDS, f"{where} holds unknown fields {sorted(set(fields) - _EXTRACTOR_FIELDS)}")
-    _check_name(_field(fields, "backbone", str, where), f"{where}['backbone']")
-    stages = fields.get("stages")
-    _require(stages is None or (isinstance(stages, list) and 1 <= len(stages) <= 32),
-             f"{where}['stages'] must be null or a list of 1 to 32 names")
-    for stage in stages or ():
-        _check_name(stage, f"{where}['stages'] entry")
-    if "image_size" in fields:
-        _integer(fields, "image_size", 8, MAX_IMAGE_SIDE, where)
-    if fields.get("batch_size", "auto") != "auto":
-        _integer(fields, "batch_size", 1, 4096, where)
-    if "normalize" in fields:
-        _field(fields, "normalize", bool, where)
-    check_device(fields.get("device", "auto"))
-    weights = fields.get("weights_path")
-    _require(weights is None or (isinstance(weights, str) and 0 < len(weights) <= 4096),
-             f"{where}['weights_path'] must be null or a path")
-
-
-def _check_backbone(backbone: dict) -> int:
-    """``header['backbone']``: what was loaded and the images it took; return their values per image."""
-    identity = _field(backbone, "identity", dict, "backbone")
-    for name in ("name", "source"):
-        _field(identity, name, str, "backbone['identity']")
-    _require(identity.get("version") is None or isinstance(identity["version"], str),
-             "backbone['identity']['version'] must be null or a string")
-    digest = identity.get("sha256")
-    _require(digest is None or (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) is not None),
-             "backbone['identity']['sha256'] must be null or 64 hexadecimal digits")
-    _check_extractor(_field(backbone, "extractor", dict, "backbone"), "backbone['extractor']")
-    layout = _field(backbone, "input_layout", dict, "backbone")
-    n_inputs = _check_layout(layout)
-    _require(layout["kind"] == "image", "backbone['input_layout'] must describe images")
-    return n_inputs
-
-
-def _check_layout(layout: dict) -> int:
-    """Validate the layout; return its number of features."""
-    kind = _field(layout, "kind", str, "layout")
-    _require(kind in _LAYOUT_FORMS, f"layout['kind'] = {kind!r} is not 'tabular' or 'image'")
-    form = _field(layout, "form", str, "layout")
-    _require(form in _LAYOUT_FORMS[kind], f"layout['form'] = {form!r} does not fit kind {kind!r}")
-    _field(layout, "integer", bool, "layout")
-    shape = _field(layout, "shape", list, "layout")
-    _require(all(_is_int(s) for s in shape), "layout['shape'] must hold integers")
-    if kind == "image":
-        _require(len(shape) == 3 and shape[0] in (1, 3) and all(1 <= s <= MAX_IMAGE_SIDE for s in shape[1:]),
-                 f"layout['shape'] = {shape} is not (C, H, W) with C in (1, 3) and sides in [1, {MAX_IMAGE_SIDE}]")
+        header, found = read_format2(path)
     else:
-        _require(len(shape) == 1 and 1 <= shape[0] <= MAX_FEATURES,
-                 f"layout['shape'] = {shape} is not (d,) with d in [1, {MAX_FEATURES}]")
-    return math.prod(shape)
+        header, found = _read_safetensors(path, start, tensors)
+    try:
+        schema.check(header, schema.COMBINED if header.get("detector") == "CombinedDetector" else schema.DETECTOR)
+    except ValueError as error:
+        raise ValueError(f"{str(path)!r} has an invalid vaedetect header: {error}") from None
+    return header, found
 
 
-def _check_fitted(fitted: dict, n_features: int) -> None:
-    from .registry import SCORE_METHODS
-    from .settings import LIKELIHOODS
+def _read_safetensors(path: Path, start: bytes, tensors: bool) -> tuple[dict, dict]:
+    from safetensors import SafetensorError, safe_open
 
-    _require(set(fitted) <= set(_FITTED_SCALARS), f"unknown fitted attribute(s) {sorted(set(fitted) - set(_FITTED_SCALARS))}")
-    _finite(fitted, "offset_", "fitted")
-    _require(_integer(fitted, "n_features_in_", 1, MAX_FEATURES * 3, "fitted") == n_features,
-             f"fitted['n_features_in_'] = {fitted['n_features_in_']} does not match the layout's {n_features} features")
-    _integer(fitted, "noise_seed_", 0, 2**63 - 1, "fitted")
-    check_device(_field(fitted, "device_", str, "fitted"))
-    _field(fitted, "training_summary_", dict, "fitted")
-    _require(_field(fitted, "calibrated_score_", str, "fitted") in SCORE_METHODS,
-             f"fitted['calibrated_score_'] = {fitted['calibrated_score_']!r} is not a score method")
-    scale = fitted.get("map_scale_")  # absent from files written before it existed
-    _require(scale is None or (isinstance(scale, list) and len(scale) == 2
-                               and all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
-                                       for v in scale) and scale[0] < scale[1]),
-             f"fitted['map_scale_'] = {scale!r} is not null or [low, high] with finite low < high")
-    # absent from files written before fit resolved them: load_detector resolves them from the params
-    if "likelihood_" in fitted:
-        _require(fitted["likelihood_"] in LIKELIHOODS, f"fitted['likelihood_'] = {fitted['likelihood_']!r} is unknown")
-    if "n_samples_" in fitted:
-        _integer(fitted, "n_samples_", 1, MAX_DRAWS, "fitted")
-    if "n_estimators_" in fitted:
-        _integer(fitted, "n_estimators_", 1, MAX_MEMBERS, "fitted")
+    if len(start) < 8 or struct.unpack("<Q", start)[0] > MAX_HEADER_BYTES:
+        raise ValueError(f"{str(path)!r} is not a readable vaedetect model file: it is shorter than a safetensors "
+                         f"header, or its first bytes claim a header of more than {MAX_HEADER_BYTES} bytes.")
+    try:
+        with safe_open(path, framework="pt") as file:
+            metadata = file.metadata() or {}
+            found = {name: file.get_tensor(name) for name in file.keys()} if tensors else {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable vaedetect model file (safetensors: "
+                         f"{' '.join(str(error).split())}).") from None
+    text = metadata.get("vaedetect")
+    if text is None:
+        raise ValueError(f"{str(path)!r} is a safetensors file but not a vaedetect model (no vaedetect header).")
+    header = schema.parse_header(text, path)
+    if header["format_version"] < 3:  # vaedetect wrote formats 1 and 2 as torch.save archives
+        raise ValueError(f"{str(path)!r} is a safetensors file of model format {header['format_version']}, which "
+                         "vaedetect never wrote.")
+    return header, found
 
 
-def _tensor(payload, name, path, *, shape=None, required=True):
-    """``payload[name]`` as a finite floating tensor (of ``shape`` when given), or ``ValueError``."""
-    import torch
-
-    value = payload.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-        raise ValueError(f"{str(path)!r}: record {name!r} is missing or not a floating-point tensor.")
-    if shape is not None and tuple(value.shape) != tuple(shape):
-        raise ValueError(f"{str(path)!r}: record {name!r} has shape {tuple(value.shape)}, expected {tuple(shape)}.")
-    if not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{str(path)!r}: record {name!r} holds NaN or infinite values; the model is broken "
-                         "and would score nothing as an outlier. Fit it again.")
-    return value
-
-
-def _check_weights(weights, model, path) -> None:
-    """The file's weights must be finite and shaped exactly as ``model`` (built on ``meta``) expects."""
-    import torch
-
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise ValueError(f"{str(path)!r}: record 'weights' is not a dict of tensors.")
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    found = {name: tuple(t.shape) for name, t in weights.items()}
-    if expected != found:
-        differing = sorted(set(expected.items()) ^ set(found.items()))[:3]
-        raise ValueError(f"{str(path)!r}: the weights do not match the architecture in its header "
-                         f"(first differences: {differing}).")
-    for name, tensor in weights.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{str(path)!r}: weight {name!r} holds NaN or infinite values; the model is broken "
-                             "and would score nothing as an outlier. Fit it again.")
+def model_kind(path) -> str:
+    """Which estimator a model file holds, "VAEDetector" or "CombinedDetector" (its header checked)."""
+    return read_model(path, tensors=False)[0]["detector"]
 
 
 def load_detector(path, estimator: type, device=None):
-    """Rebuild a fitted ``estimator`` (the class :class:`~vaedetect.VAEDetector`, given by its ``load``
-    rather than imported here, which would import in a circle) from a file written by
-    :func:`save_detector`.
-
-    Raises
-    ------
-    ValueError
-        Naming the file and what is wrong with it (see the module docstring).
-    """
-    header, payload = read_header(path, estimator)
-    return _build_detector(header, payload, path, estimator, device)
+    """Rebuild a fitted ``estimator`` (:class:`~vaedetect.VAEDetector`, passed in by its ``load``, since this
+    module does not import the estimators) from a file written by :func:`save_detector`."""
+    header, tensors = read_model(path)
+    if header["detector"] != estimator.__name__:
+        raise ValueError(f"{str(path)!r} holds a {header['detector']}, not a {estimator.__name__}; load it with "
+                         f"vaedetect.load (the command line tells them apart).")
+    return _build(header, tensors, "", path, estimator, device)
 
 
-def _build_detector(header, payload, path, estimator: type, device=None):
-    """A fitted ``estimator`` from a checked header and its payload (see :func:`load_detector`)."""
-    import pandas as pd
-    import torch
-
-    from .data import InputLayout
-    from .networks import VAE
-    from .scoring import Reference
-    from .settings import resolve
+def _build(model: dict, tensors: dict, prefix: str, path, estimator: type, device=None):
+    """The fitted detector of ``model`` (``{"params", "fitted"}``) and its ``prefix``-ed tensors."""
     from .training import resolve_device
 
-    params = dict(header["params"])
-    if params.get("image_shape") is not None:
-        params["image_shape"] = tuple(params["image_shape"])
-    params["backbone"] = _backbone_from_json(params.get("backbone"))
-    detector = estimator(**params)
-    detector.backbone_ = detector.input_layout_ = None  # set last, for a detector with a backbone
-    detector.map_scale_ = None  # files written before it existed: each map scaled to itself
-    for name, value in header["fitted"].items():
-        setattr(detector, name, value)
-    detector.layout_ = InputLayout.from_json(json.dumps(header["layout"]))
-    if "n_estimators_" not in header["fitted"]:  # written before members existed: one network
-        detector.n_estimators_ = 1
-    if "likelihood_" not in header["fitted"]:  # written before fit resolved them, by the same rule
-        resolved = resolve(detector.get_params(), detector.layout_.kind)
-        detector.likelihood_, detector.n_samples_ = resolved.likelihood, resolved.n_samples
-    if header.get("feature_names_in"):
-        detector.feature_names_in_ = np.asarray(header["feature_names_in"], dtype=object)
-    detector.history_ = pd.DataFrame({name: pd.Series(values) for name, values in header["history"].items()})
-    scores = _tensor(payload, "validation_scores", path)
-    if scores.ndim != 1 or len(scores) == 0:
-        raise ValueError(f"{str(path)!r}: record 'validation_scores' must be a non-empty vector.")
-    detector.validation_scores_ = scores.numpy()
-    tabular = detector.layout_.kind == "tabular"
-    n_features = detector.layout_.shape if tabular else None
-    detector.feature_mean_, detector.feature_scale_ = (
-        None if t is None else t.numpy()
-        for t in (_tensor(payload, name, path, shape=n_features, required=tabular)
-                  for name in ("feature_mean", "feature_scale")))
-    baseline = _tensor(payload, "map_baseline", path, shape=detector.layout_.shape[1:], required=False)
-    detector.map_baseline_ = None if baseline is None or tabular else baseline.numpy()
-    if (detector.map_baseline_ is None) != (detector.map_scale_ is None):
-        raise ValueError(f"{str(path)!r}: 'map_baseline' and 'map_scale_' must come together.")
-    if tabular and not (detector.feature_scale_ > 0).all():
-        raise ValueError(f"{str(path)!r}: record 'feature_scale' must be positive.")
-
-    config = detector._network_config()
-    with torch.device("meta"):  # allocates nothing, whatever the header claims
-        skeleton = VAE(detector.layout_.shape, config)
-    _check_weights(payload["weights"], skeleton, path)
-    latent_size = math.prod(skeleton.latent_shape)
-    # the residual score's statistics: one per decoded value (a table's features times its members)
-    n_outputs = skeleton.log_scale.numel() if tabular else math.prod(detector.layout_.shape)
-    detector.reference_ = Reference(
-        latent_location=_tensor(payload, "latent_location", path, shape=(latent_size,)),
-        latent_precision=_tensor(payload, "latent_precision", path, shape=(latent_size, latent_size)),
-        bits_location=_tensor(payload, "bits_location", path, shape=(2,), required=False),
-        bits_precision=_tensor(payload, "bits_precision", path, shape=(2, 2), required=False),
-        # absent from files written before the residual score existed, and for images
-        residual_location=_tensor(payload, "residual_location", path, shape=(n_outputs,), required=False),
-        residual_precision=_tensor(payload, "residual_precision", path, shape=(n_outputs, n_outputs), required=False),
-        **header["reference"],
-    )
-
+    params = _params(model["params"], estimator, path)
     target = resolve_device(device or params.get("device", "auto"))
-    detector.device_ = str(target)
-    model = VAE(detector.layout_.shape, config)
-    model.load_state_dict(payload["weights"])
-    detector.model_ = model.to(target).eval()
-    if header.get("backbone") is not None:
-        detector.backbone_ = _load_recorded_backbone(header["backbone"], path, target)
-        detector.input_layout_ = InputLayout.from_json(json.dumps(header["backbone"]["input_layout"]))
-    return detector
-
-
-def _load_recorded_backbone(recorded: dict, path, device):
-    """The feature extractor a model file names, loaded here and checked to be the one it was fitted with."""
-    extractor = _extractor_from_json(recorded["extractor"])
-    weights = extractor.weights_path
-    if weights is not None and not Path(weights).is_file():  # a pipe or device would never end
-        raise ValueError(f"{str(path)!r} names backbone weights {str(weights)!r}, which is not a regular file.")
-    extractor.set_params(device=str(device))
-    expected = recorded["identity"]
     try:
-        extractor.fit()
-    except (ImportError, OSError, RuntimeError, ValueError) as error:  # missing, offline, or not these weights
-        raise ValueError(f"{str(path)!r} scores images by the features of backbone {expected['name']!r}, which "
-                         f"cannot be loaded here: {_one_line(error)}") from None
-    found = extractor.backbone_.identity
-    if expected.get("sha256") is not None and found["sha256"] != expected["sha256"]:
-        raise ValueError(
-            f"{str(path)!r} was fitted on the features of backbone {expected['name']!r} with weights of SHA-256 "
-            f"{expected['sha256'][:12]}... ({expected.get('source')} {expected.get('version')}), but the weights "
-            f"found here differ ({found['sha256'][:12]}..., {found.get('source')} {found.get('version')}); its "
-            "scores and threshold would not hold. Install the same weights, or fit the model again."
-        )
-    return extractor
+        state = _state(model["fitted"], {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                       target)
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"{str(path)!r}: {_one_line(error)}") from None
+    return estimator._from_fitted_state(params, state, target)
+
+
+def _params(fields: dict, estimator: type, path) -> dict:
+    """The constructor's parameters from their JSON form, checked by the estimator's own validation."""
+    from .backbones import extractor_from_settings
+
+    params = dict(fields)
+    try:
+        for name, constraints in schema.PARAM_SIZES.items():
+            if name in params:
+                schema.check(params[name], constraints, f"params[{name!r}]")
+        unknown = sorted(set(params) - set(estimator().get_params()))
+        schema._require(not unknown, f"unknown parameter(s) {unknown}")
+        if params.get("image_shape") is not None:
+            params["image_shape"] = tuple(params["image_shape"])
+        if isinstance(params.get("backbone"), dict):
+            params["backbone"] = extractor_from_settings(params["backbone"]["feature_extractor"])
+        estimator(**params)._validate_params()
+    except ValueError as error:  # scikit-learn's InvalidParameterError names the parameter and the value
+        raise ValueError(f"{str(path)!r} has an invalid vaedetect header: {_one_line(error)}") from None
+    return params
+
+
+def _state(fitted: dict, tensors: dict, device) -> FittedState:
+    """A :class:`FittedState` from a checked header's ``fitted`` fields and the tensors; ValueError when they
+    do not agree. The backbone, if any, is loaded last, once everything else is known to be sound."""
+    import torch
+
+    from . import modality as modalities
+    from .calibration import Calibration
+    from .networks import VAE, NetworkConfig
+    from .registry import applies, get_score
+    from .scoring import Reference
+    from .settings import Resolved
+
+    shape = modalities.check_state(fitted["modality"])
+    network, settings = NetworkConfig(**fitted["network"]), Resolved(**fitted["settings"])
+    schema._require(network.members == settings.n_estimators, f"network members {network.members} do not match "
+                    f"n_estimators {settings.n_estimators}")
+    with torch.device("meta"):  # allocates nothing, whatever the header claims
+        skeleton = VAE(shape, network)
+    weights = _weights(tensors, skeleton)
+    latent, n_outputs = math.prod(skeleton.latent_shape), skeleton.log_scale.numel()
+    reference = Reference(
+        latent_location=_finite(tensors, "reference.latent_location", (latent,)),
+        latent_precision=_finite(tensors, "reference.latent_precision", (latent, latent)),
+        bits_location=_finite(tensors, "reference.bits_location", (2,), required=False),
+        bits_precision=_finite(tensors, "reference.bits_precision", (2, 2), required=False),
+        residual_location=_finite(tensors, "reference.residual_location", (n_outputs,), required=False),
+        residual_precision=_finite(tensors, "reference.residual_precision", (n_outputs, n_outputs), required=False),
+        **fitted["reference"])
+    scores = _finite(tensors, "calibration.scores").double().numpy()
+    schema._require(scores.ndim == 1 and len(scores) > 0, "tensor 'calibration.scores' must be a non-empty vector")
+    baseline = _finite(tensors, "maps.baseline", shape[1:], required=fitted["map_scale"] is not None)
+    schema._require((baseline is None) == (fitted["map_scale"] is None), "'maps.baseline' and 'map_scale' must come "
+                    "together")
+    arrays = {name[len("modality."):]: _finite(tensors, name).double().numpy() for name in tensors
+              if name.startswith("modality.")}
+    modality = modalities.restore(fitted["modality"], arrays, device)
+    schema._require(fitted["n_features_in"] == modality.input_layout.n_features, f"n_features_in "
+                    f"{fitted['n_features_in']} does not match the {modality.input_layout.n_features} values of its inputs")
+    names = fitted["feature_names_in"]
+    schema._require(names is None or len(names) == modality.layout.n_features, "feature_names_in must be one name per "
+                    "feature")
+    schema._require(baseline is None or modality.pixels, "'maps.baseline' belongs to models of image pixels")
+    for method in (settings.score_method, fitted["calibration"]["score_method"]):
+        schema._require(method != "combined" and applies(get_score(method), modality.pixels),
+                        f"score method {method!r} is not defined for a model of {modality.describe()}")
+    schema._require(len(fitted["calibration"]["rule"]) == 1, "calibration rule must hold one of contamination, fpr, "
+                    "threshold and labels")
+    return FittedState(
+        modality=modality, settings=settings, network=network, weights=weights, reference=reference,
+        calibration=Calibration(scores=scores, **fitted["calibration"]), noise_seed=fitted["noise_seed"],
+        n_features_in=fitted["n_features_in"], feature_names_in=names, history=fitted["history"],
+        training_summary=fitted["training_summary"], map_baseline=None if baseline is None else baseline.numpy(),
+        map_scale=fitted["map_scale"])
+
+
+def _finite(tensors, name, shape=None, *, required=True):
+    """``tensors[name]`` as a finite floating tensor (of ``shape`` when given), or ValueError."""
+    value = tensors.get(name)
+    if value is None and not required:
+        return None
+    schema._require(value is not None and value.is_floating_point(),
+                    f"tensor {name!r} is missing or not a floating-point tensor")
+    schema._require(shape is None or tuple(value.shape) == tuple(shape),
+                    f"tensor {name!r} has shape {tuple(value.shape)}, expected {tuple(shape or ())}")
+    schema._require(bool(value.isfinite().all()), f"tensor {name!r} holds NaN or infinite values; the model is broken "
+                    "and would score nothing as an outlier. Fit it again.")
+    return value
+
+
+def _weights(tensors: dict, skeleton) -> dict:
+    """The file's weights, finite and exactly as ``skeleton`` (built on ``meta``) expects them in name, shape and
+    dtype."""
+    weights = {name[len("weights."):]: value for name, value in tensors.items() if name.startswith("weights.")}
+    expected = {name: (tuple(t.shape), t.dtype) for name, t in skeleton.state_dict().items()}
+    found = {name: (tuple(t.shape), t.dtype) for name, t in weights.items()}
+    if expected != found:
+        differing = sorted(set(expected.items()) ^ set(found.items()), key=str)[:3]
+        raise ValueError(f"the weights do not match the architecture in its header (first differences: {differing}).")
+    for name, tensor in weights.items():
+        schema._require(not tensor.is_floating_point() or bool(tensor.isfinite().all()),
+                        f"weight {name!r} holds NaN or infinite values; the model is broken and would score nothing "
+                        "as an outlier. Fit it again.")
+    return weights
 
 
 def load_combined(path, estimator: type, detector_class: type, device=None):
     """Rebuild a fitted ``CombinedDetector`` (``estimator``) and its two ``detector_class`` models from a file
-    written by :func:`save_combined`; every part is checked as a model file of its own is."""
-    from sklearn.base import clone
+    written by :func:`save_combined`; each model is checked as a model file of its own is."""
+    header, tensors = read_model(path)
+    if header["detector"] != estimator.__name__:
+        raise ValueError(f"{str(path)!r} holds a {header['detector']}, not a {estimator.__name__}; load it with "
+                         "vaedetect.load.")
+    models = {part: _build(header["models"][part], tensors, f"{part}/", path, detector_class, device)
+              for part in ("pixel", "features")}
+    recorded = header["fitted"]["models_calibration_sha256"]
+    for part, model in models.items():
+        # format 2 recorded nothing to bind them
+        if header["format_version"] >= 3 and recorded.get(part) != _digest(model.calibration_.scores):
+            raise ValueError(f"{str(path)!r}: its {part} model is not the one the combined calibration was made with "
+                             "(its calibration scores differ); fit or calibrate the combined model again.")
+    try:
+        calibration = _finite(tensors, "calibration.scores").double().numpy()
+        reference = _finite(tensors, "reference_scores").double().numpy()
+        schema._require(reference.ndim == 2 and reference.shape[1] == 2 and len(reference) > 0,
+                        "tensor 'reference_scores' must be a non-empty (n, 2) matrix")
+        schema._require(calibration.ndim == 1 and len(calibration) > 0, "tensor 'calibration.scores' must be a "
+                        "non-empty vector")
+    except ValueError as error:
+        raise ValueError(f"{str(path)!r}: {error}") from None
+    return estimator._from_fitted_state(_params(header["params"], estimator, path), header["fitted"], calibration,
+                                        reference, models)
 
-    path = Path(path)
-    header, payload = read_header(path, estimator)
-    models = {}
-    for part in ("pixel", "features"):
-        part_payload = payload.get(part)
-        part_header = _parse_header(part_payload, path)
-        try:
-            check_header(part_header, detector_class)
-        except (TypeError, ValueError, KeyError) as error:
-            raise ValueError(f"{str(path)!r} has an invalid header for its {part} model: {_one_line(error)}") from None
-        models[part] = _build_detector(part_header, part_payload, path, detector_class, device)
-    if models["pixel"]._data_kind() != "image" or models["features"]._data_kind() != "features":
-        raise ValueError(f"{str(path)!r}: its pixel model must model pixels and its features model a backbone's features.")
-    detector = estimator(**header["params"])
-    detector.pixel_, detector.features_ = models["pixel"], models["features"]
-    detector.set_params(pixel=clone(models["pixel"]), features=clone(models["features"]))
-    fitted = header["fitted"]
-    detector.offset_ = float(fitted["offset_"])
-    detector.training_summary_ = fitted["training_summary_"]
-    scores = _tensor(payload, "validation_scores", path)
-    if scores.ndim != 1 or len(scores) == 0:
-        raise ValueError(f"{str(path)!r}: record 'validation_scores' must be a non-empty vector.")
-    detector.validation_scores_ = scores.numpy()
-    reference = _tensor(payload, "reference_scores", path)
-    if reference.ndim != 2 or reference.shape[1] != 2 or len(reference) == 0:
-        raise ValueError(f"{str(path)!r}: record 'reference_scores' must be a non-empty (n, 2) matrix.")
-    detector.reference_scores_ = reference.numpy()
-    detector.calibrated_score_ = "combined"
-    return detector
+
+def _one_line(error) -> str:
+    return " ".join(str(error).split())

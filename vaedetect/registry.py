@@ -30,9 +30,9 @@ class ScoreMethod:
         Keyword of ``function`` -> the ``VAEDetector`` parameter that gives it, e.g.
         ``{"steps": "regret_steps"}``.
     images_only : bool, default=False
-        Defined for images only (e.g. it compresses the input with an image codec).
+        Defined for networks of image pixels only (e.g. it compresses the input with an image codec).
     tabular_only : bool, default=False
-        Defined for tabular data (and features) only.
+        Defined for networks of table rows and backbone features only.
     needs_reference : bool, default=False
         ``function`` takes ``reference=``, the statistics of the training data (``reference_``).
     needs_grad : bool, default=False
@@ -86,15 +86,16 @@ def unregister_score(name: str) -> None:
     SCORE_METHODS.pop(name, None)
 
 
-def score_names(kind: str | None = None) -> tuple[str, ...]:
-    """The registered methods, in registration order; for ``kind`` "tabular" or "image" those defined for it."""
-    return tuple(name for name, method in SCORE_METHODS.items() if applies(method, kind))
+def score_names(pixels: bool | None = None) -> tuple[str, ...]:
+    """The registered methods, in registration order; with ``pixels`` those defined for a network of image
+    pixels (True) or of table rows and backbone features (False)."""
+    return tuple(name for name, method in SCORE_METHODS.items() if applies(method, pixels))
 
 
-def applies(method: ScoreMethod, kind: str | None) -> bool:
-    """Whether ``method`` is defined for data of ``kind`` ("tabular", "features" (a backbone's embeddings,
-    which the tabular network models), "image", or None for any)."""
-    return not (kind in ("tabular", "features") and method.images_only or kind == "image" and method.tabular_only)
+def applies(method: ScoreMethod, pixels: bool | None) -> bool:
+    """Whether ``method`` is defined for a network that models image pixels (``pixels`` True), table rows or
+    backbone features (False), or either (None)."""
+    return not (pixels is False and method.images_only or pixels is True and method.tabular_only)
 
 
 class ScoreMethodChoices(Set):

@@ -36,35 +36,23 @@ img.scale { width: 200px; height: 12px; vertical-align: middle; }
 _FLOOR_MARK = '<sup title="the smallest p-value n calibration scores allow: below all of them">*</sup>'
 
 
-def _of_features(detector) -> str:
-    """What the score is computed from, when not (only) pixels."""
-    kind = detector._data_kind()
-    if kind not in ("features", "combined"):
-        return ""
-    identity = (detector.features_ if kind == "combined" else detector).backbone_.backbone_.identity
-    backbone = f"backbone {identity['name']} ({identity['source']} {identity['version']})"
-    if kind == "combined":
-        return (f": the smaller of the pixel model's and the feature model's ({backbone}) log tail probabilities "
-                "among normal images' scores")
-    return f", of the features of {backbone}"
-
-
-def _cards_legend(detector) -> str:
-    """What the cards show: each image beside its anomaly map, or, for a model of backbone features, alone."""
-    if detector._data_kind() == "features":
-        name = detector.backbone_.backbone_.identity["name"]
-        return (f"The model scores the features backbone {_escape(name)} computes from each image (its content), "
-                "which have no per-pixel costs to map.")
-    if detector._data_kind() == "combined":
-        return ("Each image beside the pixel model's anomaly map; <i>flagged by</i> names the evidence below the "
-                "threshold: <i>pixels</i> (how the image is made: noise, blur, colours, damage), <i>features</i> "
-                f"(what it shows). {_map_legend(detector)}")
-    return f"Each image beside its anomaly map: brighter where the model explains the image worse. {_map_legend(detector)}"
+def _cards_legend(detector, table) -> str:
+    """What the cards show: each image beside its anomaly map, or, for a model without pixels, alone; and for
+    a combined detector which evidence flagged it."""
+    if not hasattr(detector, "anomaly_map"):
+        legend = (f"The model scores {_escape(detector.modality_.describe())} computed from each image (its content), "
+                  "which have no per-pixel costs to map.")
+    else:
+        legend = f"Each image beside its anomaly map: brighter where the model explains the image worse. {_map_legend(detector)}"
+    if "evidence" in table.columns:
+        legend += (" <i>flagged by</i> names the evidence below the threshold: <i>pixels</i> (how the image is made: "
+                   "noise, blur, colours, damage), <i>features</i> (what it shows).")
+    return legend
 
 
 def _map_legend(detector) -> str:
     """What the maps' colours mean: one scale for all (the model's ``map_scale_``), or each its own."""
-    scale = getattr(detector, "map_scale_", None)
+    scale = detector.map_scale_
     if scale is None:
         return "Each map is scaled to its own range (this model file predates a shared scale)."
     from matplotlib import colormaps
@@ -122,9 +110,9 @@ def _thumbnails(detector, rows) -> list[str]:
     X, used = _read_still_present(detector, list(rows["path"]))
     if not len(X):
         return []
-    floor = 1.0 / (len(detector.validation_scores_) + 1) + 1e-12  # the smallest p-value there is
+    floor = detector.calibration_.smallest_rate + 1e-12  # the smallest p-value there is
     # a model of backbone features has no pixel costs to map
-    maps = detector._map_pictures(detector.anomaly_map(X)) if detector._data_kind() != "features" else None
+    maps = detector.anomaly_map(X, relative=True) if hasattr(detector, "anomaly_map") else None
     pixels = np.rint(as_hwc_float(X) * 255).astype(np.uint8)
     position = {path: i for i, path in enumerate(used)}
     cards = []
@@ -136,7 +124,7 @@ def _thumbnails(detector, rows) -> list[str]:
         name = Path(row.path).name
         pictures = _img(_png_data_uri(image), name)
         if maps is not None:
-            overlay = heatmap_overlay(pixels[i], maps[i], scale=getattr(detector, "map_scale_", None), min_side=1)
+            overlay = heatmap_overlay(pixels[i], maps[i], scale=detector.map_scale_, min_side=1)
             pictures += f" {_img(_png_data_uri(overlay), 'anomaly map of ' + name)}"
         cards.append(
             f'<div class="card{" outlier" if row.is_outlier else ""}">{pictures}'
@@ -164,6 +152,14 @@ def _latent_pca_figure(detector, scored, pca_sample: int, random_state: int) -> 
                         outliers=[bool(outlier[p]) for p in used])
     ax.set_title(f"latent means of {len(X)} scored images, coloured by folder; outliers ringed")
     return _figure_data_uri(ax)
+
+
+def _score_method(detector) -> str:
+    method = detector.calibration_.score_method
+    if method == "combined":
+        return ("combined: the smaller of the pixel model's and the feature model's log tail probabilities among normal "
+                "images' scores")
+    return method
 
 
 def render_report(detector, table, *, model_path=None, inputs=(), threshold_note="", top=24, pca_sample=2000,
@@ -205,9 +201,9 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
     summary = [
         ("model", model_path or "(in memory)"),
         ("scored", ", ".join(str(p) for p in inputs) or "(unspecified)"),
-        ("score method", f"{detector.calibrated_score_} (higher = more normal)" + _of_features(detector)),
+        ("score method", f"{_score_method(detector)} (higher = more normal), of {detector.modality_.describe()}"),
         ("threshold", f"{detector.offset_:.6g} {threshold_note}".strip()),
-        ("calibration", detector._calibration_description()),
+        ("calibration", detector.calibration_.describe()),
         ("files", f"{len(table)} found, {len(scored)} scored, {len(errors)} could not be read"),
         ("outliers", f"{n_outliers} ({n_outliers / max(len(scored), 1):.2%} of scored)"),
         ("model trained on", ", ".join(detector.training_summary_.get("paths", [])) or
@@ -229,7 +225,7 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
         ax.set_title(f"scores of {len(scored)} files")
         parts += ["<h2>Score distribution</h2>", _img(_figure_data_uri(ax), "histogram of scores", "plot")]
         parts += [f"<h2>The {min(top, len(by_score))} most anomalous</h2>",
-                  f"<p>{_cards_legend(detector)} "
+                  f"<p>{_cards_legend(detector, table)} "
                   "A p-value marked * is at its floor, 1/(n+1) for n calibration scores: the file scored below "
                   "all of them, so the p-value bounds how unusual it is rather than measuring it.</p>",
                   '<div class="cards">', *_thumbnails(detector, by_score.head(top)), "</div>"]

@@ -17,7 +17,7 @@ import torch
 
 from .losses import elementwise_log_likelihood, iwae_bound, kl_divergence, log_likelihood
 from .registry import get_score
-from .settings import MAX_RESIDUAL_FEATURES
+from . import settings
 
 # The residual score's covariance (of at most MAX_RESIDUAL_FEATURES features) is estimated from at most
 # this many training rows, so that every tabular fit pays a bounded price for it (at most 160 MB and
@@ -61,7 +61,7 @@ def _elbo_given_posterior(model, x, mean, logvar, features, noise, likelihood):
 
 def _expected_log_likelihood(model, x, mean, logvar, features, noise, likelihood):
     logits, _ = _decode_posterior(model, mean, logvar, features, noise)
-    return log_likelihood(model.decoder_target(x), logits, model.log_scale, likelihood, model.is_image).mean(0)
+    return log_likelihood(model.decoder_target(x), logits, model.log_scale, likelihood, model.bounded).mean(0)
 
 
 def reconstruction_probability_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
@@ -83,7 +83,7 @@ def iwae_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     """
     mean, logvar, features = model.encode(x)
     logits, z = _decode_posterior(model, mean, logvar, features, noise)
-    return iwae_bound(model.decoder_target(x), logits, z, mean, logvar, model.log_scale, likelihood, model.is_image)
+    return iwae_bound(model.decoder_target(x), logits, z, mean, logvar, model.log_scale, likelihood, model.bounded)
 
 
 def kl_score(model, x, noise=None, likelihood=None) -> torch.Tensor:
@@ -101,7 +101,7 @@ def anomaly_map(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     mean, logvar, features = model.encode(x)
     logits, _ = _decode_posterior(model, mean, logvar, features, noise)
     return -elementwise_log_likelihood(model.decoder_target(x), logits, model.log_scale, likelihood,
-                                       model.is_image).mean(0)
+                                       model.bounded).mean(0)
 
 
 def residuals(model, x) -> torch.Tensor:
@@ -262,11 +262,13 @@ class Reference:
     residual_precision: torch.Tensor | None = None
 
 
-def fit_reference(model, x: torch.Tensor, noise, likelihood, batch_size: int, device, codec=None) -> Reference:
+def fit_reference(model, x: torch.Tensor, noise, likelihood, batch_size: int, device, *, codec=None,
+                  residuals_up_to: int = 0) -> Reference:
     """Compute the :class:`Reference` statistics of data ``x`` (the training data, in network space).
 
-    ``codec`` (images only) also fits the statistics of ``bits_typicality``. At most ``MAX_REFERENCE_ROWS``
-    samples count, so that the pass after training stops growing with the data.
+    ``codec`` (images) also fits the statistics of ``bits_typicality``; ``residuals_up_to`` (tables and features:
+    ``MAX_RESIDUAL_FEATURES``) those of the ``residual`` score, for networks of at most that many outputs. At
+    most ``MAX_REFERENCE_ROWS`` samples count, so that the pass after training stops growing with the data.
     """
     from sklearn.covariance import LedoitWolf
 
@@ -287,12 +289,12 @@ def fit_reference(model, x: torch.Tensor, noise, likelihood, batch_size: int, de
         elbo_spread_below=below,
         elbo_spread_above=above,
     )
-    if codec is not None and model.is_image:
+    if codec is not None:
         location, precision = _robust_gaussian(bits_pairs(elbo, x, codec).numpy())
         reference.codec = codec
         reference.bits_location = torch.from_numpy(location)
         reference.bits_precision = torch.from_numpy(precision)
-    if not model.is_image and model.log_scale.numel() <= MAX_RESIDUAL_FEATURES:
+    if model.log_scale.numel() <= residuals_up_to:
         # x is the training split, in random order: its first rows are a random sample of it
         errors = map_batches(residuals, model, x[:MAX_RESIDUAL_ROWS], batch_size, device).double().numpy()
         residual = LedoitWolf().fit(errors)
@@ -360,9 +362,9 @@ def residual_score(model, x, noise=None, likelihood=None, *, reference: Referenc
     alone looks normal (measured on image embeddings in docs/usage.md).
     """
     if reference.residual_precision is None:
-        raise ValueError(f"The residual score needs a detector fitted on tabular data of at most {MAX_RESIDUAL_FEATURES} "
-                         "features (features times members, n_estimators); model files written before the score "
-                         "existed lack its statistics: fit again.")
+        raise ValueError(f"The residual score needs a detector fitted on tabular data of at most "
+                         f"{settings.MAX_RESIDUAL_FEATURES} features (features times members, n_estimators); model "
+                         "files written before the score existed lack its statistics: fit again.")
     return -squared_mahalanobis(residuals(model, x).flatten(1), reference.residual_location,
                                 reference.residual_precision)
 

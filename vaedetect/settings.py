@@ -8,7 +8,8 @@ the result in fitted attributes, and later calls read those rather than the live
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 
 LIKELIHOODS = ("gaussian", "bernoulli", "laplace")
 KL_SCHEDULES = ("cyclical", "warmup", "constant")
@@ -56,7 +57,11 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class Resolved:
-    """The parameters whose "auto" depends on the data, resolved for one kind of data."""
+    """Every parameter whose "auto" depends on the data, resolved by :func:`resolve` for one fit.
+
+    ``VAEDetector`` stores it as ``settings_``: later calls read it, never the live parameters, so that
+    ``set_params`` after ``fit`` changes nothing until the next ``fit``.
+    """
 
     likelihood: str
     n_samples: int
@@ -65,23 +70,37 @@ class Resolved:
     n_estimators: int
     learning_rate: float
     trim_fraction: float
+    # epochs planned, and the optimiser steps after which one epoch ends (None: after every batch)
+    epochs: int
+    max_steps_per_epoch: int | None
+    mixed_precision: bool
+    contamination: float
+    score_method: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def resolve(params: dict, kind: str) -> Resolved:
+def resolve(params: dict, kind: str, *, n_train: int, n_features: int, fast_bfloat16: bool = False) -> Resolved:
     """Resolve ``params`` (``VAEDetector.get_params()``) for ``kind``: "image", "tabular", or "features"
-    (the embeddings of a pretrained backbone, modelled by the tabular network).
+    (the embeddings of a pretrained backbone, modelled by the tabular network), ``n_train`` training samples
+    of ``n_features`` values each, on a device that runs bfloat16 fast (``fast_bfloat16``: CUDA GPUs of the
+    Ampere generation and later).
 
     Images get a Gaussian decoder, one latent draw per score and augmentation when ``augment="auto"``;
     tables a Laplace decoder (anomalies among the training rows pull it less), ``TABULAR_DRAWS`` draws,
     no augmentation, each feature scaled to unit variance and ``TABULAR_MEMBERS`` member VAEs trained at
     ``TABULAR_LEARNING_RATE`` on batch losses trimmed of their ``TABULAR_TRIM`` worst rows; features the
     same as tables but a Gaussian decoder, one scale common to all features (docs/features_one_class.md)
-    and one network at ``LEARNING_RATE`` on whole batches, as images. The score method is resolved by
-    :func:`resolve_score`, apart: unlike these it may change after ``fit`` (through ``calibrate``). The
-    reasons and measurements are in the parameters' documentation (``VAEDetector``).
+    and one network at ``LEARNING_RATE`` on whole batches, as images. Epochs, mixed precision, the
+    contamination and the score method follow the rules of :func:`epochs_within_budget` and
+    :func:`resolve_calibration`. The reasons and measurements are in the parameters' documentation
+    (``VAEDetector``).
     """
     image, table = kind == "image", kind == "tabular"
     auto_likelihood = "laplace" if kind == "tabular" else "gaussian"
+    score_method, contamination = resolve_calibration(params, kind, n_features)
+    budget = params["epochs"] == "auto"
     return Resolved(
         likelihood=params["likelihood"] if params["likelihood"] != "auto" else auto_likelihood,
         n_samples=_auto(params["n_samples"], 1 if image else TABULAR_DRAWS),
@@ -91,6 +110,12 @@ def resolve(params: dict, kind: str) -> Resolved:
         n_estimators=_auto(params["n_estimators"], TABULAR_MEMBERS if table else 1),
         learning_rate=_auto(params["learning_rate"], TABULAR_LEARNING_RATE if table else LEARNING_RATE),
         trim_fraction=_auto(params["trim_fraction"], TABULAR_TRIM if table else 0.0),
+        epochs=epochs_within_budget(n_train, params["batch_size"], AUTO_MAX_EPOCHS, AUTO_MAX_STEPS) if budget
+        else params["epochs"],
+        max_steps_per_epoch=AUTO_MAX_STEPS if budget else None,
+        mixed_precision=fast_bfloat16 if params["mixed_precision"] == "auto" else bool(params["mixed_precision"]),
+        contamination=contamination,
+        score_method=score_method,
     )
 
 
@@ -98,12 +123,34 @@ def _auto(value, resolved):
     return resolved if value == "auto" else value
 
 
-def resolve_score(score_method: str, kind: str, n_features: int = 0) -> str:
-    """``score_method`` with "auto" resolved: ``bits_typicality`` for images, the ELBO for tables, and
-    ``residual`` for the ``n_features`` features of a backbone where it is defined (at most
-    ``MAX_RESIDUAL_FEATURES``), the ELBO beyond (docs/features_one_class.md)."""
-    if score_method != "auto":
-        return score_method
-    if kind == "features":
-        return "residual" if n_features <= MAX_RESIDUAL_FEATURES else "elbo"
-    return "bits_typicality" if kind == "image" else "elbo"
+def resolve_calibration(params: dict, kind: str, n_features: int) -> tuple[str, float]:
+    """What calibration uses of ``params``: the score method and the contamination, "auto" resolved.
+
+    Fitting resolves them (:func:`resolve`), and so does ``calibrate``, which re-calibrates a fitted
+    detector under the parameters as they are then. "auto" is ``bits_typicality`` for images, the ELBO
+    for tables, and ``residual`` for the ``n_features`` features of a backbone where it is defined (at
+    most ``MAX_RESIDUAL_FEATURES``), the ELBO beyond (docs/features_one_class.md); a contamination of
+    ``AUTO_CONTAMINATION``.
+    """
+    score_method = params["score_method"]
+    if score_method == "auto" and kind == "features":
+        score_method = "residual" if n_features <= MAX_RESIDUAL_FEATURES else "elbo"
+    elif score_method == "auto":
+        score_method = "bits_typicality" if kind == "image" else "elbo"
+    return score_method, resolve_contamination(params["contamination"])
+
+
+def resolve_contamination(contamination) -> float:
+    """``contamination`` as a number: "auto" is ``AUTO_CONTAMINATION``."""
+    return AUTO_CONTAMINATION if contamination == "auto" else float(contamination)
+
+
+def epochs_within_budget(n_train: int, batch_size: int, max_epochs: int, max_steps: int) -> int:
+    """``max_epochs``, or fewer so that training takes at most ``max_steps`` optimiser steps (at least
+    one epoch, which ``TrainConfig.max_steps_per_epoch`` cuts short where it alone would take more).
+
+    Convergence follows the number of updates more than the number of passes: a large training set
+    gets as many updates in fewer epochs, and its training time stops growing with its size.
+    """
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    return max(1, min(max_epochs, max_steps // steps_per_epoch))

@@ -74,12 +74,12 @@ def score_table_file(detector, path, *, id_column=None, chunk_rows: int = CHUNK_
     Returns
     -------
     table : pandas.DataFrame
-        One row per row of the file: ``path``, ``row`` (its number, from 0), the identifier column
-        when given, ``score``, ``p_value``, ``is_outlier``, ``top_features`` (the ``TOP_FEATURES``
-        columns that contribute most to its score, as ``name:nats`` separated by ``;``, see
-        ``VAEDetector.feature_contributions``) and ``error`` (why a row was not scored).
+        One row per row of the file, with the columns of :mod:`vaedetect.schema`: ``path``, ``row`` (its
+        number, from 0), the identifier column when given, ``score``, ``p_value``, ``is_outlier``,
+        ``top_features`` (the ``TOP_FEATURES`` columns that contribute most to its score, as ``name:nats``
+        separated by ``;``, see ``VAEDetector.feature_contributions``) and ``error`` (why a row was not scored).
     """
-    import pandas as pd
+    from . import schema
 
     names = getattr(detector, "feature_names_in_", None)
     parts, start = [], 0
@@ -97,17 +97,17 @@ def score_table_file(detector, path, *, id_column=None, chunk_rows: int = CHUNK_
             rows = features[good] if names is not None else values[good]
             scores[good] = detector.score_samples(rows)
             top[good] = top_features(detector.feature_contributions(rows))
-        part = pd.DataFrame({"path": str(path), "row": np.arange(start, start + len(values))})
+        part = {"path": [str(path)] * len(values), "row": np.arange(start, start + len(values)), "score": scores,
+                "top_features": top, "error": np.where(good, "", "a missing or infinite value")}
         if ids is not None:
             part[id_column] = ids.to_numpy()
-        part["score"] = scores
-        part["top_features"] = top
-        part["error"] = np.where(good, "", "a missing or infinite value")
-        parts.append(part)
+        parts.append(schema.build(part, detector.calibration_, rows=True, id_column=id_column))
         start += len(values)
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["path", "row", "score",
-                                                                                     "top_features", "error"])
-    return detector._add_verdicts(table)
+    if not parts:
+        return schema.empty(rows=True, id_column=id_column)
+    import pandas as pd
+
+    return pd.concat(parts, ignore_index=True)
 
 
 def top_features(contributions, n: int = TOP_FEATURES) -> list[str]:

@@ -67,17 +67,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device("cpu")
 
 
-def epochs_within_budget(n_train: int, batch_size: int, max_epochs: int, max_steps: int) -> int:
-    """``max_epochs``, or fewer so that training takes at most ``max_steps`` optimiser steps (at least
-    one epoch, which ``TrainConfig.max_steps_per_epoch`` cuts short where it alone would take more).
-
-    Convergence follows the number of updates more than the number of passes: a large training set
-    gets as many updates in fewer epochs, and its training time stops growing with its size.
-    """
-    steps_per_epoch = math.ceil(n_train / batch_size)
-    return max(1, min(max_epochs, max_steps // steps_per_epoch))
-
-
 def augment_images(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The tutorial's augmentation, drawn per image: horizontal flip (p=0.5), rotation up to 10 degrees
     (p=0.3), and for RGB brightness, contrast and saturation jitter of 0.2.
@@ -129,7 +118,7 @@ def batch_loss(model, x, eps, config: TrainConfig, weight: float, perceptual=Non
     target = vae.decoder_target(x)
     if config.loss == "sharp":
         return sharp_loss(target, logits, mean, logvar, weight, perceptual, config.perceptual_weight)
-    return negative_elbo(target, logits, mean, logvar, vae.log_scale, config.likelihood, vae.is_image, weight,
+    return negative_elbo(target, logits, mean, logvar, vae.log_scale, config.likelihood, vae.bounded, weight,
                          trim_fraction=config.trim_fraction)
 
 

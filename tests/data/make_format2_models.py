@@ -60,6 +60,9 @@ def main() -> None:
     extractor = FeatureExtractor("efficientnet_lite0", stages=("stage1",), image_size=32)
     models = {
         "table": (VAEDetector(**TINY).fit(table_rows(0, 200)), probe_rows()),
+        # one network, as every table model was before members existed
+        "table_one_member": (VAEDetector(**TINY, n_estimators=1, learning_rate=5e-4).fit(table_rows(0, 200)),
+                             probe_rows()),
         "image": (VAEDetector(**TINY).fit(images(0, 120)), probe_images()),
         "features": (VAEDetector(backbone=extractor, **TINY).fit(images(0, 120)), probe_images()),
         "combined": (CombinedDetector(VAEDetector(**TINY), VAEDetector(backbone=extractor, **TINY),

@@ -1,0 +1,107 @@
+"""The score table: one row per image file or table row scored, as ``score_paths``, ``vaedetect score``,
+Dask and the report read it. Its columns, their types and their order are defined here, once.
+
+=====================  ========  ===========================================================================
+column                 dtype     what it holds
+=====================  ========  ===========================================================================
+``path``               object    the file (kept as Python holds its name; written as text, see :func:`write`)
+``row``                int64     tables: the row's number in its file, from 0
+(``--id-column``)      as read   tables: the identifier column named by the caller
+``score``              float64   higher = more normal; NaN where the entry could not be scored, -inf where
+                                 the model could not evaluate it
+``p_value``            float64   split-conformal p-value against the calibration scores; NaN without a score
+``is_outlier``         bool      ``score`` below the threshold
+``top_features``       object    tables: the columns that lower the score most, ``name:nats;...``
+``error``              object    empty, or why the entry could not be scored
+``map``                object    with ``maps_dir``: the overlay written for a flagged image, else empty
+``pixel_score`` ...    float64   combined detector: each model's log tail probability (``pixel_score``,
+                                 ``feature_score``), own score (``*_raw_score``) and own p-value (``*_p_value``)
+``evidence``           object    combined detector: the models whose evidence flagged the file, e.g. "pixels"
+=====================  ========  ===========================================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Torch- and numpy-free at import: the command line reads SUFFIXES before its heavy imports.
+_FLOAT, _TEXT = "float64", "object"
+_VERDICTS = {"score": _FLOAT, "p_value": _FLOAT, "is_outlier": "bool"}
+_EVIDENCE = {"pixel_score": _FLOAT, "feature_score": _FLOAT, "pixel_raw_score": _FLOAT, "feature_raw_score": _FLOAT,
+             "pixel_p_value": _FLOAT, "feature_p_value": _FLOAT, "evidence": _TEXT}
+# Columns that carry file names or messages: written as valid text (``_files.as_text``), shown escaped.
+TEXT_COLUMNS = ("path", "error", "map")
+# The formats a score table is written in, by the extension of its path.
+SUFFIXES = (".csv", ".parquet", ".jsonl")
+
+
+def columns(*, rows: bool = False, id_column: str | None = None, maps: bool = False,
+            evidence: bool = False) -> dict[str, str]:
+    """The columns of a score table, in order, with their dtypes: of image files, or of table ``rows``
+    (with the caller's ``id_column``, whose dtype is the file's), with the ``map`` column of ``maps`` and
+    the two models' ``evidence`` of a combined detector."""
+    if not rows:
+        return {"path": _TEXT, **_VERDICTS, "error": _TEXT, **({"map": _TEXT} if maps else {}),
+                **(_EVIDENCE if evidence else {})}
+    identifier = {id_column: _TEXT} if id_column is not None else {}
+    return {"path": _TEXT, "row": "int64", **identifier, **_VERDICTS, "top_features": _TEXT, "error": _TEXT}
+
+
+def empty(**kind) -> "pandas.DataFrame":  # noqa: F821
+    """A score table without rows (:func:`columns`' keywords)."""
+    import pandas as pd
+
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns(**kind).items()})
+
+
+def build(values: dict, calibration, **kind) -> "pandas.DataFrame":  # noqa: F821
+    """The score table of ``values`` (every column of :func:`columns` but the verdicts, which come from the
+    ``score`` column and ``calibration``, a :class:`~vaedetect.calibration.Calibration`)."""
+    import numpy as np
+    import pandas as pd
+
+    values = {**values, **calibration.verdicts(values["score"])}
+    table = pd.DataFrame({name: _column(values[name], dtype) for name, dtype in columns(**kind).items()})
+    if kind.get("id_column") is not None:  # the identifiers keep the file's own type
+        table[kind["id_column"]] = np.asarray(values[kind["id_column"]])
+    return table
+
+
+def _column(values, dtype: str):
+    import numpy as np
+    import pandas as pd
+
+    # object columns hold text as Python holds it: a name that is not UTF-8 is a str that Arrow strings would refuse
+    return pd.Series(list(values) if dtype == _TEXT else np.asarray(values, dtype=dtype), dtype=dtype)
+
+
+def as_written(table, convert) -> "pandas.DataFrame":  # noqa: F821
+    """``table`` with ``convert`` (e.g. ``_files.as_text``) applied to its :data:`TEXT_COLUMNS`."""
+    table = table.copy()
+    for column in TEXT_COLUMNS:
+        if column in table:
+            table[column] = table[column].map(convert)
+    return table
+
+
+def write(table, path: Path | None, table_format: str | None = None):
+    """Write ``table`` as CSV, Parquet or JSON lines by ``path``'s extension, atomically; with ``path``
+    None, return its text in ``table_format`` ("csv" or "jsonl").
+
+    Names that are not valid UTF-8 are written with each undecodable byte as ``\\xNN``.
+    """
+    from ._files import as_text, write_atomically
+
+    table = as_written(table, as_text)
+    writers = {
+        ".csv": lambda file: table.to_csv(file, index=False),
+        ".parquet": lambda file: table.to_parquet(file, index=False),
+        ".jsonl": lambda file: table.to_json(file, orient="records", lines=True, double_precision=15),
+    }
+    if path is None:
+        return writers[f".{table_format}"](None)
+    suffix = Path(path).suffix.lower()
+    if suffix not in writers:
+        raise ValueError(f"-o {str(path)!r}: unknown extension {suffix!r}; use {', '.join(SUFFIXES)}.")
+    write_atomically(path, writers[suffix])
+    return None
