@@ -14,8 +14,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ._model_header import parse_header
+from .modality import network_fields
+from .settings import resolve, resolve_contamination
 
 _MAX_RECORDS = 10_000
 # Parameters newer than some format-2 files, which take their "auto" default there.
@@ -47,8 +50,6 @@ def read_format2(path: Path) -> tuple[dict, dict]:
 
 
 def _load_archive(path: Path):
-    import torch
-
     size = path.stat().st_size
     try:
         with zipfile.ZipFile(path) as archive:
@@ -78,16 +79,12 @@ def _load_archive(path: Path):
 
 def _rule(scores, offset: float, contamination) -> dict:
     """How a format-2 threshold was set: the contamination quantile it equals, or a threshold given."""
-    from .settings import resolve_contamination
-
     value = resolve_contamination(contamination)
     return {"contamination": value} if np.quantile(scores, value) == offset else {"threshold": offset}
 
 
 def _model(header: dict, payload: dict) -> tuple[dict, dict]:
     """One format-2 model as ``({"params", "fitted"}, tensors)`` of format 3."""
-    from .settings import resolve
-
     params = {{"score": "score_method"}.get(name, name): value for name, value in header["params"].items()}
     fitted, layout, backbone = header["fitted"], header["layout"], header.get("backbone")
     kind = "features" if backbone is not None else layout["kind"]
@@ -96,14 +93,12 @@ def _model(header: dict, payload: dict) -> tuple[dict, dict]:
         modality.update(images_layout=backbone["input_layout"], identity=backbone["identity"],
                         extractor=backbone["extractor"])
     members = fitted.get("n_estimators_", 1)  # written before members existed: one network
-    image = kind == "image"
-    settings = resolve({**_NEWER_PARAMS, **params, "n_estimators": members}, kind,
-                       n_train=fitted["training_summary_"].get("n_train", 1), n_features=int(np.prod(layout["shape"])))
+    params_then = {**_NEWER_PARAMS, **params, "n_estimators": members}
+    settings = resolve(params_then, kind, n_train=fitted["training_summary_"].get("n_train", 1),
+                       n_features=int(np.prod(layout["shape"])))
     settings = {**settings.to_dict(), "score_method": fitted["calibrated_score_"],
                 **{name: fitted[f"{name}_"] for name in ("likelihood", "n_samples") if f"{name}_" in fitted}}
-    network = {name: params[name] for name in ("latent_dim", "base_channels", "n_stages", "residual", "activation")}
-    network.update(spatial_latent=params["spatial_latent"] and image, skip_connections=params["skip_connections"] and image,
-                   members=members)
+    network = network_fields(modality, params_then, members)
     scores = payload["validation_scores"].double().numpy()
     calibration = {"score_method": fitted["calibrated_score_"], "offset": fitted["offset_"],
                    "source": fitted["training_summary_"].get("calibrated_on", "held-out"),
@@ -117,7 +112,7 @@ def _model(header: dict, payload: dict) -> tuple[dict, dict]:
                "calibration.scores": payload["validation_scores"],
                **{f"reference.{name}": payload[name] for name in _REFERENCE_TENSORS if name in payload},
                **{f"modality.{name}": payload[name] for name in ("feature_mean", "feature_scale") if name in payload}}
-    if "map_baseline" in payload and image:
+    if fitted.get("map_scale_") is not None:  # its baseline came with it (format 2 wrote both for images only)
         tensors["maps.baseline"] = payload["map_baseline"]
     return model, tensors
 

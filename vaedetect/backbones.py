@@ -21,13 +21,23 @@ low-level detail).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchvision
 from sklearn.base import BaseEstimator, TransformerMixin
+from torch import nn
+from torch.nn import functional
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from .images import Discovery, discover_images, stream_images
+from .training import resolve_device
 
 # ImageNet statistics of torchvision's classifiers (inputs in [0, 1]).
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -42,20 +52,10 @@ _LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2,
 _EXTRA = 'pip install "vaedetect[pretrained]"'
 
 
-def _torch_modules():
-    import torch
-    from torch import nn
-    from torch.nn import functional
-
-    return torch, nn, functional
-
-
 def _same_padding(x, kernel: int, stride: int):
     """TensorFlow's "SAME" padding, which the weights were trained with: for stride 2 the extra row and
     column go after the image, not before. (For stride 1 and an odd kernel it is symmetric, which the
     convolution pads by itself, without this copy.)"""
-    from torch.nn import functional
-
     pads = []
     for size in (x.shape[-1], x.shape[-2]):
         total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
@@ -65,7 +65,6 @@ def _same_padding(x, kernel: int, stride: int):
 
 def _lite0_network():
     """EfficientNet-Lite0 with the parameter names of the released weights."""
-    torch, nn, functional = _torch_modules()
 
     def batch_norm(channels):
         return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
@@ -160,9 +159,6 @@ def _fold_batch_norms(network) -> None:
     before it, in place: the same features up to float32 rounding, in less time on the CPU (Lite0 at 224 px on
     2 cores: 6.4 against 7.0 ms per image in batches of 4, 16.8 against 23.7 in batches of 64;
     docs/backbone_speed.md). Call after loading the weights, whose names include the norms'."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    _, nn, _ = _torch_modules()
     for module in [module for module in network.modules() if getattr(module, "conv_norm_pairs", None)]:
         for conv_name, norm_name in module.conv_norm_pairs:
             norm = getattr(module, norm_name).eval()
@@ -188,9 +184,6 @@ def lite0_weights_file() -> Path:
 
 
 def _load_lite0(stages, weights_path):
-    import importlib.metadata
-
-    torch, _, _ = _torch_modules()
     path = Path(weights_path) if weights_path is not None else lite0_weights_file()
     network = _lite0_network()
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -206,10 +199,6 @@ def _load_lite0(stages, weights_path):
 
 
 def _load_torchvision(name, stages, weights_path):
-    import torchvision
-    from torchvision.models.feature_extraction import create_feature_extractor
-
-    torch, _, _ = _torch_modules()
     try:
         weights = torchvision.models.get_model_weights(name).DEFAULT
     except ValueError as error:
@@ -259,7 +248,6 @@ def load_backbone(backbone, *, stages=None, weights_path=None) -> Backbone:
     -------
     Backbone
     """
-    _, nn, _ = _torch_modules()
     if isinstance(backbone, nn.Module):
         network = _frozen(backbone)
         identity = {"name": type(backbone).__name__, "source": "user", "version": None, "sha256": None}
@@ -271,7 +259,6 @@ def load_backbone(backbone, *, stages=None, weights_path=None) -> Backbone:
 
 def _pooled(maps: dict, stages, normalize: bool) -> object:
     """Each stage's map averaged over positions, power-normalised when ``normalize``, concatenated."""
-    torch, _, functional = _torch_modules()
     vectors = [maps[stage].mean(dim=(2, 3)) if maps[stage].ndim == 4 else maps[stage].flatten(1) for stage in stages]
     if normalize:
         vectors = [functional.normalize(v.sign() * v.abs().sqrt(), dim=1) for v in vectors]
@@ -280,7 +267,6 @@ def _pooled(maps: dict, stages, normalize: bool) -> object:
 
 def _resolved_batch_size(batch_size, device: str) -> int:
     """``batch_size``, or for "auto" 64 on accelerators and two images per thread on the CPU."""
-    torch, _, _ = _torch_modules()
     if batch_size == "auto":
         return 2 * torch.get_num_threads() if device == "cpu" else 64
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -361,8 +347,6 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def fit(self, X=None, y=None):
         """Load the backbone (nothing is learned: the weights stay as pretrained)."""
-        from .training import resolve_device
-
         self.device_ = str(resolve_device(self.device))
         self.batch_size_ = _resolved_batch_size(self.batch_size, self.device_)
         self.backbone_ = load_backbone(self.backbone, stages=self.stages, weights_path=self.weights_path)
@@ -391,8 +375,6 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         skipped : list of vaedetect.images.Skipped
             Files that could not be read, with the reason.
         """
-        from .images import Discovery, discover_images, stream_images
-
         found = paths if isinstance(paths, Discovery) else discover_images(paths, follow_links=follow_links)
         files, skipped = found
         chunks, used = [np.empty((0, self.n_features_out_), dtype=np.float32)], []
@@ -406,7 +388,6 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         """Pooled features of images ``X`` (see :func:`_as_nchw_unit` for the layouts), float32 ``(n, d)``."""
-        torch, _, _ = _torch_modules()
         chunks = []
         with torch.inference_mode():
             for batch in self._network_batches(X):
@@ -417,7 +398,6 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _network_batches(self, X):
         """Images ``X`` as the backbone takes them, ``batch_size`` at a time: resized to ``image_size``,
         normalised, channels-last on its device."""
-        torch, _, functional = _torch_modules()
         images = _as_nchw_unit(X)
         mean = torch.tensor(self.backbone_.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.backbone_.std).view(1, 3, 1, 1)

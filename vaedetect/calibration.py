@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from numbers import Real
 
 import numpy as np
+from sklearn.metrics import precision_recall_curve
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils.validation import check_is_fitted
 
 from .settings import resolve_contamination
 
@@ -279,8 +281,6 @@ class CalibratedMixin:
         >>> detector.set_threshold(X=labelled, y=[0] * 20 + [1, 1]).predict(labelled)[-2:]
         array([-1, -1])
         """
-        from sklearn.utils.validation import check_is_fitted
-
         check_is_fitted(self)
         labelled = None if X is None and y is None else (X, y)
         if sum(arg is not None for arg in (contamination, fpr, threshold, labelled)) != 1:
@@ -349,8 +349,6 @@ class CalibratedMixin:
 
 def _best_f1_threshold(is_anomaly: np.ndarray, scores: np.ndarray) -> float:
     """The threshold whose flags (scores below it) have the best F1 score on the labelled ``scores``."""
-    from sklearn.metrics import precision_recall_curve
-
     # anomalies are the positive class and low scores are anomalous: rank by -score
     precision, recall, cutoffs = precision_recall_curve(is_anomaly, -scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, np.finfo(float).tiny)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from numbers import Real
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
@@ -28,7 +29,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import schema
 from .calibration import CONTAMINATION, CalibratedMixin, Calibration
+from .estimator import VAEDetector
+from .folders import discovered, write_overlays
+from .images import Skipped
 from .modality import CombinedModality
+from .persistence import load_combined, save_combined
+from .plotting import as_hwc_float
 from .settings import resolve_contamination
 
 EVIDENCE = ("pixels", "features")
@@ -152,8 +158,6 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         -------
         self : CombinedDetector
         """
-        from .folders import discovered
-
         pixel, features, seed = self._unfitted_models()
         found = discovered(paths, follow_links)
         self.features_ = features.fit_paths(found, n_jobs=n_jobs)
@@ -166,8 +170,6 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         return self._calibrate_on_held_out(seed)
 
     def _unfitted_models(self):
-        from .estimator import VAEDetector
-
         self._validate_params()
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
@@ -226,8 +228,6 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         table : pandas.DataFrame of shape (n_samples, 2)
             Columns ``pixels`` and ``features``; higher is more normal; ``score_samples`` is their minimum.
         """
-        import pandas as pd
-
         check_is_fitted(self)
         pairs = np.column_stack([self.pixel_.score_samples(X), self.features_.score_samples(X)])
         return pd.DataFrame(self._combine(pairs), columns=list(EVIDENCE))
@@ -268,8 +268,6 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         -------
         self : CombinedDetector
         """
-        from .images import Skipped
-
         table = self.score_paths(paths, n_jobs=n_jobs, follow_links=follow_links)
         failed = table["error"] != ""
         self.skipped_files_ = [Skipped(path, error) for path, error in zip(table["path"][failed], table["error"][failed])]
@@ -294,8 +292,6 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
             ``pixel_p_value`` and ``feature_p_value`` (each model's own p-value) and ``evidence``: which of
             "pixels" and "features" is below the threshold, for flagged files.
         """
-        from .folders import discovered
-
         check_is_fitted(self)
         found = discovered(paths, follow_links)
         pixel, features = (model.score_paths(found, n_jobs=n_jobs, progress=progress).set_index("path")
@@ -318,9 +314,6 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
 
     def _write_maps(self, maps_dir, paths, flagged, chunk=256):
         """The pixel model's map over each flagged file, written to ``maps_dir``; the ``map`` column."""
-        from .folders import write_overlays
-        from .plotting import as_hwc_float
-
         written, targets = {}, [path for path, hit in zip(paths, flagged) if hit]
         for start in range(0, len(targets), chunk):
             X, used, _ = self.pixel_.read_images(targets[start : start + chunk])
@@ -361,17 +354,12 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
     def save(self, path):
         """Write both models and the combined calibration to one safetensors file that loading cannot execute
         code from."""
-        from .persistence import save_combined
-
         check_is_fitted(self)
         save_combined(self, path)
 
     @classmethod
     def load(cls, path, *, device=None):
         """Read a detector written by :meth:`save`."""
-        from .estimator import VAEDetector
-        from .persistence import load_combined
-
         return load_combined(path, cls, VAEDetector, device=device)
 
     @classmethod

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin
 from sklearn.utils import check_random_state
@@ -16,7 +18,9 @@ from ._validation import check_X, holdout_sizes, holdout_split
 from .acceleration import use_channels_last
 from .calibration import CONTAMINATION, CalibratedMixin, Calibration, held_out
 from .folders import FolderMixin, as_list, describe, discovered
+from .images import IMAGE_EXTENSIONS
 from .inspection import InspectionMixin
+from .losses import PerceptualLoss
 from .modality import for_arrays, read_files_to_fit
 from .networks import VAE
 from .persistence import FittedState, load_detector, save_detector
@@ -538,8 +542,6 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
     def _fit_paths(self, paths, *, n_jobs=0, max_memory_bytes=8 * 2**30, follow_links=False, world=None,
                    device=None):
         """``fit_paths``; with ``world``, each process decodes its share of the files (see ``_fit``)."""
-        from .images import IMAGE_EXTENSIONS
-
         self._validate_params()
         files, unreadable = discovered(paths, follow_links)
         if not files:
@@ -560,8 +562,6 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
     def _fit_network(self, modality, values, world=None, device=None):
         """Train the network on ``values`` (pixels, rows or embeddings) that ``modality`` models, then its
         reference statistics and calibration: the rest of ``fit``."""
-        import pandas as pd
-
         seeds, (train_index, val_index, cal_index) = self._seeds_and_splits(len(values))
         init_seed, train_seed, self.noise_seed_ = seeds
         device = resolve_device(device or self.device)
@@ -633,8 +633,6 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
     def _say(self, stage):
         """Name the stage ``fit`` is in once its progress bar has ended, when ``verbose``."""
         if self.verbose:
-            import sys
-
             print(f"{stage}...", file=sys.stderr, flush=True)
 
     def _train_config(self, settings, log_scale_floor=None):
@@ -660,8 +658,6 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
     def _perceptual_loss(self, device):
         if self.loss != "sharp" or self.perceptual_weight == 0 or not self.modality_.pixels:
             return None
-        from .losses import PerceptualLoss
-
         return PerceptualLoss("imagenet").to(device)
 
     def _calibrate_scale(self, x_train):
@@ -716,7 +712,7 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
     # ------------------------------------------------------------------ fitted state, as the modality and the settings hold it
 
     layout_ = property(lambda self: self.modality_.layout)
-    input_layout_ = property(lambda self: None if self.backbone_ is None else self.modality_.input_layout)
+    input_layout_ = property(lambda self: getattr(self.modality_, "images_layout", None))
     backbone_ = property(lambda self: getattr(self.modality_, "extractor", None))
     feature_mean_ = property(lambda self: getattr(self.modality_, "feature_mean", None))
     feature_scale_ = property(lambda self: getattr(self.modality_, "feature_scale", None))
@@ -770,8 +766,6 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
     @classmethod
     def _from_fitted_state(cls, params: dict, state: FittedState, device) -> VAEDetector:
         """A fitted detector of ``params`` from ``state`` (checked as a model file's), on ``device``."""
-        import pandas as pd
-
         detector = cls(**params)
         model = VAE(state.modality.layout.shape, state.network)
         model.load_state_dict(state.weights)

@@ -8,24 +8,23 @@ decoding are in :mod:`vaedetect.images`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
 from . import schema
+from ._files import map_name
 from .data import InputLayout, images_from_unit_range, images_to_unit_range
+from .images import Discovery, discover_images, load_images, stream_images
 from .inference import InferenceMixin
 from .modality import requires
+from .plotting import heatmap_overlay
 
 
 def write_overlays(folder, paths, images, heat_maps, scale) -> dict[str, str]:
     """Save one heat-map overlay PNG per image, all on the colour ``scale``; return {source path: overlay path}."""
-    from pathlib import Path
-
-    from PIL import Image
-
-    from ._files import map_name
-    from .plotting import heatmap_overlay
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -38,14 +37,10 @@ def write_overlays(folder, paths, images, heat_maps, scale) -> dict[str, str]:
 
 def discovered(paths, follow_links):
     """``paths`` searched for image files, unless they are a :class:`~vaedetect.images.Discovery` already."""
-    from .images import Discovery, discover_images
-
     return paths if isinstance(paths, Discovery) else discover_images(paths, follow_links=follow_links)
 
 
 def as_list(paths):
-    from .images import Discovery
-
     if isinstance(paths, Discovery):
         return list(paths.roots)
     return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -89,10 +84,6 @@ class FolderMixin(InferenceMixin):
             names are kept as Python holds them (bytes that are not UTF-8 as lone surrogates, which ``open``
             takes back); ``vaedetect score`` writes them as text.
         """
-        from tqdm.auto import tqdm
-
-        from .images import stream_images
-
         if maps_dir is not None and not hasattr(self, "anomaly_map"):
             raise ValueError(f"maps_dir: anomaly maps need the pixel model; this detector models "
                              f"{self.modality_.describe()}.")
@@ -148,8 +139,6 @@ class FolderMixin(InferenceMixin):
         skipped : list of vaedetect.images.Skipped
             Files that could not be read, with the reason.
         """
-        from .images import load_images
-
         channels, side = self._file_geometry()
         files, unreadable = discovered(paths, follow_links)
         images, used, skipped = load_images(files, side, channels, num_workers=n_jobs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.utils.validation import check_is_fitted
 
@@ -202,8 +203,6 @@ class InferenceMixin:
         >>> detector.feature_contributions(row).idxmax(axis=1).tolist()
         ['x2']
         """
-        import pandas as pd
-
         x = self._check_input(X)
         excess = self._anomaly_map_tensor(x).reshape(len(x), -1) - self._perfect_reconstruction_nll()
         # the members' shares of a feature add up, as their ELBOs do in the score
@@ -251,8 +250,6 @@ class InferenceMixin:
         >>> list(detector.score_table(X[:5], methods=["elbo", "kl", "latent"]).columns)
         ['elbo', 'kl', 'latent']
         """
-        import pandas as pd
-
         x = self._check_input(X)
         methods = self._check_methods(methods)
         # methods that are functions of the ELBO share one ELBO pass

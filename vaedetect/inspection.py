@@ -19,7 +19,6 @@ from .inference import InferenceMixin
 from .modality import requires
 from .scoring import map_batches
 
-
 # Bytes of float32 outputs that sample() and interpolate() may decode at once: they return them whole.
 _MAX_OUTPUT_BYTES = 2**30
 

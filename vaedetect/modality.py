@@ -26,15 +26,23 @@ per capability. This is the only module outside the networks and the settings th
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from . import settings
 from ._model_header import MAX_IMAGE_SIDE
-from .data import InputLayout, images_from_unit_range, images_to_unit_range
+from .backbones import FeatureExtractor, extractor_settings, load_recorded_extractor
+from .data import InputLayout, feature_resolution, images_from_unit_range, images_to_unit_range
+from .images import load_images
+from .losses import log_scale_floor
+from .networks import NetworkConfig
 from .registry import applies, get_score
 from .settings import resolve, resolve_calibration
 
@@ -111,8 +119,6 @@ class ImageModality:
         return resolve_calibration(params, self.name, self.layout.n_features)
 
     def network_config(self, params: dict, members: int):
-        from .networks import NetworkConfig
-
         return NetworkConfig(latent_dim=params["latent_dim"], base_channels=params["base_channels"],
                              n_stages=params["n_stages"], residual=params["residual"],
                              spatial_latent=params["spatial_latent"], skip_connections=params["skip_connections"],
@@ -128,8 +134,6 @@ class ImageModality:
 
     def to_network(self, values):
         """Values the network models -> its float32 CPU tensor ``(n, C, H, W)`` in ``[-1, 1]``."""
-        import torch
-
         return torch.from_numpy(np.ascontiguousarray(images_to_unit_range(values, self.layout)))
 
     def from_network(self, values: np.ndarray) -> np.ndarray:
@@ -138,8 +142,6 @@ class ImageModality:
 
     def files_to_network(self, images: np.ndarray):
         """Decoded image files ``(b, H, W, C)`` uint8 -> the network's tensor."""
-        import torch
-
         return torch.from_numpy(images_to_unit_range(images, _decoded_files(self.input_layout.shape)))
 
     def log_scale_floor(self, values, likelihood: str, members: int):
@@ -186,8 +188,6 @@ class TabularModality:
             raise ValueError(f"likelihood='bernoulli' needs images in [0, 1]; {self.data}. Use 'auto'.")
 
     def network_config(self, params: dict, members: int):
-        from .networks import NetworkConfig
-
         return NetworkConfig(latent_dim=params["latent_dim"], base_channels=params["base_channels"],
                              n_stages=params["n_stages"], residual=params["residual"], activation=params["activation"],
                              members=members)
@@ -195,8 +195,6 @@ class TabularModality:
     def fitted(self, values, scaling: str):
         """Centre the training ``values`` and scale them: each column by its own standard deviation
         (``scaling="standard"``) or all by their root mean variance (``"common"``)."""
-        from sklearn.preprocessing import StandardScaler
-
         with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # the overflow is reported below
             scaler = StandardScaler().fit(values)
@@ -211,8 +209,6 @@ class TabularModality:
         return replace(self, feature_mean=scaler.mean_, feature_scale=scale)
 
     def to_network(self, values):
-        import torch
-
         return torch.from_numpy(np.ascontiguousarray(((values - self.feature_mean) / self.feature_scale)
                                                      .astype(np.float32)))
 
@@ -222,15 +218,10 @@ class TabularModality:
     def log_scale_floor(self, values, likelihood: str, members: int):
         """Each column's decoder log-scale floor at its resolution, in scaled units (see
         :func:`vaedetect.losses.log_scale_floor`), once per member."""
-        from .data import feature_resolution
-        from .losses import log_scale_floor
-
         return log_scale_floor(feature_resolution(values) / self.feature_scale, likelihood).repeat(members)
 
     def reference_options(self, params: dict) -> dict:
         """The ``residual`` score's statistics, up to its size limit."""
-        from . import settings
-
         return {"residuals_up_to": settings.MAX_RESIDUAL_FEATURES}
 
     def state(self) -> tuple[dict, dict]:
@@ -255,10 +246,6 @@ class FeatureModality(TabularModality):
     def load(cls, backbone, images_layout: InputLayout | None, device: str, world=None) -> FeatureModality:
         """Load ``backbone`` (the ``backbone`` parameter: a configured extractor keeps its own device, a name or a
         network goes to ``device``) for images of ``images_layout``."""
-        from sklearn.base import clone
-
-        from .backbones import FeatureExtractor
-
         if world is not None:
             raise ValueError("A detector with a backbone trains in one process; drop the data-parallel world (--nproc).")
         if isinstance(backbone, FeatureExtractor):
@@ -297,8 +284,6 @@ class FeatureModality(TabularModality):
         return self.to_network(self.represent(images, _decoded_files(self.images_layout.shape)))
 
     def state(self) -> tuple[dict, dict]:
-        from .backbones import extractor_settings
-
         fields, arrays = super().state()
         fields.update(images_layout=self.images_layout.to_dict(), identity=self.extractor.backbone_.identity,
                       # every setting of the extractor, so that later defaults cannot change it
@@ -359,8 +344,6 @@ def read_files_to_fit(params: dict, files: list[str], *, n_jobs=0, max_memory_by
     used : list of str
     skipped : list of vaedetect.images.Skipped
     """
-    from .images import load_images
-
     if params["backbone"] is not None:
         probe = FeatureModality.load(params["backbone"], None, device or params["device"], world)
         side = probe.extractor.image_size
@@ -384,6 +367,11 @@ def read_files_to_fit(params: dict, files: list[str], *, n_jobs=0, max_memory_by
         shard = load_images(files[world.rank :: world.size], side, channels, num_workers=n_jobs)
         images, used, skipped = gather_decoded(world, files, *shard)
     return ImageModality(_decoded_files((channels, side, side))), images, used, skipped
+
+
+def network_fields(fields: dict, params: dict, members: int) -> dict:
+    """The network a model of the modality ``fields`` (as :meth:`state` writes them) builds from ``params``."""
+    return asdict(_BY_NAME[fields["kind"]](InputLayout.from_dict(fields["layout"])).network_config(params, members))
 
 
 def check_state(fields: dict) -> tuple[int, ...]:
@@ -424,7 +412,5 @@ def restore(fields: dict, arrays: dict, device=None) -> Modality:
     scaled = replace(modality, feature_mean=arrays["feature_mean"], feature_scale=arrays["feature_scale"])
     if fields["kind"] == "tabular":
         return scaled
-    from .backbones import load_recorded_extractor
-
     extractor = load_recorded_extractor(fields["extractor"], fields["identity"], device)
     return replace(scaled, extractor=extractor, images_layout=InputLayout.from_dict(fields["images_layout"]))

@@ -26,9 +26,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from . import __version__
 from . import _model_header as schema
+from . import modality as modalities
 from ._files import write_atomically
+from ._legacy_format import read_format2
+from .backbones import FeatureExtractor, extractor_from_settings, extractor_settings
+from .calibration import Calibration
+from .networks import VAE, NetworkConfig
+from .registry import applies, get_score
+from .scoring import Reference
+from .settings import Resolved
+from .training import resolve_device
 
 MAX_HEADER_BYTES = 16 * 2**20
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -57,18 +70,12 @@ class FittedState:
 
 
 def _versions() -> dict:
-    import torch
-
-    from . import __version__
-
     return {"format": schema.FORMAT_NAME, "format_version": schema.FORMAT_VERSION, "vaedetect_version": __version__,
             "torch_version": torch.__version__}
 
 
 def _json_params(detector, names=None) -> dict:
     """The detector's parameters as JSON: a backbone by name or by its extractor's settings, never a network."""
-    from .backbones import FeatureExtractor, extractor_settings
-
     params = detector.get_params(deep=False)
     params = {name: params[name] for name in names} if names is not None else params
     if not isinstance(params["random_state"], (int, type(None))):
@@ -104,9 +111,6 @@ def _model_parts(detector) -> tuple[dict, dict]:
 
 def _write(path, header: dict, tensors: dict) -> None:
     """Write a model file atomically (a crash never leaves half a file)."""
-    import torch
-    from safetensors.torch import save_file
-
     tensors = {name: torch.as_tensor(value).contiguous() for name, value in tensors.items()}
     metadata = {"vaedetect": json.dumps(header)}
     write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -154,8 +158,6 @@ def read_model(path, *, tensors: bool = True) -> tuple[dict, dict]:
     with open(path, "rb") as file:
         start = file.read(8)
     if start.startswith(_ZIP_MAGIC):
-        from ._legacy_format import read_format2
-
         header, found = read_format2(path)
     else:
         header, found = _read_safetensors(path, start, tensors)
@@ -167,8 +169,6 @@ def read_model(path, *, tensors: bool = True) -> tuple[dict, dict]:
 
 
 def _read_safetensors(path: Path, start: bytes, tensors: bool) -> tuple[dict, dict]:
-    from safetensors import SafetensorError, safe_open
-
     if len(start) < 8 or struct.unpack("<Q", start)[0] > MAX_HEADER_BYTES:
         raise ValueError(f"{str(path)!r} is not a readable vaedetect model file: it is shorter than a safetensors "
                          f"header, or its first bytes claim a header of more than {MAX_HEADER_BYTES} bytes.")
@@ -206,8 +206,6 @@ def load_detector(path, estimator: type, device=None):
 
 def _build(model: dict, tensors: dict, prefix: str, path, estimator: type, device=None):
     """The fitted detector of ``model`` (``{"params", "fitted"}``) and its ``prefix``-ed tensors."""
-    from .training import resolve_device
-
     params = _params(model["params"], estimator, path)
     target = resolve_device(device or params.get("device", "auto"))
     try:
@@ -220,8 +218,6 @@ def _build(model: dict, tensors: dict, prefix: str, path, estimator: type, devic
 
 def _params(fields: dict, estimator: type, path) -> dict:
     """The constructor's parameters from their JSON form, checked by the estimator's own validation."""
-    from .backbones import extractor_from_settings
-
     params = dict(fields)
     try:
         for name, constraints in schema.PARAM_SIZES.items():
@@ -242,15 +238,6 @@ def _params(fields: dict, estimator: type, path) -> dict:
 def _state(fitted: dict, tensors: dict, device) -> FittedState:
     """A :class:`FittedState` from a checked header's ``fitted`` fields and the tensors; ValueError when they
     do not agree. The backbone, if any, is loaded last, once everything else is known to be sound."""
-    import torch
-
-    from . import modality as modalities
-    from .calibration import Calibration
-    from .networks import VAE, NetworkConfig
-    from .registry import applies, get_score
-    from .scoring import Reference
-    from .settings import Resolved
-
     shape = modalities.check_state(fitted["modality"])
     network, settings = NetworkConfig(**fitted["network"]), Resolved(**fitted["settings"])
     schema._require(network.members == settings.n_estimators, f"network members {network.members} do not match "

@@ -17,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
+from ._files import printable, write_atomically
+from .plotting import as_hwc_float, heatmap_overlay, latent_scatter, score_histogram
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
@@ -83,8 +87,6 @@ def _figure_data_uri(ax) -> str:
 
 def _escape(value) -> str:
     """HTML text of ``value``: file names of any bytes, control characters shown, markup escaped."""
-    from ._files import printable
-
     return html.escape(printable(value), quote=True)
 
 
@@ -105,8 +107,6 @@ def _read_still_present(detector, paths):
 
 def _thumbnails(detector, rows) -> list[str]:
     """One card per row of the score table: the image, its anomaly map, path, score and p-value."""
-    from .plotting import as_hwc_float, heatmap_overlay
-
     X, used = _read_still_present(detector, list(rows["path"]))
     if not len(X):
         return []
@@ -137,8 +137,6 @@ def _thumbnails(detector, rows) -> list[str]:
 
 
 def _latent_pca_figure(detector, scored, pca_sample: int, random_state: int) -> str | None:
-    from .plotting import latent_scatter
-
     if len(scored) < 3:
         return None
     rng = np.random.RandomState(random_state)
@@ -191,9 +189,6 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
     -------
     html : str
     """
-    from . import __version__
-    from .plotting import score_histogram
-
     scored = table[table["score"].notna()]
     errors = table[table["error"] != ""]
     by_score = scored.sort_values("score", kind="stable")
@@ -245,7 +240,5 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
 
 def write_report(path, detector, table, **options) -> None:
     """Write :func:`render_report` to ``path`` (UTF-8), atomically."""
-    from ._files import write_atomically
-
     page = render_report(detector, table, **options)
     write_atomically(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))

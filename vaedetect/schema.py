@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._files import as_text, write_atomically
+
 # Torch- and numpy-free at import: the command line reads SUFFIXES before its heavy imports.
 _FLOAT, _TEXT = "float64", "object"
 _VERDICTS = {"score": _FLOAT, "p_value": _FLOAT, "is_outlier": "bool"}
@@ -90,8 +92,6 @@ def write(table, path: Path | None, table_format: str | None = None):
 
     Names that are not valid UTF-8 are written with each undecodable byte as ``\\xNN``.
     """
-    from ._files import as_text, write_atomically
-
     table = as_written(table, as_text)
     writers = {
         ".csv": lambda file: table.to_csv(file, index=False),

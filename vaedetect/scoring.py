@@ -10,14 +10,16 @@ from __future__ import annotations
 import functools
 import io
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.covariance import LedoitWolf, MinCovDet
 
+from . import settings
 from .losses import elementwise_log_likelihood, iwae_bound, kl_divergence, log_likelihood
 from .registry import get_score
-from . import settings
 
 # The residual score's covariance (of at most MAX_RESIDUAL_FEATURES features) is estimated from at most
 # this many training rows, so that every tabular fit pays a bounded price for it (at most 160 MB and
@@ -270,8 +272,6 @@ def fit_reference(model, x: torch.Tensor, noise, likelihood, batch_size: int, de
     ``MAX_RESIDUAL_FEATURES``) those of the ``residual`` score, for networks of at most that many outputs. At
     most ``MAX_REFERENCE_ROWS`` samples count, so that the pass after training stops growing with the data.
     """
-    from sklearn.covariance import LedoitWolf
-
     x = x[:MAX_REFERENCE_ROWS]  # the training split, in random order: its first rows are a random sample
 
     codes = map_batches(lambda m, batch: m.encode(batch)[0].flatten(1), model, x, batch_size, device).double()
@@ -306,10 +306,6 @@ def fit_reference(model, x: torch.Tensor, noise, likelihood, batch_size: int, de
 def _robust_gaussian(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Location and precision of a minimum-covariance-determinant Gaussian fit, so that a few odd
     training points do not widen it; a plain fit where that fails (e.g. few or identical points)."""
-    import warnings
-
-    from sklearn.covariance import MinCovDet
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MinCovDet warns about near-singular subsets, handled below
         try:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import schema
+
 TABLE_EXTENSIONS = (".csv", ".parquet")
 # Rows of a CSV file read and scored at a time.
 CHUNK_ROWS = 50_000
@@ -79,8 +81,6 @@ def score_table_file(detector, path, *, id_column=None, chunk_rows: int = CHUNK_
         ``top_features`` (the ``TOP_FEATURES`` columns that contribute most to its score, as ``name:nats``
         separated by ``;``, see ``VAEDetector.feature_contributions``) and ``error`` (why a row was not scored).
     """
-    from . import schema
-
     names = getattr(detector, "feature_names_in_", None)
     parts, start = [], 0
     for frame in _chunks(path, chunk_rows):
