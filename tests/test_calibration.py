@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from vaedetect import VAEDetector
+from vaedetect.calibration import Calibration
 
-from .conftest import TINY
+from .conftest import TINY, write_squares
 
 
 def test_decision_function_is_score_minus_offset(fitted_tabular):
@@ -188,3 +189,28 @@ def test_fpr_too_small_for_the_held_out_set_warns_and_flags_nothing(fitted_tabul
     with pytest.warns(UserWarning, match="nothing will be flagged"):
         detector.set_threshold(fpr=0.001)
     assert (detector.predict(X) == 1).all()
+
+
+def test_calibrating_on_image_files_reads_them_as_scoring_does_and_reports_the_unreadable(tmp_path):
+    write_squares(tmp_path / "train", 30, seed=0)
+    write_squares(tmp_path / "normal", 12, seed=1)
+    (tmp_path / "normal" / "broken.png").write_bytes(b"not a png")
+    detector = VAEDetector(**TINY, image_size=12, channels=1).fit_paths(tmp_path / "train")
+    assert detector.calibrate_paths(tmp_path / "normal") is detector
+    assert [s.path.endswith("broken.png") for s in detector.skipped_files_] == [True]
+    assert len(detector.calibration_) == 12 and detector.calibration_.source == "calibrate(X)"
+    table = detector.score_paths(tmp_path / "normal")
+    np.testing.assert_allclose(np.sort(detector.calibration_.scores), np.sort(table["score"].dropna()), rtol=1e-5)
+
+
+def test_the_calibration_object_keeps_its_rule_and_says_what_it_reaches():
+    calibration = Calibration(np.arange(1.0, 20.0), "elbo", "held-out")
+    assert calibration.rule == {"contamination": 0.01} and calibration.offset == pytest.approx(np.quantile(
+        np.arange(1.0, 20.0), 0.01))
+    assert calibration.smallest_rate == 1 / 20 and calibration.reachable(0.05) and not calibration.reachable(0.04)
+    calibration.set_threshold(fpr=0.1)  # floor(0.1 * 20) = 2: the second smallest score
+    assert (calibration.offset, calibration.rule) == (2.0, {"fpr": 0.1})
+    verdicts = calibration.verdicts([1.5, np.nan, 30.0])
+    np.testing.assert_allclose(verdicts["p_value"], [2 / 20, np.nan, 1.0])
+    assert verdicts["is_outlier"].tolist() == [True, False, False]
+    assert "19 scores of normal data held out" in calibration.describe()

@@ -1,5 +1,7 @@
 """CombinedDetector: the pixel VAE and the feature VAE, one calibrated verdict."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -93,6 +95,30 @@ def test_score_paths_says_which_evidence_flagged_each_file(tmp_path):
     assert table.loc[table["path"].str.contains("noise_"), "is_outlier"].all()
 
 
+def test_score_paths_draws_the_pixel_models_map_over_every_file_the_combined_verdict_flags(tmp_path):
+    rng = np.random.RandomState(1)
+    for i, image in enumerate(_images(20, 0)):
+        Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / f"normal_{i:02d}.png")
+    for i in range(4):
+        Image.fromarray(rng.randint(0, 256, size=(8, 8, 3)).astype(np.uint8)).save(tmp_path / f"noise_{i}.png")
+    detector = _detector(random_state=0).fit(_images(120, 2))
+    table = detector.score_paths(tmp_path, maps_dir=tmp_path / "maps")
+    assert list(table.columns[:6]) == ["path", "score", "p_value", "is_outlier", "error", "map"]
+    assert ((table["map"] != "") == table["is_outlier"]).all() and table["is_outlier"].sum() >= 4
+    assert sorted(path.name for path in (tmp_path / "maps").iterdir()) == sorted(
+        Path(m).name for m in table.loc[table["is_outlier"], "map"])
+
+
+def test_calibrating_on_files_reports_those_it_could_not_read_and_returns_the_detector(tmp_path):
+    for i, image in enumerate(_images(30, 5)):
+        Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / f"normal_{i:02d}.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    detector = _detector(random_state=0).fit(_images(120, 2))
+    assert detector.calibrate_paths(tmp_path) is detector
+    assert [Path(s.path).name for s in detector.skipped_files_] == ["broken.png"]
+    assert len(detector.calibration_) == 15 and detector.calibration_.source == "calibrate(X)"
+
+
 def test_a_combined_detector_needs_a_pixel_model_and_a_feature_model():
     with pytest.raises(ValueError, match="needs a pixel model"):
         CombinedDetector(VAEDetector(**PIXEL), VAEDetector(**PIXEL)).fit(_images(60, 0))
@@ -134,3 +160,7 @@ def test_the_cli_fits_a_combined_model_and_reports_the_evidence(tmp_path):
     assert "the smaller of the pixel model" in (tmp_path / "r.html").read_text()
     info = CliRunner().invoke(main, ["info", str(model)])
     assert "pixel model:" in info.output and "feature model:" in info.output and "efficientnet_lite0" in info.output
+    mapped = CliRunner().invoke(main, ["score", str(model), str(train), "--maps", str(tmp_path / "maps"), "--threshold",
+                                       "1", "-o", str(tmp_path / "m.csv")])  # log tail probabilities are <= 0: all flagged
+    assert mapped.exit_code == 0, mapped.output
+    assert len(list((tmp_path / "maps").iterdir())) == 50

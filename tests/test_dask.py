@@ -1,11 +1,17 @@
 """Scoring folders on a Dask cluster, and in shards: the same rows as one `vaedetect score`."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import write_squares
+import vaedetect
+from tests.conftest import needs_lite0, write_squares
+from tests.data.make_format2_models import probe_images
 from vaedetect.cli import main
+
+DATA = Path(__file__).parent / "data"
 
 pytest.importorskip("dask.distributed", reason="the Dask tests need the extra vaedetect[dask]")
 
@@ -84,3 +90,36 @@ def test_dask_scoring_refuses_two_thresholds(scored):
     root, _ = scored
     with pytest.raises(ValueError, match="at most one of threshold, fpr and contamination"):
         score_paths(root / "model.vae", root / "new", fpr=0.1, threshold=-3.0)
+
+
+@pytest.mark.parametrize("maps", [False, True])
+def test_the_dask_meta_is_the_table_a_worker_returns(scored, tmp_path, maps):
+    """Dask builds the table from its ``meta`` before any worker answers: a column or dtype there that differs
+    from the real table would be a wrong promise (both come from vaedetect.schema)."""
+    from vaedetect.dask import score_paths
+
+    root, _ = scored
+    table = score_paths(root / "model.vae", [root / "new"], files_per_partition=8,
+                        maps_dir=tmp_path / "maps" if maps else None)
+    computed = table.compute()
+    assert list(table._meta.columns) == list(computed.columns)
+    assert table._meta.dtypes.equals(computed.dtypes) and len(computed) == 23
+
+
+@needs_lite0
+def test_a_combined_model_scores_on_dask_with_its_evidence_columns(tmp_path):
+    from PIL import Image
+
+    from vaedetect.dask import score_paths
+
+    for i, image in enumerate(probe_images()):
+        Image.fromarray(image).save(tmp_path / f"{i:02d}.png")
+    model = DATA / "combined_format2.vae"
+    table = score_paths(model, [tmp_path], files_per_partition=11)
+    computed = table.compute()
+    assert list(table._meta.columns) == list(computed.columns) and "evidence" in computed
+    assert table._meta.dtypes.equals(computed.dtypes)
+    expected = vaedetect.load(model).score_paths(tmp_path)
+    # Dask holds text as its string dtype (its meta says so too); the values are the in-process table's, up to the
+    # float32 rounding of other batch sizes (partitions of 11 files)
+    pd.testing.assert_frame_equal(computed.reset_index(drop=True), expected, check_dtype=False, rtol=1e-4, atol=1e-3)

@@ -77,10 +77,13 @@ def _load_archive(path: Path):
                          f"{' '.join(str(error).split())}") from None
 
 
-def _rule(scores, offset: float, contamination) -> dict:
-    """How a format-2 threshold was set: the contamination quantile it equals, or a threshold given."""
-    value = resolve_contamination(contamination)
-    return {"contamination": value} if np.quantile(scores, value) == offset else {"threshold": offset}
+def _calibration(fitted: dict, scores, score_method: str, contamination) -> dict:
+    """The calibration of a format-2 model, whose rule is the contamination quantile its threshold equals, or
+    else a threshold given."""
+    value, offset = resolve_contamination(contamination), fitted["offset_"]
+    rule = {"contamination": value} if np.quantile(scores.double().numpy(), value) == offset else {"threshold": offset}
+    return {"score_method": score_method, "offset": offset, "rule": rule,
+            "source": fitted["training_summary_"].get("calibrated_on", "held-out")}
 
 
 def _model(header: dict, payload: dict) -> tuple[dict, dict]:
@@ -98,13 +101,11 @@ def _model(header: dict, payload: dict) -> tuple[dict, dict]:
                        n_features=int(np.prod(layout["shape"])))
     settings = {**settings.to_dict(), "score_method": fitted["calibrated_score_"],
                 **{name: fitted[f"{name}_"] for name in ("likelihood", "n_samples") if f"{name}_" in fitted}}
-    network = network_fields(modality, params_then, members)
-    scores = payload["validation_scores"].double().numpy()
-    calibration = {"score_method": fitted["calibrated_score_"], "offset": fitted["offset_"],
-                   "source": fitted["training_summary_"].get("calibrated_on", "held-out"),
-                   "rule": _rule(scores, fitted["offset_"], params.get("contamination", "auto"))}
+    calibration = _calibration(fitted, payload["validation_scores"], fitted["calibrated_score_"],
+                               params.get("contamination", "auto"))
     model = {"params": params, "fitted": {
-        "modality": modality, "network": network, "settings": settings, "calibration": calibration,
+        "modality": modality, "network": network_fields(modality, params_then, members), "settings": settings,
+        "calibration": calibration,
         "reference": header["reference"], "noise_seed": fitted["noise_seed_"], "n_features_in": fitted["n_features_in_"],
         "feature_names_in": header.get("feature_names_in"), "map_scale": fitted.get("map_scale_"),
         "history": header["history"], "training_summary": fitted["training_summary_"]}}
@@ -119,10 +120,8 @@ def _model(header: dict, payload: dict) -> tuple[dict, dict]:
 
 def _combined(header: dict, payload: dict, versions: dict) -> tuple[dict, dict]:
     fitted = header["fitted"]
-    scores = payload["validation_scores"].double().numpy()
-    calibration = {"score_method": "combined", "offset": fitted["offset_"],
-                   "source": fitted["training_summary_"].get("calibrated_on", "held-out"),
-                   "rule": _rule(scores, fitted["offset_"], header["params"].get("contamination", "auto"))}
+    calibration = _calibration(fitted, payload["validation_scores"], "combined", header["params"].get("contamination",
+                                                                                                      "auto"))
     tensors = {"calibration.scores": payload["validation_scores"], "reference_scores": payload["reference_scores"]}
     models = {}
     for part in ("pixel", "features"):

@@ -60,18 +60,25 @@ class Mapping:
     high: int = 1000
 
 
-class Pattern(Options):
-    """A string matching ``pattern`` whole (an ``Options`` of strings, so that scikit-learn's validation takes it)."""
+class Matching(Options):
+    """A value that ``test`` accepts, described as ``what`` (an ``Options``, so that scikit-learn's validation
+    takes it)."""
 
-    def __init__(self, pattern: str, what: str):
-        super().__init__(str, set())
-        self.pattern, self.what = re.compile(pattern), what
+    def __init__(self, test, what: str):
+        super().__init__(object, set())
+        self.test, self.what = test, what
 
     def is_satisfied_by(self, val):
-        return isinstance(val, str) and self.pattern.fullmatch(val) is not None
+        return self.test(val)
 
     def __str__(self):
         return self.what
+
+
+def Pattern(pattern: str, what: str) -> Matching:  # noqa: N802 (a constraint, named as scikit-learn's are)
+    """A string matching ``pattern`` whole."""
+    regex = re.compile(pattern)
+    return Matching(lambda val: isinstance(val, str) and regex.fullmatch(val) is not None, what)
 
 
 def _ints(low, high):
@@ -83,20 +90,9 @@ POSITIVE = [Interval(Real, 0, None, closed="neither")]
 BOOLEAN = ["boolean"]
 NAME = [Pattern(r"[A-Za-z0-9_.\-]{1,100}", "a name of 1 to 100 letters, digits, '_', '.' or '-'")]
 DEVICE = [Pattern(r"auto|cpu|mps|cuda(:\d{1,4})?", "one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")]
-class ScoreName(Options):
-    """A score method registered when the file is read, or the combined detector's statistic."""
-
-    def __init__(self):
-        super().__init__(str, set())
-
-    def is_satisfied_by(self, val):
-        return isinstance(val, str) and (val in SCORE_METHODS or val == "combined")
-
-    def __str__(self):
-        return f"a score method among {[*SCORE_METHODS, 'combined']}"
-
-
-SCORE = [ScoreName()]
+# a score method registered when the file is read, or the combined detector's statistic
+SCORE = [Matching(lambda val: isinstance(val, str) and (val in SCORE_METHODS or val == "combined"),
+                  "a registered score method or 'combined'")]
 
 LAYOUT = Fields({"kind": [StrOptions({"image", "tabular"})], "form": [StrOptions({"tabular", "flat", "nhw", "nchw", "nhwc"})],
                  "integer": BOOLEAN, "shape": Items(_ints(1, MAX_FEATURES), 1, 3)})

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import struct
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -204,15 +205,22 @@ def load_detector(path, estimator: type, device=None):
     return _build(header, tensors, "", path, estimator, device)
 
 
+@contextmanager
+def _naming(path):
+    """Errors of reading the file at ``path`` as one line naming it."""
+    try:
+        yield
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"{str(path)!r}: {_one_line(error)}") from None
+
+
 def _build(model: dict, tensors: dict, prefix: str, path, estimator: type, device=None):
     """The fitted detector of ``model`` (``{"params", "fitted"}``) and its ``prefix``-ed tensors."""
     params = _params(model["params"], estimator, path)
     target = resolve_device(device or params.get("device", "auto"))
-    try:
+    with _naming(path):
         state = _state(model["fitted"], {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
                        target)
-    except (ValueError, KeyError) as error:
-        raise ValueError(f"{str(path)!r}: {_one_line(error)}") from None
     return estimator._from_fitted_state(params, state, target)
 
 
@@ -245,17 +253,13 @@ def _state(fitted: dict, tensors: dict, device) -> FittedState:
     with torch.device("meta"):  # allocates nothing, whatever the header claims
         skeleton = VAE(shape, network)
     weights = _weights(tensors, skeleton)
-    latent, n_outputs = math.prod(skeleton.latent_shape), skeleton.log_scale.numel()
-    reference = Reference(
-        latent_location=_finite(tensors, "reference.latent_location", (latent,)),
-        latent_precision=_finite(tensors, "reference.latent_precision", (latent, latent)),
-        bits_location=_finite(tensors, "reference.bits_location", (2,), required=False),
-        bits_precision=_finite(tensors, "reference.bits_precision", (2, 2), required=False),
-        residual_location=_finite(tensors, "reference.residual_location", (n_outputs,), required=False),
-        residual_precision=_finite(tensors, "reference.residual_precision", (n_outputs, n_outputs), required=False),
-        **fitted["reference"])
-    scores = _finite(tensors, "calibration.scores").double().numpy()
-    schema._require(scores.ndim == 1 and len(scores) > 0, "tensor 'calibration.scores' must be a non-empty vector")
+    latent, n = math.prod(skeleton.latent_shape), skeleton.log_scale.numel()  # n: the residual score's outputs
+    shapes = {"latent_location": (latent,), "latent_precision": (latent, latent), "bits_location": (2,),
+              "bits_precision": (2, 2), "residual_location": (n,), "residual_precision": (n, n)}
+    reference = Reference(**fitted["reference"], **{name: _finite(tensors, f"reference.{name}", shape,
+                                                                  required=name.startswith("latent"))
+                                                    for name, shape in shapes.items()})
+    scores = _finite(tensors, "calibration.scores", (None,)).double().numpy()
     baseline = _finite(tensors, "maps.baseline", shape[1:], required=fitted["map_scale"] is not None)
     schema._require((baseline is None) == (fitted["map_scale"] is None), "'maps.baseline' and 'map_scale' must come "
                     "together")
@@ -282,13 +286,15 @@ def _state(fitted: dict, tensors: dict, device) -> FittedState:
 
 
 def _finite(tensors, name, shape=None, *, required=True):
-    """``tensors[name]`` as a finite floating tensor (of ``shape`` when given), or ValueError."""
+    """``tensors[name]`` as a finite floating tensor (of ``shape`` when given, where None is any non-zero size),
+    or ValueError."""
     value = tensors.get(name)
     if value is None and not required:
         return None
     schema._require(value is not None and value.is_floating_point(),
                     f"tensor {name!r} is missing or not a floating-point tensor")
-    schema._require(shape is None or tuple(value.shape) == tuple(shape),
+    schema._require(shape is None or len(shape) == value.ndim and value.numel() > 0
+                    and all(s in (None, n) for s, n in zip(shape, value.shape)),
                     f"tensor {name!r} has shape {tuple(value.shape)}, expected {tuple(shape or ())}")
     schema._require(bool(value.isfinite().all()), f"tensor {name!r} holds NaN or infinite values; the model is broken "
                     "and would score nothing as an outlier. Fit it again.")
@@ -326,15 +332,9 @@ def load_combined(path, estimator: type, detector_class: type, device=None):
         if header["format_version"] >= 3 and recorded.get(part) != _digest(model.calibration_.scores):
             raise ValueError(f"{str(path)!r}: its {part} model is not the one the combined calibration was made with "
                              "(its calibration scores differ); fit or calibrate the combined model again.")
-    try:
-        calibration = _finite(tensors, "calibration.scores").double().numpy()
-        reference = _finite(tensors, "reference_scores").double().numpy()
-        schema._require(reference.ndim == 2 and reference.shape[1] == 2 and len(reference) > 0,
-                        "tensor 'reference_scores' must be a non-empty (n, 2) matrix")
-        schema._require(calibration.ndim == 1 and len(calibration) > 0, "tensor 'calibration.scores' must be a "
-                        "non-empty vector")
-    except ValueError as error:
-        raise ValueError(f"{str(path)!r}: {error}") from None
+    with _naming(path):
+        calibration = _finite(tensors, "calibration.scores", (None,)).double().numpy()
+        reference = _finite(tensors, "reference_scores", (None, 2)).double().numpy()
     return estimator._from_fitted_state(_params(header["params"], estimator, path), header["fitted"], calibration,
                                         reference, models)
 
