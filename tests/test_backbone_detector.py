@@ -1,6 +1,5 @@
 """VAEDetector(backbone=...): the VAE on the features of a frozen pretrained backbone."""
 
-import json
 import sys
 
 import numpy as np

@@ -214,3 +214,6 @@ def test_the_calibration_object_keeps_its_rule_and_says_what_it_reaches():
     np.testing.assert_allclose(verdicts["p_value"], [2 / 20, np.nan, 1.0])
     assert verdicts["is_outlier"].tolist() == [True, False, False]
     assert "19 scores of normal data held out" in calibration.describe()
+    assert calibration.describe_rule() == "target false-positive rate 0.1"
+    calibration.set_threshold(threshold=-1.0)
+    assert calibration.describe_rule() == "set by hand" and calibration.rule == {"threshold": -1.0}

@@ -150,22 +150,26 @@ def test_members_are_refused_for_images(gray_images):
         VAEDetector(**TINY, n_estimators=2).fit(gray_images)
 
 
-def test_tables_train_at_the_faster_learning_rate(fitted_tabular, fitted_images):
+def _resolved(params, kind):
     from vaedetect.settings import resolve
 
-    assert resolve(fitted_tabular[0].get_params(), "tabular", n_train=100, n_features=5).learning_rate == 1e-3
-    assert resolve(fitted_images[0].get_params(), "image", n_train=100, n_features=5).learning_rate == 5e-4
-    assert resolve({**fitted_images[0].get_params(), "learning_rate": 0.01}, "image", n_train=100, n_features=5).learning_rate == 0.01
+    return resolve(params, kind, n_train=100, n_features=5)
+
+
+def test_tables_train_at_the_faster_learning_rate(fitted_tabular, fitted_images):
+    assert _resolved(fitted_tabular[0].get_params(), "tabular").learning_rate == 1e-3
+    assert _resolved(fitted_images[0].get_params(), "image").learning_rate == 5e-4
+    assert _resolved({**fitted_images[0].get_params(), "learning_rate": 0.01}, "image").learning_rate == 0.01
     assert fitted_tabular[0].history_["lr"].iloc[0] == pytest.approx(1e-3)
+    assert fitted_tabular[0].settings_.learning_rate == 1e-3  # what fit resolved, kept
 
 
 def test_tables_train_on_trimmed_batches_and_images_on_whole_ones(fitted_tabular, fitted_images):
-    from vaedetect.settings import resolve
-
-    assert resolve(fitted_tabular[0].get_params(), "tabular", n_train=100, n_features=5).trim_fraction == 0.1
-    assert resolve(fitted_images[0].get_params(), "image", n_train=100, n_features=5).trim_fraction == 0.0
-    assert resolve(fitted_tabular[0].get_params(), "features", n_train=100, n_features=5).trim_fraction == 0.0
-    assert resolve({**fitted_images[0].get_params(), "trim_fraction": 0.2}, "image", n_train=100, n_features=5).trim_fraction == 0.2
+    assert _resolved(fitted_tabular[0].get_params(), "tabular").trim_fraction == 0.1
+    assert _resolved(fitted_images[0].get_params(), "image").trim_fraction == 0.0
+    assert _resolved(fitted_tabular[0].get_params(), "features").trim_fraction == 0.0
+    assert _resolved({**fitted_images[0].get_params(), "trim_fraction": 0.2}, "image").trim_fraction == 0.2
+    assert (fitted_tabular[0].settings_.trim_fraction, fitted_images[0].settings_.trim_fraction) == (0.1, 0.0)
 
 
 def test_trim_fraction_must_leave_most_of_a_batch(tabular):

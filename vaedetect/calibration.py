@@ -176,6 +176,14 @@ class Calibration:
         scores = np.asarray(scores, dtype=np.float64)
         return {"p_value": self.p_values(scores), "is_outlier": scores < self.offset}
 
+    def describe_rule(self) -> str:
+        """How ``offset`` was drawn, in words."""
+        (name, value), = self.rule.items()
+        return {"contamination": f"contamination {value:g}, the {value:g} quantile of the calibration scores",
+                "fpr": f"target false-positive rate {value:g}",
+                "threshold": "set by hand",
+                "labels": f"the best F1 score on {value} labelled examples"}[name]
+
     def describe(self) -> str:
         """One line on the calibration: how many scores, where from, the smallest reachable rate."""
         n = len(self)

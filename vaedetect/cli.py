@@ -813,7 +813,8 @@ def _echo_verdict(detector, indent=""):
     calibration = detector.calibration_
     click.echo(f"{indent}score:        {calibration.score_method} (higher = more normal), of "
                f"{printable(detector.modality_.describe())}")
-    click.echo(f"{indent}threshold:    {calibration.offset:.6g} (scores below it are outliers; {calibration.rule})")
+    click.echo(f"{indent}threshold:    {calibration.offset:.6g} (scores below it are outliers; "
+               f"{calibration.describe_rule()})")
     click.echo(f"{indent}calibration:  {calibration.describe()}")
 
 

@@ -100,7 +100,8 @@ class FolderMixin(InferenceMixin):
             rows += [(s.path, np.nan, s.reason) for s in batch.skipped]
             flagged = np.flatnonzero(scores < self.offset_) if maps_dir is not None and x is not None else []
             if len(flagged):  # a batch with nothing flagged has no maps to draw
-                heat = self._anomaly_map_tensor(x[flagged]).sum(axis=1) - self.map_baseline_
+                heat = self._anomaly_map_tensor(x[flagged]).sum(axis=1)
+                heat = heat if self.map_baseline_ is None else heat - self.map_baseline_  # older files lack it
                 maps.update(write_overlays(maps_dir, [batch.paths[i] for i in flagged], batch.images[flagged], heat,
                                            self.map_scale_))
         bar.close()
