@@ -259,7 +259,8 @@ def test_every_malformed_model_file_is_one_clear_line_and_exit_two(bad_models):
         assert message in _one_line_error(result), path
 
 
-@pytest.mark.parametrize("name", ["zip_bomb.vae", "stages50.vae", "latent1e12.vae", "huge_image.vae"])
+@pytest.mark.parametrize("name", ["zip_bomb.vae", "stages50.vae", "latent1e12.vae", "huge_image.vae", "tensor_2e40.vae",
+                                  "header_past_end.vae", "members1e6.vae"])
 def test_hostile_model_files_are_refused_within_bounded_memory(bad_models, name):
     path = next(p for p in bad_models if p.endswith(name))
     code, peak_mb, output = _peak_mb(["-m", "vaedetect", "info", path])
