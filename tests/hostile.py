@@ -97,6 +97,43 @@ def build_image_corpus(root) -> dict[str, str]:
     return {str(root / name): reason for name, reason in bad.items()}
 
 
+# ------------------------------------------------------------------ outputs
+
+
+SPECIAL_OUTPUTS = ("fifo", "socket", "device", "link")
+
+
+def make_special(kind: str, path) -> bool:
+    """Put a ``kind`` of entry that is not a regular file at ``path`` (a named pipe, a Unix socket, a character
+    device like /dev/null, or a link to a file beside it); False where this process cannot (devices: root only)."""
+    import socket
+
+    path = Path(path)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))  # the entry stays when the socket is closed
+        server.close()
+    elif kind == "device":
+        if os.geteuid() != 0:
+            return False
+        os.mknod(path, 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))  # as /dev/null
+    else:
+        (path.parent / f"{path.name}.target").write_bytes(b"keep me")
+        os.symlink(path.parent / f"{path.name}.target", path)
+    return True
+
+
+def entry_kind(path) -> str:
+    """What ``path`` is now, to check that nothing replaced it."""
+    import stat
+
+    mode = os.lstat(path).st_mode
+    return next(name for test, name in ((stat.S_ISLNK, "link"), (stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"),
+                                        (stat.S_ISCHR, "device"), (stat.S_ISREG, "file")) if test(mode))
+
+
 # ------------------------------------------------------------------ model files
 
 

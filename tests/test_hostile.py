@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 import vaedetect
 from tests.conftest import TINY, write_squares
-from tests.hostile import build_image_corpus, build_model_corpus, write_png_bomb
+from tests.hostile import SPECIAL_OUTPUTS, build_image_corpus, build_model_corpus, entry_kind, make_special, write_png_bomb
 from vaedetect import VAEDetector
 from vaedetect.cli import main
 from vaedetect.images import discover_images, load_image
@@ -219,6 +219,64 @@ def test_outputs_are_refused_before_any_work(model, tmp_path, monkeypatch, args,
     assert result.exit_code == 2
     assert message in _one_line_error(result)
     assert (model / "new" / "img_000.png").read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", SPECIAL_OUTPUTS)
+@pytest.mark.parametrize("args, name", [
+    (["fit", "{new}", "-o", "{out}"], "m.vae"),
+    (["calibrate", "{m}", "{new}", "-o", "{out}"], "c.vae"),
+    (["score", "{m}", "{new}", "-o", "{out}"], "s.csv"),
+    (["score", "{m}", "{new}", "--report", "{out}"], "r.html"),
+    (["generate", "{m}", "-o", "{out}"], "g.png"),
+    (["interpolate", "{m}", "{new}/img_000.png", "{new}/img_001.png", "-o", "{out}"], "i.png"),
+    (["pca", "{m}", "{new}", "-o", "{out}"], "p.png"),
+])
+def test_an_output_that_is_not_a_regular_file_is_never_replaced(model, tmp_path, monkeypatch, kind, args, name):
+    """`-o /dev/null` as root, a FIFO, a socket or a link: refused before any work, and left as it was."""
+    _never_score(monkeypatch)
+    out = tmp_path / name
+    if not make_special(kind, out):
+        pytest.skip(f"making a {kind} needs root")
+    names = dict(m=model / "model.vae", new=model / "new", out=out)
+    result = _cli(*[a.format(**names) for a in args])
+    assert result.exit_code == 2, result.output
+    assert ("symbolic link" if kind == "link" else "not a regular file") in _one_line_error(result)
+    assert entry_kind(out) == kind
+    if kind == "link":
+        assert (tmp_path / f"{name}.target").read_bytes() == b"keep me"
+
+
+def test_a_stale_link_among_the_maps_is_refused_before_scoring(model, tmp_path, monkeypatch):
+    from vaedetect._files import map_name
+
+    _never_score(monkeypatch)
+    (tmp_path / "maps").mkdir()
+    make_special("link", tmp_path / "maps" / map_name(str(model / "new" / "img_000.png")))
+    result = _cli("score", model / "model.vae", model / "new", "--maps", tmp_path / "maps")
+    assert result.exit_code == 2 and "not a regular file" in _one_line_error(result)
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stopped_run_leaves_no_temporary_file_and_exits_with_the_signals_code(model, tmp_path, signal_name, code):
+    """Ctrl-C is 130 and SIGTERM 143, never 1 (outliers found); the output being written is removed."""
+    import signal
+
+    script = ("import sys, time, vaedetect.schema as schema, vaedetect.cli as cli\n"
+              "def slow(table, path, table_format=None):\n"
+              "    from vaedetect._files import write_atomically\n"
+              "    def write(tmp):\n"
+              "        open(tmp, 'w').write('partial'); print('writing', flush=True); time.sleep(60)\n"
+              "    write_atomically(path, write)\n"
+              "schema.write = slow\n"
+              "sys.exit(cli.main())\n")
+    process = subprocess.Popen([sys.executable, "-c", script, "score", str(model / "model.vae"), str(model / "new"), "-o",
+                                str(tmp_path / "s.csv"), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline().strip() == "writing"
+    process.send_signal(getattr(signal, signal_name))
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == code, errors
+    assert list(tmp_path.iterdir()) == [] and "Traceback" not in errors
 
 
 def test_a_report_hard_linked_to_the_model_is_refused(model, tmp_path):

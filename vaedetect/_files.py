@@ -92,14 +92,22 @@ def check_output_file(path, *, what: str, suffixes=None, protected=()) -> Path:
     Raises
     ------
     ValueError
-        Naming ``what``, the path and the problem.
+        Naming ``what``, the path and the problem: an unknown extension, a folder, a symbolic link, an
+        existing entry that is not a regular file (a device, a pipe, a socket), a folder that is missing or
+        not writable, or one of ``protected``.
     """
     path = Path(path)
     if suffixes is not None and path.suffix.lower() not in suffixes:
         raise ValueError(f"{what} {printable(path)!r}: unknown extension {printable(path.suffix)!r}; "
                          f"use {', '.join(suffixes)}.")
+    if path.is_symlink():  # writing replaces the link itself, not what it points to
+        raise ValueError(f"{what} {printable(path)!r} is a symbolic link (to {printable(os.readlink(path))!r}); "
+                         "writing would replace the link: give its target, or another name.")
     if path.is_dir():
         raise ValueError(f"{what} {printable(path)!r} is a folder; give a file name.")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{what} {printable(path)!r} exists and is not a regular file (a device, a pipe or a "
+                         "socket), which vaedetect never replaces; write elsewhere.")
     check_output_folder(path.parent, what=what, create=False)
     clash = same_file(path, protected)
     if clash is not None:
@@ -126,6 +134,11 @@ def check_output_folder(folder, *, what: str, create: bool = True) -> Path:
     return folder
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by the command line's handler so that outputs in progress are removed
+    as on Ctrl-C."""
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -136,7 +149,8 @@ def write_atomically(path, write) -> None:
     """Call ``write(temporary_path)`` beside ``path``, then rename the result onto ``path``.
 
     The file ends up with the permissions a plain ``open`` would give it (``mkstemp`` makes
-    temporary files readable by their owner only).
+    temporary files readable by their owner only). Whatever stops the writing (an error, Ctrl-C, and
+    SIGTERM under the command line, which raises :class:`Terminated`) removes the temporary file.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")

@@ -24,7 +24,7 @@ import click
 
 from . import __version__, settings
 from . import schema
-from ._files import check_output_file, check_output_folder, map_name, printable, same_file
+from ._files import Terminated, check_output_file, check_output_folder, map_name, printable, same_file, write_atomically
 from .registry import ScoreMethodChoices
 
 # VAEDetector parameters exposed by `vaedetect fit`: (option, parameter, click type, the estimator's
@@ -141,10 +141,16 @@ def _estimator_params(params: dict) -> dict:
 
 
 EXIT_OUTLIERS, EXIT_USAGE, EXIT_UNSCORED, EXIT_INTERNAL, EXIT_BROKEN_PIPE = 1, 2, 3, 4, 141
+# the shell's codes of a process stopped by SIGINT (Ctrl-C) and SIGTERM
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 _REPORT_SUFFIXES = (".html", ".htm")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # generate and interpolate draw one mosaic, held whole in memory: bounded here, not by the caller's luck
 _MAX_MOSAIC_IMAGES = 1024
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -157,14 +163,22 @@ class _Group(click.Group):
     cron log and a crash is never read as ``--fail-on-outlier``'s code 1."""
 
     def invoke(self, ctx):
+        import signal
         import warnings
 
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt:  # outputs in progress are gone; never exit 1, the code of outliers found
+            click.echo("vaedetect: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Terminated:
+            click.echo("vaedetect: terminated", err=True)
+            ctx.exit(EXIT_TERMINATED)
         except BrokenPipeError:
             # the reader went away (`| head`); the shell's code for SIGPIPE, never a silent 0
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -591,10 +605,14 @@ def _check_score_outputs(found, model, output, maps_dir, report_path) -> None:
     if maps_dir is not None:
         folder = _usage(check_output_folder, maps_dir, what="--maps")
         for path in found.files:
-            clash = same_file(folder / map_name(path), protected)
+            target = folder / map_name(path)
+            clash = same_file(target, protected)
             if clash is not None:
                 raise Refused(f"--maps {printable(maps_dir)!r}: the map of {printable(path)!r} would overwrite "
                               f"{printable(clash)!r}, an input of this command; write maps elsewhere.")
+            if target.is_symlink() or target.exists() and not target.is_file():
+                raise Refused(f"--maps {printable(maps_dir)!r}: the map of {printable(path)!r} would replace "
+                              f"{printable(target)!r}, which is not a regular file; write maps elsewhere.")
 
 
 def _shard(value):
@@ -649,7 +667,8 @@ def _save_mosaic(images, path: Path, ncols=None, min_tile=64) -> None:
     canvas = np.rint(mosaic(images, ncols=ncols) * 255).astype(np.uint8)
     side = np.asarray(images).shape[1 if np.asarray(images).ndim == 3 else 2]
     factor = max(1, -(-min_tile // side))
-    Image.fromarray(canvas.repeat(factor, axis=0).repeat(factor, axis=1)).save(path)
+    picture = Image.fromarray(canvas.repeat(factor, axis=0).repeat(factor, axis=1))
+    write_atomically(path, lambda tmp: picture.save(tmp, format=Image.registered_extensions()[path.suffix.lower()]))
 
 
 def _load_image_model(path, command, *, decodes=True):
@@ -744,7 +763,8 @@ def pca(model, folders, output, workers, follow_links):
     _, coordinates = _usage(detector.latent_pca, X, n_components=2)
     ax = latent_scatter(coordinates, labels=[Path(p).parent.name for p in used])
     ax.set_title(f"latent PCA of {len(X)} images")
-    ax.figure.savefig(output, dpi=120, bbox_inches="tight")
+    write_atomically(output, lambda tmp: ax.figure.savefig(tmp, dpi=120, bbox_inches="tight",
+                                                           format=output.suffix.lstrip(".").lower()))
     click.echo(f"Wrote the latent PCA of {len(X)} images to {printable(output)}")
 
 

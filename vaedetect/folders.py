@@ -15,7 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import schema
-from ._files import map_name
+from ._files import map_name, write_atomically
 from .data import InputLayout, images_from_unit_range, images_to_unit_range
 from .images import Discovery, discover_images, load_images, stream_images
 from .inference import InferenceMixin
@@ -30,7 +30,8 @@ def write_overlays(folder, paths, images, heat_maps, scale) -> dict[str, str]:
     written = {}
     for path, image, heat in zip(paths, images, heat_maps):
         target = folder / map_name(path)
-        Image.fromarray(heatmap_overlay(image, heat, scale=scale, colour_bar=True)).save(target)
+        overlay = Image.fromarray(heatmap_overlay(image, heat, scale=scale, colour_bar=True))
+        write_atomically(target, lambda tmp: overlay.save(tmp, format="PNG"))  # never through a link placed there
         written[path] = str(target)
     return written
 
