@@ -16,14 +16,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 import vaedetect
-from tests.conftest import TINY, write_squares
+from tests.conftest import TINY, needs_lite0, write_squares
 from tests.hostile import SPECIAL_OUTPUTS, build_image_corpus, build_model_corpus, entry_kind, make_special, write_png_bomb
 from vaedetect import VAEDetector
 from vaedetect.cli import main
 from vaedetect.images import discover_images, load_image
 
+DATA = Path(__file__).parent / "data"
 FIT_ARGS = ["--image-size", "8", "--channels", "1", "--latent-dim", "2", "--base-channels", "4", "--n-stages", "2",
             "--epochs", "2", "--n-samples", "2", "--mixed-precision", "off", "--seed", "0", "--quiet"]
 # A child process that imports torch and builds a tiny model peaks near 0.8-1.0 GB here (torch's
@@ -463,3 +465,71 @@ def test_the_hostile_corpus_through_every_command(tmp_path):
     scored = table[table["error"] == ""]
     assert len(scored) == 30 and scored["is_outlier"].all() and (scored["map"] != "").all()
     assert all(Path(m).is_file() for m in scored["map"])
+
+
+# ------------------------------------------------------------------ tables, backbone and combined model files
+
+
+@pytest.fixture(scope="module")
+def table_model(tmp_path_factory):
+    """A tiny model fitted by the CLI on a table of 200 rows and 4 columns, and 10 rows to score."""
+    root = tmp_path_factory.mktemp("table")
+    rng = np.random.RandomState(0)
+    pd.DataFrame(rng.normal(size=(200, 4)), columns=list("abcd")).to_csv(root / "train.csv", index=False)
+    pd.DataFrame(rng.normal(size=(10, 4)), columns=list("abcd")).to_csv(root / "new.csv", index=False)
+    result = _cli("fit", root / "train.csv", "-o", root / "model.vae", "--latent-dim", "2", "--epochs", "2",
+                  "--n-estimators", "2", "--seed", "0", "--quiet")
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.mark.parametrize("table", ["empty.parquet", "header_only.csv"])
+def test_a_table_without_rows_fails_the_gate_like_an_empty_folder(table_model, tmp_path, table):
+    frame = pd.DataFrame({name: pd.Series(dtype=float) for name in "abcd"})
+    if table.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+        frame.to_parquet(tmp_path / table)
+    else:
+        frame.to_csv(tmp_path / table, index=False)
+    result = _cli("score", table_model / "model.vae", tmp_path / table, "--fail-on-outlier")
+    assert result.exit_code == 2
+    assert "hold no rows to score" in _one_line_error(result)
+
+
+def test_a_forged_threshold_drawn_by_a_rate_is_drawn_again_and_the_gate_holds(model, tmp_path):
+    from tests.hostile import rewrite
+
+    rewrite(model / "model.vae", tmp_path / "forged.vae",
+            edit_header=lambda header: header["fitted"]["calibration"].update(offset=-1e300))
+    forged, good = vaedetect.load(tmp_path / "forged.vae"), vaedetect.load(model / "model.vae")
+    assert forged.offset_ == good.offset_  # the contamination quantile of its calibration scores, again
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, size=(8, 8), dtype=np.uint8)).save(noise / "n.png")
+    result = _cli("score", tmp_path / "forged.vae", noise, "--fail-on-outlier")
+    assert result.exit_code == 1, result.output
+
+
+def test_a_threshold_set_by_hand_says_so_in_info_and_every_score_run(model, tmp_path):
+    from tests.hostile import rewrite
+
+    rewrite(model / "model.vae", tmp_path / "hand.vae", edit_header=lambda header: header["fitted"]["calibration"]
+            .update(offset=-1e300, rule={"threshold": -1e300}))
+    assert "set by hand" in _cli("info", tmp_path / "hand.vae").output
+    scored = _cli("score", tmp_path / "hand.vae", model / "new", "--fail-on-outlier")
+    assert scored.exit_code == 0 and "(threshold -1e+300: set by hand)" in scored.output
+
+
+@needs_lite0
+@pytest.mark.parametrize("name", ["features", "combined"])
+def test_a_forged_threshold_in_a_backbone_or_combined_file_is_drawn_again(tmp_path, name):
+    from tests.hostile import rewrite
+
+    good = vaedetect.load(DATA / f"{name}_format2.vae")
+    good.save(tmp_path / "good.vae")
+    rewrite(tmp_path / "good.vae", tmp_path / "forged.vae",
+            edit_header=lambda header: header["fitted"]["calibration"].update(offset=-1e300))
+    forged = vaedetect.load(tmp_path / "forged.vae")
+    assert forged.offset_ == good.offset_ > -1e300
+    noise = np.random.RandomState(0).randint(0, 256, size=(4, 12, 12, 3)).astype(np.uint8)
+    assert (forged.predict(noise) == good.predict(noise)).all()

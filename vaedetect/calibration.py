@@ -131,6 +131,18 @@ class Calibration:
     def __len__(self) -> int:
         return len(self.scores)
 
+    @classmethod
+    def restore(cls, scores, *, score_method: str, source: str, rule: dict, offset: float) -> Calibration:
+        """The calibration a model file records. A threshold drawn from the scores (by contamination or false-
+        positive rate) is drawn again, so that a recorded offset that does not belong to them cannot make a gate
+        pass; one set by hand or from labels is the recorded one, as ``rule`` says."""
+        (name, _), = rule.items()
+        if name not in ("contamination", "fpr"):
+            return cls(scores, score_method, source, rule, offset)
+        with warnings.catch_warnings():  # an unreachable rate was said when it was set
+            warnings.simplefilter("ignore", UserWarning)
+            return cls(scores, score_method, source, rule)
+
     @property
     def smallest_rate(self) -> float:
         """The smallest reachable false-positive rate (and p-value), ``1 / (n + 1)``."""

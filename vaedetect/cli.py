@@ -499,6 +499,8 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         from .tables import score_table_file
 
         table = _concat([_usage(score_table_file, detector, path, id_column=id_column) for path in paths])
+        if not len(table):  # a gate over empty tables must not pass, as over an empty folder
+            raise Refused(f"{printable(', '.join(map(str, paths)))} hold no rows to score.")
     elif dask_scheduler or dask_workers:
         table = _score_on_dask(model, found, overrides, maps_dir, dask_scheduler, dask_workers)
     else:
@@ -554,8 +556,9 @@ def _verdict(table, detector, fail_on_outlier, ignore_errors) -> int:
     """Print the summary line; the exit code: 1 for outliers, 3 for unscored entries under the gate."""
     n_outliers, n_errors = int(table["is_outlier"].sum()), int((table["error"] != "").sum())
     unit = "rows" if "row" in table.columns else "files"
+    calibration = detector.calibration_
     click.echo(f"{len(table)} {unit}: {n_outliers} outliers, {n_errors} could not be scored "
-               f"(threshold {detector.offset_:.6g})", err=True)
+               f"(threshold {calibration.offset:.6g}: {calibration.describe_rule()})", err=True)
     if fail_on_outlier and n_outliers:
         return EXIT_OUTLIERS
     if fail_on_outlier and n_errors and not ignore_errors:

@@ -369,7 +369,7 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         detector = cls(**params, pixel=clone(models["pixel"]), features=clone(models["features"]))
         detector.pixel_, detector.features_ = models["pixel"], models["features"]
         detector.modality_ = CombinedModality(detector.pixel_.modality_, detector.features_.modality_)
-        detector.calibration_ = Calibration(scores=calibration_scores, **fitted["calibration"])
+        detector.calibration_ = Calibration.restore(calibration_scores, **fitted["calibration"])
         detector.reference_scores_ = reference_scores
         detector.training_summary_ = fitted["training_summary"]
         return detector

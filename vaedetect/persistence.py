@@ -279,7 +279,7 @@ def _state(fitted: dict, tensors: dict, device) -> FittedState:
                     "threshold and labels")
     return FittedState(
         modality=modality, settings=settings, network=network, weights=weights, reference=reference,
-        calibration=Calibration(scores=scores, **fitted["calibration"]), noise_seed=fitted["noise_seed"],
+        calibration=Calibration.restore(scores, **fitted["calibration"]), noise_seed=fitted["noise_seed"],
         n_features_in=fitted["n_features_in"], feature_names_in=names, history=fitted["history"],
         training_summary=fitted["training_summary"], map_baseline=None if baseline is None else baseline.numpy(),
         map_scale=fitted["map_scale"])

@@ -197,7 +197,7 @@ def render_report(detector, table, *, model_path=None, inputs=(), threshold_note
         ("model", model_path or "(in memory)"),
         ("scored", ", ".join(str(p) for p in inputs) or "(unspecified)"),
         ("score method", f"{_score_method(detector)} (higher = more normal), of {detector.modality_.describe()}"),
-        ("threshold", f"{detector.offset_:.6g} {threshold_note}".strip()),
+        ("threshold", f"{detector.offset_:.6g} ({detector.calibration_.describe_rule()}) {threshold_note}".strip()),
         ("calibration", detector.calibration_.describe()),
         ("files", f"{len(table)} found, {len(scored)} scored, {len(errors)} could not be read"),
         ("outliers", f"{n_outliers} ({n_outliers / max(len(scored), 1):.2%} of scored)"),

@@ -46,8 +46,9 @@ def split_features(frame, path, id_column=None):
     features = frame.drop(columns=[id_column]) if id_column is not None else frame
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
+    # a file of a header alone has columns of no type yet: it holds no rows, which the callers say
     text = [str(name) for name in features.columns
-            if not is_numeric_dtype(features[name]) or is_bool_dtype(features[name])]
+            if len(features) and (not is_numeric_dtype(features[name]) or is_bool_dtype(features[name]))]
     if text:
         raise ValueError(f"{str(path)!r}: column(s) {text} are not numeric; name an identifier with --id-column "
                          "and convert or drop the others.")
