@@ -288,7 +288,7 @@ def build_model_corpus(root, model) -> dict[str, str]:
             return (os.system, ("echo pwned > /dev/null",))
 
     torch.save({"header": RunsCode()}, root / "pickle.vae")
-    expected[str(root / "pickle.vae")] = "not a readable vaedetect model"
+    expected[str(root / "pickle.vae")] = "refused without running them"
     return expected
 
 

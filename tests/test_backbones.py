@@ -101,7 +101,7 @@ def test_a_torchvision_backbone_offline_names_the_file_to_place(tmp_path, monkey
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(OSError) as raised:
+    with pytest.raises(ValueError) as raised:
         load_backbone("resnet18")
     message = str(raised.value)
     assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
@@ -135,7 +135,7 @@ def test_without_the_extra_lite0_says_what_to_install(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", without_extra)
-    with pytest.raises(ImportError, match=re.escape('pip install "vaedetect[pretrained]"')):
+    with pytest.raises(ValueError, match=re.escape('pip install "vaedetect[pretrained]"')):
         load_backbone("efficientnet_lite0")
 
 

@@ -533,3 +533,104 @@ def test_a_forged_threshold_in_a_backbone_or_combined_file_is_drawn_again(tmp_pa
     assert forged.offset_ == good.offset_ > -1e300
     noise = np.random.RandomState(0).randint(0, 256, size=(4, 12, 12, 3)).astype(np.uint8)
     assert (forged.predict(noise) == good.predict(noise)).all()
+
+
+def _extractor(**fields):
+    return lambda header: header["fitted"]["modality"]["extractor"].update(fields)
+
+
+def _weights_at(path, content: bytes):
+    """Put ``content`` at ``path`` and record it as the weights, its SHA-256 too, as a forger would."""
+    import hashlib
+
+    Path(path).write_bytes(content)
+
+    def edit(header):
+        header["fitted"]["modality"]["extractor"]["weights_path"] = str(path)
+        header["fitted"]["modality"]["identity"]["sha256"] = hashlib.sha256(content).hexdigest()
+    return edit
+
+
+@needs_lite0
+@pytest.mark.parametrize("forge, message", [
+    (_extractor(stages=["nope"]), "has no stage 'nope'"),
+    (_extractor(stages=["head"]), "its backbone gives 1280 features, but the model was fitted on 16"),
+    (_extractor(image_size=4096), "range [16, 1024]. Got 4096"),
+    (lambda h: (h["fitted"]["modality"]["extractor"].update(backbone="vit_h_14"),
+                h["fitted"]["modality"]["identity"].update(name="vit_h_14")) and None, "more than the 100,000,000"),
+    (_extractor(backbone="resnet18"), "records backbone 'efficientnet_lite0' as fitted and 'resnet18'"),
+    (lambda h: h["fitted"]["modality"]["identity"].update(sha256=None), "sha256'] must be 64 hexadecimal digits"),
+    (lambda h: h["fitted"]["modality"]["identity"].update(sha256="0" * 64), "the weights found here differ"),
+    (lambda h: (h["fitted"]["modality"]["images_layout"].update(shape=[3, 32, 48]),  # arrays of 32x48: files?
+                h["fitted"].update(n_features_in=3 * 32 * 48)) and None, "read square"),
+    ("random_weights", "not readable"),
+    ("weights_in_a_pipe", "not a regular file"),
+])
+def test_a_forged_backbone_is_refused_before_it_is_built_with_exit_two(tmp_path, forge, message):
+    """Every field of a backbone model file is checked, and what loads is what the model was fitted with."""
+    from tests.hostile import rewrite
+
+    vaedetect.load(DATA / "features_format2.vae").save(tmp_path / "good.vae")
+    if forge == "random_weights":
+        forge = _weights_at(tmp_path / "w.pth", np.random.RandomState(0).bytes(4096))
+    elif forge == "weights_in_a_pipe":
+        os.mkfifo(tmp_path / "pipe.pth")
+        forge = lambda h: h["fitted"]["modality"]["extractor"].update(weights_path=str(tmp_path / "pipe.pth"))  # noqa: E731
+    rewrite(tmp_path / "good.vae", tmp_path / "forged.vae", edit_header=forge)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(photos / "black.png")
+    commands = [["info", tmp_path / "forged.vae"], ["score", tmp_path / "forged.vae", photos, "--fail-on-outlier"]]
+    for command in commands[1:] if message == "read square" else commands:  # arrays may be 32x48, files not
+        result = _cli(*command)
+        assert result.exit_code == 2, result.output
+        assert message in _one_line_error(result), command
+
+
+def test_fit_with_a_backbone_it_cannot_load_stops_before_any_training(model, tmp_path, monkeypatch):
+    """`fit --combined` loads its backbone before either model trains: a missing or bad one costs no training."""
+    import vaedetect.estimator
+
+    def never(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(vaedetect.estimator, "train", never)
+    (tmp_path / "random.pth").write_bytes(np.random.RandomState(0).bytes(4096))
+    runs = {"--combined --backbone nope": ["--combined", "--backbone", "nope"],
+            "--backbone with bad weights": ["--backbone", "resnet18", "--weights-path", tmp_path / "random.pth"],
+            "--combined with bad weights": ["--combined", "--weights-path", tmp_path / "random.pth"]}
+    for run, options in runs.items():
+        result = _cli("fit", model / "train", "-o", tmp_path / "m.vae", *options, "--quiet")
+        assert result.exit_code == 2, (run, result.output)
+        assert "Unknown backbone 'nope'" in result.output or "not readable" in result.output, run
+        assert not (tmp_path / "m.vae").exists()
+
+
+def test_weights_without_a_backbone_are_a_usage_error(model, tmp_path):
+    (tmp_path / "w.pth").write_bytes(b"x")
+    result = _cli("fit", model / "train", "-o", tmp_path / "m.vae", "--weights-path", tmp_path / "w.pth")
+    assert result.exit_code == 2 and "--weights-path gives the weights of --backbone" in _one_line_error(result)
+
+
+def test_a_model_that_cannot_be_written_is_one_line_and_exit_two(model, tmp_path, monkeypatch):
+    """Disk full while saving: one line, exit 2, and nothing half-written left."""
+    import errno
+
+    import safetensors.torch
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.setattr("vaedetect.persistence.save_file", full)
+    result = _cli("calibrate", model / "model.vae", model / "new", "-o", tmp_path / "c.vae")
+    assert result.exit_code == 2 and "No space left on device" in _one_line_error(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_input_of_the_wrong_kind_is_a_usage_error_both_ways(model, table_model):
+    images_given_to_a_table = _cli("score", table_model / "model.vae", model / "new", "--fail-on-outlier")
+    table_given_to_images = _cli("score", model / "model.vae", table_model / "new.csv", "--fail-on-outlier")
+    assert images_given_to_a_table.exit_code == table_given_to_images.exit_code == 2
+    assert "fitted on a table" in _one_line_error(images_given_to_a_table)
+    assert "fitted on images" in _one_line_error(table_given_to_images)

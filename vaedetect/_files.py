@@ -134,6 +134,48 @@ def check_output_folder(folder, *, what: str, create: bool = True) -> Path:
     return folder
 
 
+# A torch.save archive holds a record per tensor: far fewer than this.
+_MAX_RECORDS = 10_000
+
+
+def load_torch_file(path, what: str):
+    """``torch.load(path, weights_only=True)`` of a file handed to vaedetect (a model file of format 2, backbone
+    weights), refused with a ValueError naming ``what`` and the file unless it is a regular file that torch reads
+    without running code: a ``torch.save`` archive whose records are stored uncompressed and fit in the file (so
+    that reading it takes no more memory than its size), or a file of torch's older format, which compresses
+    nothing (EfficientNet-Lite0's weights come so)."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():  # a pipe would block the reader, a device never end
+        raise ValueError(f"{what} {printable(path)!r} is not a regular file.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        records = []  # torch's older format, or not a torch file at all, which torch.load refuses
+    if len(records) > _MAX_RECORDS:
+        raise ValueError(f"{what} {printable(path)!r} is not a torch.save archive: it holds {len(records)} records.")
+    compressed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise ValueError(f"{what} {printable(path)!r}: record {compressed[0]!r} is compressed, which torch.save never "
+                         "does (refused as a possible decompression bomb).")
+    claimed, size = sum(r.file_size for r in records), path.stat().st_size
+    if claimed > size:
+        raise ValueError(f"{what} {printable(path)!r}: its records claim {claimed} bytes in a file of {size}.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{what} {printable(path)!r} is not readable: it holds Python objects other than tensors, "
+                         "numbers and strings, refused without running them.") from None
+    except Exception as error:  # truncated zip, random bytes...
+        raise ValueError(f"{what} {printable(path)!r} is not readable (truncated, or of another format): "
+                         f"{' '.join(str(error).split())}") from None
+
+
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread by the command line's handler so that outputs in progress are removed
     as on Ctrl-C."""

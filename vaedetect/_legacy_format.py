@@ -3,24 +3,21 @@
 they go through the same checks and the same construction as a file written today. Saving a loaded model
 writes format 3: ``vaedetect calibrate``, or ``vaedetect.load(old).save(new)``, converts a file.
 
-Before ``torch.load``, the archive's records must be stored uncompressed and fit in the file (``torch.save``
-never compresses), so reading it takes no more memory than the file's size.
+The archive is read by :func:`vaedetect._files.load_torch_file`: its records must be stored uncompressed and fit
+in the file (``torch.save`` never compresses), so reading it takes no more memory than the file's size.
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from ._files import load_torch_file
 from ._model_header import parse_header
 from .modality import network_fields
 from .settings import resolve, resolve_contamination
 
-_MAX_RECORDS = 10_000
 # Parameters newer than some format-2 files, which take their "auto" default there.
 _NEWER_PARAMS = {"n_estimators": "auto", "learning_rate": "auto", "trim_fraction": "auto", "scaling": "auto",
                  "mixed_precision": "auto"}
@@ -30,7 +27,7 @@ _REFERENCE_TENSORS = ("latent_location", "latent_precision", "bits_location", "b
 
 def read_format2(path: Path) -> tuple[dict, dict]:
     """``(header, tensors)`` of a format-2 file in the form of format 3 (the header not yet checked)."""
-    payload = _load_archive(path)
+    payload = load_torch_file(path, "model file")
     if not isinstance(payload, dict) or not isinstance(payload.get("header"), str):
         raise ValueError(f"{str(path)!r} is a torch file but not a vaedetect model (no vaedetect header).")
     header = parse_header(payload["header"], path)
@@ -47,34 +44,6 @@ def read_format2(path: Path) -> tuple[dict, dict]:
         raise ValueError(f"{str(path)!r} has an invalid vaedetect header (format 2): {type(error).__name__}: "
                          f"{' '.join(str(error).split())}") from None
     return {**versions, "detector": "VAEDetector", **model}, tensors
-
-
-def _load_archive(path: Path):
-    size = path.stat().st_size
-    try:
-        with zipfile.ZipFile(path) as archive:
-            records = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{str(path)!r} is not a readable vaedetect model file (not a torch.save archive: "
-                         f"{error}).") from None
-    if len(records) > _MAX_RECORDS:
-        raise ValueError(f"{str(path)!r} is not a vaedetect model file: it holds {len(records)} records.")
-    compressed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
-    if compressed:
-        raise ValueError(f"{str(path)!r} is not a vaedetect model file: record {compressed[0]!r} is compressed, "
-                         "which torch.save never does (refused as a possible decompression bomb).")
-    claimed = sum(r.file_size for r in records)
-    if claimed > size:
-        raise ValueError(f"{str(path)!r} is not a vaedetect model file: its records claim {claimed} bytes "
-                         f"in a file of {size}.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"{str(path)!r} is not a readable vaedetect model file: it holds Python objects other "
-                         "than tensors, numbers and strings, refused without running them.") from None
-    except Exception as error:  # truncated zip, random bytes...
-        raise ValueError(f"{str(path)!r} is not a readable vaedetect model file (truncated, or of another format): "
-                         f"{' '.join(str(error).split())}") from None
 
 
 def _calibration(fitted: dict, scores, score_method: str, contamination) -> dict:

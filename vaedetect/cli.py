@@ -219,6 +219,17 @@ def _usage(function, *args, **kwargs):
         raise Refused(printable(" ".join(str(error).split()))) from None  # one line
 
 
+def _writing(function, path, *args, **options):
+    """Write ``path`` with ``function(path, *args, **options)``; a file system that refuses it (disk full,
+    permissions changed since the check) is one line and exit code 2, the output left as it was."""
+    try:
+        return function(path, *args, **options)
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise
+        raise Refused(f"cannot write {printable(path)!r}: {printable(error.strerror or error)}.") from None
+
+
 def _load_model(path):
     from .persistence import model_kind
 
@@ -288,10 +299,13 @@ def main():
 @click.option("--combined", is_flag=True,
               help="Train the pixel model and a model of --backbone's features (default efficientnet_lite0), and flag "
                    "images either finds foreign, with one calibrated threshold.")
+@click.option("--weights-path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A local weights file for --backbone (a state dict saved by torch.save), instead of the packaged or "
+                   "downloaded one.")
 @_follow_links_option
 @_id_column_option
 @_fit_options
-def fit(folders, output, workers, quiet, preset, nproc, combined, follow_links, id_column, **params):
+def fit(folders, output, workers, quiet, preset, nproc, combined, weights_path, follow_links, id_column, **params):
     """Train a detector on the images in FOLDERS (searched recursively) and save it.
 
     A single .csv or .parquet file instead trains on the rows of that table (its numeric columns).
@@ -307,6 +321,12 @@ def fit(folders, output, workers, quiet, preset, nproc, combined, follow_links, 
         raise Refused("--nproc trains the pixel model; with --backbone the VAE on the features trains in one process.")
     if combined and tabular:
         raise Refused("--combined is for images; a table trains one model.")
+    if weights_path is not None:
+        if not (params.get("backbone") or combined):
+            raise Refused("--weights-path gives the weights of --backbone (or of --combined's feature model); give one.")
+        from .backbones import FeatureExtractor
+
+        params["backbone"] = FeatureExtractor(params.get("backbone") or "efficientnet_lite0", weights_path=weights_path)
     if nproc > 1 and not launched_by_torchrun():
         raise SystemExit(_run_under_torchrun(nproc, folders, output, workers, quiet, preset, follow_links, params))
     from .estimator import VAEDetector
@@ -320,7 +340,7 @@ def fit(folders, output, workers, quiet, preset, nproc, combined, follow_links, 
 
         rows = _usage(read_features, folders[0], id_column)
         _usage(detector.fit, rows)
-        detector.save(output)
+        _writing(detector.save, output)
         click.echo(f"Trained on {len(rows)} rows of {rows.shape[1]} features; model written to {printable(output)}")
         click.echo(_splits(detector))
         return
@@ -360,7 +380,7 @@ def _check_model_output(output, protected) -> None:
 
 def _report_fit(detector, output):
     _echo_skipped(detector.skipped_files_)
-    detector.save(output)
+    _writing(detector.save, output)
     summary = detector.training_summary_
     click.echo(f"Trained on {summary['n_samples']} images ({summary['n_files_skipped']} skipped); "
                f"model written to {printable(output)}")
@@ -487,7 +507,10 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     if overrides:
         _usage(detector.set_threshold, **overrides)
     takes_images = detector.modality_.images
-    if not takes_images:
+    if takes_images:
+        _usage(detector.modality_.file_geometry)
+        _check_image_run(paths)
+    else:
         _check_tabular_run(paths, maps_dir, report_path, shard, dask_scheduler or dask_workers)
     if maps_dir is not None and not detector.modality_.pixels:
         raise Refused(f"--maps needs a pixel model; {printable(model)} models {printable(detector.modality_.describe())}, "
@@ -512,8 +535,8 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         from .report import write_report
 
         note = ", ".join(f"--{name} {value}" for name, value in overrides.items()) or "(the model's own)"
-        write_report(report_path, detector, table, model_path=str(model), inputs=[str(p) for p in paths],
-                     threshold_note=note, top=report_top)
+        _writing(write_report, report_path, detector, table, model_path=str(model), inputs=[str(p) for p in paths],
+                 threshold_note=note, top=report_top)
         click.echo(f"Wrote the report to {printable(report_path)}", err=True)
     raise SystemExit(_verdict(table, detector, fail_on_outlier, ignore_errors))
 
@@ -543,7 +566,7 @@ def _emit_table(table, output, table_format, top) -> None:
         text = schema.write(table, None, table_format)
         click.echo(text, nl=not text.endswith("\n"))
     else:
-        _usage(schema.write, table, output)
+        _writing(lambda path: _usage(schema.write, table, path), output)
         click.echo(f"Wrote {len(table)} rows to {printable(output)}", err=True)
     if top:  # on stderr when stdout carries the table
         ranked = shown.dropna(subset=["score"]).nsmallest(top, "score")
@@ -583,6 +606,15 @@ def _concat(tables):
     import pandas as pd
 
     return pd.concat(tables, ignore_index=True)
+
+
+def _check_image_run(paths) -> None:
+    """A model of images scores image files: a table given to it is a usage error, as images given to a table's."""
+    from .tables import is_table_file
+
+    tables = [str(path) for path in paths if is_table_file(path) and not Path(path).is_dir()]
+    if tables:
+        raise Refused(f"the model was fitted on images: give folders or image files, not {printable(tables[0])!r}.")
 
 
 def _check_tabular_run(paths, maps_dir, report_path, shard, on_dask) -> None:
@@ -800,7 +832,7 @@ def calibrate(model, paths, output, workers, follow_links, id_column):
         from .tables import read_features
 
         _usage(detector.calibrate, _concat([_usage(read_features, path, id_column) for path in paths]))
-    detector.save(output)
+    _writing(detector.save, output)
     click.echo(f"Calibrated on {detector.calibration_.describe()}; model written to {printable(output)}")
 
 

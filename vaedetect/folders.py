@@ -88,7 +88,7 @@ class FolderMixin(InferenceMixin):
         if maps_dir is not None and not hasattr(self, "anomaly_map"):
             raise ValueError(f"maps_dir: anomaly maps need the pixel model; this detector models "
                              f"{self.modality_.describe()}.")
-        channels, side = self._file_geometry()
+        channels, side = self.modality_.file_geometry()
         files, unreadable = discovered(paths, follow_links)
         rows = [(s.path, np.nan, s.reason) for s in unreadable]
         maps = {}
@@ -110,13 +110,6 @@ class FolderMixin(InferenceMixin):
         paths, scores, errors = zip(*rows) if rows else ((), (), ())
         values = {"path": paths, "score": scores, "error": errors, "map": [maps.get(path, "") for path in paths]}
         return schema.build(values, self.calibration_, maps=maps_dir is not None)
-
-    def _file_geometry(self):
-        """(channels, side) that image files are decoded to for this detector."""
-        channels, height, width = self.modality_.input_layout.shape
-        if height != width:
-            raise ValueError(f"Image files are read for detectors fitted on square images; this one has {height}x{width}.")
-        return channels, height
 
     @requires("images")
     def read_images(self, paths, *, n_jobs=0, follow_links=False):
@@ -141,7 +134,7 @@ class FolderMixin(InferenceMixin):
         skipped : list of vaedetect.images.Skipped
             Files that could not be read, with the reason.
         """
-        channels, side = self._file_geometry()
+        channels, side = self.modality_.file_geometry()
         files, unreadable = discovered(paths, follow_links)
         images, used, skipped = load_images(files, side, channels, num_workers=n_jobs)
         layout = self.modality_.input_layout

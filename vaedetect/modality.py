@@ -100,6 +100,15 @@ class ImageModality:
         """The inputs in full, as ``vaedetect info`` shows them."""
         return f"{self.layout.kind} {self.layout.shape} ({self.layout.form})"
 
+    def file_geometry(self) -> tuple[int, int]:
+        """``(channels, side)`` image files are decoded to; ValueError for a detector fitted on images that are not
+        square (arrays), whose files would be read otherwise than it was fitted."""
+        channels, height, width = self.input_layout.shape
+        if height != width:
+            raise ValueError(f"Image files are read square for this detector, but it was fitted on images of "
+                             f"{height}x{width}: score arrays of that size through the Python API.")
+        return channels, height
+
     def check_params(self, params: dict) -> None:
         """Refuse parameters that do not apply to this data, naming the parameter and what to use."""
         check_score_method(params["score_method"], self)
@@ -173,6 +182,7 @@ class TabularModality:
 
     input_layout = ImageModality.input_layout
     details = ImageModality.details
+    file_geometry = ImageModality.file_geometry
     resolve = ImageModality.resolve
     resolve_calibration = ImageModality.resolve_calibration
     represent = ImageModality.represent
@@ -252,7 +262,10 @@ class FeatureModality(TabularModality):
             extractor = clone(backbone)
         else:
             extractor = FeatureExtractor(backbone, device=str(device))
-        extractor.fit()
+        try:
+            extractor.fit()
+        except (ImportError, OSError) as error:  # a set-up problem (an extra missing, no network), said as such
+            raise ValueError(f"backbone {str(backbone)!r} cannot be loaded: {' '.join(str(error).split())}") from None
         return cls(InputLayout("tabular", "tabular", False, (extractor.n_features_out_,)), extractor=extractor,
                    images_layout=images_layout)
 
@@ -305,6 +318,11 @@ class CombinedModality:
 
     def describe(self) -> str:
         return f"{self.pixel.describe()}, by their pixels and by {self.features.describe()}"
+
+    def file_geometry(self) -> tuple[int, int]:
+        """What the pixel model decodes files to (the feature model checks its own)."""
+        self.features.file_geometry()
+        return self.pixel.file_geometry()
 
 
 Modality = ImageModality | TabularModality | FeatureModality
@@ -413,4 +431,7 @@ def restore(fields: dict, arrays: dict, device=None) -> Modality:
     if fields["kind"] == "tabular":
         return scaled
     extractor = load_recorded_extractor(fields["extractor"], fields["identity"], device)
+    if extractor.n_features_out_ != layout.n_features:
+        raise ValueError(f"its backbone gives {extractor.n_features_out_} features, but the model was fitted on "
+                         f"{layout.n_features}.")
     return replace(scaled, extractor=extractor, images_layout=InputLayout.from_dict(fields["images_layout"]))
