@@ -69,7 +69,7 @@ def build_image_corpus(root) -> dict[str, str]:
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     bad["broken.png"] = "cannot decode"
     (root / "empty.jpg").write_bytes(b"")
-    bad["empty.jpg"] = "not an image file"
+    bad["empty.jpg"] = "empty file"
     whole = (good / "img_001.png").read_bytes()
     (root / "truncated.png").write_bytes(whole[: len(whole) // 2])
     bad["truncated.png"] = "cannot decode"

@@ -209,7 +209,8 @@ def test_info_shows_parameters_threshold_and_training_data(trained):
     assert result.exit_code == 0
     assert "latent_dim = 2" in result.output and "threshold:" in result.output
     assert "score:        bits_typicality" in result.output  # what score_method="auto" resolved to
-    assert '"n_files_skipped": 1' in result.output
+    assert "training:     30 samples: 24 to train, 3 for early stopping, 3 to calibrate" in result.output
+    assert "found, 1 skipped)" in result.output
 
 
 @pytest.mark.parametrize("args", [["--help"], ["fit", "--help"], ["score", "--help"], ["info", "--help"]])

@@ -634,3 +634,71 @@ def test_an_input_of_the_wrong_kind_is_a_usage_error_both_ways(model, table_mode
     assert images_given_to_a_table.exit_code == table_given_to_images.exit_code == 2
     assert "fitted on a table" in _one_line_error(images_given_to_a_table)
     assert "fitted on images" in _one_line_error(table_given_to_images)
+
+
+@pytest.fixture(scope="module")
+def hostile_ids(table_model, tmp_path_factory):
+    """Rows whose ids a spreadsheet would run, or that drive a terminal, under a column named so too."""
+    root = tmp_path_factory.mktemp("ids")
+    frame = pd.read_csv(table_model / "new.csv").iloc[:4]
+    frame.insert(0, "\x1b]0;pwned\x07", ["=cmd|' /C calc'!A0", "@HYPERLINK(\"http://x\")", "+1", "\x1b[2Jplain"])
+    frame.to_csv(root / "ids.csv", index=False)
+    return root, "\x1b]0;pwned\x07"
+
+
+def test_cells_a_spreadsheet_would_evaluate_are_neutralised_in_csv_and_kept_in_json_lines(table_model, hostile_ids):
+    root, column = hostile_ids
+    for suffix in ("csv", "jsonl"):
+        result = _cli("score", table_model / "model.vae", root / "ids.csv", "--id-column", column, "-o",
+                      root / f"s.{suffix}")
+        assert result.exit_code == 0, result.output
+    written = pd.read_csv(root / "s.csv", keep_default_na=False)
+    ids = written.iloc[:, 2].tolist()
+    assert ids[:3] == ["'=cmd|' /C calc'!A0", "'@HYPERLINK(\"http://x\")", "'+1"]
+    exact = pd.read_json(root / "s.jsonl", lines=True)
+    assert exact.iloc[:, 2].tolist()[:3] == ["=cmd|' /C calc'!A0", "@HYPERLINK(\"http://x\")", "+1"]
+
+
+def test_ids_and_column_names_reach_the_terminal_escaped(table_model, hostile_ids):
+    root, column = hostile_ids
+    result = _cli("score", table_model / "model.vae", root / "ids.csv", "--id-column", column, "--top", "2")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "\\x1b]0;pwned\\x07" in result.output
+
+
+@pytest.mark.parametrize("name", ["score", "top_features", "path", "row", "p_value"])
+def test_an_id_column_named_like_an_output_column_is_refused(table_model, tmp_path, name):
+    frame = pd.read_csv(table_model / "new.csv")
+    frame.insert(0, name, range(len(frame)))
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    result = _cli("score", table_model / "model.vae", tmp_path / "t.csv", "--id-column", name)
+    assert result.exit_code == 2 and "is named like a column of the score table" in _one_line_error(result)
+
+
+def test_json_lines_on_standard_output_keep_slashes_in_paths(model):
+    result = _cli("score", model / "model.vae", model / "new", "-o", "-", "--format", "jsonl")
+    assert result.exit_code == 0 and "\\/" not in result.output and "/new/img_000.png" in result.output
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_model_is_read(model, tmp_path, monkeypatch):
+    """`score MODEL DIR -o missing/x.csv`: refused before torch is imported or the model loaded."""
+    import vaedetect.cli
+
+    def never(path):
+        raise AssertionError("the model was read")
+
+    monkeypatch.setattr(vaedetect.cli, "_load_model", never)
+    result = _cli("score", model / "model.vae", model / "new", "-o", tmp_path / "missing" / "x.csv")
+    assert result.exit_code == 2 and "does not exist" in _one_line_error(result)
+
+
+def test_help_says_what_auto_is_for_every_kind_of_data():
+    fit_help, score_help = _cli("fit", "--help").output, _cli("score", "--help").output
+    assert "on for images, off for tables and backbone features" in " ".join(fit_help.split())
+    assert "bits_typicality for images, elbo for tables, residual for backbone features" in " ".join(fit_help.split())
+    assert "top_features" in score_help
+    for command in ("generate", "interpolate", "demo"):
+        options = [line.split() for line in _cli(command, "--help").output.splitlines() if line.strip().startswith("--")]
+        # "--seed INTEGER  [default: 0]" would say nothing of what the option does
+        assert all(words[2:3] != ["[default:"] for words in options), command

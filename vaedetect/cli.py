@@ -80,7 +80,8 @@ _FIT_OPTIONS = [
     ("--trim-fraction", "trim_fraction", click.FloatRange(0, 0.5, max_open=True), "auto",
      "Share of each batch's worst-explained rows left out of the loss (auto: 0.1 for tables, 0 otherwise)."),
     ("--augment", "augment", click.Choice(["auto", "on", "off"]), False,
-     "Flips, small rotations and colour jitter in training (auto: on for images)."),
+     "Flips, small rotations and colour jitter in training: off, on, or auto (on for images, off for tables and "
+     "backbone features)."),
     ("--scaling", "scaling", click.Choice(["auto", *settings.SCALINGS]), "auto",
      "Scaling of table columns or backbone features: standard (each its own), common (one for all)."),
     ("--validation-fraction", "validation_fraction", click.FloatRange(0, 1, max_open=True), 0.1,
@@ -89,9 +90,11 @@ _FIT_OPTIONS = [
      "Share held out to calibrate the threshold and p-values."),
     ("--early-stopping", "early_stopping", _ON_OFF, True, "Stop when the validation loss stops improving."),
     ("--n-iter-no-change", "n_iter_no_change", click.IntRange(min=1), 10, "Epochs without improvement before stopping."),
-    ("--n-samples", "n_samples", click.IntRange(min=1), "auto", "Latent draws per input when scoring (auto: 1 per image)."),
+    ("--n-samples", "n_samples", click.IntRange(min=1), "auto",
+     "Latent draws per input when scoring (auto: 1 per image, 16 per row of a table or of backbone features)."),
     ("--score-method", "score_method", _LiveChoice(ScoreMethodChoices), "auto",
-     "Score written by `vaedetect score` (auto: bits_typicality for images)."),
+     "Score written by `vaedetect score` (auto: bits_typicality for images, elbo for tables, residual for backbone "
+     "features)."),
     ("--regret-steps", "regret_steps", click.IntRange(min=1), 20, "Optimiser steps per image of --score-method regret."),
     ("--complexity-codec", "complexity_codec", click.Choice(settings.CODECS), "png", "Codec of --score-method complexity."),
     ("--contamination", "contamination", None, "auto", "Expected share of outliers: 'auto' (0.01) or a float in (0, 0.5]."),
@@ -488,9 +491,10 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     """Score the images in PATHS with the detector in MODEL; one row per file found.
 
     Columns: path, score (higher = more normal), p_value (small for anomalies), is_outlier,
-    error (why a file could not be scored). A model fitted on a table scores the rows of .csv or
-    .parquet files instead, with the columns path, row (and --id-column), score, p_value, is_outlier
-    and error.
+    error (why a file could not be scored), map (with --maps); a combined model adds each model's
+    evidence. A model fitted on a table scores the rows of .csv or .parquet files instead, with the
+    columns path, row (and --id-column), score, p_value, is_outlier, top_features (the columns that
+    lower the row's score most, in nats) and error.
     """
     from .calibration import threshold_override
 
@@ -500,7 +504,9 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         raise click.UsageError("Give at most one of --threshold, --fpr and --contamination.") from None
     if dask_scheduler and dask_workers:
         raise click.UsageError("Give at most one of --dask-scheduler and --dask-workers.")
-    # everything that can be refused is refused here, before the work
+    # everything that can be refused is refused here, before the work: outputs before the model is even read
+    found = _files_to_score(paths, follow_links, shard)
+    _check_score_outputs(found, model, output, maps_dir, report_path)
     detector = _load_model(model)
     if fpr is not None:
         _check_reachable(fpr, detector, model)
@@ -515,8 +521,6 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     if maps_dir is not None and not detector.modality_.pixels:
         raise Refused(f"--maps needs a pixel model; {printable(model)} models {printable(detector.modality_.describe())}, "
                       "which have no pixels to map.")
-    found = _files_to_score(paths, follow_links, shard)
-    _check_score_outputs(found, model, output, maps_dir, report_path)
 
     if not takes_images:
         from .tables import score_table_file
@@ -731,7 +735,7 @@ def _check_picture(output, protected, suffixes=_IMAGE_SUFFIXES):
               help="Image file for the grid (.png, .jpg, .webp, ...).")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Scale of the prior draws; lower gives more typical images.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the draws: the same seed, the same images.")
 def generate(model, count, output, temperature, seed):
     """Decode COUNT draws from the latent prior of MODEL into a grid of images."""
     _check_picture(output, [model])
@@ -747,7 +751,8 @@ def generate(model, count, output, temperature, seed):
 @click.argument("end", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--steps", type=click.IntRange(2, _MAX_MOSAIC_IMAGES - 2), default=10, show_default=True,
               help="Images on the path.")
-@click.option("--method", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True)
+@click.option("--method", type=click.Choice(["slerp", "lerp"]), default="slerp", show_default=True,
+              help="slerp follows the sphere Gaussian codes lie near; lerp is the straight line between the two codes.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Image file for the strip (.png, .jpg, .webp, ...).")
 def interpolate(model, start, end, steps, method, output):
@@ -857,30 +862,39 @@ def info(model):
     models = header.get("models", {"": header})  # a combined file holds two models, each described as a file is
     for part, model_header in models.items():
         part_detector, indent = (getattr(detector, f"{part}_"), "  ") if part else (detector, "")
-        if part:
+        if part:  # the combined verdict is what scoring uses: each model's own threshold is not
             click.echo(f"{ {'features': 'feature'}.get(part, part)} model:")
-            _echo_verdict(part_detector, indent)
+            click.echo(f"{indent}score:        {part_detector.calibration_.score_method}, of "
+                       f"{printable(part_detector.modality_.describe())}")
         _echo_model(model_header, part_detector, indent)
 
 
-def _echo_verdict(detector, indent=""):
+def _echo_verdict(detector):
     """The lines of `vaedetect info` on what scoring writes: the score, the threshold and its calibration."""
     calibration = detector.calibration_
-    click.echo(f"{indent}score:        {calibration.score_method} (higher = more normal), of "
+    click.echo(f"score:        {calibration.score_method} (higher = more normal), of "
                f"{printable(detector.modality_.describe())}")
-    click.echo(f"{indent}threshold:    {calibration.offset:.6g} (scores below it are outliers; "
-               f"{calibration.describe_rule()})")
-    click.echo(f"{indent}calibration:  {calibration.describe()}")
+    click.echo(f"threshold:    {calibration.offset:.6g} (scores below it are outliers; {calibration.describe_rule()})")
+    click.echo(f"calibration:  {calibration.describe()}")
+
+
+def _training_text(summary: dict) -> str:
+    """``training_summary_`` in words: how the samples were split, and where from."""
+    words = [f"{summary.get('n_samples', '?')} samples: {summary.get('n_train', '?')} to train, "
+             f"{summary.get('n_validation', '?')} for early stopping, {summary.get('n_calibration', '?')} to calibrate"]
+    if "epochs_run" in summary:
+        words.append(f"{summary['epochs_run']} of {summary.get('epochs', '?')} epochs")
+    if summary.get("paths"):
+        words.append(f"files from {', '.join(summary['paths'])} ({summary.get('n_files_found', '?')} found, "
+                     f"{summary.get('n_files_skipped', '?')} skipped)")
+    return "; ".join(words)
 
 
 def _echo_model(header, detector, indent=""):
     """The lines of `vaedetect info` on one model: its input, training and parameters."""
-    import json
-
     fitted = header["fitted"]
     click.echo(f"{indent}input:        {printable(detector.modality_.details())}")
-    click.echo(f"{indent}training:     {printable(json.dumps(fitted.get('training_summary', {})))}")
-    click.echo(f"{indent}epochs run:   {len(fitted['history'].get('epoch', []))}")
+    click.echo(f"{indent}training:     {printable(_training_text(fitted.get('training_summary', {})))}")
     click.echo(f"{indent}parameters:")
     for name, value in sorted(header["params"].items()):
         click.echo(f"{indent}  {name} = {printable(repr(value))}")
@@ -892,8 +906,9 @@ def _echo_model(header, detector, indent=""):
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("vaedetect-demo"),
               show_default=True, help="Folder for the images, the model file and the scores.")
-@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Training epochs of the demo's small model.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the demo's data and model.")
 def demo(out: Path, epochs: int, seed: int):
     """Build image folders from data that ship with scikit-learn, train, score, show what was flagged.
 

@@ -186,6 +186,8 @@ def load_image(path, image_size: int, channels: int) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ValueError(f"refused as a possible decompression bomb: {error}") from None
     except UnidentifiedImageError:
+        if Path(path).stat().st_size == 0:
+            raise ValueError("empty file") from None
         raise ValueError(f"not an image file of a format read here ({', '.join(PIL_FORMATS)})") from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError) as error:
         # PIL reports truncated and corrupt files with these

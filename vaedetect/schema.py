@@ -31,8 +31,8 @@ _FLOAT, _TEXT = "float64", "object"
 _VERDICTS = {"score": _FLOAT, "p_value": _FLOAT, "is_outlier": "bool"}
 _EVIDENCE = {"pixel_score": _FLOAT, "feature_score": _FLOAT, "pixel_raw_score": _FLOAT, "feature_raw_score": _FLOAT,
              "pixel_p_value": _FLOAT, "feature_p_value": _FLOAT, "evidence": _TEXT}
-# Columns that carry file names or messages: written as valid text (``_files.as_text``), shown escaped.
-TEXT_COLUMNS = ("path", "error", "map")
+# Text cells a spreadsheet would evaluate (OWASP, "CSV injection"): a CSV file writes them after a single quote.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # The formats a score table is written in, by the extension of its path.
 SUFFIXES = (".csv", ".parquet", ".jsonl")
 
@@ -78,25 +78,44 @@ def _column(values, dtype: str):
 
 
 def as_written(table, convert) -> "pandas.DataFrame":  # noqa: F821
-    """``table`` with ``convert`` (e.g. ``_files.as_text``) applied to its :data:`TEXT_COLUMNS`."""
+    """``table`` with ``convert`` (e.g. ``_files.as_text``) applied to the text of its text columns (paths, errors,
+    maps, the caller's identifiers: anything a file name or a table's cell brought in) and to its column names."""
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
     table = table.copy()
-    for column in TEXT_COLUMNS:
-        if column in table:
-            table[column] = table[column].map(convert)
-    return table
+    for column in table.columns:
+        if is_object_dtype(table[column]) or is_string_dtype(table[column]):
+            table[column] = table[column].map(lambda value: convert(value) if isinstance(value, str) else value)
+    return table.rename(columns=lambda name: convert(name) if isinstance(name, str) else name)
+
+
+def _neutralised(value: str) -> str:
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
+def _json_lines(table, file):
+    """The table as JSON lines, paths' slashes as they are (pandas writes ``\\/``, which JSON allows and readers
+    of paths trip on; every ``/`` in its output is escaped, so unescaping all of them is exact)."""
+    text = table.to_json(orient="records", lines=True, double_precision=15).replace("\\/", "/")
+    if file is None:
+        return text
+    Path(file).write_text(text, encoding="utf-8")
+    return None
 
 
 def write(table, path: Path | None, table_format: str | None = None):
     """Write ``table`` as CSV, Parquet or JSON lines by ``path``'s extension, atomically; with ``path``
     None, return its text in ``table_format`` ("csv" or "jsonl").
 
-    Names that are not valid UTF-8 are written with each undecodable byte as ``\\xNN``.
+    Names that are not valid UTF-8 are written with each undecodable byte as ``\\xNN``. In CSV, a text cell that
+    a spreadsheet would evaluate (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is written
+    after a single quote; JSON lines and Parquet keep every value exactly.
     """
     table = as_written(table, as_text)
     writers = {
-        ".csv": lambda file: table.to_csv(file, index=False),
+        ".csv": lambda file: as_written(table, _neutralised).to_csv(file, index=False),
         ".parquet": lambda file: table.to_parquet(file, index=False),
-        ".jsonl": lambda file: table.to_json(file, orient="records", lines=True, double_precision=15),
+        ".jsonl": lambda file: _json_lines(table, file),
     }
     if path is None:
         return writers[f".{table_format}"](None)

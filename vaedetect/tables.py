@@ -43,6 +43,9 @@ def split_features(frame, path, id_column=None):
     ``ValueError`` naming the file and the offending columns."""
     if id_column is not None and id_column not in frame.columns:
         raise ValueError(f"{str(path)!r} has no column {id_column!r} (--id-column); its columns: {list(frame.columns)}.")
+    if id_column in schema.columns(rows=True):
+        raise ValueError(f"--id-column {id_column!r} is named like a column of the score table "
+                         f"({', '.join(schema.columns(rows=True))}); rename it in {str(path)!r}.")
     features = frame.drop(columns=[id_column]) if id_column is not None else frame
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
