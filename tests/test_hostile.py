@@ -264,12 +264,12 @@ def test_a_stopped_run_leaves_no_temporary_file_and_exits_with_the_signals_code(
     import signal
 
     script = ("import sys, time, vaedetect.schema as schema, vaedetect.cli as cli\n"
-              "def slow(table, path, table_format=None):\n"
+              "def slow(parts, path):\n"
               "    from vaedetect._files import write_atomically\n"
               "    def write(tmp):\n"
               "        open(tmp, 'w').write('partial'); print('writing', flush=True); time.sleep(60)\n"
               "    write_atomically(path, write)\n"
-              "schema.write = slow\n"
+              "schema.write_parts = slow\n"
               "sys.exit(cli.main())\n")
     process = subprocess.Popen([sys.executable, "-c", script, "score", str(model / "model.vae"), str(model / "new"), "-o",
                                 str(tmp_path / "s.csv"), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -702,3 +702,66 @@ def test_help_says_what_auto_is_for_every_kind_of_data():
         options = [line.split() for line in _cli(command, "--help").output.splitlines() if line.strip().startswith("--")]
         # "--seed INTEGER  [default: 0]" would say nothing of what the option does
         assert all(words[2:3] != ["[default:"] for words in options), command
+
+
+def test_a_bad_cell_fails_its_row_naming_the_column_and_every_other_row_is_scored(table_model, tmp_path):
+    frame = pd.read_csv(table_model / "new.csv")
+    frame["b"] = frame["b"].astype(object)
+    frame.loc[2, "b"], frame.loc[4, "c"] = "twelve", np.inf
+    frame.insert(0, "id", [f"r{i}" for i in range(len(frame))])
+    frame["notes"] = "free text the model never saw"  # a column the model was not fitted on: left out
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    result = _cli("score", table_model / "model.vae", tmp_path / "t.csv", "--id-column", "id", "-o", tmp_path / "s.csv")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert table.loc[2, "error"] == "column 'b' is not a number: 'twelve'"
+    assert table.loc[4, "error"] == "column 'c' is missing or infinite"
+    assert (table.drop(index=[2, 4])["error"] == "").all() and len(table) == 10
+
+
+def test_a_line_too_long_for_a_table_is_refused_before_parsing(table_model, tmp_path):
+    with open(tmp_path / "long.csv", "w") as file:
+        file.write("a,b,c,d\n1,2,3,4\n" + "1" * (2**20 + 10) + ",2,3,4\n")
+    result = _cli("score", table_model / "model.vae", tmp_path / "long.csv")
+    assert result.exit_code == 2 and "line 3 is longer than 1048576 bytes" in _one_line_error(result)
+
+
+def test_a_table_too_wide_is_refused(table_model, tmp_path):
+    (tmp_path / "wide.csv").write_text(",".join(f"c{i}" for i in range(10_001)) + "\n")
+    result = _cli("score", table_model / "model.vae", tmp_path / "wide.csv")
+    assert result.exit_code == 2 and "10001 columns, more than the 10000" in _one_line_error(result)
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "duplicate_names"])
+def test_a_broken_parquet_file_is_one_line_and_exit_two(table_model, tmp_path, damage):
+    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as parquet
+
+    frame = pd.read_csv(table_model / "new.csv")
+    if damage == "corrupt":
+        frame.to_parquet(tmp_path / "t.parquet")
+        data = bytearray((tmp_path / "t.parquet").read_bytes())
+        data[8:-12] = np.random.RandomState(0).bytes(len(data) - 20)  # the pages and the footer, not the magic
+        (tmp_path / "t.parquet").write_bytes(bytes(data))
+    else:
+        columns = [pyarrow.array(frame[name]) for name in "abcd"]
+        parquet.write_table(pyarrow.Table.from_arrays(columns, names=["a", "b", "b", "d"]), tmp_path / "t.parquet")
+    result = _cli("score", table_model / "model.vae", tmp_path / "t.parquet", "--fail-on-outlier")
+    assert result.exit_code == 2, result.output
+    message = _one_line_error(result)
+    assert "cannot read the table" in message and ("more than one column named 'b'" in message or damage == "corrupt")
+
+
+def test_a_table_streams_in_chunks_and_the_parts_are_the_whole(table_model, tmp_path):
+    from vaedetect.tables import iter_table_scores, score_table_file
+
+    detector = vaedetect.load(table_model / "model.vae")
+    frame = pd.DataFrame(np.random.RandomState(3).normal(size=(25, 4)), columns=list("abcd"))
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet", row_group_size=10)
+    for name in ("t.csv", "t.parquet"):
+        parts = list(iter_table_scores(detector, tmp_path / name, chunk_rows=10))
+        assert [len(part) for part in parts] == [10, 10, 5]
+        whole = score_table_file(detector, tmp_path / name, chunk_rows=25)
+        np.testing.assert_allclose(pd.concat(parts)["score"], whole["score"], rtol=1e-6)
+        assert pd.concat(parts)["row"].tolist() == list(range(25))

@@ -49,7 +49,7 @@ def test_scoring_a_table_keeps_ids_and_reports_rows_it_cannot_score(rows, tmp_pa
     table = pd.read_csv(tmp_path / "s.csv").fillna({"error": "", "top_features": ""})
     assert list(table.columns) == ["path", "row", "id", "score", "p_value", "is_outlier", "top_features", "error"]
     assert list(table["id"]) == [f"n{i}" for i in range(20)] and list(table["row"]) == list(range(20))
-    assert table.loc[3, "error"] == "a missing or infinite value" and np.isnan(table.loc[3, "score"])
+    assert table.loc[3, "error"] == "column 'b' is missing or infinite" and np.isnan(table.loc[3, "score"])
     assert table["score"].idxmin() == 5 and table.loc[5, "is_outlier"]
     # row 5 is far out in column c alone: c leads its explanation
     assert table.loc[5, "top_features"].startswith("c:") and table.loc[3, "top_features"] == ""
@@ -68,7 +68,7 @@ def test_table_scores_equal_the_python_scores_and_parquet_reads_the_same(rows, t
 def test_rows_with_missing_values_are_refused_for_fitting_naming_the_first(rows, tmp_path):
     result = _cli("fit", rows / "new.csv", "-o", tmp_path / "m.vae", *FIT_ARGS)
     assert result.exit_code == 2
-    assert "1 rows hold a missing or infinite value (the first is row 3" in result.output
+    assert "1 rows cannot be fitted on, the first row 3 (from 0): column 'b' is missing or infinite" in result.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -505,7 +505,7 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     if dask_scheduler and dask_workers:
         raise click.UsageError("Give at most one of --dask-scheduler and --dask-workers.")
     # everything that can be refused is refused here, before the work: outputs before the model is even read
-    found = _files_to_score(paths, follow_links, shard)
+    found = _discover(paths, follow_links)
     _check_score_outputs(found, model, output, maps_dir, report_path)
     detector = _load_model(model)
     if fpr is not None:
@@ -516,25 +516,25 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
     if takes_images:
         _usage(detector.modality_.file_geometry)
         _check_image_run(paths)
+        found = _files_to_score(found, paths, shard)
     else:
         _check_tabular_run(paths, maps_dir, report_path, shard, dask_scheduler or dask_workers)
     if maps_dir is not None and not detector.modality_.pixels:
         raise Refused(f"--maps needs a pixel model; {printable(model)} models {printable(detector.modality_.describe())}, "
                       "which have no pixels to map.")
 
-    if not takes_images:
-        from .tables import score_table_file
-
-        table = _concat([_usage(score_table_file, detector, path, id_column=id_column) for path in paths])
-        if not len(table):  # a gate over empty tables must not pass, as over an empty folder
-            raise Refused(f"{printable(', '.join(map(str, paths)))} hold no rows to score.")
-    elif dask_scheduler or dask_workers:
-        table = _score_on_dask(model, found, overrides, maps_dir, dask_scheduler, dask_workers)
+    tally = _Tally(top)
+    if not takes_images:  # tables stream, chunk by chunk, to the output: memory holds one chunk
+        _emit_parts(tally.parts(_table_parts(detector, paths, id_column)), output, table_format)
+        table = None
     else:
-        progress = not quiet and sys.stderr.isatty()
-        table = detector.score_paths(found, n_jobs=workers, maps_dir=maps_dir, progress=progress)
-
-    _emit_table(table, output, table_format, top)
+        if dask_scheduler or dask_workers:
+            table = _score_on_dask(model, found, overrides, maps_dir, dask_scheduler, dask_workers)
+        else:
+            progress = not quiet and sys.stderr.isatty()
+            table = detector.score_paths(found, n_jobs=workers, maps_dir=maps_dir, progress=progress)
+        _emit_parts(tally.parts([table]), output, table_format)
+    tally.echo_top(to_stderr=output is not None and str(output) == "-")
     if report_path is not None:
         from .report import write_report
 
@@ -542,12 +542,11 @@ def score(model, paths, output, table_format, threshold, fpr, contamination, top
         _writing(write_report, report_path, detector, table, model_path=str(model), inputs=[str(p) for p in paths],
                  threshold_note=note, top=report_top)
         click.echo(f"Wrote the report to {printable(report_path)}", err=True)
-    raise SystemExit(_verdict(table, detector, fail_on_outlier, ignore_errors))
+    raise SystemExit(_verdict(tally, detector, fail_on_outlier, ignore_errors))
 
 
-def _files_to_score(paths, follow_links, shard):
-    """The entries under ``paths`` (one share of them with ``shard``); none at all is refused."""
-    found = _discover(paths, follow_links)
+def _files_to_score(found, paths, shard):
+    """The entries ``found`` under ``paths`` (one share of them with ``shard``); none at all is refused."""
     if not found.entries():  # a gate over a wrongly mounted, empty folder must not pass
         from .images import IMAGE_EXTENSIONS
 
@@ -559,37 +558,78 @@ def _files_to_score(paths, follow_links, shard):
     return found
 
 
-def _emit_table(table, output, table_format, top) -> None:
-    """The score table to ``output`` (a file, ``-`` for stdout, or None: printed to read), and the
-    ``top`` most anomalous rows; names escaped wherever they reach a terminal."""
-    shown = schema.as_written(table, printable)
-    to_stdout = output is not None and str(output) == "-"
+def _table_parts(detector, paths, id_column):
+    """The score tables of the rows of the table files ``paths``, chunk by chunk; none at all is refused."""
+    from .tables import iter_table_scores
+
+    n_rows = 0
+    for path in paths:
+        parts = iter_table_scores(detector, path, id_column=id_column)
+        while (part := _usage(next, parts, None)) is not None:  # a file that cannot be read: one line, exit 2
+            n_rows += len(part)
+            yield part
+    if not n_rows:  # a gate over empty tables must not pass, as over an empty folder
+        raise Refused(f"{printable(', '.join(map(str, paths)))} hold no rows to score.")
+
+
+class _Tally:
+    """What the summary and ``--top`` say of a score table that passes by in parts: its counts and its ``top``
+    most anomalous rows."""
+
+    def __init__(self, top):
+        self.top, self.ranked = top, None
+        self.rows = self.outliers = self.errors = 0
+        self.unit = "files"
+
+    def parts(self, parts):
+        import pandas as pd
+
+        for part in parts:
+            self.rows += len(part)
+            self.outliers += int(part["is_outlier"].sum())
+            self.errors += int((part["error"] != "").sum())
+            self.unit = "rows" if "row" in part.columns else "files"
+            if self.top:
+                scored = part.dropna(subset=["score"])
+                both = scored if self.ranked is None else pd.concat([self.ranked, scored])
+                self.ranked = both.nsmallest(self.top, "score")
+            yield part
+
+    def echo_top(self, to_stderr: bool) -> None:
+        """The ``top`` most anomalous rows, names escaped (on stderr when stdout carries the table)."""
+        if self.top and self.ranked is not None:
+            shown = schema.as_written(self.ranked, printable)
+            columns = [name for name in shown.columns if name not in ("p_value", "error", "map")]
+            click.echo(f"\nThe {len(shown)} most anomalous:", err=to_stderr)
+            click.echo(shown[columns].to_string(index=False), err=to_stderr)
+
+
+def _emit_parts(parts, output, table_format) -> None:
+    """The score table, given in parts, to ``output``: a file (written part by part, atomically), ``-`` for
+    standard output (part by part), or None: printed to read, names escaped."""
+    import pandas as pd
+
     if output is None:
-        click.echo(shown.to_string(index=False) if len(table) else "No image files found.")
-    elif to_stdout:
-        text = schema.write(table, None, table_format)
-        click.echo(text, nl=not text.endswith("\n"))
+        table = pd.concat(list(parts), ignore_index=True)
+        click.echo(schema.as_written(table, printable).to_string(index=False) if len(table) else "No image files found.")
+    elif str(output) == "-":
+        for index, part in enumerate(parts):
+            click.echo(schema.text(part, table_format, header=index == 0), nl=False)
     else:
-        _writing(lambda path: _usage(schema.write, table, path), output)
-        click.echo(f"Wrote {len(table)} rows to {printable(output)}", err=True)
-    if top:  # on stderr when stdout carries the table
-        ranked = shown.dropna(subset=["score"]).nsmallest(top, "score")
-        columns = [name for name in ranked.columns if name not in ("p_value", "error", "map")]
-        click.echo(f"\nThe {len(ranked)} most anomalous:", err=to_stdout)
-        click.echo(ranked[columns].to_string(index=False), err=to_stdout)
+        counted = []
+        _writing(lambda path: _usage(schema.write_parts, (counted.append(len(p)) or p for p in parts), path), output)
+        click.echo(f"Wrote {sum(counted)} rows to {printable(output)}", err=True)
 
 
-def _verdict(table, detector, fail_on_outlier, ignore_errors) -> int:
+def _verdict(tally, detector, fail_on_outlier, ignore_errors) -> int:
     """Print the summary line; the exit code: 1 for outliers, 3 for unscored entries under the gate."""
-    n_outliers, n_errors = int(table["is_outlier"].sum()), int((table["error"] != "").sum())
-    unit = "rows" if "row" in table.columns else "files"
-    calibration = detector.calibration_
-    click.echo(f"{len(table)} {unit}: {n_outliers} outliers, {n_errors} could not be scored "
+    calibration, unit = detector.calibration_, tally.unit
+    click.echo(f"{tally.rows} {unit}: {tally.outliers} outliers, {tally.errors} could not be scored "
                f"(threshold {calibration.offset:.6g}: {calibration.describe_rule()})", err=True)
-    if fail_on_outlier and n_outliers:
+    if fail_on_outlier and tally.outliers:
         return EXIT_OUTLIERS
-    if fail_on_outlier and n_errors and not ignore_errors:
-        click.echo(f"failing: {n_errors} {unit} could not be scored, so they were not checked "
+    if fail_on_outlier and tally.errors and not ignore_errors:
+        click.echo(f"failing: {tally.errors} {unit} could not be scored, so they were not checked "
                    "(--ignore-errors to let them pass)", err=True)
         return EXIT_UNSCORED
     return 0

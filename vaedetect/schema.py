@@ -93,34 +93,57 @@ def _neutralised(value: str) -> str:
     return f"'{value}" if value.startswith(FORMULA_STARTS) else value
 
 
-def _json_lines(table, file):
-    """The table as JSON lines, paths' slashes as they are (pandas writes ``\\/``, which JSON allows and readers
-    of paths trip on; every ``/`` in its output is escaped, so unescaping all of them is exact)."""
-    text = table.to_json(orient="records", lines=True, double_precision=15).replace("\\/", "/")
-    if file is None:
-        return text
-    Path(file).write_text(text, encoding="utf-8")
-    return None
+def text(table, table_format: str, *, header: bool = True) -> str:
+    """``table`` as CSV or JSON lines text (``table_format``), as :func:`write` writes it; ``header`` for CSV."""
+    table = as_written(table, as_text)
+    if table_format == "csv":
+        return as_written(table, _neutralised).to_csv(index=False, header=header)
+    # pandas writes every "/" in a string as "\/", which JSON allows and readers of paths trip on: unescaping
+    # all of them is exact, since no other "\/" can occur in its output
+    return table.to_json(orient="records", lines=True, double_precision=15).replace("\\/", "/")
 
 
-def write(table, path: Path | None, table_format: str | None = None):
-    """Write ``table`` as CSV, Parquet or JSON lines by ``path``'s extension, atomically; with ``path``
-    None, return its text in ``table_format`` ("csv" or "jsonl").
+def write_parts(parts, path: Path) -> None:
+    """Write the score tables ``parts``, one after the other, as one table at ``path`` (CSV, Parquet or JSON lines
+    by its extension), atomically: memory holds one part at a time, and a failure or an interruption while they
+    are made leaves ``path`` as it was.
 
     Names that are not valid UTF-8 are written with each undecodable byte as ``\\xNN``. In CSV, a text cell that
     a spreadsheet would evaluate (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is written
     after a single quote; JSON lines and Parquet keep every value exactly.
     """
-    table = as_written(table, as_text)
-    writers = {
-        ".csv": lambda file: as_written(table, _neutralised).to_csv(file, index=False),
-        ".parquet": lambda file: table.to_parquet(file, index=False),
-        ".jsonl": lambda file: _json_lines(table, file),
-    }
-    if path is None:
-        return writers[f".{table_format}"](None)
     suffix = Path(path).suffix.lower()
-    if suffix not in writers:
+    if suffix not in SUFFIXES:
         raise ValueError(f"-o {str(path)!r}: unknown extension {suffix!r}; use {', '.join(SUFFIXES)}.")
-    write_atomically(path, writers[suffix])
+    write_atomically(path, lambda tmp: _parquet(parts, tmp) if suffix == ".parquet" else _texts(parts, tmp, suffix[1:]))
+
+
+def _texts(parts, file, table_format: str) -> None:
+    with open(file, "w", encoding="utf-8", newline="") as out:
+        for index, part in enumerate(parts):
+            out.write(text(part, table_format, header=index == 0))
+
+
+def _parquet(parts, file) -> None:
+    import pyarrow
+    import pyarrow.parquet as parquet
+
+    writer = None
+    try:
+        for part in parts:  # every part in the first one's schema (an id column's type is the file's first chunk's)
+            table = pyarrow.Table.from_pandas(as_written(part, as_text), preserve_index=False,
+                                              schema=None if writer is None else writer.schema)
+            writer = writer or parquet.ParquetWriter(file, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def write(table, path: Path | None, table_format: str | None = None):
+    """Write one score ``table`` as :func:`write_parts` does; with ``path`` None, return its text in
+    ``table_format`` ("csv" or "jsonl")."""
+    if path is None:
+        return text(table, table_format)
+    write_parts([table], path)
     return None
