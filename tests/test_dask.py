@@ -36,8 +36,15 @@ def scored(tmp_path_factory):
 
 
 def _read(path):
-    """The table as the text the CSV holds: row-for-row equality down to the last printed digit."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    """The table the CSV holds, text as text: compared with :func:`_same`."""
+    return pd.read_csv(path, keep_default_na=False, na_values={"score": [""], "p_value": [""]},
+                       dtype={"path": str, "error": str})
+
+
+def _same(table, expected):
+    """Row for row the same files, errors and verdicts; scores and p-values equal up to the float32 rounding of
+    other batch sizes (scores are computed in float64 from a float32 network)."""
+    pd.testing.assert_frame_equal(table, expected, check_exact=False, rtol=1e-6)
 
 
 def test_cli_on_a_local_dask_cluster_writes_the_same_rows(scored):
@@ -45,7 +52,7 @@ def test_cli_on_a_local_dask_cluster_writes_the_same_rows(scored):
     result = CliRunner().invoke(main, ["score", str(root / "model.vae"), str(root / "new"), "-o",
                                        str(root / "dask.csv"), "--dask-workers", "2"])
     assert result.exit_code == 0, result.output
-    pd.testing.assert_frame_equal(_read(root / "dask.csv"), expected)
+    _same(_read(root / "dask.csv"), expected)
     assert len(expected) == 23 and (expected["error"] != "").sum() == 1
 
 
@@ -60,7 +67,7 @@ def test_python_api_partitions_come_back_in_path_order(scored):
         assert table.npartitions == 5  # 23 files, 5 per partition
         computed = table.compute().reset_index(drop=True)
     computed.to_csv(root / "api.csv", index=False)
-    pd.testing.assert_frame_equal(_read(root / "api.csv"), expected)
+    _same(_read(root / "api.csv"), expected)
 
 
 def test_shards_together_are_the_whole_table(scored):
@@ -74,7 +81,7 @@ def test_shards_together_are_the_whole_table(scored):
         parts.append(_read(out))
     assert [len(p) for p in parts] == [8, 8, 7]
     whole = pd.concat(parts).sort_values("path", ignore_index=True)
-    pd.testing.assert_frame_equal(whole, expected)
+    _same(whole, expected)
 
 
 @pytest.mark.parametrize("value", ["3/3", "1", "a/b", "-1/2"])

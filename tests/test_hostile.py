@@ -124,16 +124,42 @@ def test_the_api_refuses_a_threshold_that_is_not_finite(model):
         detector.set_threshold(threshold=float("nan"))
 
 
-def test_a_score_that_overflows_is_minus_infinity_and_flagged_with_a_warning(tabular):
+def test_a_finite_row_far_out_gets_a_finite_score_that_ranks_by_how_far_out_it_is(tabular):
     detector = VAEDetector(**TINY).fit(tabular)
-    huge = tabular[:4] * 1e30
-    with pytest.warns(UserWarning, match="not finite"):
-        scores = detector.score_samples(huge)
-    assert np.all(scores == -np.inf)
+    far = tabular[:1] * np.array([[1e3], [1e6], [1e30], [1e300]])  # 1e30 overflowed float32 (-inf) before
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        assert list(detector.predict(huge)) == [-1, -1, -1, -1]
-        assert np.all(detector.p_values(huge) == 1 / (len(detector.calibration_.scores) + 1))
+        warnings.simplefilter("error")  # no overflow to warn of
+        scores = detector.score_samples(far)
+    assert np.isfinite(scores).all() and scores.max() < detector.score_samples(tabular).min()
+    assert (np.diff(scores[:3]) < 0).all()  # farther, lower (beyond 1e12 scale units all rows are alike)
+    assert list(detector.predict(far)) == [-1, -1, -1, -1]
+    assert np.all(detector.p_values(far) == 1 / (len(detector.calibration_.scores) + 1))
+
+
+def test_constant_training_columns_and_rows_far_outside_them_get_finite_scores_below_every_normal_row():
+    """ReLU features: half the columns exactly 0 on every training row (the issue's ResNet-18 embeddings)."""
+    rng = np.random.RandomState(0)
+    X = rng.gamma(1.0, size=(300, 12))
+    X[:, 6:] = 0.0
+    normal = rng.gamma(1.0, size=(40, 12))
+    normal[:, 6:] = 0.0
+    far = np.repeat(normal[:1], 5, axis=0)
+    far[:, 6:] = np.array([[0.5], [5.0], [50.0], [5e3], [5e6]])
+    detector = VAEDetector(**TINY, n_estimators=1).fit(X)
+    for method in ("elbo", "iwae", "kl", "latent", "residual", "typicality", "reconstruction_probability"):
+        scores = detector.score_table(far, methods=[method])[method].to_numpy()
+        assert np.isfinite(scores).all(), method
+        assert scores[2:].max() < detector.score_table(normal, methods=[method])[method].min(), method
+        if method in ("elbo", "residual"):  # the defaults of tables and of backbone features rank all the way out
+            assert (np.diff(scores) < 0).all(), method
+
+
+def test_a_score_that_is_not_finite_all_the_same_is_minus_infinity_and_flagged_with_a_warning():
+    from vaedetect.inference import _fail_closed
+
+    with pytest.warns(UserWarning, match="2 of 3 samples is not finite"):
+        scores = _fail_closed([np.nan, 1.0, np.inf], "elbo")
+    assert scores.tolist() == [-np.inf, 1.0, -np.inf]
 
 
 # ------------------------------------------------------------------ 2. names

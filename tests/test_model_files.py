@@ -90,7 +90,11 @@ def test_a_format2_model_file_scores_as_it_did_when_written(name, tmp_path):
     they gave then; loaded today they give the same, and saved again (as safetensors) too."""
     X, recorded = PROBES[name](), RECORDED[name]
     old = vaedetect.load(DATA / f"{name}_format2.vae")
-    np.testing.assert_allclose(old.score_samples(X), recorded["score_samples"], rtol=1e-6, atol=1e-9)
+    # Scores are computed in float64 since vaedetect 0.2 (issue 34): an image's ELBO of 432 values summed in float32
+    # was off by about 1e-7 of itself, which the bits-typicality distance of images (a spread of a few hundredths
+    # of a bit) magnifies to 1e-4 of the score; the other scores stay within 1e-6.
+    rtol = 2e-4 if name in ("image", "combined") else 1e-6
+    np.testing.assert_allclose(old.score_samples(X), recorded["score_samples"], rtol=rtol, atol=1e-9)
     np.testing.assert_allclose(old.p_values(X), recorded["p_values"])
     assert old.offset_ == pytest.approx(recorded["offset"], rel=1e-12)
     old.save(tmp_path / "new.vae")

@@ -46,6 +46,9 @@ from .networks import NetworkConfig
 from .registry import applies, get_score
 from .settings import resolve, resolve_calibration
 
+# Scaled table values are clipped to this many scale units: 10^12 squared stays finite in float64 and the network's
+# float32 activations of it too (a row of 1e308 would overflow to inf and score -inf, though finite).
+SCALED_LIMIT = 1e12
 # Images converted to float pixels at once on their way into a backbone: memory holds one such chunk.
 _EMBED_CHUNK = 256
 # What each capability is for, said when a method that needs it is asked of a detector without it.
@@ -219,8 +222,10 @@ class TabularModality:
         return replace(self, feature_mean=scaler.mean_, feature_scale=scale)
 
     def to_network(self, values):
-        return torch.from_numpy(np.ascontiguousarray(((values - self.feature_mean) / self.feature_scale)
-                                                     .astype(np.float32)))
+        """Rows -> their float32 tensor, centred and scaled; values beyond ``SCALED_LIMIT`` scale units (which
+        float32 cannot carry through the network) are taken at that limit: far out, all alike."""
+        scaled = np.clip((values - self.feature_mean) / self.feature_scale, -SCALED_LIMIT, SCALED_LIMIT)
+        return torch.from_numpy(np.ascontiguousarray(scaled.astype(np.float32)))
 
     def from_network(self, values: np.ndarray) -> np.ndarray:
         return values.astype(np.float64) * self.feature_scale + self.feature_mean

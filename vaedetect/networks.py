@@ -20,6 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# exp(30) is 1e13: the widest posterior a score meets stays finite through the decoder and the KL
+LOGVAR_LIMIT = 30.0
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """Architecture of a :class:`VAE`; every field maps to a ``VAEDetector`` parameter."""
@@ -334,10 +338,16 @@ class VAE(nn.Module):
         return values.unflatten(-1, (self.members, -1)).mean(-2)
 
     def encode(self, x: torch.Tensor):
-        """Return ``(mean, logvar, features)`` of q(z|x); ``features`` feed the U-Net skips."""
+        """Return ``(mean, logvar, features)`` of q(z|x); ``features`` feed the U-Net skips.
+
+        The log-variance is clipped to ``[-LOGVAR_LIMIT, LOGVAR_LIMIT]``: an input far outside the training data
+        would otherwise get a variance whose exponential overflows, and a score of -inf instead of a finite, very
+        low one that still ranks by how far out it lies. Trained posteriors lie far inside these bounds.
+        """
         if self.convolutional and any(self.padding):
             x = F.pad(x, self.padding)
-        return self.encoder(x if self.convolutional else self.stack_members(x))
+        mean, logvar, features = self.encoder(x if self.convolutional else self.stack_members(x))
+        return mean, logvar.clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT), features
 
     @staticmethod
     def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

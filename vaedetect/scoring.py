@@ -58,12 +58,19 @@ def elbo_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
 
 
 def _elbo_given_posterior(model, x, mean, logvar, features, noise, likelihood):
-    return _expected_log_likelihood(model, x, mean, logvar, features, noise, likelihood) - kl_divergence(mean, logvar)
+    kl = kl_divergence(mean.double(), logvar.double())
+    return _expected_log_likelihood(model, x, mean, logvar, features, noise, likelihood) - kl
+
+
+def _in_float64(model, x, logits):
+    """The data, the decoder's outputs and its scale in float64, where scores are computed: the squared distance
+    of a row far outside the training data overflows float32 long before float64."""
+    return model.decoder_target(x).double(), logits.double(), model.log_scale.double()
 
 
 def _expected_log_likelihood(model, x, mean, logvar, features, noise, likelihood):
     logits, _ = _decode_posterior(model, mean, logvar, features, noise)
-    return log_likelihood(model.decoder_target(x), logits, model.log_scale, likelihood, model.bounded).mean(0)
+    return log_likelihood(*_in_float64(model, x, logits), likelihood, model.bounded).mean(0)
 
 
 def reconstruction_probability_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
@@ -85,13 +92,14 @@ def iwae_score(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     """
     mean, logvar, features = model.encode(x)
     logits, z = _decode_posterior(model, mean, logvar, features, noise)
-    return iwae_bound(model.decoder_target(x), logits, z, mean, logvar, model.log_scale, likelihood, model.bounded)
+    target, logits, log_scale = _in_float64(model, x, logits)
+    return iwae_bound(target, logits, z.double(), mean.double(), logvar.double(), log_scale, likelihood, model.bounded)
 
 
 def kl_score(model, x, noise=None, likelihood=None) -> torch.Tensor:
     """Minus the rate ``KL(q(z|x) || p(z))`` in nats: how many nats the code of ``x`` carries."""
     mean, logvar, _ = model.encode(x)
-    return -kl_divergence(mean, logvar)
+    return -kl_divergence(mean.double(), logvar.double())
 
 
 def anomaly_map(model, x, noise, likelihood="gaussian") -> torch.Tensor:
@@ -102,15 +110,14 @@ def anomaly_map(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     """
     mean, logvar, features = model.encode(x)
     logits, _ = _decode_posterior(model, mean, logvar, features, noise)
-    return -elementwise_log_likelihood(model.decoder_target(x), logits, model.log_scale, likelihood,
-                                       model.bounded).mean(0)
+    return -elementwise_log_likelihood(*_in_float64(model, x, logits), likelihood, model.bounded).mean(0)
 
 
 def residuals(model, x) -> torch.Tensor:
     """``x`` minus its reconstruction decoded from the latent mean, in network space (one residual per member
     for a network of several)."""
     mean, _, features = model.encode(x)
-    return model.decoder_target(x) - model.output_mean(model.decode(mean, features))
+    return model.decoder_target(x).double() - model.output_mean(model.decode(mean, features)).double()
 
 
 def reconstruction_score(model, x, noise=None, likelihood=None) -> torch.Tensor:
@@ -371,7 +378,7 @@ def latent_score(model, x, noise=None, likelihood=None, *, reference: Reference)
     A density score in latent space (a Gaussian fitted to the training codes): high for codes where the
     training data's codes lie, whatever the decoder makes of them.
     """
-    codes = model.encode(x)[0].flatten(1)
+    codes = model.encode(x)[0].flatten(1).double()
     return -squared_mahalanobis(codes, reference.latent_location, reference.latent_precision)
 
 
