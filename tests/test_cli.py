@@ -60,7 +60,7 @@ def test_score_paths_shows_progress_on_request_only(trained, capsys):
     assert "scoring" not in capsys.readouterr().err
     detector.score_paths(root / "new", progress=True)
     err = capsys.readouterr().err
-    assert "scoring: 100%" in err and "11/11" in err  # 10 images and 1 corrupt file
+    assert "scoring (image): 100%" in err and "11/11" in err  # 10 images and 1 corrupt file
 
 
 def test_a_verbose_fit_names_its_stages_after_training(capsys):

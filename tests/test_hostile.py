@@ -5,6 +5,8 @@ command at the end. Memory bounds are measured in a child process (its peak resi
 as a wall-clock time.
 """
 
+import contextlib
+import io
 import os
 import re
 import subprocess
@@ -19,9 +21,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 import vaedetect
-from tests.conftest import TINY, needs_lite0, write_squares
+from tests.conftest import TINY, needs_lite0, tiny_backbone, write_squares
 from tests.hostile import SPECIAL_OUTPUTS, build_image_corpus, build_model_corpus, entry_kind, make_special, write_png_bomb
 from vaedetect import VAEDetector
+from vaedetect.backbones import FeatureExtractor
 from vaedetect.cli import main
 from vaedetect.images import discover_images, load_image
 
@@ -791,3 +794,27 @@ def test_a_table_streams_in_chunks_and_the_parts_are_the_whole(table_model, tmp_
         whole = score_table_file(detector, tmp_path / name, chunk_rows=25)
         np.testing.assert_allclose(pd.concat(parts)["score"], whole["score"], rtol=1e-6)
         assert pd.concat(parts)["row"].tolist() == list(range(25))
+
+
+def test_every_stage_of_a_fit_names_itself_in_verbose_output(model, tmp_path):
+    """Decoding, training, the reference statistics and the calibration each say what runs (and show a bar)."""
+    process = subprocess.run([sys.executable, "-m", "vaedetect", "fit", model / "train", "-o", tmp_path / "m.vae",
+                              *[a for a in FIT_ARGS if a != "--quiet"]], capture_output=True, text=True)
+    assert process.returncode == 0, process.stderr
+    for stage in ("reading 30 image files", "decoding", "training on 24 samples of grayscale images of 8x8 pixels",
+                  "training (image)", "computing the reference statistics", "calibrating the threshold"):
+        assert stage in process.stderr, stage
+
+
+def test_a_backbone_fit_says_it_embeds(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(12):
+        Image.fromarray(np.random.RandomState(i).randint(0, 256, size=(16, 16, 3), dtype=np.uint8)).save(
+            photos / f"{i}.png")
+    detector = VAEDetector(**TINY, backbone=FeatureExtractor(tiny_backbone(), image_size=16), verbose=1)
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        detector.fit_paths(photos)
+    for stage in ("reading 12 image files, embedded by backbone", "embedding", "training (features)"):
+        assert stage in captured.getvalue(), stage

@@ -143,3 +143,11 @@ def test_pipes_and_broken_links_are_reported_not_opened(folder):
     assert len(files) == 12
     assert sorted(os.path.basename(s.path) for s in unreadable) == ["ghost.jpg", "pipe.png"]
     assert all("not a regular file" in s.reason for s in unreadable)
+
+
+@pytest.mark.parametrize("n_jobs", [-1, 1.5, True])
+def test_a_number_of_decoding_processes_that_is_not_one_is_refused_by_name(tmp_path, n_jobs):
+    from vaedetect.images import load_images
+
+    with pytest.raises(ValueError, match=r"n_jobs \(worker processes decoding images"):
+        load_images([tmp_path / "x.png"], 8, 1, num_workers=n_jobs)

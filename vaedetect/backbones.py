@@ -401,7 +401,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.n_features_out_ = int(self.transform(np.zeros((1, 3, 8, 8), dtype=np.float32)).shape[1])
         return self
 
-    def embed_paths(self, paths, *, n_jobs=0, follow_links=False):
+    def embed_paths(self, paths, *, n_jobs=0, follow_links=False, progress=False):
         """Features of the image files under ``paths``, decoded at ``image_size`` (short side resized,
         centre crop, RGB) and embedded batch by batch, so that memory holds one batch of pixels.
 
@@ -413,6 +413,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             Worker processes decoding images; 0 decodes in this process.
         follow_links : bool, default=False
             Follow symbolic links that lead out of the folders (see :func:`vaedetect.images.discover_images`).
+        progress : bool, default=False
+            Show a progress bar labelled "embedding" on stderr.
 
         Returns
         -------
@@ -426,11 +428,16 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         files, skipped = found
         chunks, used = [np.empty((0, self.n_features_out_), dtype=np.float32)], []
         decode_batch = max(self.batch_size_, _DECODE_BATCH)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), desc="embedding", unit="image", disable=not progress)
         for batch in stream_images(files, self.image_size, 3, batch_size=decode_batch, num_workers=n_jobs):
             if len(batch.paths):
                 chunks.append(self.transform(batch.images))
             used += batch.paths
             skipped = skipped + batch.skipped
+            bar.update(len(batch.paths) + len(batch.skipped))
+        bar.close()
         return np.concatenate(chunks), used, skipped
 
     def transform(self, X):

@@ -546,8 +546,11 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         files, unreadable = discovered(paths, follow_links)
         if not files:
             raise ValueError(f"Found 0 images in {describe(paths)} with extensions {IMAGE_EXTENSIONS}.")
+        embedded = f", embedded by backbone {self.backbone!r}" if self.backbone is not None else ""
+        self._say(f"reading {len(files)} image files{embedded}")
         modality, values, used, skipped = read_files_to_fit(self.get_params(), files, n_jobs=n_jobs, world=world,
-                                                            max_memory_bytes=max_memory_bytes, device=device)
+                                                            max_memory_bytes=max_memory_bytes, device=device,
+                                                            progress=bool(self.verbose) and world is None)
         if not used:
             raise ValueError(f"None of the {len(files)} files found in {describe(paths)} could be decoded; "
                              f"the first, {skipped[0].path!r}: {skipped[0].reason}.")
@@ -592,11 +595,12 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         member_train, member_val = member_rows(train_index, val_index, settings.n_estimators, self.early_stopping,
                                                train_seed)
         floor = modality.log_scale_floor(values, settings.likelihood, settings.n_estimators)
+        self._say(f"training on {len(train_index)} samples of {modality.describe()}")
         history = train(
             self.model_,
             _side_by_side(data, member_train).to(device),
             None if x_val is None else _side_by_side(data, member_val).to(device),
-            self._train_config(settings, floor),
+            self._train_config(settings, floor, label=f"training ({modality.name})"),
             generator,
             self._perceptual_loss(device),
             world,
@@ -631,12 +635,14 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         return seeds, holdout_split(n_samples, n_val, n_cal, rng)
 
     def _say(self, stage):
-        """Name the stage ``fit`` is in once its progress bar has ended, when ``verbose``."""
+        """Name the stage ``fit`` begins (decoding, embedding, training, reference statistics, calibration) on
+        stderr, when ``verbose``: a line in logs, where progress bars leave none."""
         if self.verbose:
             print(f"{stage}...", file=sys.stderr, flush=True)
 
-    def _train_config(self, settings, log_scale_floor=None):
+    def _train_config(self, settings, log_scale_floor=None, label="training"):
         return TrainConfig(
+            label=label,
             epochs=settings.epochs,
             batch_size=self.batch_size,
             learning_rate=settings.learning_rate,

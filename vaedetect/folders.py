@@ -92,7 +92,7 @@ class FolderMixin(InferenceMixin):
         files, unreadable = discovered(paths, follow_links)
         rows = [(s.path, np.nan, s.reason) for s in unreadable]
         maps = {}
-        bar = tqdm(total=len(files), desc="scoring", unit="image", disable=not progress)
+        bar = tqdm(total=len(files), desc=f"scoring ({self.modality_.name})", unit="image", disable=not progress)
         for batch in stream_images(files, side, channels, batch_size=self._inference_batch_size(), num_workers=n_jobs):
             bar.update(len(batch.paths) + len(batch.skipped))
             x = self.modality_.files_to_network(batch.images) if len(batch.paths) else None

@@ -226,8 +226,10 @@ def _to_channels(image, channels: int):
     return image.convert("L" if channels == 1 else "RGB")
 
 
-def load_images(paths, image_size: int, channels: int, num_workers: int = 0, batch_size: int = 64):
-    """Decode ``paths`` into one uint8 array ``(n, image_size, image_size, channels)``.
+def load_images(paths, image_size: int, channels: int, num_workers: int = 0, batch_size: int = 64,
+                progress: bool = False):
+    """Decode ``paths`` into one uint8 array ``(n, image_size, image_size, channels)``; with ``progress``, a bar
+    labelled "decoding" on stderr.
 
     Returns
     -------
@@ -236,11 +238,16 @@ def load_images(paths, image_size: int, channels: int, num_workers: int = 0, bat
         Paths of the decoded images, in the order of ``images``.
     skipped : list of Skipped
     """
+    from tqdm.auto import tqdm
+
     chunks, used, skipped = [], [], []
-    for batch in stream_images(paths, image_size, channels, batch_size=batch_size, num_workers=num_workers):
-        chunks.append(batch.images)
-        used += batch.paths
-        skipped += batch.skipped
+    paths = list(paths)
+    with tqdm(total=len(paths), desc="decoding", unit="image", disable=not progress) as bar:
+        for batch in stream_images(paths, image_size, channels, batch_size=batch_size, num_workers=num_workers):
+            chunks.append(batch.images)
+            used += batch.paths
+            skipped += batch.skipped
+            bar.update(len(batch.paths) + len(batch.skipped))
     shape = (0, image_size, image_size, channels)
     images = np.concatenate(chunks) if chunks else np.empty(shape, dtype=np.uint8)
     return images, used, skipped
@@ -292,6 +299,9 @@ def stream_images(paths, image_size: int, channels: int, batch_size: int = 64, n
     """
     from torch.utils.data import DataLoader
 
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"n_jobs (worker processes decoding images; 0 decodes in this process) must be an integer "
+                         f">= 0; got {num_workers!r}.")
     paths = list(paths)
     if not paths:
         return

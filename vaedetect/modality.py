@@ -356,8 +356,10 @@ def for_arrays(params: dict, layout: InputLayout, device=None, world=None) -> Mo
     return FeatureModality.load(params["backbone"], layout, device or params["device"], world)
 
 
-def read_files_to_fit(params: dict, files: list[str], *, n_jobs=0, max_memory_bytes=None, world=None, device=None):
-    """Decode (and, with a backbone, embed) the image ``files`` a detector with ``params`` is fitted on.
+def read_files_to_fit(params: dict, files: list[str], *, n_jobs=0, max_memory_bytes=None, world=None, device=None,
+                      progress=False):
+    """Decode (and, with a backbone, embed) the image ``files`` a detector with ``params`` is fitted on, with a
+    labelled progress bar when ``progress``.
 
     Returns
     -------
@@ -371,7 +373,7 @@ def read_files_to_fit(params: dict, files: list[str], *, n_jobs=0, max_memory_by
         probe = FeatureModality.load(params["backbone"], None, device or params["device"], world)
         side = probe.extractor.image_size
         modality = replace(probe, images_layout=_decoded_files((3, side, side)))
-        features, used, skipped = modality.extractor.embed_paths(files, n_jobs=n_jobs)
+        features, used, skipped = modality.extractor.embed_paths(files, n_jobs=n_jobs, progress=progress)
         return modality, features, used, skipped
     side, channels = params["image_size"], params["channels"]
     # training keeps the decoded images in memory, as uint8 and again as float32 tensors
@@ -383,7 +385,7 @@ def read_files_to_fit(params: dict, files: list[str], *, n_jobs=0, max_memory_by
             "raise max_memory_bytes."
         )
     if world is None:
-        images, used, skipped = load_images(files, side, channels, num_workers=n_jobs)
+        images, used, skipped = load_images(files, side, channels, num_workers=n_jobs, progress=progress)
     else:
         from .distributed import gather_decoded
 

@@ -42,6 +42,8 @@ class TrainConfig:
     n_iter_no_change: int = 10
     mixed_precision: bool = False
     verbose: int = 0
+    # what the progress bar says it does
+    label: str = "training"
     # per-feature lower bound of the decoder's log-scale (tables: losses.log_scale_floor), or None
     log_scale_floor: torch.Tensor | None = None
     # an epoch ends after this many optimiser steps (a random share of the rows), or after all of them
@@ -243,7 +245,7 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
     floor = None if config.log_scale_floor is None else config.log_scale_floor.to(model.log_scale.device)
     _respect_floor(model, floor)
     show = config.verbose and (world is None or world.rank == 0)
-    epochs = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not show)
+    epochs = tqdm(range(config.epochs), desc=config.label, unit="epoch", disable=not show)
     for epoch in epochs:
         started = time.perf_counter()
         weight = kl_weight(config.kl_schedule, epoch, config.epochs)
