@@ -9,7 +9,8 @@ Exit codes (docs/security.md): 0 success; 1 ``--fail-on-outlier`` found outliers
 missing or refused input (an invalid or broken model file) or an output that cannot or must not be
 written, raised before any work; 3 ``--fail-on-outlier`` found no outlier but some files could not be
 scored (``--ignore-errors`` lets them pass); 4 an unexpected internal error, in one line
-(``VAEDETECT_TRACEBACK=1`` shows the traceback); 141 the output pipe closed early (``| head``).
+(``VAEDETECT_TRACEBACK=1`` shows the traceback); 130 and 143 interrupted by Ctrl-C or stopped by SIGTERM (the
+output being written removed); 141 the output pipe closed early (``| head``).
 """
 
 from __future__ import annotations
