@@ -592,3 +592,16 @@ def test_feature_map_scores_single_out_the_image_with_one_foreign_position():
     assert set(scores) == {"per_position_max", "per_position_mean", "shared_max"}
     assert scores["per_position_max"].argmax() == 3 and scores["shared_max"].argmax() == 3
     assert scores["per_position_max"][3] > 5 * np.median(scores["per_position_max"])
+
+
+def test_table_scoring_times_the_command_line_and_the_api_on_the_same_rows(tmp_path):
+    from benchmarks import table_scoring
+
+    out, page = tmp_path / "t.json", tmp_path / "t.md"
+    table_scoring.main(["--sizes", "3000", "--train-rows", "300", "--out", str(out), "--markdown", str(page)])
+    results = json.loads(out.read_text())
+    assert [(row["rows"], row["format"], row["exit_code"]) for row in results["command_line"]] == [
+        (3000, "csv", 0), (3000, "parquet", 0)]
+    assert results["score_samples"]["n_rows"] == 3000 and results["score_samples"]["seconds"] > 0
+    assert all(row["peak_rss_mb"] > 50 for row in results["command_line"])  # torch alone takes more
+    assert "Targets: every run up to 3,000 rows under 1.5 GB" in page.read_text()

@@ -157,7 +157,9 @@ def test_the_cli_fits_a_combined_model_and_reports_the_evidence(tmp_path):
 
     table = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
     assert {"pixel_p_value", "feature_p_value", "evidence"} <= set(table.columns)
-    assert "the smaller of the pixel model" in (tmp_path / "r.html").read_text()
+    report = (tmp_path / "r.html").read_text()
+    assert "the smaller of the pixel model" in report
+    assert f"<td><b>model trained on</b></td><td>{train}</td>" in report  # not "? samples"
     info = CliRunner().invoke(main, ["info", str(model)])
     assert "pixel model:" in info.output and "feature model:" in info.output and "efficientnet_lite0" in info.output
     mapped = CliRunner().invoke(main, ["score", str(model), str(train), "--maps", str(tmp_path / "maps"), "--threshold",

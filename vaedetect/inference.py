@@ -24,7 +24,7 @@ from .data import arrange_like
 from .losses import elementwise_log_likelihood
 from .modality import requires
 from .registry import get_score, score_names
-from .scoring import anomaly_map, bits_per_dim, latent_noise, map_batches, score_batches
+from .scoring import anomaly_map, anomaly_map_and_kl, bits_per_dim, latent_noise, map_batches, score_batches
 
 # Inference batches hold about this many input values (and at most _MAX_INFERENCE_BATCH samples):
 # beyond a cache-friendly size, bigger batches only cost memory (measured in docs/usage.md).
@@ -170,7 +170,7 @@ class InferenceMixin:
         return maps.sum(axis=1) - (baseline if relative and baseline is not None else 0.0)
 
     @requires("contributions")
-    def feature_contributions(self, X):
+    def feature_contributions(self, X, *, return_scores=False):
         """Which columns make each row of a table anomalous: each feature's share of the row's score.
 
         Available for detectors of tables. A feature's contribution is its negative log-likelihood under the
@@ -186,12 +186,17 @@ class InferenceMixin:
         ----------
         X : array-like of shape (n_samples, n_features)
             Rows in the layout given to ``fit``.
+        return_scores : bool, default=False
+            Also return ``score_samples(X)``, from the same pass over the network where the score method is the
+            ELBO or the reconstruction probability (half the time of two calls).
 
         Returns
         -------
         contributions : pandas.DataFrame of shape (n_samples, n_features)
             Nats, one column per feature (named as ``fit``'s DataFrame columns, else ``x0``, ``x1``, ...),
             indexed like ``X`` when it is a DataFrame.
+        scores : ndarray of shape (n_samples,)
+            With ``return_scores``: the rows' scores, as ``score_samples`` gives them.
 
         Examples
         --------
@@ -204,13 +209,24 @@ class InferenceMixin:
         ['x2']
         """
         x = self._check_input(X)
-        excess = self._anomaly_map_tensor(x).reshape(len(x), -1) - self._perfect_reconstruction_nll()
+        method = self.calibration_.score_method
+        if return_scores and method in ("elbo", "reconstruction_probability"):
+            noise, likelihood = self._latent_noise(), self.settings_.likelihood
+            both = map_batches(lambda model, batch: anomaly_map_and_kl(model, batch, noise, likelihood), self._network(),
+                               x, self._inference_batch_size(), self.device_).numpy()
+            nll, kl = both[:, :-1], both[:, -1]
+            scores = _fail_closed(-nll.sum(axis=1) - (kl if method == "elbo" else 0.0), method)
+        else:
+            nll = self._anomaly_map_tensor(x).reshape(len(x), -1)
+            scores = self._score_tensor(x) if return_scores else None
         # the members' shares of a feature add up, as their ELBOs do in the score
+        excess = nll - self._perfect_reconstruction_nll()
         contributions = excess.reshape(len(x), self.model_.members, -1).sum(axis=1)
         names = getattr(self, "feature_names_in_", None)
         columns = list(names) if names is not None else [f"x{i}" for i in range(contributions.shape[1])]
         index = X.index if isinstance(X, pd.DataFrame) else None
-        return pd.DataFrame(contributions.astype(np.float64), columns=columns, index=index)
+        table = pd.DataFrame(contributions.astype(np.float64), columns=columns, index=index)
+        return (table, scores) if return_scores else table
 
     def _perfect_reconstruction_nll(self) -> np.ndarray:
         """Each feature's negative log-likelihood at a zero residual: the part of it the data cannot change."""

@@ -113,6 +113,15 @@ def anomaly_map(model, x, noise, likelihood="gaussian") -> torch.Tensor:
     return -elementwise_log_likelihood(*_in_float64(model, x, logits), likelihood, model.bounded).mean(0)
 
 
+def anomaly_map_and_kl(model, x, noise, likelihood="gaussian") -> torch.Tensor:
+    """:func:`anomaly_map` of rows ``x`` flattened, with the KL divergence of each row's posterior as a last column,
+    from one encoder and decoder pass: the ELBO is minus the sum of all of it (``(B, values + 1)``)."""
+    mean, logvar, features = model.encode(x)
+    logits, _ = _decode_posterior(model, mean, logvar, features, noise)
+    nll = -elementwise_log_likelihood(*_in_float64(model, x, logits), likelihood, model.bounded).mean(0)
+    return torch.cat([nll.flatten(1), kl_divergence(mean.double(), logvar.double())[:, None]], dim=1)
+
+
 def residuals(model, x) -> torch.Tensor:
     """``x`` minus its reconstruction decoded from the latent mean, in network space (one residual per member
     for a network of several)."""
@@ -451,31 +460,3 @@ def score_batches(model, x: torch.Tensor, score: str, noise, likelihood, batch_s
     scores = map_batches(lambda m, batch: function(m, batch, noise, likelihood, **options), model, x, batch_size,
                          device, needs_grad=method.needs_grad)
     return scores.detach().double().numpy()
-
-
-# ------------------------------------------------------------------ split-conformal calibration
-# Vovk et al., "Algorithmic Learning in a Random World", 2005; for outlier detection see
-# Bates et al., "Testing for outliers with conformal p-values", Annals of Statistics, 2023.
-
-
-def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """``p(x) = (1 + #{calibration scores <= score(x)}) / (n + 1)``, one per score.
-
-    For data exchangeable with the held-out calibration data, ``P(p <= alpha) <= alpha``: flagging
-    ``p <= fpr`` raises a false alarm on at most ``fpr`` of normal data, in expectation over
-    calibration sets. Low scores (anomalous) get small p-values.
-    """
-    calibration = np.sort(np.asarray(calibration_scores, dtype=np.float64))
-    at_or_below = np.searchsorted(calibration, np.asarray(scores, dtype=np.float64), side="right")
-    return (1.0 + at_or_below) / (len(calibration) + 1.0)
-
-
-def conformal_threshold(calibration_scores: np.ndarray, fpr: float) -> float:
-    """The score below which exactly the samples with conformal p-value ``<= fpr`` fall.
-
-    That is the ``k``-th smallest calibration score with ``k = floor(fpr * (n + 1))``; ``-inf`` (flag
-    nothing) when ``k = 0``, i.e. when the calibration set is too small for that rate.
-    """
-    calibration = np.sort(np.asarray(calibration_scores, dtype=np.float64))
-    k = int(np.floor(fpr * (len(calibration) + 1) + 1e-9))
-    return float(calibration[k - 1]) if k >= 1 else -np.inf
