@@ -837,3 +837,25 @@ def test_a_backbone_whose_weights_are_missing_is_a_set_up_error_at_fit(model, tm
         result = _cli("fit", model / "train", "-o", tmp_path / "m.vae", "--backbone", backbone, "--quiet")
         assert result.exit_code == 2, result.output
         assert says in _one_line_error(result)
+
+
+def test_a_row_of_huge_values_gets_finite_contributions_and_bool_columns_count_as_numbers(table_model, tmp_path):
+    frame = pd.read_csv(table_model / "new.csv")
+    frame.loc[0, list("abcd")] = 1e308
+    frame["d"] = frame["d"] > 0  # True/False in the CSV: read as booleans, scored as 1 and 0, as the API takes them
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    result = _cli("score", table_model / "model.vae", tmp_path / "t.csv", "-o", tmp_path / "s.csv")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert (table["error"] == "").all() and np.isfinite(table["score"]).all()
+    assert "nan" not in table.loc[0, "top_features"] and table.loc[0, "is_outlier"]
+
+
+def test_backbone_weights_that_are_a_zip_bomb_are_refused_unread(tmp_path):
+    """`weights_path` goes through the archive checks of model files: a deflated record is refused."""
+    from tests.hostile import _zip_bomb
+    from vaedetect.backbones import load_backbone
+
+    _zip_bomb(tmp_path / "bomb.pth", size=64 * 2**20)
+    with pytest.raises(ValueError, match="possible decompression bomb"):
+        load_backbone("resnet18", weights_path=tmp_path / "bomb.pth")

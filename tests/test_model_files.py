@@ -90,7 +90,7 @@ def test_a_format2_model_file_scores_as_it_did_when_written(name, tmp_path):
     they gave then; loaded today they give the same, and saved again (as safetensors) too."""
     X, recorded = PROBES[name](), RECORDED[name]
     old = vaedetect.load(DATA / f"{name}_format2.vae")
-    # Scores are computed in float64 since vaedetect 0.2 (issue 34): an image's ELBO of 432 values summed in float32
+    # Scores are computed in float64 since vaedetect 0.2: an image's ELBO of 432 values summed in float32
     # was off by about 1e-7 of itself, which the bits-typicality distance of images (a spread of a few hundredths
     # of a bit) magnifies to 1e-4 of the score; the other scores stay within 1e-6.
     rtol = 2e-4 if name in ("image", "combined") else 1e-6

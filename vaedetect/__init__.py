@@ -4,7 +4,7 @@ The public names are loaded on first use, so that ``import vaedetect`` (and the 
 ``--help``) stays fast and does not import torch.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["VAEDetector", "CombinedDetector", "load", "write_report", "__version__"]
 
 
