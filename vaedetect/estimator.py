@@ -215,7 +215,9 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         - ``"residual"`` (tabular only): minus the Mahalanobis distance of the reconstruction
           residual from the training rows' residuals, a full-covariance decoder likelihood.
 
-        ``score_table`` gives them all at once; docs/scores.md compares them. Formerly ``score``,
+        ``score_table`` gives them all at once; docs/scores.md compares them. Resolved by ``fit`` (and
+        :meth:`calibrate`, which re-calibrates under it): set after ``fit``, it takes effect there, as the
+        threshold must be calibrated for it (``score_method_`` is the one in use). Formerly ``score``,
         renamed so that it no longer hides scikit-learn's ``score(X, y)`` (which a search without
         ``scoring`` would call); model files written with the old name load unchanged.
     regret_steps : int, default=20

@@ -84,10 +84,9 @@ def _json_params(detector, names=None) -> dict:
     if params.get("image_shape") is not None:
         params["image_shape"] = [int(s) for s in params["image_shape"]]
     backbone = params.get("backbone")
-    if isinstance(backbone, FeatureExtractor):
-        params["backbone"] = {"feature_extractor": extractor_settings(backbone)}
-    elif backbone is not None and not isinstance(backbone, str):
-        extractor_settings(FeatureExtractor(backbone))  # refused: a network has no JSON form
+    if backbone is not None and not isinstance(backbone, str):  # a network given whole is refused: no JSON form
+        extractor = backbone if isinstance(backbone, FeatureExtractor) else FeatureExtractor(backbone)
+        params["backbone"] = {"feature_extractor": extractor_settings(extractor)}
     return params
 
 
@@ -198,11 +197,17 @@ def model_kind(path) -> str:
 def load_detector(path, estimator: type, device=None):
     """Rebuild a fitted ``estimator`` (:class:`~vaedetect.VAEDetector`, passed in by its ``load``, since this
     module does not import the estimators) from a file written by :func:`save_detector`."""
+    header, tensors = _read_for(path, estimator)
+    return _build(header, tensors, "", path, estimator, device)
+
+
+def _read_for(path, estimator: type) -> tuple[dict, dict]:
+    """:func:`read_model`, refusing a file of another estimator than ``estimator``, saying which reads it."""
     header, tensors = read_model(path)
     if header["detector"] != estimator.__name__:
         raise ValueError(f"{str(path)!r} holds a {header['detector']}, not a {estimator.__name__}; load it with "
-                         f"vaedetect.load (the command line tells them apart).")
-    return _build(header, tensors, "", path, estimator, device)
+                         "vaedetect.load (the command line tells them apart).")
+    return header, tensors
 
 
 @contextmanager
@@ -320,10 +325,7 @@ def _weights(tensors: dict, skeleton) -> dict:
 def load_combined(path, estimator: type, detector_class: type, device=None):
     """Rebuild a fitted ``CombinedDetector`` (``estimator``) and its two ``detector_class`` models from a file
     written by :func:`save_combined`; each model is checked as a model file of its own is."""
-    header, tensors = read_model(path)
-    if header["detector"] != estimator.__name__:
-        raise ValueError(f"{str(path)!r} holds a {header['detector']}, not a {estimator.__name__}; load it with "
-                         "vaedetect.load.")
+    header, tensors = _read_for(path, estimator)
     models = {part: _build(header["models"][part], tensors, f"{part}/", path, detector_class, device)
               for part in ("pixel", "features")}
     recorded = header["fitted"]["models_calibration_sha256"]
