@@ -1,6 +1,6 @@
 """Making a :class:`~vaedetect.networks.VAE` run fast without changing what it computes.
 
-Two changes for the CPU, where convolutions take about 80% of a training step (profile in
+Two changes for the CPU, where convolutions take most of a training step (profile in
 ``docs/benchmarks.md``):
 
 - **channels-last memory format** lets oneDNN run convolutions without reordering every activation;

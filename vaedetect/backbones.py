@@ -353,17 +353,15 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         Side the images are resized to (bilinear, antialiased) before the backbone.
     batch_size : int or "auto", default="auto"
         Images per forward pass. "auto": 64 on a GPU; on the CPU two per thread (4 on 2 cores), where small
-        batches keep the activations in the processor's caches: EfficientNet-Lite0 at 224 px embeds 2.6
-        times faster in batches of 4 than of 64 on 2 cores (docs/backbone_speed.md).
+        batches keep the activations in the processor's caches (measured in docs/backbone_speed.md).
     device : str, default="auto"
     weights_path : str or path-like, optional
         A local weights file instead of the packaged or downloaded one.
     normalize : bool, default=True
         Power-normalise each stage's pooled vector: signed square root, then unit length (Perronnin et al.,
-        2010), so that a few large activations do not dominate and every stage weighs the same. On one-class
-        CIFAR-10 it raised every detector's mean ROC AUC, the Ledoit-Wolf Gaussian's from 0.892
-        (docs/features_one_class_plain.md) to 0.920 (docs/features_one_class.md); False gives the plain
-        averages.
+        2010), so that a few large activations do not dominate and every stage weighs the same (compared on
+        one-class CIFAR-10 in docs/features_one_class.md and docs/features_one_class_plain.md); False gives
+        the plain averages.
 
     Attributes
     ----------

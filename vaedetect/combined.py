@@ -11,9 +11,8 @@ the share of reference scores at or below it, and below the lowest tenth of them
 to that tenth, so that scores beyond every reference score still rank. The combined statistic is the
 logarithm of the smaller of the two tail probabilities: an image is as foreign as the model that finds it
 most foreign says. The other half, which played no part in defining it, calibrates the statistic:
-threshold and p-values are split-conformal on it, exactly as for one model. On horse photos (the
-development class) the smaller tail probability kept 0.924 of the feature model's 0.944 ROC AUC against
-other classes, where the smaller of two standardised scores fell to 0.830 (docs/combined_horse.md).
+threshold and p-values are split-conformal on it, exactly as for one model. The statistic was chosen
+against the smaller of two standardised scores on the development class (docs/combined_horse.md).
 """
 
 from __future__ import annotations

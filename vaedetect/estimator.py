@@ -120,8 +120,8 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         would alone. Every score is that of the members together: the ELBO is the sum of their ELBOs.
         "auto" is 5 for tables and 1 for backbone features: a single tabular network now and then lands
         on a poor model for one seed, which the other members outvote (docs/tabular_members.md and
-        docs/tabular_members_settings.md), at 1.2 to 3 times the fit time of one network and about 9
-        times its scoring time, each member decoding 16 draws (docs/tabular_scale.md).
+        docs/tabular_members_settings.md), at a multiple of one network's fit and scoring time, each member
+        decoding 16 draws (costs in docs/tabular_scale.md).
     loss : {"elbo", "sharp"}, default="elbo"
         ``"elbo"`` trains the proper negative ELBO under ``likelihood``; ``"sharp"`` is the tutorial's
         MSE + 0.7 L1 + ``perceptual_weight`` VGG16 perceptual + KL loss (the decoder's scale is then
@@ -465,9 +465,8 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         ----------
         name : {"default", "sharp"}
             ``"sharp"`` is the tutorial's full-size SharpVAE: ``base_channels=64, n_stages=4,
-            spatial_latent=True, loss="sharp", kl_schedule="cyclical", augment=True``. Measured at
-            64x64 on 2 CPU cores (docs/benchmarks.md): 4.7 times the default network's forward FLOPs,
-            7 times its training time (with the VGG16 loss) and 4 times its scoring time. Its
+            spatial_latent=True, loss="sharp", kl_schedule="cyclical", augment=True``: several times
+            slower than the default network to train and to score (measured in docs/benchmarks.md). Its
             perceptual loss needs the VGG16 ImageNet weights (or ``perceptual_weight=0``).
         **params
             Any other ``VAEDetector`` parameters.

@@ -23,7 +23,7 @@ SCALINGS = ("standard", "common")
 AUTO_CONTAMINATION = 0.01
 # Latent draws per row when n_samples="auto" on tabular data: a one-draw ELBO of a few features is a
 # noisy score (docs/tabular_draws.md), and decoding a row costs next to nothing. Each member of a table
-# draws as many: sharing them (4 each of 5 members) measured 0.002 lower (docs/tabular_members_draws.md).
+# draws as many: sharing them (4 each of 5 members) measured lower (docs/tabular_members_draws.md).
 TABULAR_DRAWS = 16
 # Tables: n_estimators="auto" trains this many member VAEs side by side, and learning_rate="auto" is
 # TABULAR_LEARNING_RATE rather than LEARNING_RATE (images, backbone features). On the development
