@@ -1,7 +1,7 @@
 """One entry point for the benchmark suite: ``python -m benchmarks run [--quick] [--data-dir DIR]``.
 
 Runs the suites in one process, writes every figure to a JSON file and the tables to
-``docs/benchmarks.md`` with the machine, versions, date and the command that made them. Suites whose
+``docs/benchmarks/summary.md`` with the machine, versions, date and the command that made them. Suites whose
 data are missing are skipped with the reason. Suites: ``tabular`` (ADBench), ``mnist`` and ``cifar10``
 (one-class, with far out-of-distribution sets for the CIFAR-10 dog model), each against
 scikit-learn's detectors on the same splits; ``features`` (one-class CIFAR-10 in a pretrained backbone's
@@ -48,8 +48,9 @@ def cli_start_up(repeats: int = 7) -> dict:
 
 def speed_suites(folder: Path, quick: bool) -> dict:
     """Training speed on random images; scoring speed and peak memory on CIFAR-10's JPEG folders."""
-    import tarfile
     import tempfile
+
+    from ._data import extract_cifar10
 
     results = {"training": speed.training_suite(IMAGE_SIZE, n_images=256 if quick else 1024, epochs=1),
                "profile": speed.training_profile(IMAGE_SIZE),
@@ -62,17 +63,15 @@ def speed_suites(folder: Path, quick: bool) -> dict:
         work = Path(tmp)
         model = speed.fit_speed_model(work / "speed.vae", IMAGE_SIZE)
         # the whole training split as one folder of 50,000 photos (the test split's 10,000 with --quick)
-        split = "test" if quick else "train"
-        with tarfile.open(tars / f"cifar10-{split}.tar") as archive:
-            archive.extractall(work, filter="data")
-        results["scoring"] = speed.scoring_suite(work / split, model, n_files=1000 if quick else 5000)
-        results["memory"] = speed.peak_memory_suite(work / split, model, work / "scores.csv")
-        tenth = speed.sample_folder(work / split, work / "tenth", every=10)
+        photos = extract_cifar10("test" if quick else "train", work, path=folder)
+        results["scoring"] = speed.scoring_suite(photos, model, n_files=1000 if quick else 5000)
+        results["memory"] = speed.peak_memory_suite(photos, model, work / "scores.csv")
+        tenth = speed.sample_folder(photos, work / "tenth", every=10)
         results["memory_tenth"] = speed.peak_memory_suite(tenth, model, work / "tenth.csv")
     return results
 
 
-# The feature suites' sizes (those of docs/features_one_class.md and docs/combined_dog.md): training photos
+# The feature suites' sizes (those of docs/benchmarks/features_one_class.md and docs/benchmarks/combined_dog.md): training photos
 # of the normal class, test photos of each class, images of each far out-of-distribution and damaged set.
 FEATURE_SIZES = {"n_train": 2000, "per_class": 200, "n_synthetic": 200}
 QUICK_FEATURE_SIZES = {"n_train": 200, "per_class": 20, "n_synthetic": 20}
@@ -300,10 +299,10 @@ def cifar_markdown(results: dict, run: dict) -> list[str]:
 
 
 ARCHITECTURE_RESULTS = Path("benchmarks/results/architecture.json")
-FULL_RUN_PAGE = "benchmarks_full.md"  # in docs/, beside the quick run's page
+FULL_RUN_PAGE = "full.md"  # in docs/benchmarks/, beside the quick run's page
 # Issue 24's targets for the default on the reported ADBench sets.
 TABULAR_TARGET_RATIO, TABULAR_MAX_SHORTFALL = 1.02, 0.05
-# Pages in docs/ on what was screened for tabular data (written by benchmarks.tabular_selection, and one
+# Pages in docs/experiments/ on what was screened for tabular data (written by benchmarks.tabular_selection, and one
 # confirmation by this runner).
 TABULAR_SELECTION_PAGES = ("tabular_likelihood.md", "tabular_screening.md", "tabular_width.md", "tabular_latent.md",
                            "tabular_wrappers.md", "tabular_scores.md", "tabular_dev_steps.md",
@@ -349,7 +348,7 @@ def default_likelihood(run: dict) -> str:
 def tabular_likelihood_text(run: dict) -> str:
     if default_likelihood(run) == "auto":
         return ("a Laplace decoder, `likelihood='auto'`'s choice for tabular data, made on development tasks "
-                "rather than these sets: [tabular_likelihood.md](tabular_likelihood.md)")
+                "rather than these sets: [tabular_likelihood.md](../experiments/tabular_likelihood.md)")
     return f"a {default_likelihood(run).capitalize()} decoder, then the default"
 
 
@@ -462,7 +461,7 @@ def markdown_page(results: dict) -> str:
                       f"{TABULAR_MAX_SHORTFALL:.2f} below IsolationForest (furthest: {worst}, {gaps[worst]:+.3f}: "
                       f"{_verdict(gaps[worst] >= -TABULAR_MAX_SHORTFALL)})."]
         if ours < TABULAR_TARGET_RATIO * theirs:
-            pages = ", ".join(f"[{page}]({page})" for page in TABULAR_SELECTION_PAGES)
+            pages = ", ".join(f"[{page}](../experiments/{page})" for page in TABULAR_SELECTION_PAGES)
             lines += ["Settings, wrappers and score methods screened to close the gap, judged on development tasks "
                       f"and at most confirmed once on these sets: {pages}."]
     if "mnist" in results["suites"]:
@@ -502,7 +501,7 @@ def run(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2, or 0 with --quick")
     parser.add_argument("--cifar-classes", nargs="+", default=None, help="normal classes (default: all ten)")
     parser.add_argument("--out", default="benchmarks/results/benchmarks.json")
-    parser.add_argument("--markdown", default="docs/benchmarks.md")
+    parser.add_argument("--markdown", default="docs/benchmarks/summary.md")
     args = parser.parse_args(argv)
     folder = data_dir(args.data_dir)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -573,7 +572,7 @@ def render(argv=None) -> str:
     parser = argparse.ArgumentParser(prog="python -m benchmarks render", description=render.__doc__)
     parser.add_argument("--json", nargs="+", default=["benchmarks/results/benchmarks.json"],
                         help="saved runs; FILE#suite,suite takes only those suites of FILE")
-    parser.add_argument("--markdown", default="docs/benchmarks.md")
+    parser.add_argument("--markdown", default="docs/benchmarks/summary.md")
     parser.add_argument("--out", default=None, help="also save the merged results as JSON")
     args = parser.parse_args(argv)
     command = " ".join(["python -m benchmarks render", *(argv if argv is not None else sys.argv[2:])])
@@ -615,17 +614,81 @@ def compare_settings(argv=None) -> str:
     return page
 
 
+QUICK_DIR = Path("benchmarks/quick")  # git-ignored: quick runs never replace published figures
+
+
+def reproduce(argv=None) -> int:
+    """Re-run the benchmark behind a published page and regenerate the page from its JSON."""
+    from . import manifest
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks reproduce", description=reproduce.__doc__)
+    parser.add_argument("page", nargs="?", help="a page's name, as --list shows it")
+    parser.add_argument("--list", action="store_true", help="list every published page with its command")
+    parser.add_argument("--render", action="store_true", help="only re-render the page from its JSON; nothing is measured")
+    parser.add_argument("--quick", action="store_true", help="a shorter run, where the page has one, into --output-dir")
+    parser.add_argument("--output-dir", default=None, help=f"where a --quick run writes its JSON and page (default {QUICK_DIR})")
+    parser.add_argument("--data-dir", default=None, help="default: $VAEDETECT_DATA or ../shared/data")
+    args = parser.parse_args(argv)
+    if args.list:
+        print(list_pages())
+        return 0
+    if not args.page:
+        parser.error("name a page (python -m benchmarks reproduce --list shows them)")
+    try:
+        entry = manifest.page(args.page)
+        if args.quick and entry.quick is None:
+            raise ValueError(f"{entry.name} has no quick version; run it in full, or re-render it with --render")
+    except ValueError as error:
+        parser.error(str(error))
+    if args.render:
+        (manifest.ROOT / entry.page_path).write_text(entry.render_page())
+        print(f"rendered {entry.page_path} from {entry.results_path}")
+        return 0
+    folder = Path(args.output_dir or QUICK_DIR) if args.quick else None
+    out = folder / f"{entry.name}.json" if folder else entry.results_path
+    page = folder / f"{entry.name}.md" if folder else entry.page_path
+    command = entry.command(out, page, quick=args.quick) + (["--data-dir", args.data_dir] if args.data_dir else [])
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
+    before = out.stat().st_mtime_ns if out.is_file() else None
+    print(f"running: {shlex.join(command)}", file=sys.stderr)
+    finished = subprocess.run([sys.executable, *command[1:]], cwd=manifest.ROOT if not out.is_absolute() else None)
+    if finished.returncode != 0:
+        return finished.returncode
+    if not out.is_file() or out.stat().st_mtime_ns == before:
+        print(f"skipped: {entry.name} measured nothing (its data or extra is missing: it needs {entry.needs})",
+              file=sys.stderr)
+        return 0
+    page.write_text(entry.render_page(json.loads(out.read_text())))
+    print(f"wrote {out} and {page}")
+    return 0
+
+
+def list_pages() -> str:
+    """A markdown table of every published page, the command that makes it, whether it has a quick run and
+    what it needs; then the experiment logs kept as records."""
+    from . import manifest
+
+    pages = _tables.markdown_table(("page", "file", "command", "quick", "needs"), (
+        (f"`{entry.name}`", f"docs/{entry.page}", f"`{entry.describe()}`", "yes" if entry.quick else "", entry.needs)
+        for entry in manifest.PAGES))
+    records = _tables.markdown_table(("file", "made by"), ((f"docs/{path}", made_by)
+                                                          for path, made_by in manifest.RECORDS.items()))
+    return f"{pages}\n\nExperiment logs kept as records (not re-rendered):\n\n{records}"
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"run": run, "render": render, "compare": compare_settings}
+    commands = {"run": run, "render": render, "compare": compare_settings, "reproduce": reproduce}
     if not argv or argv[0] not in commands:
         print("usage: python -m benchmarks run [--quick] [--data-dir DIR] [--suites ...]\n"
               "       python -m benchmarks render [--json FILE ...] [--markdown FILE] [--out FILE]\n"
-              "       python -m benchmarks compare --before FILE ... --after FILE ... [--suite S] [--labels A B]",
+              "       python -m benchmarks compare --before FILE ... --after FILE ... [--suite S] [--labels A B]\n"
+              "       python -m benchmarks reproduce (--list | PAGE [--render | --quick [--output-dir DIR]])",
               file=sys.stderr)
         return 2
-    commands[argv[0]](argv[1:])
-    return 0
+    returned = commands[argv[0]](argv[1:])
+    return returned if isinstance(returned, int) else 0
 
 
 if __name__ == "__main__":

@@ -36,6 +36,25 @@ def load_mnist(path=None) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def cifar10_tar(split: str, path=None) -> Path:
+    """The tar file of CIFAR-10's ``split`` ("train" or "test"); a ``FileNotFoundError`` naming it when absent."""
+    archive_path = data_dir(path) / "cifar10" / f"cifar10-{split}.tar"
+    if not archive_path.is_file():
+        raise FileNotFoundError(f"CIFAR-10 file {archive_path} not found; pass --data-dir or set VAEDETECT_DATA.")
+    return archive_path
+
+
+def extract_cifar10(split: str, destination: Path, *, label: str | None = None, path=None) -> Path:
+    """Unpack CIFAR-10's ``split`` (only class ``label``'s photos when given) into ``destination``, as the JPEG
+    folders a user would point ``vaedetect`` at; returns ``destination/split`` (``/label``)."""
+    import tarfile
+
+    with tarfile.open(cifar10_tar(split, path)) as archive:
+        members = [m for m in archive.getmembers() if m.isfile() and (label is None or Path(m.name).parent.name == label)]
+        archive.extractall(destination, members=members, filter="data")
+    return Path(destination) / split / (label or "")
+
+
 def load_cifar10(split: str, classes=None, path=None, limit_per_class=None) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 photos of ``split`` ("train" or "test") straight from the tar file, without unpacking.
 
@@ -48,10 +67,7 @@ def load_cifar10(split: str, classes=None, path=None, limit_per_class=None) -> t
 
     from PIL import Image
 
-    archive_path = data_dir(path) / "cifar10" / f"cifar10-{split}.tar"
-    if not archive_path.is_file():
-        raise FileNotFoundError(f"CIFAR-10 file {archive_path} not found; pass --data-dir or set VAEDETECT_DATA.")
-    with tarfile.open(archive_path) as archive:
+    with tarfile.open(cifar10_tar(split, path)) as archive:
         members = sorted((m for m in archive.getmembers() if m.isfile() and m.name.endswith(".jpg")),
                          key=lambda m: m.name)
         by_class: dict[str, list] = {}

@@ -70,11 +70,15 @@ def run_benchmark(name: str, argv, args, run, page) -> int:
     return 0
 
 
-def benchmark_parser(doc: str, holds: str) -> argparse.ArgumentParser:
+def benchmark_parser(doc: str, holds: str | None = None, *, page: bool = True) -> argparse.ArgumentParser:
     """A benchmark module's command line: its docstring's first line as the description, ``--data-dir`` (the
-    folder holding ``holds``), and ``--out`` and ``--markdown`` for :func:`run_benchmark`; add the rest."""
+    folder holding ``holds``; none for a benchmark that needs no data), and ``--out`` and (where it writes a
+    ``page``) ``--markdown`` for :func:`run_benchmark`; add the rest."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
-    parser.add_argument("--data-dir", default=None, help=f"folder holding {holds} (default: $VAEDETECT_DATA or ../shared/data)")
+    if holds is not None:
+        parser.add_argument("--data-dir", default=None,
+                            help=f"folder holding {holds} (default: $VAEDETECT_DATA or ../shared/data)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the page here")
+    if page:
+        parser.add_argument("--markdown", default=None, help="write the page here")
     return parser

@@ -11,6 +11,13 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
+def roc_auc_against(normal_scores, other_scores) -> float:
+    """ROC AUC of telling ``other_scores`` (the anomalies) from ``normal_scores``, every score higher = more
+    normal: the chance that an anomaly scores below a normal sample."""
+    normal, other = np.asarray(normal_scores, dtype=float), np.asarray(other_scores, dtype=float)
+    return float(roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(other))], -np.r_[normal, other]))
+
+
 def evaluation(is_anomaly, scores, **fields) -> dict:
     """One run: ROC AUC and average precision of ``scores`` (higher = more normal), plus ``fields``."""
     return {**fields, "roc_auc": float(roc_auc_score(is_anomaly, -np.asarray(scores))),
@@ -66,6 +73,12 @@ def seeds_text(results: dict) -> str:
     """``"seeds 0, 1, 2"``: every seed any data set of ``results`` was run with."""
     seeds = sorted({seed for entry in results.values() for seed in seeds_of(entry)})
     return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
+def markdown_table(columns, rows) -> str:
+    """A markdown table: a header of ``columns`` and one line per row of cells (formatted by the caller)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
 
 def markdown(results: dict) -> str:

@@ -12,14 +12,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
 from ._data import load_mnist
-from ._provenance import describe_run, write_results
+from ._provenance import benchmark_parser, describe_run, write_results
 from ._tables import evaluation
 
 CANDIDATES = {
@@ -65,12 +64,9 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None, help="default: $VAEDETECT_DATA or ../shared/data")
+    parser = benchmark_parser(__doc__, "mnist/")
     parser.add_argument("--digits", type=int, nargs="+", default=[2, 3, 8])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--markdown", default=None)
     args = parser.parse_args(argv)
     try:
         images, labels = load_mnist(args.data_dir)

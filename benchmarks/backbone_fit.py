@@ -5,17 +5,16 @@ Extracts CIFAR-10's 5,000 training dogs (JPEG) into a temporary folder and times
 and ``vaedetect fit FOLDER --combined`` (that and the pixel model), reading the process's peak resident
 memory while it runs; ``--modes combined_32px`` fits the combined model with the pixel model at 32 px.
 
-    python -m benchmarks.backbone_fit --out benchmarks/results/backbone_fit.json --markdown docs/backbone_fit.md
+    python -m benchmarks.backbone_fit --out benchmarks/results/backbone_fit.json --markdown docs/benchmarks/backbone_fit.md
 """
 
 from __future__ import annotations
 
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-from ._data import data_dir
+from ._data import extract_cifar10
 from ._provenance import benchmark_parser, generated_by, run_benchmark
 from .speed import run_measured
 
@@ -26,20 +25,10 @@ MODES = {"features": ["--backbone", "efficientnet_lite0"], "combined": ["--combi
 DEFAULT_MODES = ("features", "combined")
 
 
-def _extract_class(tar_path: Path, label: str, destination: Path) -> Path:
-    with tarfile.open(tar_path) as archive:
-        members = [m for m in archive.getmembers() if f"/{label}/" in f"/{m.name}" and m.isfile()]
-        archive.extractall(destination, members=members, filter="data")
-    return destination
-
-
 def run(args) -> dict:
-    tar_path = data_dir(args.data_dir) / "cifar10" / "cifar10-train.tar"
-    if not tar_path.is_file():
-        raise FileNotFoundError(f"{tar_path} not found")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = _extract_class(tar_path, args.label, Path(tmp) / "photos")
+        folder = extract_cifar10("train", Path(tmp) / "photos", label=args.label, path=args.data_dir)
         n_files = sum(1 for path in folder.rglob("*") if path.is_file())
         for mode in args.modes:
             options = MODES[mode]

@@ -15,13 +15,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
 import time
 
-from ._provenance import generated_by, run_benchmark
+from ._provenance import benchmark_parser, generated_by, run_benchmark
 
 IMAGE_SIZE = 224
 
@@ -84,12 +83,10 @@ def markdown_page(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 64])
     parser.add_argument("--n-images", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the page here")
     args = parser.parse_args(argv)
     return run_benchmark("backbone_speed", argv, args, run, markdown_page)
 

@@ -12,22 +12,21 @@ protocol (fit on test images 0-4999, fresh = 5000-9999), whose halves were writt
 (MNIST's documentation: the first 5,000 test images are cleaner and easier), a shift no calibration
 can undo.
 
-    python -m benchmarks.calibration --out benchmarks/results/calibration.json --markdown docs/calibration.md
+    python -m benchmarks.calibration --out benchmarks/results/calibration.json --markdown docs/benchmarks/calibration.md
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 import warnings
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from ._data import load_mnist
-from ._provenance import describe_run, generated_by, write_results
+from ._provenance import benchmark_parser, describe_run, generated_by, write_results
+from ._tables import roc_auc_against
 
 TARGETS = (0.01, 0.05, 0.1)
 PROTOCOLS = {
@@ -89,7 +88,7 @@ def run_split(digit: int, images, labels, protocol: str, seed: int, validation: 
                                                             "calibrated_on", "epochs_run")},
         "n_fresh": m,
         "fit_seconds": fit_seconds,
-        "roc_auc": float(roc_auc_score(np.r_[np.zeros(m), np.ones(len(others))], -np.r_[fresh_scores, other_scores])),
+        "roc_auc": roc_auc_against(fresh_scores, other_scores),
         "flagged": {str(fpr): float(np.mean(p_values <= fpr)) for fpr in TARGETS},
         "expected": {str(fpr): expected_rate(fpr, n) for fpr in TARGETS},
         "variance": {str(fpr): run_variance(fpr, n, m) for fpr in TARGETS},
@@ -156,8 +155,7 @@ def markdown_page(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: $VAEDETECT_DATA or ../shared/data)")
+    parser = benchmark_parser(__doc__, "mnist/")
     parser.add_argument("--digits", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="random",
@@ -165,8 +163,6 @@ def main(argv=None) -> int:
     parser.add_argument("--splits", nargs="+", default=["0.1:0.0", "0.1:0.1", "0.1:0.2"],
                         help="validation_fraction:calibration_fraction settings to compare")
     parser.add_argument("--n-others", type=int, default=2000, help="images of other digits for the ROC AUC")
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the table as a markdown page here")
     args = parser.parse_args(argv)
     try:
         images, labels = load_mnist(args.data_dir)

@@ -14,21 +14,20 @@ Reported from one run, on one network:
 Usage::
 
     python -m benchmarks.cifar_dog_ood [--data-dir DIR] [--epochs N] [--per-class 500] [--out FILE.json]
-        [--markdown docs/scores_cifar_dog.md] [--save-model dog.vae]
+        [--markdown docs/benchmarks/scores_cifar_dog.md] [--save-model dog.vae]
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from ._data import data_dir, load_cifar10, load_mnist
-from ._provenance import describe_run, generated_by, write_results
+from ._provenance import benchmark_parser, describe_run, generated_by, write_results
+from ._tables import roc_auc_against
 
 TARGET_FPRS = (0.05, 0.01)
 
@@ -100,8 +99,7 @@ def run(args) -> dict:
         rows[method] = {
             "seconds_per_1000": 1000 * seconds / len(everything),
             "roc_auc": {
-                name: float(roc_auc_score(np.r_[np.zeros(len(by_set["dog"])), np.ones(len(values))],
-                                          -np.r_[by_set["dog"], values]))
+                name: roc_auc_against(by_set["dog"], values)
                 for name, values in by_set.items() if name != "dog"
             },
             "flagged_share": {
@@ -162,15 +160,12 @@ def markdown_page(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None, help="folder holding cifar10/ and mnist/")
+    parser = benchmark_parser(__doc__, "cifar10/ and mnist/")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the detector's)")
     parser.add_argument("--per-class", type=int, default=500, help="test images of each other CIFAR class")
     parser.add_argument("--n-synthetic", type=int, default=500, help="images in each of mnist, constant, noise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-model", default=None, help="also save the fitted detector here")
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the table as a markdown page here")
     args = parser.parse_args(argv)
     folder = data_dir(args.data_dir)
     needed = [folder / "cifar10" / "cifar10-train.tar", folder / "cifar10" / "cifar10-test.tar",

@@ -11,18 +11,16 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from ._data import data_dir
-from ._provenance import describe_run, write_results
+from ._data import data_dir, extract_cifar10
+from ._provenance import benchmark_parser, describe_run, write_results
 
 
 def _run(command: list[str]) -> tuple[float, int]:
@@ -37,12 +35,10 @@ def _run(command: list[str]) -> tuple[float, int]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None)
+    parser = benchmark_parser(__doc__, "cifar10/", page=False)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     tars = data_dir(args.data_dir) / "cifar10"
     if not (tars / "cifar10-test.tar").is_file():
@@ -54,9 +50,8 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for name in ("cifar10-train.tar", "cifar10-test.tar"):
-            with tarfile.open(tars / name) as archive:
-                archive.extractall(work, filter="data")
+        for split in ("train", "test"):
+            extract_cifar10(split, work, path=args.data_dir)
         model, scores_csv = work / "dog.vae", work / "scores.csv"
         cli = [sys.executable, "-m", "vaedetect"]
         fit_seconds, fit_rss = _run([*cli, "fit", str(work / "train" / "dog"), "-o", str(model), "--image-size",

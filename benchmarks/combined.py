@@ -11,7 +11,7 @@ peers (Ledoit-Wolf Gaussian, kNN as in DN2, IsolationForest) fitted on the same 
 photos; the share of normal test photos the combined verdict flags at target false-positive rates; fit and
 score seconds and the process's peak memory.
 
-    python -m benchmarks.combined --seeds 0 1 2 --out benchmarks/results/combined_dog.json --markdown docs/combined_dog.md
+    python -m benchmarks reproduce combined_dog   # or python -m benchmarks.combined [--out F.json] [--markdown F.md]
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import sys
 import time
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from ._data import load_cifar10
 from ._provenance import benchmark_parser, generated_by, run_benchmark
+from ._tables import roc_auc_against
 from .cifar_dog_ood import TARGET_FPRS, far_ood_sets
 from .features import UNSEEDED, peers
 
@@ -77,9 +77,6 @@ def evaluation_sets(args) -> dict[str, np.ndarray]:
     return sets
 
 
-def _roc_auc(normal: np.ndarray, other: np.ndarray) -> float:
-    return float(roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(other))], -np.r_[normal, other]))
-
 
 def _by_set(scores: np.ndarray, bounds, names) -> dict[str, np.ndarray]:
     return {name: scores[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
@@ -119,7 +116,7 @@ def run_seed(args, seed, train, everything, bounds, names, peer_features, unseed
     rows = {}
     for method, values in scores.items():
         by_set = _by_set(values, bounds, names)
-        rows[method] = {name: _roc_auc(by_set[args.normal], other) for name, other in by_set.items()
+        rows[method] = {name: roc_auc_against(by_set[args.normal], other) for name, other in by_set.items()
                         if name != args.normal}
     normal = _by_set(scores["combined"], bounds, names)[args.normal]
     flagged = {str(fpr): float(np.mean(normal < detector.set_threshold(fpr=fpr).offset_)) for fpr in TARGET_FPRS}

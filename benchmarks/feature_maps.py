@@ -8,7 +8,7 @@ per position of a stage's map (200 channels drawn at random, as PaDiM does), or 
 positions; an image's score is the largest or the mean of its positions' Mahalanobis distances. ROC AUC of the
 normal class's test photos against the nine other classes (200 test photos of each class).
 
-    python -m benchmarks.feature_maps --out benchmarks/results/feature_maps.json --markdown docs/feature_maps.md
+    python -m benchmarks.feature_maps --out benchmarks/results/feature_maps.json --markdown docs/benchmarks/feature_maps.md
 """
 
 from __future__ import annotations

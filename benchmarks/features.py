@@ -7,7 +7,7 @@ training embeddings, DN2), IsolationForest, and ``VAEDetector`` with the setting
 (Gaussian decoder, one common scale, the residual score), with the ELBO instead, and with the tabular defaults.
 ROC AUC of the normal class against each other class and against all of them.
 
-    python -m benchmarks.features --normal dog --out benchmarks/results/features_dog.json --markdown docs/features_dog.md
+    python -m benchmarks.features --normal dog [--out FILE.json] [--markdown FILE.md]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from ._data import load_cifar10
 from ._provenance import benchmark_parser, generated_by, run_benchmark
-
+from ._tables import roc_auc_against
 
 UNSEEDED = ("gaussian", "knn")
 PEERS = ("gaussian", "knn", "isolation_forest")
@@ -87,8 +87,7 @@ def run(args) -> dict:
         scores = detector.fit(train_features).score_samples(test_features)
         seconds = time.perf_counter() - started
         normal = labels == args.normal
-        by_class = {other: float(roc_auc_score(np.r_[np.zeros(normal.sum()), np.ones(np.sum(labels == other))],
-                                               -np.r_[scores[normal], scores[labels == other]]))
+        by_class = {other: roc_auc_against(scores[normal], scores[labels == other])
                     for other in sorted(set(labels) - {args.normal})}
         rows[name] = {"roc_auc_all": float(roc_auc_score(~normal, -scores)), "roc_auc": by_class,
                       "fit_score_seconds": seconds}

@@ -6,7 +6,7 @@ of their mirror images (``aug``: twice the data, which a VAE might use better th
 the mean of the scores of a photo and of its mirror image (``tta``, test-time augmentation); both.
 
     python -m benchmarks.features_flips --cache-dir /tmp/bench/flips --out benchmarks/results/features_flips.json \
-        --markdown docs/features_flips.md
+        --markdown docs/experiments/features_flips.md
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -22,7 +21,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from ._data import load_mnist
-from ._provenance import describe_run, generated_by, write_results
+from ._provenance import benchmark_parser, describe_run, generated_by, write_results
 
 
 def pca_scores(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -116,12 +115,9 @@ def markdown_page(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: $VAEDETECT_DATA or ../shared/data)")
+    parser = benchmark_parser(__doc__, "mnist/")
     parser.add_argument("--digits", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the tables as a markdown page here")
     parser.add_argument("--methods", nargs="+", default=None,
                         help="score methods (default: all but regret, which costs ~40x the ELBO)")
     parser.add_argument("--focus", default="typicality", help="method broken down by other digit")

@@ -25,8 +25,8 @@ import numpy as np
 
 from . import tabular
 from ._data import load_cifar10, load_mnist
-from .cifar_dog_ood import far_ood_sets
 from ._tables import evaluation, log_means
+from .cifar_dog_ood import far_ood_sets
 
 # Other scores of the same network, reported beside the default (bits_typicality for images).
 VAE_ALTERNATIVES = ("elbo", "latent")

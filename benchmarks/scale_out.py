@@ -13,18 +13,16 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from ._data import data_dir
-from ._provenance import describe_run, write_results
+from ._data import data_dir, extract_cifar10
+from ._provenance import benchmark_parser, describe_run, write_results
 
 
 def _timed(command: list[str]) -> float:
@@ -70,11 +68,9 @@ def training(folder: Path, work: Path, epochs: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None)
+    parser = benchmark_parser(__doc__, "cifar10/", page=False)
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     archive_path = data_dir(args.data_dir) / "cifar10" / "cifar10-test.tar"
     if not archive_path.is_file():
@@ -84,9 +80,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        with tarfile.open(archive_path) as archive:
-            archive.extractall(work, filter="data")
-        photos = work / "test"
+        photos = extract_cifar10("test", work, path=args.data_dir)
         model = fit_speed_model(work / "speed.vae", 64)
         subset = work / "subset"
         subset.mkdir()

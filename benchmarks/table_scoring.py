@@ -8,7 +8,7 @@ scores.csv --quiet`, this process reading the child's peak resident memory while
 timed on the first size's rows in a fresh process too (the rows read from the Parquet file first, outside the
 timing). The command line's time includes its start (imports, the model read) and the writing of the scores.
 
-    python -m benchmarks.table_scoring --out benchmarks/results/table_scoring.json --markdown docs/table_scoring.md
+    python -m benchmarks.table_scoring --out benchmarks/results/table_scoring.json --markdown docs/benchmarks/table_scoring.md
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ default settings and scores every row of the set; this process reads the child's
 while it runs. Reported: rows, fit and score seconds, peak memory, and the growth between the sizes
 (seconds and MB per 100,000 more rows).
 
-    python -m benchmarks.tabular_scale --out benchmarks/results/tabular_scale.json --markdown docs/tabular_scale.md
+    python -m benchmarks.tabular_scale --out benchmarks/results/tabular_scale.json --markdown docs/benchmarks/tabular_scale.md
 """
 
 from __future__ import annotations

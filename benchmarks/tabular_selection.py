@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _tables, tabular
 from ._data import data_dir
-from ._provenance import describe_run, generated_by, write_results
+from ._provenance import benchmark_parser, describe_run, generated_by, write_results
 
 # Share of anomalies in each development task, as in ADBench's sets (2.5% to 35%).
 ANOMALY_SHARE = {"breast_cancer": 0.05, "wine": 0.1, "iris": 0.1, "digits": 0.05}
@@ -233,7 +233,7 @@ def candidate_maker(params: dict):
     ``refit_drop=Q``."""
     from vaedetect import VAEDetector
 
-    # docs/tabular_scores.md records its candidates as score=..., the parameter's name until it was renamed
+    # docs/experiments/tabular_scores.md records its candidates as score=..., the parameter's name until it was renamed
     params = {("score_method" if key == "score" else key): value for key, value in params.items()}
     vae_params = {key: value for key, value in params.items() if key not in WRAPPERS}
     wrapper = {key: value for key, value in params.items() if key in WRAPPERS}
@@ -351,7 +351,7 @@ def markdown_page(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__, "adbench/ and adbench_dev/")
     parser.add_argument("--candidate", nargs="+", action="append", required=True, metavar="NAME [KEY=VALUE]",
                         help="a name, VAEDetector settings and at most one wrapper (preprocess=, ensemble=, "
                              "refit_drop=); repeat for each candidate")
@@ -360,9 +360,6 @@ def main(argv=None) -> int:
                         help="toy: tasks from scikit-learn's bundled data; adbench_dev: the 17 ADBench sets kept "
                              "for choosing settings")
     parser.add_argument("--confirm", action="store_true", help="also run the candidates on the ADBench sets")
-    parser.add_argument("--data-dir", default=None, help="folder holding adbench/ (default: $VAEDETECT_DATA or ../shared/data)")
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the tables as a markdown page here")
     args = parser.parse_args(argv)
     makers = candidate_makers(args.candidate)
     results = {"benchmark": "tabular_selection", **describe_run("python -m benchmarks.tabular_selection", argv),

@@ -17,7 +17,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import statistics
@@ -25,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from ._provenance import describe_run, write_results
+from ._provenance import benchmark_parser, describe_run, write_results
 from .speed import default_model, default_network
 
 
@@ -129,10 +128,8 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--image-sizes", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    parser.add_argument("--markdown", default=None, help="write the table as a markdown page here")
     args = parser.parse_args(argv)
     # compile seconds as a user's first fit pays them: nothing from an earlier run's kernel cache; and
     # compiled in this process, so that no pool of compile workers competes with the timed steps

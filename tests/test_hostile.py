@@ -1,6 +1,6 @@
 """Hostile and broken inputs: no traceback, no silent pass, no lost file, bounded memory.
 
-Each test is one case of docs/security.md; the corpus of ``tests/hostile.py`` runs through every
+Each test is one case of docs/guide/security.md; the corpus of ``tests/hostile.py`` runs through every
 command at the end. Memory bounds are measured in a child process (its peak resident size), never
 as a wall-clock time.
 """

@@ -32,7 +32,7 @@ from .settings import ACTIVATIONS, CODECS, LIKELIHOODS, SCALINGS
 FORMAT_NAME, FORMAT_VERSION = "vaedetect-model", 3
 MAX_LATENT_DIM, MAX_BASE_CHANNELS, MAX_IMAGE_SIDE, MAX_FEATURES = 4096, 1024, 4096, 1_000_000
 # The side a backbone embeds images at: up to 1024 pixels (EfficientNet-Lite0's activations at that side stay
-# within hundreds of megabytes; at 4096 `info` alone took 4.5 GB).
+# within hundreds of megabytes; they grow with the square of the side, and at 4096 `info` alone ran out of bounds).
 MAX_BACKBONE_SIDE = 1024
 # Latent draws per scored input: each is a decoder pass, and the fixed noise holds them all.
 MAX_DRAWS, MAX_MEMBERS = 10_000, 64

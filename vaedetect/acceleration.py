@@ -1,15 +1,15 @@
 """Making a :class:`~vaedetect.networks.VAE` run fast without changing what it computes.
 
 Two changes for the CPU, where convolutions take most of a training step (profile in
-``docs/benchmarks.md``):
+``docs/benchmarks/summary.md``):
 
 - **channels-last memory format** lets oneDNN run convolutions without reordering every activation;
 - **batch-norm folding** for inference: an evaluation-mode batch norm is an affine map per channel, so
   it merges into the weights and bias of the convolution before it.
 
 Both keep results equal up to float32 rounding; what they gain is measured by the speed suite
-(``benchmarks/speed.py``, docs/benchmarks.md). ``torch.compile`` is not used: on the CPU it did not
-speed up training, and its gain at scoring is paid for in compile time (docs/torch_compile.md).
+(``benchmarks/speed.py``, docs/benchmarks/summary.md). ``torch.compile`` is not used: on the CPU it did not
+speed up training, and its gain at scoring is paid for in compile time (docs/benchmarks/torch_compile.md).
 """
 
 from __future__ import annotations

@@ -161,9 +161,8 @@ def _sha256(path) -> str:
 
 def _fold_batch_norms(network) -> None:
     """Merge each evaluation-mode batch norm named in a module's ``conv_norm_pairs`` into the convolution
-    before it, in place: the same features up to float32 rounding, in less time on the CPU (Lite0 at 224 px on
-    2 cores: 6.4 against 7.0 ms per image in batches of 4, 16.8 against 23.7 in batches of 64;
-    docs/backbone_speed.md). Call after loading the weights, whose names include the norms'."""
+    before it, in place: the same features up to float32 rounding, in less time on the CPU (measured by batch
+    size in docs/benchmarks/backbone_speed.md). Call after loading the weights, whose names include the norms'."""
     for module in [module for module in network.modules() if getattr(module, "conv_norm_pairs", None)]:
         for conv_name, norm_name in module.conv_norm_pairs:
             norm = getattr(module, norm_name).eval()
@@ -353,14 +352,14 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         Side the images are resized to (bilinear, antialiased) before the backbone.
     batch_size : int or "auto", default="auto"
         Images per forward pass. "auto": 64 on a GPU; on the CPU two per thread (4 on 2 cores), where small
-        batches keep the activations in the processor's caches (measured in docs/backbone_speed.md).
+        batches keep the activations in the processor's caches (measured in docs/benchmarks/backbone_speed.md).
     device : str, default="auto"
     weights_path : str or path-like, optional
         A local weights file instead of the packaged or downloaded one.
     normalize : bool, default=True
         Power-normalise each stage's pooled vector: signed square root, then unit length (Perronnin et al.,
         2010), so that a few large activations do not dominate and every stage weighs the same (compared on
-        one-class CIFAR-10 in docs/features_one_class.md and docs/features_one_class_plain.md); False gives
+        one-class CIFAR-10 in docs/benchmarks/features_one_class.md and docs/experiments/features_one_class_plain.md); False gives
         the plain averages.
 
     Attributes
@@ -410,13 +409,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         n_jobs : int, default=0
             Worker processes decoding images; 0 decodes in this process.
         follow_links : bool, default=False
-            Follow symbolic links that lead out of the folders (see :func:`vaedetect.images.discover_images`).
+            Follow symbolic links that lead out of the folders (see ``vaedetect.images.discover_images``).
         progress : bool, default=False
             Show a progress bar labelled "embedding" on stderr.
 
         Returns
         -------
-        features : ndarray of shape (n_used, n_features_out_)
+        features : ndarray of shape (n_used, ``n_features_out_``)
         used : list of str
             The file of each row of ``features``.
         skipped : list of vaedetect.images.Skipped
@@ -439,7 +438,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         return np.concatenate(chunks), used, skipped
 
     def transform(self, X):
-        """Pooled features of images ``X`` (see :func:`_as_nchw_unit` for the layouts), float32 ``(n, d)``."""
+        """Pooled features of images ``X`` (see ``_as_nchw_unit`` for the layouts), float32 ``(n, d)``."""
         chunks = []
         with torch.inference_mode():
             for batch in self._network_batches(X):

@@ -5,7 +5,7 @@ every subcommand's ``--help`` answer without importing torch. Options of ``fit``
 ``VAEDetector``'s parameters and default to the estimator's own defaults (they are only passed on when
 given), so a default is defined in one place.
 
-Exit codes (docs/security.md): 0 success; 1 ``--fail-on-outlier`` found outliers; 2 a usage error, a
+Exit codes (docs/guide/security.md): 0 success; 1 ``--fail-on-outlier`` found outliers; 2 a usage error, a
 missing or refused input (an invalid or broken model file) or an output that cannot or must not be
 written, raised before any work; 3 ``--fail-on-outlier`` found no outlier but some files could not be
 scored (``--ignore-errors`` lets them pass); 4 an unexpected internal error, in one line
@@ -481,7 +481,7 @@ def _check_table_path(path: Path, protected) -> None:
 @click.option("--report-top", type=click.IntRange(min=1), default=24, show_default=True,
               help="Thumbnails of this many most anomalous and most normal files in the report.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Processes decoding images; 0 decodes in this process, as fast on 2 cores (docs/benchmarks_full.md).")
+              help="Processes decoding images; 0 decodes in this process, as fast on 2 cores (docs/benchmarks/full.md).")
 @click.option("--shard", callback=lambda ctx, param, value: _shard(value), metavar="I/N",
               help="Score only the I-th of N equal shares of the files (0 <= I < N), e.g. for a job array.")
 @_follow_links_option

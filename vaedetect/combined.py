@@ -12,7 +12,7 @@ to that tenth, so that scores beyond every reference score still rank. The combi
 logarithm of the smaller of the two tail probabilities: an image is as foreign as the model that finds it
 most foreign says. The other half, which played no part in defining it, calibrates the statistic:
 threshold and p-values are split-conformal on it, exactly as for one model. The statistic was chosen
-against the smaller of two standardised scores on the development class (docs/combined_horse.md).
+against the smaller of two standardised scores on the development class (docs/experiments/combined_horse.md).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         through the pixel model).
     reference_scores_ : ndarray of shape (n_reference, 2)
         The pixel and the feature model's scores of the reference half of the calibration images, which
-        turn each model's score into a tail probability (:func:`log_tail_probability`).
+        turn each model's score into a tail probability (``vaedetect.combined.log_tail_probability``).
     calibration_ : vaedetect.calibration.Calibration
         Combined scores of the other half (score method ``"combined"``), which the threshold and p-values are
         calibrated on, and the threshold.

@@ -49,7 +49,7 @@ def score_paths(model_path, paths, *, files_per_partition: int = 2000, threshold
         A model file written by ``VAEDetector.save`` or ``CombinedDetector.save``; every worker reads it.
     paths : str, path-like, sequence of them, or vaedetect.images.Discovery
         Folders (searched recursively) and image files, or what
-        :func:`vaedetect.images.discover_images` found in them.
+        ``vaedetect.images.discover_images`` found in them.
     files_per_partition : int, default=2000
         Files scored by one task; each task holds one decoding batch at a time, whatever its size.
     threshold, fpr, contamination : float, optional

@@ -95,9 +95,9 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         a configured :class:`~vaedetect.backbones.FeatureExtractor` (stages, resolution, local weights),
         or an ``nn.Module`` (such a detector can be pickled but not saved as a model file). Image files are
         then decoded at the extractor's ``image_size`` in RGB, and ``image_size``/``channels`` apply to
-        the pixel model only. Content is the features' strength (docs/features_one_class.md); swapped
+        the pixel model only. Content is the features' strength (docs/benchmarks/features_one_class.md); swapped
         colours and wrong brightness the pixel model's, which :class:`~vaedetect.CombinedDetector` adds
-        (docs/combined_dog.md).
+        (docs/benchmarks/combined_dog.md).
     base_channels : int, default=32
         Channels of the first stage; each later stage doubles them. For tabular data the MLP's
         hidden widths are the same numbers, widest first. The tutorial's SharpVAE uses 64.
@@ -119,9 +119,9 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         of them); they train in the same optimiser steps, each with its own gradient clipping, as they
         would alone. Every score is that of the members together: the ELBO is the sum of their ELBOs.
         "auto" is 5 for tables and 1 for backbone features: a single tabular network now and then lands
-        on a poor model for one seed, which the other members outvote (docs/tabular_members.md and
-        docs/tabular_members_settings.md), at a multiple of one network's fit and scoring time, each member
-        decoding 16 draws (costs in docs/tabular_scale.md).
+        on a poor model for one seed, which the other members outvote (docs/experiments/tabular_members.md and
+        docs/experiments/tabular_members_settings.md), at a multiple of one network's fit and scoring time, each member
+        decoding 16 draws (costs in docs/benchmarks/tabular_scale.md).
     loss : {"elbo", "sharp"}, default="elbo"
         ``"elbo"`` trains the proper negative ELBO under ``likelihood``; ``"sharp"`` is the tutorial's
         MSE + 0.7 L1 + ``perceptual_weight`` VGG16 perceptual + KL loss (the decoder's scale is then
@@ -130,7 +130,7 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         Decoder distribution; Gaussian and Laplace have a learned scale per channel (feature). "auto"
         is Gaussian for images and Laplace for tabular data: tabular training rows are fitted without
         labels, and under an absolute error the anomalies among them pull the fit less than under a
-        squared one (measured in docs/tabular_likelihood.md).
+        squared one (measured in docs/experiments/tabular_likelihood.md).
     perceptual_weight : float, default=0.3
         Weight of the VGG16 perceptual term of ``loss="sharp"``; 0 avoids loading VGG16.
     kl_schedule : {"warmup", "cyclical", "constant"}, default="warmup"
@@ -141,11 +141,11 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         optimiser steps: unchanged up to 3,200 training samples at ``batch_size=32``, then a training
         time that stops growing with the data set; beyond 80,000 training samples (one epoch of 2,500
         steps) the one epoch ends at 2,500 steps, having seen a random share of the samples. Measured
-        in docs/auto_epochs.md, docs/default_epochs.md and docs/tabular_scale.md.
+        in docs/experiments/auto_epochs.md, docs/experiments/default_epochs.md and docs/benchmarks/tabular_scale.md.
     batch_size : int, default=32
     learning_rate : float or "auto", default="auto"
         AdamW learning rate, decayed to 1e-6 by a cosine schedule. "auto" is 1e-3 for tables, where
-        2,500 steps at 5e-4 left some sets under-trained (docs/tabular_dev_settings.md), and 5e-4 for
+        2,500 steps at 5e-4 left some sets under-trained (docs/experiments/tabular_dev_settings.md), and 5e-4 for
         images and backbone features.
     weight_decay : float, default=1e-5
     trim_fraction : float or "auto", default="auto"
@@ -153,19 +153,19 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         negative ELBO (with members, of the members together). Training data of an anomaly detector is rarely clean,
         and a network that fits its anomalies learns to explain them; trimming the worst-explained rows
         of every batch keeps them from pulling the fit (a trimmed likelihood, as in robust statistics).
-        Validation losses are trimmed alike. "auto" is 0.1 for tables (docs/tabular_trimmed.md) and 0
+        Validation losses are trimmed alike. "auto" is 0.1 for tables (docs/experiments/tabular_trimmed.md) and 0
         for images and backbone features, where it was not measured.
     augment : bool or "auto", default=False
         Random flips, small rotations and (RGB) colour jitter during training, as in the tutorial;
         "auto" turns it on for images and off for tabular data. Off by default because it teaches the
         model that mirrored, rotated and recoloured inputs are normal, which an anomaly detector may
-        have to flag (measured on one-class MNIST in docs/scores.md).
+        have to flag (measured on one-class MNIST in docs/guide/scores.md).
     scaling : {"auto", "standard", "common"}, default="auto"
         How tabular data and backbone features are scaled after centring: ``"standard"`` divides each
         feature by its own standard deviation (features in different units), ``"common"`` all of them by one
         scale, their root mean variance (features in one unit, such as embeddings, whose nearly silent
         features unit variance would amplify). "auto" is "common" with a ``backbone`` and "standard"
-        otherwise (docs/features_one_class.md). Images are not scaled.
+        otherwise (docs/benchmarks/features_one_class.md). Images are not scaled.
     validation_fraction : float, default=0.1
         Share of the training data held out for early stopping (and the ``val_loss`` of ``history_``).
     calibration_fraction : float, default=0.1
@@ -185,14 +185,14 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         decoder passes per input. "auto" is 1 for images and 16 for tabular data: an image's
         reconstruction term already sums over thousands of pixels, so one draw estimates it well,
         while a row of a few features is a noisy one-draw estimate and cheap to decode again
-        (measured in docs/scores.md and docs/tabular_draws.md), for each member of a table
+        (measured in docs/guide/scores.md and docs/experiments/tabular_draws.md), for each member of a table
         (``n_estimators``).
     score_method : {"auto", "elbo", "iwae", "kl", "reconstruction", "reconstruction_probability", "latent", \
             "typicality", "complexity", "bits_typicality", "regret", "residual"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for
         images and ``"elbo"`` for tabular data, the best of the measured methods on out-of-distribution
-        images and one-class MNIST (docs/scores.md) and on tabular development tasks
-        (docs/tabular_scores.md):
+        images and one-class MNIST (docs/guide/scores.md) and on tabular development tasks
+        (docs/experiments/tabular_scores.md):
 
         - ``"elbo"``: the evidence lower bound, in nats per sample;
         - ``"iwae"``: the importance-weighted bound with ``n_samples`` draws;
@@ -200,7 +200,7 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         - ``"reconstruction"``: minus the mean squared error of the reconstruction from the latent mean;
         - ``"reconstruction_probability"``: the ELBO without its KL term, ``E_q[log p(x|z)]`` in nats
           under the decoder's learned scales (An and Cho, 2015); per feature it is what
-          :meth:`feature_contributions` breaks down (on tables: docs/tabular_reconstruction_probability.md);
+          :meth:`feature_contributions` breaks down (on tables: docs/experiments/tabular_reconstruction_probability.md);
         - ``"latent"``: minus the squared Mahalanobis distance of the latent mean from the training
           data's latent means;
         - ``"typicality"``: how close the ELBO is to the training data's typical ELBO, from either
@@ -215,14 +215,14 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         - ``"residual"`` (tabular only): minus the Mahalanobis distance of the reconstruction
           residual from the training rows' residuals, a full-covariance decoder likelihood.
 
-        ``score_table`` gives them all at once; docs/scores.md compares them. Resolved by ``fit`` (and
+        ``score_table`` gives them all at once; docs/guide/scores.md compares them. Resolved by ``fit`` (and
         :meth:`calibrate`, which re-calibrates under it): set after ``fit``, it takes effect there, as the
         threshold must be calibrated for it (``score_method_`` is the one in use). Formerly ``score``,
         renamed so that it no longer hides scikit-learn's ``score(X, y)`` (which a search without
         ``scoring`` would call); model files written with the old name load unchanged.
     regret_steps : int, default=20
         Optimiser steps per input for ``score_method="regret"``: ``regret_steps + 1`` decoder forward and
-        ``regret_steps`` backward passes per input (its cost is in docs/scores_cifar_dog.md).
+        ``regret_steps`` backward passes per input (its cost is in docs/benchmarks/scores_cifar_dog.md).
     complexity_codec : {"png", "webp"}, default="png"
         Lossless codec whose length measures input complexity for ``score_method="complexity"``: PNG at
         maximum compression, or lossless WebP, which compresses photos smaller (a tighter complexity
@@ -247,12 +247,12 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
     ----------
     model_ : vaedetect.networks.VAE
         The fitted network, in evaluation mode. Inference runs a copy with batch norms folded into
-        the convolutions (:func:`vaedetect.acceleration.inference_network`), made on first use; assign
+        the convolutions (``vaedetect.acceleration.inference_network``), made on first use; assign
         a new ``model_`` rather than editing its weights in place.
     modality_ : vaedetect.modality.ImageModality, TabularModality or FeatureModality
         What the network models, decided once by ``fit``: image pixels, a table's rows, or a backbone's
         features of images; how inputs become its tensors, the scaling it learned, and what the detector can
-        do (``anomaly_map`` needs pixels, ``feature_contributions`` a table: see :mod:`vaedetect.modality`).
+        do (``anomaly_map`` needs pixels, ``feature_contributions`` a table: see ``vaedetect.modality``).
     settings_ : vaedetect.settings.Resolved
         Every "auto" parameter as ``fit`` resolved it for the data (likelihood, latent draws, members,
         learning rate, trimming, epochs, mixed precision, contamination, score method). Later calls read
@@ -466,7 +466,7 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         name : {"default", "sharp"}
             ``"sharp"`` is the tutorial's full-size SharpVAE: ``base_channels=64, n_stages=4,
             spatial_latent=True, loss="sharp", kl_schedule="cyclical", augment=True``: several times
-            slower than the default network to train and to score (measured in docs/benchmarks.md). Its
+            slower than the default network to train and to score (measured in docs/benchmarks/summary.md). Its
             perceptual loss needs the VGG16 ImageNet weights (or ``perceptual_weight=0``).
         **params
             Any other ``VAEDetector`` parameters.
@@ -532,7 +532,7 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
             Refuse, before decoding, a training set whose in-memory copies would need more.
         follow_links : bool, default=False
             Follow symbolic links that lead out of the folders (see
-            :func:`vaedetect.images.discover_images`); by default they are skipped and reported.
+            ``vaedetect.images.discover_images``); by default they are skipped and reported.
 
         Returns
         -------

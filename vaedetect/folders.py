@@ -62,7 +62,7 @@ class FolderMixin(InferenceMixin):
         ----------
         paths : str, path-like, sequence of them, or vaedetect.images.Discovery
             Folders (searched recursively) and single image files, or what
-            :func:`vaedetect.images.discover_images` found in them.
+            ``vaedetect.images.discover_images`` found in them.
         n_jobs : int, default=0
             Worker processes decoding images; 0 decodes in this process.
         maps_dir : str or path-like, optional
@@ -71,7 +71,7 @@ class FolderMixin(InferenceMixin):
             detector without ``backbone``).
         follow_links : bool, default=False
             Follow symbolic links that lead out of the folders (see
-            :func:`vaedetect.images.discover_images`); by default they are skipped and reported.
+            ``vaedetect.images.discover_images``); by default they are skipped and reported.
         progress : bool, default=False
             Show a progress bar of the files scored on stderr.
 
@@ -123,7 +123,7 @@ class FolderMixin(InferenceMixin):
             Worker processes decoding images; 0 decodes in this process.
         follow_links : bool, default=False
             Follow symbolic links that lead out of the folders (see
-            :func:`vaedetect.images.discover_images`).
+            ``vaedetect.images.discover_images``).
 
         Returns
         -------

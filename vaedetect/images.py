@@ -159,7 +159,7 @@ def load_image(path, image_size: int, channels: int) -> np.ndarray:
     Only the raster formats of :data:`PIL_FORMATS` are opened, whatever the file's name. An image
     of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (about 89 million, where PIL warns of a
     possible decompression bomb) is refused from its header, before it is decoded, which bounds the
-    memory one file can take (docs/security.md); raise that limit to accept larger images.
+    memory one file can take (docs/guide/security.md); raise that limit to accept larger images.
 
     Raises
     ------

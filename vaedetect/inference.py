@@ -5,7 +5,7 @@ latent codes computed from them.
 :class:`InferenceMixin` gives ``VAEDetector`` these methods, and :class:`~vaedetect.folders.FolderMixin` and
 :class:`~vaedetect.inspection.InspectionMixin`, which build on them, the private ones they call. It reads
 the fitted state ``fit`` leaves: ``modality_``, ``settings_``, ``model_``, ``reference_``, ``noise_seed_``,
-``device_`` and ``calibration_``. The score functions are in :mod:`vaedetect.scoring`, listed by
+``device_`` and ``calibration_``. The score functions are in ``vaedetect.scoring``, listed by
 :mod:`vaedetect.registry`.
 """
 
@@ -27,7 +27,7 @@ from .registry import get_score, score_names
 from .scoring import anomaly_map, anomaly_map_and_kl, bits_per_dim, latent_noise, map_batches, score_batches
 
 # Inference batches hold about this many input values (and at most _MAX_INFERENCE_BATCH samples):
-# beyond a cache-friendly size, bigger batches only cost memory (measured in docs/usage.md).
+# beyond a cache-friendly size, bigger batches only cost memory (docs/experiments/usage_notes.md, "Inference batch size").
 _INFERENCE_BATCH_VALUES = 2**18
 _MAX_INFERENCE_BATCH = 256
 
@@ -71,8 +71,7 @@ class InferenceMixin:
 
     def _inference_batch_size(self):
         # members multiply every activation: their batches hold as many values as one network's, since
-        # bigger temporaries fragment the CPU allocator's heap (scoring 200,000 rows of 39 columns with 5
-        # members peaked at 3.5 GB with 256-row batches, docs/tabular_scale.md)
+        # bigger temporaries fragment the CPU allocator's heap (measured in docs/benchmarks/tabular_scale.md)
         members = self.model_.members
         by_size = _INFERENCE_BATCH_VALUES // max(self.modality_.layout.n_features * members, 1)
         return max(self.batch_size, min(by_size, _MAX_INFERENCE_BATCH // members))
@@ -308,7 +307,7 @@ class InferenceMixin:
 
         Returns
         -------
-        Z : ndarray of shape (n_samples, latent_dim * n_estimators_)
+        Z : ndarray of shape (n_samples, latent_dim * ``n_estimators_``)
             The members' codes side by side for tables of several members (``n_estimators``); flattened to
             ``latent_dim * h * w`` columns for a spatial latent code.
         """

@@ -55,7 +55,7 @@ class InspectionMixin(InferenceMixin):
 
         Parameters
         ----------
-        Z : array-like of shape (n_samples, latent_dim * n_estimators_)
+        Z : array-like of shape (n_samples, latent_dim * ``n_estimators_``)
             Latent codes, e.g. from ``transform``.
 
         Returns

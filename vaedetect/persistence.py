@@ -5,7 +5,7 @@ JSON header giving each tensor's dtype, shape and byte range, and the tensors' b
 is JSON in its metadata; tensors are named ``weights.*``, ``calibration.scores``, ``reference.*``,
 ``modality.*`` and ``maps.baseline`` (a combined file prefixes each model's with ``pixel/`` or ``features/``).
 
-Every file is treated as hostile (docs/security.md). The safetensors reader refuses a header longer than the
+Every file is treated as hostile (docs/guide/security.md). The safetensors reader refuses a header longer than the
 file, byte ranges that overlap or leave gaps and shapes that do not fit their bytes before it allocates
 anything, and vaedetect's header must be at most ``MAX_HEADER_BYTES``. The header is then checked against its
 declared schema (:mod:`vaedetect._model_header`: types, ranges, no unknown field) and for consistency before

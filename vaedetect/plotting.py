@@ -106,8 +106,11 @@ def image_grid(images, *, ncols=None, title=None, ax=None):
     -------
     ax : matplotlib Axes
     """
-    ax = _axes(ax, (6, 6))
-    ax.imshow(mosaic(images, ncols=ncols), interpolation="nearest")
+    tiles = mosaic(images, ncols=ncols)
+    # a new figure takes the grid's shape, so that a strip of images is not lost in a square of white
+    height, width = tiles.shape[:2]
+    ax = _axes(ax, (6, min(6.0, max(1.5, 6 * height / width)) + (0.4 if title else 0.0)))
+    ax.imshow(tiles, interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title)

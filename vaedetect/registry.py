@@ -1,5 +1,5 @@
 """The score methods, one entry each: adding a method is one :func:`register_score` call (and its line
-in docs/scores.md).
+in docs/guide/scores.md).
 
 Everything that asks "which score methods are there, and what does this one need" reads this table:
 the estimator's parameter check, ``score_samples``, ``score_table``, the model-file check and the
@@ -25,7 +25,7 @@ class ScoreMethod:
         The ``score_method`` value that selects it.
     function : str or callable
         ``function(model, x, noise, likelihood, **options) -> Tensor (n,)``: the scores of one batch
-        ``x`` in network space (see :mod:`vaedetect.scoring`), or its ``"module:attribute"``.
+        ``x`` in network space (see ``vaedetect.scoring``), or its ``"module:attribute"``.
     options : mapping, default={}
         Keyword of ``function`` -> the ``VAEDetector`` parameter that gives it, e.g.
         ``{"steps": "regret_steps"}``.

@@ -4,7 +4,7 @@ Dask and the report read it. Its columns, their types and their order are define
 =====================  ========  ===========================================================================
 column                 dtype     what it holds
 =====================  ========  ===========================================================================
-``path``               object    the file (kept as Python holds its name; written as text, see :func:`write`)
+``path``               object    the file (kept as Python holds its name; written as text by ``write``)
 ``row``                int64     tables: the row's number in its file, from 0
 (``--id-column``)      as read   tables: the identifier column named by the caller
 ``score``              float64   higher = more normal; NaN where the entry could not be scored, -inf where

@@ -371,7 +371,7 @@ def residual_score(model, x, noise=None, likelihood=None, *, reference: Referenc
     The decoder's own likelihood treats the features as independent given the code; this is the
     likelihood of a Gaussian decoder whose full covariance is the training residuals' (Ledoit-Wolf),
     up to constants: correlated features that break their usual relation are caught even when each
-    alone looks normal (measured on image embeddings in docs/usage.md).
+    alone looks normal (measured on image embeddings: docs/experiments/features_tried.md).
     """
     if reference.residual_precision is None:
         raise ValueError(f"The residual score needs a detector fitted on tabular data of at most "

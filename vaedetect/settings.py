@@ -22,22 +22,22 @@ SCALINGS = ("standard", "common")
 # The share of calibration data flagged when contamination="auto".
 AUTO_CONTAMINATION = 0.01
 # Latent draws per row when n_samples="auto" on tabular data: a one-draw ELBO of a few features is a
-# noisy score (docs/tabular_draws.md), and decoding a row costs next to nothing. Each member of a table
-# draws as many: sharing them (4 each of 5 members) measured lower (docs/tabular_members_draws.md).
+# noisy score (docs/experiments/tabular_draws.md), and decoding a row costs next to nothing. Each member of a table
+# draws as many: sharing them (4 each of 5 members) measured lower (docs/experiments/tabular_members_draws.md).
 TABULAR_DRAWS = 16
 # Tables: n_estimators="auto" trains this many member VAEs side by side, and learning_rate="auto" is
 # TABULAR_LEARNING_RATE rather than LEARNING_RATE (images, backbone features). On the development
 # sets the faster rate alone raised the mean but let single seeds collapse; members of different
-# initialisations average such a seed away (docs/tabular_dev_ensemble.md, docs/tabular_members.md).
+# initialisations average such a seed away (docs/experiments/tabular_dev_ensemble.md, docs/experiments/tabular_members.md).
 TABULAR_MEMBERS = 5
 # Tables: trim_fraction="auto" leaves this share of each batch's worst-explained rows out of the loss, so
-# that the anomalies among unlabelled training rows pull the fit less (docs/tabular_trimmed.md).
+# that the anomalies among unlabelled training rows pull the fit less (docs/experiments/tabular_trimmed.md).
 TABULAR_TRIM = 0.1
 LEARNING_RATE = 5e-4
 TABULAR_LEARNING_RATE = 1e-3
 # epochs="auto": this many epochs, fewer where they would take more optimiser steps than the budget
-# (docs/auto_epochs.md); where one epoch alone would, it ends at the budget, on a random share of the
-# rows, so that fit time stops growing with rows (docs/tabular_scale.md).
+# (docs/experiments/auto_epochs.md); where one epoch alone would, it ends at the budget, on a random share of the
+# rows, so that fit time stops growing with rows (docs/benchmarks/tabular_scale.md).
 AUTO_MAX_EPOCHS = 25
 AUTO_MAX_STEPS = 2500
 # The residual score keeps a d x d precision matrix of the reconstruction residuals: up to this many
@@ -46,7 +46,7 @@ MAX_RESIDUAL_FEATURES = 2048
 
 # Named settings for VAEDetector.from_preset. "sharp" is the tutorial's full-size SharpVAE and its
 # training recipe (64 -> 512 channels over 4 stages, spatial latent at 1/16 resolution, MSE + L1 +
-# VGG16 perceptual loss, cyclical KL weight, augmentation); its measured cost is in docs/benchmarks.md.
+# VGG16 perceptual loss, cyclical KL weight, augmentation); its measured cost is in docs/benchmarks/summary.md.
 # Its U-Net skips stay off: they would let the decoder copy the input past the latent code.
 PRESETS = {
     "default": {},
@@ -91,7 +91,7 @@ def resolve(params: dict, kind: str, *, n_train: int, n_features: int, fast_bflo
     tables a Laplace decoder (anomalies among the training rows pull it less), ``TABULAR_DRAWS`` draws,
     no augmentation, each feature scaled to unit variance and ``TABULAR_MEMBERS`` member VAEs trained at
     ``TABULAR_LEARNING_RATE`` on batch losses trimmed of their ``TABULAR_TRIM`` worst rows; features the
-    same as tables but a Gaussian decoder, one scale common to all features (docs/features_one_class.md)
+    same as tables but a Gaussian decoder, one scale common to all features (docs/benchmarks/features_one_class.md)
     and one network at ``LEARNING_RATE`` on whole batches, as images. Epochs, mixed precision, the
     contamination and the score method follow the rules of :func:`epochs_within_budget` and
     :func:`resolve_calibration`. The reasons and measurements are in the parameters' documentation
@@ -129,7 +129,7 @@ def resolve_calibration(params: dict, kind: str, n_features: int) -> tuple[str, 
     Fitting resolves them (:func:`resolve`), and so does ``calibrate``, which re-calibrates a fitted
     detector under the parameters as they are then. "auto" is ``bits_typicality`` for images, the ELBO
     for tables, and ``residual`` for the ``n_features`` features of a backbone where it is defined (at
-    most ``MAX_RESIDUAL_FEATURES``), the ELBO beyond (docs/features_one_class.md); a contamination of
+    most ``MAX_RESIDUAL_FEATURES``), the ELBO beyond (docs/benchmarks/features_one_class.md); a contamination of
     ``AUTO_CONTAMINATION``.
     """
     score_method = params["score_method"]

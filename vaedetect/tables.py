@@ -31,8 +31,8 @@ def is_table_file(path) -> bool:
 
 
 def _check_csv_lines(path: Path) -> None:
-    """Refuse a CSV file with a line longer than ``MAX_LINE_BYTES`` (a 200 MB line took 11.7 GB to parse),
-    scanning its bytes a megabyte at a time."""
+    """Refuse a CSV file with a line longer than ``MAX_LINE_BYTES`` (parsing one costs many times its size
+    in memory), scanning its bytes a megabyte at a time."""
     current, number = 0, 1  # the length of the line read so far, and its number
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(2**20), b""):
@@ -72,7 +72,7 @@ def _parquet_chunks(path: Path, chunk_rows: int):
     import pyarrow.parquet as parquet
 
     try:
-        file = parquet.ParquetFile(path, pre_buffer=False)  # pre-buffering kept every row group read: 30 MB per 1M rows
+        file = parquet.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps every row group read in memory
         names = file.schema_arrow.names
         _check_width(names, path)
         duplicates = sorted({name for name in names if names.count(name) > 1})
