@@ -49,10 +49,10 @@ sphinx_gallery_conf = {
     "filename_pattern": r"/plot_",
     "download_all_examples": False,
     "remove_config_comments": True,
-    # examples train tiny models: one thread each keeps the build predictable on small machines
     "reset_modules": ("matplotlib",),
     "abort_on_example_error": True,
     "only_warn_on_example_error": False,
+    # VAEDETECT_DOCS_PLOT_GALLERY=False builds the pages without running the examples (a quick look at text)
     "plot_gallery": os.environ.get("VAEDETECT_DOCS_PLOT_GALLERY", "True"),
 }
 

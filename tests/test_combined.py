@@ -30,13 +30,25 @@ def _images(n, seed, side=8):
     return np.clip(base + rng.normal(0, 0.03, size=(n, side, side, 3)), 0, 1).astype(np.float32)
 
 
-def test_half_the_held_out_images_are_the_reference_and_half_calibrate_the_threshold():
+def test_every_held_out_image_is_a_reference_and_calibrates_the_verdict_against_the_others():
+    from vaedetect.combined import leave_one_out_log_tail_probability
+
     detector = _detector(random_state=0, calibration_fraction=0.2).fit(_images(200, 0))
     pairs = np.column_stack([detector.pixel_.calibration_.scores, detector.features_.calibration_.scores])
-    assert len(pairs) == 40 and detector.training_summary_["n_reference"] == detector.training_summary_["n_calibration"] == 20
-    reference = np.isin(pairs[:, 0], detector.reference_scores_[:, 0])
-    np.testing.assert_array_equal(np.sort(pairs[reference], axis=0), np.sort(detector.reference_scores_, axis=0))
-    np.testing.assert_allclose(np.sort(detector.calibration_.scores), np.sort(detector._combine(pairs[~reference]).min(axis=1)))
+    assert len(pairs) == 40 and detector.training_summary_["n_reference"] == detector.training_summary_["n_calibration"] == 40
+    np.testing.assert_array_equal(detector.reference_scores_, pairs)
+    each_against_the_others = np.column_stack([leave_one_out_log_tail_probability(pairs[:, m]) for m in range(2)])
+    np.testing.assert_allclose(detector.calibration_.scores, each_against_the_others.min(axis=1))
+
+
+@pytest.mark.parametrize("rounding", [None, 1], ids=["distinct", "ties"])
+def test_leaving_one_out_is_the_tail_probability_among_the_other_scores(rounding):
+    from vaedetect.combined import leave_one_out_log_tail_probability, log_tail_probability
+
+    scores = np.random.RandomState(0).normal(size=57)
+    scores = scores if rounding is None else np.round(scores, rounding)
+    expected = [log_tail_probability(scores[i : i + 1], np.delete(scores, i))[0] for i in range(len(scores))]
+    np.testing.assert_allclose(leave_one_out_log_tail_probability(scores), expected)
 
 
 def test_a_tail_probability_is_empirical_inside_the_reference_and_exponential_below_it():
@@ -63,15 +75,16 @@ def test_the_combined_score_is_the_smaller_log_tail_probability():
 
 
 def test_the_false_positive_rate_of_the_combined_verdict_holds_on_fresh_normal_images():
-    # 8 seeds, 90 combined calibration scores each: flagged at fpr=0.1 is k/(n+1) = 9/91 in expectation; the
-    # tolerance is three standard errors of the mean over seeds (Beta spread of the threshold's rate, binomial
-    # spread of 600 fresh images)
+    # 8 seeds, 180 combined calibration scores each: flagged at fpr=0.1 is k/(n+1) = 18/181 in expectation for
+    # exchangeable scores (leaving one out makes them so up to one reference score in 180); the tolerance is
+    # three standard errors of the mean over seeds (Beta spread of the threshold's rate, binomial spread of 600
+    # fresh images)
     rates = []
     for seed in range(8):
         detector = _detector(random_state=seed, calibration_fraction=0.3).fit(_images(600, seed))
         detector.set_threshold(fpr=0.1)
         rates.append(np.mean(detector.predict(_images(600, 100 + seed)) == -1))
-    k, n = 9, 90
+    k, n = 18, 180
     beta_sd = np.sqrt(k * (n + 1 - k) / ((n + 1) ** 2 * (n + 2)))
     tolerance = 3 * np.sqrt(beta_sd**2 + 0.1 * 0.9 / 600) / np.sqrt(len(rates))
     assert abs(np.mean(rates) - k / (n + 1)) < tolerance
@@ -116,7 +129,7 @@ def test_calibrating_on_files_reports_those_it_could_not_read_and_returns_the_de
     detector = _detector(random_state=0).fit(_images(120, 2))
     assert detector.calibrate_paths(tmp_path) is detector
     assert [Path(s.path).name for s in detector.skipped_files_] == ["broken.png"]
-    assert len(detector.calibration_) == 15 and detector.calibration_.source == "calibrate(X)"
+    assert len(detector.calibration_) == 30 and detector.calibration_.source == "calibrate(X)"
 
 
 def test_a_combined_detector_needs_a_pixel_model_and_a_feature_model():
@@ -149,7 +162,7 @@ def test_the_cli_fits_a_combined_model_and_reports_the_evidence(tmp_path):
                                        "--epochs", "2", "--latent-dim", "2", "--base-channels", "4", "--quiet",
                                        "--calibration-fraction", "0.2", "--seed", "0"])
     assert fitted.exit_code == 0, fitted.output
-    assert "as reference scores of the two models" in fitted.output
+    assert "the 10 held-out images are the two models' reference scores" in fitted.output
     scored = CliRunner().invoke(main, ["score", str(model), str(train), "-o", str(tmp_path / "s.csv"),
                                        "--report", str(tmp_path / "r.html")])
     assert scored.exit_code == 0, scored.output

@@ -292,7 +292,9 @@ def test_a_stopped_run_leaves_no_temporary_file_and_exits_with_the_signals_code(
     """Ctrl-C is 130 and SIGTERM 143, never 1 (outliers found); the output being written is removed."""
     import signal
 
-    script = ("import sys, time, vaedetect.schema as schema, vaedetect.cli as cli\n"
+    # a shell's background jobs ignore SIGINT, and so would this child; restore what a terminal's process has
+    script = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "import sys, time, vaedetect.schema as schema, vaedetect.cli as cli\n"
               "def slow(parts, path):\n"
               "    from vaedetect._files import write_atomically\n"
               "    def write(tmp):\n"

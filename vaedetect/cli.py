@@ -398,8 +398,8 @@ def _splits(detector) -> str:
     """How ``fit`` used the samples, and what the calibration scores make reachable."""
     summary = detector.training_summary_
     reference = summary.get("n_reference")  # a combined detector's models held out the same images
-    networks, references = ("each network", f", {reference} as reference scores of the two models") if reference else \
-        ("the network", "")
+    networks, references = ("each network", f"; the {reference} held-out images are the two models' reference scores") \
+        if reference else ("the network", "")
     return (f"  {summary['n_train']} to train {networks}, {summary['n_validation']} for early stopping{references}; "
             f"calibration: {detector.calibration_.describe()}")
 

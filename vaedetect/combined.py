@@ -6,13 +6,15 @@ pixel statistics barely show. An image is flagged when either finds it foreign.
 
 Calibration, so that the false-positive guarantee holds for the combined verdict: both models are fitted
 with the same seed and fractions, so they hold out the same calibration images, whose scores neither
-trained on. A random half of them, the *reference* half, turns each model's score into a tail probability:
-the share of reference scores at or below it, and below the lowest tenth of them an exponential tail fitted
-to that tenth, so that scores beyond every reference score still rank. The combined statistic is the
-logarithm of the smaller of the two tail probabilities: an image is as foreign as the model that finds it
-most foreign says. The other half, which played no part in defining it, calibrates the statistic:
-threshold and p-values are split-conformal on it, exactly as for one model. The statistic was chosen
-against the smaller of two standardised scores on the development class (docs/experiments/combined_horse.md).
+trained on. Those scores are the *reference* that turns each model's score into a tail probability: the share
+of reference scores at or below it, and below the lowest tenth of them an exponential tail fitted to that
+tenth, so that scores beyond every reference score still rank. The combined statistic is the logarithm of the
+smaller of the two tail probabilities: an image is as foreign as the model that finds it most foreign says.
+The same images calibrate the statistic, each scored against the others (leave one out), as a new image is
+scored against all of them: every held-out image serves both purposes, so the threshold at the default 1% is
+not the extreme of a handful of scores. The statistic was chosen against the smaller of two standardised
+scores on the development class (docs/experiments/combined_horse.md); the calibration by leaving one out
+replaced one that halved the held-out images (docs/design/combined_statistic.md).
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ from .settings import resolve_contamination
 EVIDENCE = ("pixels", "features")
 # The lowest share of reference scores an exponential tail is fitted to (and at least this many of them).
 TAIL_SHARE, MIN_TAIL = 0.1, 5
+# Fewer calibration images than this calibrate nothing worth a threshold.
+MIN_CALIBRATION = 4
+
+
+def _tail_size(n: int) -> int:
+    """How many of ``n`` reference scores the exponential tail is fitted to: a tenth, at least 5."""
+    return min(n, max(MIN_TAIL, int(TAIL_SHARE * n)))
 
 
 def log_tail_probability(scores, reference) -> np.ndarray:
@@ -52,13 +61,41 @@ def log_tail_probability(scores, reference) -> np.ndarray:
     reference = np.sort(np.asarray(reference, dtype=np.float64))
     scores = np.asarray(scores, dtype=np.float64)
     n = len(reference)
-    k = min(n, max(MIN_TAIL, int(TAIL_SHARE * n)))
+    k = _tail_size(n)
     edge = reference[k - 1]
     scale = max(float(np.mean(edge - reference[:k])), 1e-12)
     with np.errstate(invalid="ignore"):
         inside = np.log((1.0 + np.searchsorted(reference, scores, side="right")) / (n + 1.0))
         tail = np.log(k / (n + 1.0)) - (edge - scores) / scale
         return np.where(np.isnan(scores), np.nan, np.where(scores < edge, tail, inside))
+
+
+def leave_one_out_log_tail_probability(reference) -> np.ndarray:
+    """For each score of ``reference``, :func:`log_tail_probability` of it among the *other* scores.
+
+    A held-out image scored this way stands where a new image stands, whose score is never among the
+    reference scores; so the same images can be the reference and calibrate the combined statistic. Equal to
+    ``log_tail_probability(reference[i], np.delete(reference, i))`` for each ``i``, in ``O(n log n)``.
+    """
+    values = np.asarray(reference, dtype=np.float64)
+    if len(values) < 2:
+        raise ValueError(f"leaving one out needs at least 2 reference scores; got {len(values)}.")
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.arange(len(values))
+    others = len(values) - 1
+    k = _tail_size(others)
+    # the k lowest of the others: the k lowest of all, or, when the score is itself among them, the k + 1
+    # lowest without it
+    among_lowest = rank < k
+    edge = np.where(among_lowest, ordered[min(k, others)], ordered[k - 1])
+    lowest_sum = np.where(among_lowest, ordered[: k + 1].sum() - values, ordered[:k].sum())
+    scale = np.maximum(edge - lowest_sum / k, 1e-12)
+    at_or_below_others = np.searchsorted(ordered, values, side="right") - 1
+    inside = np.log((1.0 + at_or_below_others) / (others + 1.0))
+    tail = np.log(k / (others + 1.0)) - (edge - values) / scale
+    return np.where(values < edge, tail, inside)
 
 
 class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
@@ -73,13 +110,13 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         when None, which needs ``pip install "vaedetect[pretrained]"``); fitted as a clone, first, so that a
         backbone that cannot be loaded stops ``fit`` before the pixel model trains.
     validation_fraction, calibration_fraction : float, default=0.1
-        Set on both models, so that they hold out the same images (see ``VAEDetector``). Half of the
-        calibration images turn the two scores into tail probabilities and half calibrate the combined
-        score, so the smallest reachable false-positive rate is about ``2 / (calibration_fraction * n_samples)``.
+        Set on both models, so that they hold out the same images (see ``VAEDetector``). The calibration
+        images turn the two scores into tail probabilities and, each against the others, calibrate the combined
+        score, so the smallest reachable false-positive rate is ``1 / (calibration_fraction * n_samples + 1)``.
     contamination : "auto" or float in (0, 0.5], default="auto"
         Expected share of outliers; "auto" means 0.01.
     random_state : int, RandomState instance or None, default=None
-        Seeds both models (with the same seed: the same splits) and the halving of the calibration images.
+        Seeds both models, with the same seed: the same splits.
 
     Attributes
     ----------
@@ -89,19 +126,20 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         The two models' modalities: what the detector can do (``anomaly_map``, ``sample`` and ``interpolate``
         through the pixel model).
     reference_scores_ : ndarray of shape (n_reference, 2)
-        The pixel and the feature model's scores of the reference half of the calibration images, which
-        turn each model's score into a tail probability (``vaedetect.combined.log_tail_probability``).
+        The pixel and the feature model's scores of the calibration images, which turn each model's score into
+        a tail probability (``vaedetect.combined.log_tail_probability``).
     calibration_ : vaedetect.calibration.Calibration
-        Combined scores of the other half (score method ``"combined"``), which the threshold and p-values are
-        calibrated on, and the threshold.
+        Combined scores of the same images, each against the others
+        (``vaedetect.combined.leave_one_out_log_tail_probability``; score method ``"combined"``), which the
+        threshold and p-values are calibrated on, and the threshold.
     offset_ : float
         Threshold on ``score_samples`` (``calibration_.offset``).
     map_scale_ : list of float
         The pixel model's ``map_scale_``: the colour scale of its anomaly-map pictures.
     training_summary_ : dict
         What both models saw alike (``n_samples``, ``n_train``, ``n_validation``, and from ``fit_paths`` the
-        paths and file counts), each model's own summary (``pixel``, ``features``) and the calibration halves'
-        sizes (``n_reference``, ``n_calibration``).
+        paths and file counts), each model's own summary (``pixel``, ``features``) and how many images are the
+        reference and calibrate the combined score (``n_reference``, ``n_calibration``: the same images).
     skipped_files_ : list of vaedetect.images.Skipped
         Files the last ``fit_paths`` or ``calibrate_paths`` could not read.
 
@@ -145,10 +183,10 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         -------
         self : CombinedDetector
         """
-        pixel, features, seed = self._unfitted_models()
+        pixel, features = self._unfitted_models()
         self.features_ = features.fit(X)
         self.pixel_ = pixel.fit(X)
-        return self._calibrate_on_held_out(seed)
+        return self._calibrate_on_held_out()
 
     def fit_paths(self, paths, *, n_jobs=0, follow_links=False):
         """Fit both models on the image files under ``paths`` (see ``VAEDetector.fit_paths``).
@@ -157,7 +195,7 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         -------
         self : CombinedDetector
         """
-        pixel, features, seed = self._unfitted_models()
+        pixel, features = self._unfitted_models()
         found = discovered(paths, follow_links)
         self.features_ = features.fit_paths(found, n_jobs=n_jobs)
         self.pixel_ = pixel.fit_paths(found, n_jobs=n_jobs)
@@ -166,7 +204,7 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
             differing = sorted(skipped[0] ^ skipped[1])[0]
             raise ValueError(f"{differing!r} could be decoded for one model and not the other; remove it and fit again.")
         self.skipped_files_ = self.pixel_.skipped_files_
-        return self._calibrate_on_held_out(seed)
+        return self._calibrate_on_held_out()
 
     def _unfitted_models(self):
         self._validate_params()
@@ -181,9 +219,9 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
                              "backbone as `features`.")
         if pixel.early_stopping != features.early_stopping:
             raise ValueError("pixel and features must agree on early_stopping, so that they hold out the same images.")
-        return pixel.set_params(**shared), features.set_params(**shared), seed
+        return pixel.set_params(**shared), features.set_params(**shared)
 
-    def _calibrate_on_held_out(self, seed):
+    def _calibrate_on_held_out(self):
         """Pair the two models' scores of the images both held out, then calibrate on them."""
         calibrations = self.pixel_.calibration_, self.features_.calibration_
         if calibrations[0].source != "held-out" or len(calibrations[0]) != len(calibrations[1]):
@@ -197,19 +235,19 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
                                                  "n_files_skipped") if name in pixel}
         self.training_summary_ = {**shared, "pixel": pixel, "features": self.features_.training_summary_}
         pairs = np.column_stack([calibrations[0].scores, calibrations[1].scores])
-        return self._calibrate_on_pairs(pairs, np.random.RandomState(seed), "held-out")
+        return self._calibrate_on_pairs(pairs, "held-out")
 
-    def _calibrate_on_pairs(self, pairs, rng, source):
-        """Half of ``pairs`` (scores of normal images, pixel then feature) sets the scales, half the threshold."""
-        if len(pairs) < 4:
-            raise ValueError(f"CombinedDetector needs at least 4 calibration images; got {len(pairs)}.")
-        order = rng.permutation(len(pairs))
-        reference, calibration = order[: len(pairs) // 2], order[len(pairs) // 2 :]
-        self.reference_scores_ = np.asarray(pairs, dtype=np.float64)[reference]
-        self.calibration_ = Calibration(self._combine(pairs[calibration]).min(axis=1), "combined", source,
+    def _calibrate_on_pairs(self, pairs, source):
+        """``pairs`` (scores of normal images, pixel then feature) become the reference scores and, each image
+        against the others, the combined statistic's calibration scores."""
+        pairs = np.asarray(pairs, dtype=np.float64)
+        if len(pairs) < MIN_CALIBRATION:
+            raise ValueError(f"CombinedDetector needs at least {MIN_CALIBRATION} calibration images; got {len(pairs)}.")
+        self.reference_scores_ = pairs
+        statistic = np.column_stack([leave_one_out_log_tail_probability(pairs[:, m]) for m in range(2)]).min(axis=1)
+        self.calibration_ = Calibration(statistic, "combined", source,
                                         {"contamination": resolve_contamination(self.contamination)})
-        self.training_summary_ = {**self.training_summary_, "n_reference": len(reference),
-                                  "n_calibration": len(calibration)}
+        self.training_summary_ = {**self.training_summary_, "n_reference": len(pairs), "n_calibration": len(pairs)}
         return self
 
     def _combine(self, pairs):
@@ -248,7 +286,7 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
     def calibrate(self, X):
         """Re-calibrate on images ``X`` known to be normal, which neither model trained on.
 
-        Half of them become the reference scores, half calibrate the threshold and p-values.
+        They become the reference scores and, each against the others, calibrate the threshold and p-values.
 
         Returns
         -------
@@ -256,7 +294,7 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         pairs = np.column_stack([self.pixel_.score_samples(X), self.features_.score_samples(X)])
-        return self._calibrate_on_pairs(pairs, check_random_state(self.random_state), "calibrate(X)")
+        return self._calibrate_on_pairs(pairs, "calibrate(X)")
 
     def calibrate_paths(self, paths, *, n_jobs=0, follow_links=False):
         """:meth:`calibrate` on the normal image files under ``paths``, each read as its model reads files.
@@ -271,7 +309,7 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         failed = table["error"] != ""
         self.skipped_files_ = [Skipped(path, error) for path, error in zip(table["path"][failed], table["error"][failed])]
         pairs = table.loc[~failed, ["pixel_raw_score", "feature_raw_score"]].to_numpy()
-        return self._calibrate_on_pairs(pairs, check_random_state(self.random_state), "calibrate(X)")
+        return self._calibrate_on_pairs(pairs, "calibrate(X)")
 
     def score_paths(self, paths, *, n_jobs=0, maps_dir=None, follow_links=False, progress=False):
         """Score the image files under ``paths`` with both models (see ``VAEDetector.score_paths``).
