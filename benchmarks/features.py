@@ -94,8 +94,8 @@ def run(args) -> dict:
         print(f"{name}: all {rows[name]['roc_auc_all']:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in by_class.items())
               + f" ({seconds:.1f} s)", flush=True)
     return {"normal": args.normal, "backbone": extractor.backbone_.identity, "stages": list(extractor.backbone_.stages),
-            "normalize": extractor.normalize,
-            "image_size": args.image_size, "n_train": len(train), "n_test": len(test), "n_features": int(train_features.shape[1]),
+            "normalize": extractor.normalize, "image_size": extractor.image_size_, "n_train": len(train),
+            "n_test": len(test), "n_features": int(train_features.shape[1]),
             "embed_seconds_per_1000": 1000 * embed_seconds / len(train), "methods": rows}
 
 
@@ -123,25 +123,30 @@ def run_one_class(args) -> dict:
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     test_features, _ = _embedded(extractor, test, folder and folder / "test.npz")
-    rows, per_seed, embed_seconds, n_train = {}, {}, [], {}
+    rows, per_seed, embed_seconds, n_train, seconds_by_method = {}, {}, [], {}, {}
     for normal in getattr(args, "classes", None) or sorted(set(labels)):
         train, _ = load_cifar10("train", classes={normal}, path=args.data_dir, limit_per_class=args.n_train)
         features, seconds = _embedded(extractor, train, folder and folder / f"train_{normal}.npz")
         embed_seconds.append(1000 * seconds / len(train))
         n_train[normal] = len(train)
         per_seed[normal] = {}
+        seconds_by_method[normal] = {}
         for name in peers(0):
             # the Gaussian and kNN draw nothing at random: one fit stands for every seed
             seeds = args.seeds if name not in UNSEEDED else args.seeds[:1]
-            values = [float(roc_auc_score(labels != normal, -peers(seed)[name].fit(features).score_samples(test_features)))
-                      for seed in seeds]
+            values, started = [], time.perf_counter()
+            for seed in seeds:
+                scores = peers(seed)[name].fit(features).score_samples(test_features)
+                values.append(float(roc_auc_score(labels != normal, -scores)))
+            seconds_by_method[normal][name] = (time.perf_counter() - started) / len(seeds)
             per_seed[normal][name] = values * (len(args.seeds) // len(values))
         rows[normal] = {name: float(np.mean(values)) for name, values in per_seed[normal].items()}
         print(f"{normal}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[normal].items()), flush=True)
     return {"backbone": extractor.backbone_.identity, "stages": list(extractor.backbone_.stages),
-            "normalize": extractor.normalize, "image_size": args.image_size, "n_train": n_train, "n_test": len(test),
+            "normalize": extractor.normalize, "image_size": extractor.image_size_, "n_train": n_train, "n_test": len(test),
             "n_features": int(test_features.shape[1]), "embed_seconds_per_1000": float(np.mean(embed_seconds)),
-            "seeds": list(args.seeds), "one_class": rows, "one_class_per_seed": per_seed}
+            "seeds": list(args.seeds), "one_class": rows, "one_class_per_seed": per_seed,
+            "fit_score_seconds": seconds_by_method}
 
 
 def markdown_one_class(results: dict) -> str:
@@ -175,7 +180,29 @@ def markdown_one_class_page(results: dict) -> str:
            "and IsolationForest's trees; the Gaussian and kNN have none).\n\n" if len(results.get("seeds", [])) > 1
            else "One seed, one run.\n\n")
         + markdown_one_class(results) + "\n"
+        + _fit_time_text(results)
     )
+
+
+# A class of CIFAR-10's training split: what "fit time per class" is stated for.
+CLASS_PHOTOS = 5000
+
+
+def _fit_time_text(results: dict) -> str:
+    """Seconds to fit and score each method on one class's embeddings, and what a fit on a whole class's photos
+    costs with the embedding (runs before this was timed have no such line)."""
+    seconds = results.get("fit_score_seconds")
+    if not seconds:
+        return ""
+    methods = list(next(iter(seconds.values())))
+    mean = {m: float(np.mean([row[m] for row in seconds.values()])) for m in methods}
+    embed = results["embed_seconds_per_1000"] * CLASS_PHOTOS / 1000
+    scale = CLASS_PHOTOS / max(results["n_train"].values())
+    return ("\nFit and score seconds on one class's embeddings, mean over classes: "
+            + ", ".join(f"{m} {mean[m]:.1f}" for m in methods)
+            + f". Embedding the {CLASS_PHOTOS:,} photos of a whole class takes about {embed:.0f} s, so a fit of "
+              f"`vaedetect` on them costs about {embed + scale * mean['vaedetect']:.0f} s (the VAE's part scaled "
+              "from the photos above by their number).\n")
 
 
 def markdown(results: dict) -> str:
@@ -208,7 +235,7 @@ def main(argv=None) -> int:
     parser.add_argument("--normal", default="dog")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--stages", nargs="+", default=None)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=None, help="default: the side the backbone was trained at")
     parser.add_argument("--plain", action="store_true", help="plain averaged features, not power-normalised")
     parser.add_argument("--n-train", type=int, default=2000, help="training photos of the normal class")
     parser.add_argument("--per-class", type=int, default=200, help="test photos of each class")

