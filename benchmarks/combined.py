@@ -30,7 +30,7 @@ from .features import UNSEEDED, peers
 
 FAR_OOD = ("mnist", "constant", "noise")
 # The pixel model's weights compared with the detector's own (its share of the false-positive budget).
-PIXEL_WEIGHTS = (0.2, 0.1, 0.05)
+PIXEL_WEIGHTS = (0.5, 0.2, 0.1, 0.05)
 CORRUPTIONS = ("noise", "blur", "jpeg", "bgr", "dark")
 
 
@@ -108,6 +108,10 @@ def _halves_statistic(detector, raw: np.ndarray, seed: int) -> tuple[np.ndarray,
     return statistic(raw), float(np.quantile(statistic(calibration), resolve_contamination(detector.contamination)))
 
 
+def _other_weights(detector) -> list[float]:
+    return [weight for weight in PIXEL_WEIGHTS if weight != detector.pixel_weight]
+
+
 def reweighted(detector, pixel_weight: float):
     """The fitted ``detector`` with another ``pixel_weight``, calibrated again on the same held-out images (the
     models are shared, not refitted)."""
@@ -130,7 +134,7 @@ def flagged_at_default(detector, raw: np.ndarray, seed: int) -> dict[str, np.nda
     halves, halves_offset = _halves_statistic(detector, raw, seed)
     flags = {"pixels": raw[:, 0] < detector.pixel_.offset_, "features": raw[:, 1] < detector.features_.offset_,
              "combined": detector._combine(raw).min(axis=1) < detector.offset_}
-    for weight in PIXEL_WEIGHTS:
+    for weight in _other_weights(detector):
         variant = reweighted(detector, weight)
         flags[f"combined_pixel_weight_{weight}"] = variant._combine(raw).min(axis=1) < variant.offset_
     return flags | {"union_bound": np.minimum(*p_values) <= rate / 2, "combined_halves": halves < halves_offset}
@@ -171,7 +175,7 @@ def run_seed(args, seed, train, everything, bounds, names, peer_features, unseed
     scores.update(unseeded_peers)
     forest = peers(seed)["isolation_forest"]
     scores["peer_isolation_forest"] = forest.fit(train_features).score_samples(test_features)
-    for weight in PIXEL_WEIGHTS:
+    for weight in _other_weights(detector):
         scores[f"combined_pixel_weight_{weight}"] = reweighted(detector, weight)._combine(raw).min(axis=1)
     rows = {}
     for method, values in scores.items():
@@ -215,7 +219,10 @@ def run(args) -> dict:
     unseeded = {f"peer_{name}": peers(0)[name].fit(peer_features[0]).score_samples(peer_features[1])
                 for name in UNSEEDED}
     seeds = [run_seed(args, seed, train, everything, bounds, names, peer_features, unseeded) for seed in args.seeds]
+    from vaedetect import CombinedDetector
+
     return {"normal": args.normal, "backbone": extractor.backbone_.identity, "image_size": extractor.image_size_,
+            "pixel_weight": CombinedDetector().pixel_weight,
             "n_train": int(len(train)),
             "n_evaluated": {name: int(len(values)) for name, values in sets.items()},
             "peer_embed_seconds_per_1000": 1000 * embed_seconds / (len(train) + len(everything)), "seeds": seeds}
@@ -294,7 +301,8 @@ def markdown_page(results: dict) -> str:
         "quality 10, red and blue swapped, half the brightness) "
         f"({', '.join(f'{k} {v}' for k, v in results['n_evaluated'].items() if k != normal)}); ROC AUC with the anomaly "
         "as positive, mean over seeds. `pixels` and `features` are the two models' own scores, `combined` the smaller "
-        "of their log tail probabilities (what `score_samples` returns), `combined_standardised` the smaller of "
+        f"of their weighted log tail probabilities (what `score_samples` returns, at `pixel_weight="
+        f"{results.get('pixel_weight', 0.5)}`), `combined_standardised` the smaller of "
         "the two scores standardised instead (median and robust spread of the same reference scores); `peer_*` are "
         "fitted on the same embeddings of the same training photos. "
         f"The flagged share of test {normal} photos is the observed false-positive rate of the combined threshold set with "

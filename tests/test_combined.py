@@ -38,7 +38,8 @@ def test_every_held_out_image_is_a_reference_and_calibrates_the_verdict_against_
     assert len(pairs) == 40 and detector.training_summary_["n_reference"] == detector.training_summary_["n_calibration"] == 40
     np.testing.assert_array_equal(detector.reference_scores_, pairs)
     each_against_the_others = np.column_stack([leave_one_out_log_tail_probability(pairs[:, m]) for m in range(2)])
-    np.testing.assert_allclose(detector.calibration_.scores, each_against_the_others.min(axis=1))
+    weights = np.array([detector.pixel_weight, 1 - detector.pixel_weight])
+    np.testing.assert_allclose(detector.calibration_.scores, (each_against_the_others - np.log(2 * weights)).min(axis=1))
 
 
 @pytest.mark.parametrize("rounding", [None, 1], ids=["distinct", "ties"])
@@ -61,10 +62,10 @@ def test_a_tail_probability_is_empirical_inside_the_reference_and_exponential_be
     assert np.isnan(log_tail_probability([np.nan], reference)).all()
 
 
-def test_the_combined_score_is_the_smaller_log_tail_probability():
+def test_at_equal_weights_the_combined_score_is_the_smaller_log_tail_probability():
     from vaedetect.combined import log_tail_probability
 
-    detector = _detector(random_state=0).fit(_images(120, 0))
+    detector = _detector(random_state=0, pixel_weight=0.5).fit(_images(120, 0))
     X = _images(10, 1)
     evidence = detector.evidence_scores(X)
     raw = np.column_stack([detector.pixel_.score_samples(X), detector.features_.score_samples(X)])
@@ -160,8 +161,9 @@ def test_the_cli_fits_a_combined_model_and_reports_the_evidence(tmp_path):
     model = tmp_path / "m.vae"
     fitted = CliRunner().invoke(main, ["fit", str(train), "-o", str(model), "--combined", "--image-size", "16",
                                        "--epochs", "2", "--latent-dim", "2", "--base-channels", "4", "--quiet",
-                                       "--calibration-fraction", "0.2", "--seed", "0"])
+                                       "--calibration-fraction", "0.2", "--seed", "0", "--pixel-weight", "0.3"])
     assert fitted.exit_code == 0, fitted.output
+    assert vaedetect.load(model).pixel_weight == 0.3
     assert "the 10 held-out images are the two models' reference scores" in fitted.output
     scored = CliRunner().invoke(main, ["score", str(model), str(train), "-o", str(tmp_path / "s.csv"),
                                        "--report", str(tmp_path / "r.html")])
@@ -201,3 +203,10 @@ def test_a_model_file_keeps_the_pixel_weight_and_files_before_it_weigh_the_model
     np.testing.assert_allclose(loaded.score_samples(_images(5, 1)), detector.score_samples(_images(5, 1)))
     older = vaedetect.load(Path(__file__).parent / "data" / "combined_format2.vae")
     assert older.pixel_weight == 0.5
+
+
+def test_a_pixel_weight_without_combined_models_is_refused(tmp_path):
+    for i, image in enumerate(_images(20, 0, side=16)):
+        Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / f"{i:02d}.png")
+    refused = CliRunner().invoke(main, ["fit", str(tmp_path), "-o", str(tmp_path / "m.vae"), "--pixel-weight", "0.3"])
+    assert refused.exit_code == 2 and "--pixel-weight weighs the two models of --combined" in refused.output

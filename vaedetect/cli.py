@@ -306,13 +306,17 @@ def main():
 @click.option("--combined", is_flag=True,
               help="Train the pixel model and a model of --backbone's features (default efficientnet_lite0), and flag "
                    "images either finds foreign, with one calibrated threshold.")
+@click.option("--pixel-weight", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="With --combined: the pixel model's share of the false-positive budget (default 0.1); the feature "
+                   "model has the rest.")
 @click.option("--weights-path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A local weights file for --backbone (a state dict saved by torch.save), instead of the packaged or "
                    "downloaded one.")
 @_follow_links_option
 @_id_column_option
 @_fit_options
-def fit(folders, output, workers, quiet, preset, nproc, combined, weights_path, follow_links, id_column, **params):
+def fit(folders, output, workers, quiet, preset, nproc, combined, pixel_weight, weights_path, follow_links, id_column,
+        **params):
     """Train a detector on the images in FOLDERS (searched recursively) and save it.
 
     A single .csv or .parquet file instead trains on the rows of that table (its numeric columns).
@@ -328,6 +332,8 @@ def fit(folders, output, workers, quiet, preset, nproc, combined, weights_path, 
         raise Refused("--nproc trains the pixel model; with --backbone the VAE on the features trains in one process.")
     if combined and tabular:
         raise Refused("--combined is for images; a table trains one model.")
+    if pixel_weight is not None and not combined:
+        raise Refused("--pixel-weight weighs the two models of --combined; give --combined too.")
     if weights_path is not None:
         if not (params.get("backbone") or combined):
             raise Refused("--weights-path gives the weights of --backbone (or of --combined's feature model); give one.")
@@ -339,7 +345,7 @@ def fit(folders, output, workers, quiet, preset, nproc, combined, weights_path, 
     from .estimator import VAEDetector
 
     if combined:
-        _fit_combined(found, output, workers, quiet, preset, params)
+        _fit_combined(found, output, workers, quiet, preset, params, pixel_weight)
         return
     detector = VAEDetector.from_preset(preset, **_estimator_params(params), verbose=0 if quiet else 1)
     if tabular:
@@ -358,7 +364,7 @@ def fit(folders, output, workers, quiet, preset, nproc, combined, weights_path, 
     _report_fit(detector, output)
 
 
-def _fit_combined(found, output, workers, quiet, preset, params):
+def _fit_combined(found, output, workers, quiet, preset, params, pixel_weight=None):
     """`fit --combined`: the fit options set the pixel model; --backbone and --seed the feature model too."""
     from .combined import CombinedDetector
     from .estimator import VAEDetector
@@ -369,7 +375,8 @@ def _fit_combined(found, output, workers, quiet, preset, params):
     detector = CombinedDetector(VAEDetector.from_preset(preset, **given, verbose=verbose),
                                 VAEDetector(backbone=backbone, verbose=verbose), random_state=seed,
                                 **{name: given[name] for name in ("validation_fraction", "calibration_fraction",
-                                                                  "contamination") if name in given})
+                                                                  "contamination") if name in given},
+                                **({"pixel_weight": pixel_weight} if pixel_weight is not None else {}))
     _usage(detector.fit_paths, found, n_jobs=workers)
     _report_fit(detector, output)
 

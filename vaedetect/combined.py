@@ -113,11 +113,12 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         Set on both models, so that they hold out the same images (see ``VAEDetector``). The calibration
         images turn the two scores into tail probabilities and, each against the others, calibrate the combined
         score, so the smallest reachable false-positive rate is ``1 / (calibration_fraction * n_samples + 1)``.
-    pixel_weight : float in (0, 1), default=0.5
+    pixel_weight : float in (0, 1), default=0.1
         The pixel model's share of the false-positive budget (the feature model has the rest): each model's
         tail probability is divided by twice its weight before the smaller is taken, a weighted Bonferroni
         rule. 0.5 weighs both alike; less lets the pixel model flag only what it finds more extreme, so that its
-        false alarms on normal photos cost the feature model less of what it catches.
+        false alarms on normal photos cost the feature model less of what it catches. Chosen on the
+        development class (docs/design/combined_statistic.md).
     contamination : "auto" or float in (0, 0.5], default="auto"
         Expected share of outliers; "auto" means 0.01.
     random_state : int, RandomState instance or None, default=None
@@ -166,7 +167,7 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
     }
 
     def __init__(self, pixel=None, features=None, *, validation_fraction=0.1, calibration_fraction=0.1,
-                 pixel_weight=0.5, contamination="auto", random_state=None):
+                 pixel_weight=0.1, contamination="auto", random_state=None):
         self.pixel = pixel
         self.features = features
         self.validation_fraction = validation_fraction
