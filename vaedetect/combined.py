@@ -9,7 +9,8 @@ with the same seed and fractions, so they hold out the same calibration images, 
 trained on. Those scores are the *reference* that turns each model's score into a tail probability: the share
 of reference scores at or below it, and below the lowest tenth of them an exponential tail fitted to that
 tenth, so that scores beyond every reference score still rank. The combined statistic is the logarithm of the
-smaller of the two tail probabilities: an image is as foreign as the model that finds it most foreign says.
+smaller of the two tail probabilities, each divided by twice its model's weight (``pixel_weight``, a weighted
+Bonferroni rule): an image is as foreign as the model that finds it most foreign says.
 The same images calibrate the statistic, each scored against the others (leave one out), as a new image is
 scored against all of them: every held-out image serves both purposes, so the threshold at the default 1% is
 not the extreme of a handful of scores. The statistic was chosen against the smaller of two standardised
@@ -268,7 +269,8 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
 
     def _log_double_weights(self) -> np.ndarray:
         """``log(2 w)`` of the pixel and the feature model's weights: 0 for both at equal weights."""
-        return np.log(2.0 * np.array([self.pixel_weight, 1.0 - self.pixel_weight]))
+        weight = getattr(self, "pixel_weight", 0.5)  # a detector pickled before the weight existed weighed alike
+        return np.log(2.0 * np.array([weight, 1.0 - weight]))
 
     # ------------------------------------------------------------------ scores
 
