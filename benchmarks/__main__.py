@@ -644,22 +644,26 @@ def reproduce(argv=None) -> int:
         (manifest.ROOT / entry.page_path).write_text(entry.render_page())
         print(f"rendered {entry.page_path} from {entry.results_path}")
         return 0
-    folder = Path(args.output_dir or QUICK_DIR) if args.quick else None
+    # the benchmark runs in the repository (it imports `benchmarks`): published paths stay relative to it, as the
+    # JSON records them; a folder or data given here is resolved against the caller's directory first
+    folder = (Path(args.output_dir).resolve() if args.output_dir else manifest.ROOT / QUICK_DIR) if args.quick else None
     out = folder / f"{entry.name}.json" if folder else entry.results_path
     page = folder / f"{entry.name}.md" if folder else entry.page_path
-    command = entry.command(out, page, quick=args.quick) + (["--data-dir", args.data_dir] if args.data_dir else [])
+    data = ["--data-dir", str(Path(args.data_dir).resolve())] if args.data_dir else []
+    command = entry.command(out, page, quick=args.quick) + data
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
-    before = out.stat().st_mtime_ns if out.is_file() else None
+    written, page_file = manifest.ROOT / out, manifest.ROOT / page  # an absolute path stays itself
+    before = written.stat().st_mtime_ns if written.is_file() else None
     print(f"running: {shlex.join(command)}", file=sys.stderr)
-    finished = subprocess.run([sys.executable, *command[1:]], cwd=manifest.ROOT if not out.is_absolute() else None)
+    finished = subprocess.run([sys.executable, *command[1:]], cwd=manifest.ROOT)
     if finished.returncode != 0:
         return finished.returncode
-    if not out.is_file() or out.stat().st_mtime_ns == before:
+    if not written.is_file() or written.stat().st_mtime_ns == before:
         print(f"skipped: {entry.name} measured nothing (its data or extra is missing: it needs {entry.needs})",
               file=sys.stderr)
         return 0
-    page.write_text(entry.render_page(json.loads(out.read_text())))
+    page_file.write_text(entry.render_page(json.loads(written.read_text())))
     print(f"wrote {out} and {page}")
     return 0
 

@@ -122,11 +122,11 @@ def reweighted(detector, pixel_weight: float):
     return variant._calibrate_on_pairs(detector.reference_scores_, "held-out")
 
 
-def flagged_at_default(detector, raw: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+def flagged_at_default(detector, raw: np.ndarray, seed: int, variants: dict) -> dict[str, np.ndarray]:
     """Which images each rule flags at the default threshold (contamination "auto", 1%): each model on its own
     (its own threshold from all held-out images), the combined verdict at its weight and at ``PIXEL_WEIGHTS``,
     the union bound over the two models' conformal p-values (flag when either is at most half the rate) and the
-    halved calibration the combined verdict had before."""
+    halved calibration the combined verdict had before. ``variants``: the detector at other weights, by weight."""
     from vaedetect.settings import resolve_contamination
 
     rate = resolve_contamination(detector.contamination)
@@ -134,8 +134,7 @@ def flagged_at_default(detector, raw: np.ndarray, seed: int) -> dict[str, np.nda
     halves, halves_offset = _halves_statistic(detector, raw, seed)
     flags = {"pixels": raw[:, 0] < detector.pixel_.offset_, "features": raw[:, 1] < detector.features_.offset_,
              "combined": detector._combine(raw).min(axis=1) < detector.offset_}
-    for weight in _other_weights(detector):
-        variant = reweighted(detector, weight)
+    for weight, variant in variants.items():
         flags[f"combined_pixel_weight_{weight}"] = variant._combine(raw).min(axis=1) < variant.offset_
     return flags | {"union_bound": np.minimum(*p_values) <= rate / 2, "combined_halves": halves < halves_offset}
 
@@ -175,14 +174,15 @@ def run_seed(args, seed, train, everything, bounds, names, peer_features, unseed
     scores.update(unseeded_peers)
     forest = peers(seed)["isolation_forest"]
     scores["peer_isolation_forest"] = forest.fit(train_features).score_samples(test_features)
-    for weight in _other_weights(detector):
-        scores[f"combined_pixel_weight_{weight}"] = reweighted(detector, weight)._combine(raw).min(axis=1)
+    variants = {weight: reweighted(detector, weight) for weight in _other_weights(detector)}
+    for weight, variant in variants.items():
+        scores[f"combined_pixel_weight_{weight}"] = variant._combine(raw).min(axis=1)
     rows = {}
     for method, values in scores.items():
         by_set = _by_set(values, bounds, names)
         rows[method] = {name: roc_auc_against(by_set[args.normal], other) for name, other in by_set.items()
                         if name != args.normal}
-    flags = flagged_at_default(detector, raw, seed)
+    flags = flagged_at_default(detector, raw, seed, variants)
     at_default = {rule: {name: float(np.mean(hits)) for name, hits in _by_set(found, bounds, names).items()}
                   for rule, found in flags.items()}
     normal_rows = slice(bounds[names.index(args.normal)], bounds[names.index(args.normal) + 1])
