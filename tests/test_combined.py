@@ -31,7 +31,7 @@ def _images(n, seed, side=8):
 
 
 def test_every_held_out_image_is_a_reference_and_calibrates_the_verdict_against_the_others():
-    from vaedetect.combined import leave_one_out_log_tail_probability
+    from vaedetect.conformal import leave_one_out_log_tail_probability
 
     detector = _detector(random_state=0, calibration_fraction=0.2).fit(_images(200, 0))
     pairs = np.column_stack([detector.pixel_.calibration_.scores, detector.features_.calibration_.scores])
@@ -44,7 +44,7 @@ def test_every_held_out_image_is_a_reference_and_calibrates_the_verdict_against_
 
 @pytest.mark.parametrize("rounding", [None, 1], ids=["distinct", "ties"])
 def test_leaving_one_out_is_the_tail_probability_among_the_other_scores(rounding):
-    from vaedetect.combined import leave_one_out_log_tail_probability, log_tail_probability
+    from vaedetect.conformal import leave_one_out_log_tail_probability, log_tail_probability
 
     scores = np.random.RandomState(0).normal(size=57)
     scores = scores if rounding is None else np.round(scores, rounding)
@@ -53,7 +53,7 @@ def test_leaving_one_out_is_the_tail_probability_among_the_other_scores(rounding
 
 
 def test_a_tail_probability_is_empirical_inside_the_reference_and_exponential_below_it():
-    from vaedetect.combined import log_tail_probability
+    from vaedetect.conformal import log_tail_probability
 
     reference = np.arange(1.0, 101.0)  # 100 scores; the tail is fitted to the lowest 10, mean distance 4.5 from 10
     np.testing.assert_allclose(np.exp(log_tail_probability([50.0, 10.0, 100.0], reference)), [51 / 101, 11 / 101, 1.0])
@@ -63,7 +63,7 @@ def test_a_tail_probability_is_empirical_inside_the_reference_and_exponential_be
 
 
 def test_at_equal_weights_the_combined_score_is_the_smaller_log_tail_probability():
-    from vaedetect.combined import log_tail_probability
+    from vaedetect.conformal import log_tail_probability
 
     detector = _detector(random_state=0, pixel_weight=0.5).fit(_images(120, 0))
     X = _images(10, 1)
@@ -73,6 +73,14 @@ def test_at_equal_weights_the_combined_score_is_the_smaller_log_tail_probability
     np.testing.assert_allclose(evidence.to_numpy(), expected)
     np.testing.assert_allclose(detector.score_samples(X), expected.min(axis=1))
     assert list(evidence.columns) == ["pixels", "features"]
+
+
+def test_pyods_training_scores_and_labels_are_the_combined_verdicts_of_the_images_fitted_on():
+    X = _images(120, 0)
+    detector = _detector(random_state=0).fit(X)
+    np.testing.assert_allclose(detector.decision_scores_, -detector.score_samples(X), rtol=1e-6)
+    np.testing.assert_array_equal(detector.labels_, (detector.predict(X) == -1).astype(int))
+    assert detector.predict_proba(X[:5]).shape == (5, 2)
 
 
 def test_the_false_positive_rate_of_the_combined_verdict_holds_on_fresh_normal_images():
@@ -184,7 +192,7 @@ def test_the_cli_fits_a_combined_model_and_reports_the_evidence(tmp_path):
 
 
 def test_the_pixel_weight_divides_each_models_tail_probability_by_twice_its_share():
-    from vaedetect.combined import log_tail_probability
+    from vaedetect.conformal import log_tail_probability
 
     detector = _detector(random_state=0, pixel_weight=0.2).fit(_images(120, 0))
     X = _images(10, 1)

@@ -50,7 +50,7 @@ def test_a_registered_score_is_a_column_of_the_score_table(toy_detector):
 
 
 def test_p_values_of_a_registered_score_count_its_calibration_scores(toy_detector):
-    from vaedetect.calibration import conformal_p_values
+    from vaedetect.conformal import conformal_p_values
 
     detector, X, expected = toy_detector
     np.testing.assert_allclose(detector.p_values(X), conformal_p_values(detector.calibration_.scores, expected),

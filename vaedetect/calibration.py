@@ -24,6 +24,7 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
+from .conformal import conformal_p_values, conformal_threshold, flagged_among
 from .settings import resolve_contamination
 
 # The constraint of every detector's ``contamination`` parameter (and of ``set_threshold``'s).
@@ -43,35 +44,6 @@ def check_contamination(contamination) -> float:
     validate_parameter_constraints({"contamination": CONTAMINATION}, {"contamination": contamination},
                                    caller_name="set_threshold")
     return resolve_contamination(contamination)
-
-
-def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """``p(x) = (1 + #{calibration scores <= score(x)}) / (n + 1)``, one per score.
-
-    For data exchangeable with the held-out calibration data, ``P(p <= alpha) <= alpha``: flagging
-    ``p <= fpr`` raises a false alarm on at most ``fpr`` of normal data, in expectation over
-    calibration sets. Low scores (anomalous) get small p-values.
-    """
-    calibration = np.sort(np.asarray(calibration_scores, dtype=np.float64))
-    at_or_below = np.searchsorted(calibration, np.asarray(scores, dtype=np.float64), side="right")
-    return (1.0 + at_or_below) / (len(calibration) + 1.0)
-
-
-def flagged_among(n: int, fpr: float) -> int:
-    """How many of ``n`` calibration scores lie below the threshold of false-positive rate ``fpr``:
-    ``floor(fpr * (n + 1))``; none means the rate is out of reach of ``n`` scores."""
-    return int(math.floor(fpr * (n + 1) + 1e-9))
-
-
-def conformal_threshold(calibration_scores: np.ndarray, fpr: float) -> float:
-    """The score below which exactly the samples with conformal p-value ``<= fpr`` fall.
-
-    That is the ``k``-th smallest calibration score with ``k`` of :func:`flagged_among`; ``-inf`` (flag
-    nothing) when ``k = 0``, i.e. when the calibration set is too small for that rate.
-    """
-    calibration = np.sort(np.asarray(calibration_scores, dtype=np.float64))
-    k = flagged_among(len(calibration), fpr)
-    return float(calibration[k - 1]) if k >= 1 else -np.inf
 
 
 def anomaly_labels(y) -> np.ndarray:
@@ -154,7 +126,7 @@ class Calibration:
 
     def set_threshold(self, *, contamination=None, fpr=None, threshold=None, labels=None) -> None:
         """Draw ``offset`` by one rule: the ``contamination`` quantile of the scores, the target
-        false-positive rate ``fpr`` (:func:`conformal_threshold`), a ``threshold`` given, or ``labels``: the
+        false-positive rate ``fpr`` (:func:`~vaedetect.conformal.conformal_threshold`), a ``threshold`` given, or ``labels``: the
         threshold a detector found on that many labelled examples (given as ``threshold`` too)."""
         if labels is not None:
             self.offset, self.rule = float(threshold), {"labels": int(labels)}
@@ -175,7 +147,7 @@ class Calibration:
             self.offset, self.rule = float(np.quantile(self.scores, value)), {"contamination": value}
 
     def p_values(self, scores) -> np.ndarray:
-        """Split-conformal p-values of ``scores`` (:func:`conformal_p_values`); NaN stays NaN."""
+        """Split-conformal p-values of ``scores`` (:func:`~vaedetect.conformal.conformal_p_values`); NaN stays NaN."""
         scores = np.asarray(scores, dtype=np.float64)
         p_values = np.full(scores.shape, np.nan)
         known = ~np.isnan(scores)
@@ -365,6 +337,96 @@ class CalibratedMixin:
         labels : ndarray of shape (n_samples,)
         """
         return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    # PyOD's names, for tools written for PyOD's detectors: outlier scores (higher = more abnormal), labels 1 for
+    # outliers and 0 for inliers. They read the same threshold as ``offset_``, drawn from the calibration scores.
+
+    @property
+    def threshold_(self) -> float:
+        """PyOD's threshold on outlier scores, ``-offset_``: ``decision_scores_`` above it are outliers."""
+        return -self.offset_
+
+    @property
+    def labels_(self) -> np.ndarray:
+        """PyOD's labels of the training samples: 1 where ``decision_scores_`` is above ``threshold_``, else 0."""
+        return (self.decision_scores_ > self.threshold_).astype(int)
+
+    def predict_proba(self, X, method="linear", return_confidence=False):
+        """PyOD's outlier probability of each sample, from where its outlier score ``-score_samples`` lies among
+        the training samples' (``decision_scores_``).
+
+        Parameters
+        ----------
+        X : array-like
+            Data in the layout given to ``fit``.
+        method : {"linear", "unify"}, default="linear"
+            "linear": the outlier score min-max scaled by the training scores' range, clipped to [0, 1];
+            "unify": ``erf((s - mean) / (std * sqrt(2)))`` of the training scores' mean and standard deviation,
+            clipped to [0, 1] (Kriegel et al., "Interpreting and Unifying Outlier Scores", SDM 2011).
+        return_confidence : bool, default=False
+            Also return :meth:`predict_confidence`.
+
+        Returns
+        -------
+        probabilities : ndarray of shape (n_samples, 2)
+            Columns: inlier, outlier probability. These rank as the scores do but are not calibrated
+            probabilities; for a rate that holds on new data use :meth:`p_values`.
+        confidence : ndarray of shape (n_samples,)
+            With ``return_confidence``.
+        """
+        check_is_fitted(self)
+        if method not in ("linear", "unify"):
+            raise ValueError(f"method must be 'linear' or 'unify', got {method!r}.")
+        training = self._training_outlier_scores()
+        outlier = -self.score_samples(X)
+        if method == "linear":
+            low, high = training.min(), training.max()
+            with np.errstate(invalid="ignore"):  # an infinite score is the most abnormal: probability 1
+                probability = np.where(np.isposinf(outlier), 1.0, (outlier - low) / ((high - low) or 1.0))
+        else:
+            from scipy.special import erf
+
+            probability = erf((outlier - training.mean()) / ((training.std() or 1.0) * math.sqrt(2.0)))
+        probability = np.clip(probability, 0.0, 1.0)
+        probabilities = np.column_stack([1.0 - probability, probability])
+        return (probabilities, self._confidence(outlier)) if return_confidence else probabilities
+
+    def predict_confidence(self, X):
+        """PyOD's confidence in each verdict of :meth:`predict`, in [0, 1] (ExCeeD: Perini et al., "Quantifying
+        the confidence of anomaly detectors in their example-wise predictions", ECML PKDD 2020).
+
+        A sample's outlier probability is estimated from how many training samples (``decision_scores_``) score
+        at most as abnormal, with a uniform prior; the confidence is the probability that the sample would be
+        flagged among the training samples at the rate they are flagged (``labels_``, as PyOD takes the rate
+        of a threshold not drawn from its ``contamination``), or of not being flagged for an inlier.
+
+        Parameters
+        ----------
+        X : array-like
+            Data in the layout given to ``fit``.
+
+        Returns
+        -------
+        confidence : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        return self._confidence(-self.score_samples(X))
+
+    def _confidence(self, outlier: np.ndarray) -> np.ndarray:
+        from scipy.stats import binom
+
+        training = np.sort(self.decision_scores_)
+        n = len(training)
+        at_most = np.searchsorted(training, outlier, side="right")
+        probability = (1.0 + at_most) / (2.0 + n)
+        rate = float(np.mean(training > self.threshold_))
+        confidence = 1.0 - binom.cdf(n - int(n * rate), n, probability)
+        return np.where(outlier > self.threshold_, confidence, 1.0 - confidence)
+
+    def _training_outlier_scores(self) -> np.ndarray:
+        """The finite ``decision_scores_`` (an infinite one is an input the model could not evaluate)."""
+        training = self.decision_scores_
+        return training[np.isfinite(training)] if np.isfinite(training).any() else np.zeros(1)
 
 
 def _best_f1_threshold(is_anomaly: np.ndarray, scores: np.ndarray) -> float:

@@ -892,6 +892,29 @@ def calibrate(model, paths, output, workers, follow_links, id_column):
     click.echo(f"Calibrated on {detector.calibration_.describe()}; model written to {printable(output)}")
 
 
+# ------------------------------------------------------------------ export
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="ONNX file to write (.onnx).")
+def export(model, output):
+    """Export MODEL's scoring to an ONNX file that vaedetect.runtime scores with, without torch.
+
+    The file holds the network, its fixed latent draws and score, the backbone of a feature model, and as
+    metadata the threshold, calibration scores and preprocessing: the same scores and verdicts as MODEL.
+    """
+    _usage(check_output_file, output, what="-o", suffixes=(".onnx",), protected=[model])
+    detector = _load_model(model)
+    try:
+        _writing(detector.export_onnx, output)
+    except ImportError as error:
+        raise Refused(printable(str(error))) from None
+    click.echo(f"Exported the {detector.modality_.name} model's {detector.calibration_.score_method} score to "
+               f"{printable(output)} (vaedetect.runtime.load reads it, without torch)")
+
+
 # ------------------------------------------------------------------ info
 
 

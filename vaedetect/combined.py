@@ -31,6 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import schema
 from .calibration import CONTAMINATION, CalibratedMixin, Calibration
+from .conformal import leave_one_out_log_tail_probability, log_tail_probability
 from .estimator import VAEDetector
 from .folders import discovered, write_overlays
 from .images import Skipped
@@ -40,63 +41,8 @@ from .plotting import as_hwc_float
 from .settings import resolve_contamination
 
 EVIDENCE = ("pixels", "features")
-# The lowest share of reference scores an exponential tail is fitted to (and at least this many of them).
-TAIL_SHARE, MIN_TAIL = 0.1, 5
 # Fewer calibration images than this calibrate nothing worth a threshold.
 MIN_CALIBRATION = 4
-
-
-def _tail_size(n: int) -> int:
-    """How many of ``n`` reference scores the exponential tail is fitted to: a tenth, at least 5."""
-    return min(n, max(MIN_TAIL, int(TAIL_SHARE * n)))
-
-
-def log_tail_probability(scores, reference) -> np.ndarray:
-    """``log P(S <= score)`` for each score, ``S`` a score of normal data given by the sample ``reference``.
-
-    The empirical ``(1 + #{reference <= score}) / (n + 1)`` down to the ``k``-th lowest reference score
-    (``k`` = a tenth of them, at least 5); below it an exponential tail whose scale is the mean distance of
-    the ``k`` lowest from the ``k``-th, continuous there, so that scores below every reference score still
-    rank by how far below they are. NaN stays NaN.
-    """
-    reference = np.sort(np.asarray(reference, dtype=np.float64))
-    scores = np.asarray(scores, dtype=np.float64)
-    n = len(reference)
-    k = _tail_size(n)
-    edge = reference[k - 1]
-    scale = max(float(np.mean(edge - reference[:k])), 1e-12)
-    with np.errstate(invalid="ignore"):
-        inside = np.log((1.0 + np.searchsorted(reference, scores, side="right")) / (n + 1.0))
-        tail = np.log(k / (n + 1.0)) - (edge - scores) / scale
-        return np.where(np.isnan(scores), np.nan, np.where(scores < edge, tail, inside))
-
-
-def leave_one_out_log_tail_probability(reference) -> np.ndarray:
-    """For each score of ``reference``, :func:`log_tail_probability` of it among the *other* scores.
-
-    A held-out image scored this way stands where a new image stands, whose score is never among the
-    reference scores; so the same images can be the reference and calibrate the combined statistic. Equal to
-    ``log_tail_probability(reference[i], np.delete(reference, i))`` for each ``i``, in ``O(n log n)``.
-    """
-    values = np.asarray(reference, dtype=np.float64)
-    if len(values) < 2:
-        raise ValueError(f"leaving one out needs at least 2 reference scores; got {len(values)}.")
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    rank = np.empty(len(values), dtype=np.int64)
-    rank[order] = np.arange(len(values))
-    others = len(values) - 1
-    k = _tail_size(others)
-    # the k lowest of the others: the k lowest of all, or, when the score is itself among them, the k + 1
-    # lowest without it
-    among_lowest = rank < k
-    edge = np.where(among_lowest, ordered[min(k, others)], ordered[k - 1])
-    lowest_sum = np.where(among_lowest, ordered[: k + 1].sum() - values, ordered[:k].sum())
-    scale = np.maximum(edge - lowest_sum / k, 1e-12)
-    at_or_below_others = np.searchsorted(ordered, values, side="right") - 1
-    inside = np.log((1.0 + at_or_below_others) / (others + 1.0))
-    tail = np.log(k / (others + 1.0)) - (edge - values) / scale
-    return np.where(values < edge, tail, inside)
 
 
 class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
@@ -134,10 +80,10 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         through the pixel model).
     reference_scores_ : ndarray of shape (n_reference, 2)
         The pixel and the feature model's scores of the calibration images, which turn each model's score into
-        a tail probability (``vaedetect.combined.log_tail_probability``).
+        a tail probability (``vaedetect.conformal.log_tail_probability``).
     calibration_ : vaedetect.calibration.Calibration
         Combined scores of the same images, each against the others
-        (``vaedetect.combined.leave_one_out_log_tail_probability``; score method ``"combined"``), which the
+        (``vaedetect.conformal.leave_one_out_log_tail_probability``; score method ``"combined"``), which the
         threshold and p-values are calibrated on, and the threshold.
     offset_ : float
         Threshold on ``score_samples`` (``calibration_.offset``).
@@ -149,6 +95,9 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         reference and calibrate the combined score (``n_reference``, ``n_calibration``: the same images).
     skipped_files_ : list of vaedetect.images.Skipped
         Files the last ``fit_paths`` or ``calibrate_paths`` could not read.
+    decision_scores_, threshold_, labels_
+        PyOD's names (see ``VAEDetector``): the training images' outlier scores, ``-offset_``, and their labels
+        (1 outlier, 0 inlier).
 
     Examples
     --------
@@ -301,6 +250,12 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         """
         return self.evidence_scores(X).to_numpy().min(axis=1)
 
+    @property
+    def decision_scores_(self) -> np.ndarray:
+        """The training images' outlier scores (``-score_samples``, PyOD's name), from each model's own."""
+        pairs = -np.column_stack([self.pixel_.decision_scores_, self.features_.decision_scores_])
+        return -self._combine(pairs).min(axis=1)
+
     def calibrate(self, X):
         """Re-calibrate on images ``X`` known to be normal, which neither model trained on.
 
@@ -411,6 +366,19 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         code from."""
         check_is_fitted(self)
         save_combined(self, path)
+
+    def export_onnx(self, path):
+        """Write both models' scoring and the combined calibration to one ONNX file that
+        :func:`vaedetect.runtime.load` scores with, without torch (see ``VAEDetector.export_onnx``).
+
+        Returns
+        -------
+        path : pathlib.Path
+        """
+        from .export import export_combined
+
+        check_is_fitted(self)
+        return export_combined(self, path)
 
     @classmethod
     def load(cls, path, *, device=None):

@@ -22,6 +22,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+# Scaled table values are clipped to this many scale units: 10^12 squared stays finite in float64 and the network's
+# float32 activations of it too (a row of 1e308 would overflow to inf and score -inf, though finite).
+SCALED_LIMIT = 1e12
+
 _CHANNEL_COUNTS = (1, 3)
 
 
@@ -147,6 +151,13 @@ def check_value_range(X: np.ndarray, layout: InputLayout) -> None:
             f"Image values must lie in [{low}, {high}] ({kind}); got values in "
             f"[{x_min}, {x_max}]. Scale the images, e.g. X / X.max(), or pass uint8."
         )
+
+
+def scaled_rows(values: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Table rows centred and scaled, clipped to ``SCALED_LIMIT`` scale units (far out, all alike), as float32:
+    what a tabular network takes."""
+    scaled = np.clip((values - mean) / scale, -SCALED_LIMIT, SCALED_LIMIT)
+    return np.ascontiguousarray(scaled.astype(np.float32))
 
 
 def images_to_unit_range(X: np.ndarray, layout: InputLayout) -> np.ndarray:

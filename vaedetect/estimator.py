@@ -306,6 +306,15 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
     map_scale_ : list of float or None
         ``[low, high]``: the excess drawn coldest and hottest in every picture: none, and the 99.9th
         percentile of the calibration images' excess. None without pixels.
+    decision_scores_ : ndarray of shape (n_samples,)
+        PyOD's name: the outlier scores (``-score_samples``, higher = more abnormal) of every sample ``fit`` was
+        given, training, validation and calibration splits alike, in their order (for ``fit_paths``: the files
+        read). Absent from detectors loaded from files written before they were kept.
+    threshold_ : float
+        PyOD's name: the threshold on outlier scores, ``-offset_``, drawn from the calibration scores (PyOD
+        draws it from the training scores).
+    labels_ : ndarray of shape (n_samples,)
+        PyOD's labels of the samples fitted on: 1 where ``decision_scores_ > threshold_`` (outlier), else 0.
     validation_scores_, calibrated_score_ : deprecated
         Former names of ``calibration_.scores`` and ``calibration_.score_method``.
 
@@ -621,6 +630,8 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
                                                    f"calibration_fraction={self.calibration_fraction}")
         self._say(f"calibrating the threshold on {len(x_calibration)} {source} samples")
         self._calibrate(x_calibration, settings.score_method, source, settings.contamination)
+        self._say(f"scoring the {len(data)} samples fitted on (decision_scores_)")
+        self.decision_scores_ = -self._score_tensor(data)
         self.training_summary_ = {"n_samples": len(data), "n_train": len(x_train), "n_validation": len(val_index),
                                   "n_calibration": len(x_calibration), "epochs": settings.epochs,
                                   "epochs_run": len(self.history_)}
@@ -741,6 +752,34 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         check_is_fitted(self)
         save_detector(self, path)
 
+    def export_onnx(self, path):
+        """Write the scoring of the fitted detector to an ONNX file that :func:`vaedetect.runtime.load` scores
+        with, without torch: the same scores (up to float rounding) and verdicts.
+
+        The graph holds the network, its fixed latent draws and the score (for a detector of backbone
+        features, the backbone too, so that images go in); the threshold, calibration scores and
+        preprocessing travel as metadata. Needs the ``onnx`` extra.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination, conventionally ending in ``.onnx``.
+
+        Returns
+        -------
+        path : pathlib.Path
+
+        Raises
+        ------
+        ValueError
+            For a score method a graph cannot hold (``regret``, ``complexity``, ``typicality``): calibrate for
+            another first.
+        """
+        from .export import export_detector
+
+        check_is_fitted(self)
+        return export_detector(self, path)
+
     @classmethod
     def load(cls, path, *, device=None):
         """Read a detector written by :meth:`save` (or by vaedetect 0.1's format 2).
@@ -768,7 +807,8 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
             reference=self.reference_, calibration=self.calibration_, noise_seed=self.noise_seed_,
             n_features_in=self.n_features_in_, feature_names_in=None if names is None else [str(n) for n in names],
             history=self.history_.to_dict(orient="list"), training_summary=self.training_summary_,
-            map_baseline=self.map_baseline_, map_scale=self.map_scale_)
+            map_baseline=self.map_baseline_, map_scale=self.map_scale_,
+            decision_scores=getattr(self, "decision_scores_", None))
 
     @classmethod
     def _from_fitted_state(cls, params: dict, state: FittedState, device) -> VAEDetector:
@@ -785,6 +825,8 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         detector.history_ = pd.DataFrame({name: pd.Series(values) for name, values in state.history.items()})
         detector.training_summary_ = state.training_summary
         detector.map_baseline_, detector.map_scale_ = state.map_baseline, state.map_scale
+        if state.decision_scores is not None:  # files written before they were kept lack them
+            detector.decision_scores_ = state.decision_scores
         return detector
 
     def __sklearn_tags__(self):

@@ -39,16 +39,13 @@ from sklearn.utils.validation import check_is_fitted
 from . import settings
 from ._model_header import MAX_IMAGE_SIDE
 from .backbones import FeatureExtractor, extractor_settings, load_recorded_extractor
-from .data import InputLayout, feature_resolution, images_from_unit_range, images_to_unit_range
+from .data import InputLayout, feature_resolution, images_from_unit_range, images_to_unit_range, scaled_rows
 from .images import load_images
 from .losses import log_scale_floor
 from .networks import NetworkConfig
 from .registry import applies, get_score
 from .settings import resolve, resolve_calibration
 
-# Scaled table values are clipped to this many scale units: 10^12 squared stays finite in float64 and the network's
-# float32 activations of it too (a row of 1e308 would overflow to inf and score -inf, though finite).
-SCALED_LIMIT = 1e12
 # Images converted to float pixels at once on their way into a backbone: memory holds one such chunk.
 _EMBED_CHUNK = 256
 # What each capability is for, said when a method that needs it is asked of a detector without it.
@@ -168,6 +165,11 @@ class ImageModality:
         """``(JSON fields, arrays)`` to write in a model file; :func:`restore` reads them back."""
         return {"kind": self.name, "layout": self.layout.to_dict()}, {}
 
+    def export_fields(self) -> dict:
+        """What :mod:`vaedetect.runtime` needs to bring inputs to an exported graph (:mod:`vaedetect.export`):
+        the inputs' layout; the runtime scales it to the network's range, which the graph takes."""
+        return {"kind": self.name, "input_layout": self.input_layout.to_dict()}
+
 
 @dataclass(frozen=True)
 class TabularModality:
@@ -224,8 +226,7 @@ class TabularModality:
     def to_network(self, values):
         """Rows -> their float32 tensor, centred and scaled; values beyond ``SCALED_LIMIT`` scale units (which
         float32 cannot carry through the network) are taken at that limit: far out, all alike."""
-        scaled = np.clip((values - self.feature_mean) / self.feature_scale, -SCALED_LIMIT, SCALED_LIMIT)
-        return torch.from_numpy(np.ascontiguousarray(scaled.astype(np.float32)))
+        return torch.from_numpy(scaled_rows(values, self.feature_mean, self.feature_scale))
 
     def from_network(self, values: np.ndarray) -> np.ndarray:
         return values.astype(np.float64) * self.feature_scale + self.feature_mean
@@ -242,6 +243,11 @@ class TabularModality:
     def state(self) -> tuple[dict, dict]:
         arrays = {"feature_mean": self.feature_mean, "feature_scale": self.feature_scale}
         return {"kind": self.name, "layout": self.layout.to_dict()}, arrays
+
+    def export_fields(self) -> dict:
+        """The rows' layout and scaling, which the runtime applies before the graph."""
+        return {**ImageModality.export_fields(self), "scaling": {"mean": self.feature_mean.tolist(),
+                                                                 "scale": self.feature_scale.tolist()}}
 
 
 @dataclass(frozen=True)
@@ -300,6 +306,12 @@ class FeatureModality(TabularModality):
 
     def files_to_network(self, images: np.ndarray):
         return self.to_network(self.represent(images, _decoded_files(self.images_layout.shape)))
+
+    def export_fields(self) -> dict:
+        """The images' layout and the backbone's side: the graph takes images in [0, 1] and holds the backbone
+        and the features' scaling."""
+        return {**ImageModality.export_fields(self), "photos": {"image_size": int(self.extractor.image_size_),
+                                                                "backbone": self.extractor.backbone_.identity}}
 
     def state(self) -> tuple[dict, dict]:
         fields, arrays = super().state()

@@ -3,7 +3,8 @@
 A model file is a safetensors file (https://huggingface.co/docs/safetensors): an 8-byte header length, a
 JSON header giving each tensor's dtype, shape and byte range, and the tensors' bytes. vaedetect's own header
 is JSON in its metadata; tensors are named ``weights.*``, ``calibration.scores``, ``reference.*``,
-``modality.*`` and ``maps.baseline`` (a combined file prefixes each model's with ``pixel/`` or ``features/``).
+``modality.*``, ``maps.baseline`` and ``training.decision_scores`` (a combined file prefixes each model's with
+``pixel/`` or ``features/``).
 
 Every file is treated as hostile (docs/guide/security.md). The safetensors reader refuses a header longer than the
 file, byte ranges that overlap or leave gaps and shapes that do not fit their bytes before it allocates
@@ -65,6 +66,7 @@ class FittedState:
     training_summary: dict
     map_baseline: np.ndarray | None
     map_scale: list | None
+    decision_scores: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------ writing
@@ -105,7 +107,8 @@ def _model_parts(detector) -> tuple[dict, dict]:
     tensors = {**{f"weights.{k}": v for k, v in state.weights.items()},
                **{f"modality.{k}": v for k, v in arrays.items()}, "calibration.scores": calibration_arrays["scores"],
                **{f"reference.{k}": v for k, v in reference.items() if v is not None},
-               **({"maps.baseline": state.map_baseline} if state.map_baseline is not None else {})}
+               **({"maps.baseline": state.map_baseline} if state.map_baseline is not None else {}),
+               **({"training.decision_scores": state.decision_scores} if state.decision_scores is not None else {})}
     return {"params": _json_params(detector), "fitted": fitted}, tensors
 
 
@@ -268,6 +271,7 @@ def _state(fitted: dict, tensors: dict, device) -> FittedState:
     baseline = _finite(tensors, "maps.baseline", shape[1:], required=fitted["map_scale"] is not None)
     schema._require((baseline is None) == (fitted["map_scale"] is None), "'maps.baseline' and 'map_scale' must come "
                     "together")
+    decision_scores = _decision_scores(tensors, fitted["training_summary"])
     arrays = {name[len("modality."):]: _finite(tensors, name).double().numpy() for name in tensors
               if name.startswith("modality.")}
     modality = modalities.restore(fitted["modality"], arrays, device)
@@ -287,7 +291,22 @@ def _state(fitted: dict, tensors: dict, device) -> FittedState:
         calibration=Calibration.restore(scores, **fitted["calibration"]), noise_seed=fitted["noise_seed"],
         n_features_in=fitted["n_features_in"], feature_names_in=names, history=fitted["history"],
         training_summary=fitted["training_summary"], map_baseline=None if baseline is None else baseline.numpy(),
-        map_scale=fitted["map_scale"])
+        map_scale=fitted["map_scale"], decision_scores=decision_scores)
+
+
+def _decision_scores(tensors: dict, training_summary: dict) -> np.ndarray | None:
+    """The training samples' outlier scores (``training.decision_scores``, absent from files written before them):
+    one per sample fitted on, none NaN; +inf is the score of a sample the model could not evaluate."""
+    value = tensors.get("training.decision_scores")
+    if value is None:
+        return None
+    n_samples = training_summary.get("n_samples")
+    schema._require(value.is_floating_point() and value.ndim == 1 and value.numel() == n_samples,
+                    f"tensor 'training.decision_scores' has shape {tuple(value.shape)}, expected ({n_samples},): one "
+                    "score per sample fitted on")
+    schema._require(not bool(value.isnan().any()) and not bool((value == -math.inf).any()),
+                    "tensor 'training.decision_scores' holds NaN or -inf; fit the model again")
+    return value.double().numpy()
 
 
 def _finite(tensors, name, shape=None, *, required=True):

@@ -7,9 +7,6 @@ shared by every input, so that a sample's score depends on that sample alone, wh
 
 from __future__ import annotations
 
-import functools
-import io
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -17,7 +14,8 @@ import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf, MinCovDet
 
-from . import settings
+from . import codecs, settings
+from .codecs import bits_per_dim
 from .losses import elementwise_log_likelihood, iwae_bound, kl_divergence, log_likelihood
 from .registry import get_score
 
@@ -28,8 +26,6 @@ MAX_RESIDUAL_ROWS = 10_000
 # The other reference statistics (medians and spreads of the training ELBOs, the latent codes' Gaussian)
 # are as well estimated from this many training samples as from millions.
 MAX_REFERENCE_ROWS = 100_000
-# Images reach the networks in [-1, 1]: one of the 256 levels of an 8-bit value is 2 / 255 wide.
-_BIN_WIDTH = 2.0 / 255.0
 
 
 def latent_noise(latent_shape, n_samples: int, seed: int, device) -> torch.Tensor:
@@ -44,7 +40,7 @@ def _decode_posterior(model, mean, logvar, features, noise):
     z = model.reparameterize(mean, logvar, noise)  # (K, B, *latent)
     if features:  # U-Net skips: every draw sees the same encoder maps
         features = [f.repeat(n_draws, *([1] * (f.ndim - 1))) for f in features]
-    logits = model.decode(z.flatten(0, 1), features).unflatten(0, (n_draws, len(mean)))  # (K, B, *data)
+    logits = model.decode(z.flatten(0, 1), features).unflatten(0, (n_draws, mean.shape[0]))  # (K, B, *data)
     return logits, z
 
 
@@ -134,65 +130,14 @@ def reconstruction_score(model, x, noise=None, likelihood=None) -> torch.Tensor:
     return -residuals(model, x).pow(2).flatten(1).mean(-1)
 
 
-def bits_per_dim(log_likelihood_nats, n_dims: int):
-    """Negative log-likelihood of 8-bit data in bits per dimension, from a density in network space.
-
-    A density on ``[-1, 1]`` times the width of one 8-bit bin (``2 / 255``) approximates the probability
-    of that bin, so ``-(log p + D log(2 / 255)) / (D log 2)`` is comparable across image sizes and with
-    lossless codecs (8 bits per dimension is the cost of storing raw bytes). Works on tensors and
-    numpy arrays alike.
-    """
-    return -(log_likelihood_nats + n_dims * math.log(_BIN_WIDTH)) / (n_dims * math.log(2.0))
-
-
-# Lossless codecs Pillow offers for the complexity score, with the settings that compress best per
-# millisecond on small photos (WebP: method 2 rather than 6, nearly as small in far less time).
-CODECS = {
-    "png": ("PNG", {"compress_level": 9}),
-    "webp": ("WEBP", {"lossless": True, "quality": 100, "method": 2}),
-}
-
-
-def _encoded_bytes(image: np.ndarray, codec: str) -> int:
-    from PIL import Image
-
-    name, options = CODECS[codec]
-    buffer = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format=name, **options)
-    return buffer.tell()
-
-
-@functools.lru_cache(maxsize=16)
-def _codec_overhead_bytes(shape: tuple[int, int, int], codec: str) -> int:
-    """Bytes of a blank image of ``shape``: the header, framing and the least the codec's stream of
-    that many pixels takes, paid by every image of that shape."""
-    return _encoded_bytes(np.zeros(shape, dtype=np.uint8), codec)
-
-
-def check_codec(codec: str) -> None:
-    """Raise a clear error unless ``codec`` is known and this Pillow can write it."""
-    from PIL import features
-
-    if codec not in CODECS:
-        raise ValueError(f"codec must be one of {sorted(CODECS)}; got {codec!r}.")
-    if codec == "webp" and not features.check("webp"):
-        raise ValueError("complexity_codec='webp' needs Pillow built with WebP support; use 'png'.")
-
-
 def lossless_bits_per_dim(x: torch.Tensor, codec: str = "png") -> torch.Tensor:
     """Length of each image's lossless encoding by ``codec`` ("png" at maximum compression, or "webp"
-    lossless), in bits per dimension.
+    lossless), in bits per dimension (:func:`vaedetect.codecs.lossless_bits_per_dim` of ``x``'s pixels).
 
-    ``x`` is a (B, C, H, W) batch in ``[-1, 1]``, quantised back to 8 bits first. The fixed cost of
-    the format (the encoding of a blank image of the same shape) is left out, so a constant image
-    costs about 0 bits per dimension and uniform noise about 8.
+    ``x`` is a (B, C, H, W) batch in ``[-1, 1]``, quantised back to 8 bits first.
     """
-    check_codec(codec)
     pixels = torch.round((x.detach().cpu() + 1.0) * 127.5).clamp(0, 255).to(torch.uint8)
-    pixels = pixels.permute(0, 2, 3, 1).numpy()  # (B, H, W, C) for PIL
-    overhead = _codec_overhead_bytes(pixels.shape[1:], codec)
-    bits = [8.0 * max(_encoded_bytes(image, codec) - overhead, 0) for image in pixels]
-    return torch.tensor(bits, dtype=torch.float64) / x[0].numel()
+    return torch.from_numpy(codecs.lossless_bits_per_dim(pixels.permute(0, 2, 3, 1).numpy(), codec))
 
 
 def regret_score(model, x, noise, likelihood="gaussian", steps: int = 20, learning_rate: float = 0.1) -> torch.Tensor:
