@@ -915,6 +915,38 @@ def export(model, output):
                f"{printable(output)} (vaedetect.runtime.load reads it, without torch)")
 
 
+# ------------------------------------------------------------------ serve
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the default answers this machine only. 0.0.0.0 answers every network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), default=32, show_default=True,
+              help="Largest request body, in MiB; a larger upload gets 413.")
+@click.option("--max-files", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Most image files in one request.")
+def serve(model, host, port, max_request_mb, max_files):
+    """Serve MODEL (a model file, or an .onnx file `vaedetect export` wrote) over HTTP until interrupted.
+
+    POST /score takes image files (multipart/form-data) or a table's rows (JSON) and returns the score table's
+    rows as JSON; GET / is a page to drop photos on; GET /health; GET /model says what `vaedetect info` says.
+    """
+    from .serve import create_app
+
+    try:
+        app = _usage(create_app, model, max_request_bytes=int(max_request_mb * 2**20), max_files=max_files)
+        import uvicorn
+    except ImportError as error:
+        raise Refused(printable(str(error))) from None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: serving on {printable(host)}: anyone who reaches this address can score with the model.",
+                   err=True)
+    click.echo(f"Serving {printable(model)} on http://{printable(host)}:{port}/ (Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 # ------------------------------------------------------------------ info
 
 

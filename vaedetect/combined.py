@@ -322,6 +322,15 @@ class CombinedDetector(CalibratedMixin, OutlierMixin, BaseEstimator):
         values["map"] = self._write_maps(maps_dir, values["path"], flagged) if maps_dir is not None else []
         return schema.build(values, self.calibration_, maps=maps_dir is not None, evidence=True)
 
+    def _file_geometries(self) -> list[tuple[int, int]]:
+        """``(channels, side)`` image files are decoded to: for the pixel model, then for the feature model."""
+        return [self.pixel_.modality_.file_geometry(), self.features_.modality_.file_geometry()]
+
+    def _score_decoded(self, pixels, photos):
+        """Combined scores of image files decoded at both ``_file_geometries()``."""
+        raw = np.column_stack([self.pixel_._score_decoded(pixels), self.features_._score_decoded(photos)])
+        return self._combine(raw).min(axis=1)
+
     def _write_maps(self, maps_dir, paths, flagged, chunk=256):
         """The pixel model's map over each flagged file, written to ``maps_dir``; the ``map`` column."""
         written, targets = {}, [path for path, hit in zip(paths, flagged) if hit]

@@ -111,6 +111,15 @@ class FolderMixin(InferenceMixin):
         values = {"path": paths, "score": scores, "error": errors, "map": [maps.get(path, "") for path in paths]}
         return schema.build(values, self.calibration_, maps=maps_dir is not None)
 
+    def _file_geometries(self) -> list[tuple[int, int]]:
+        """``(channels, side)`` each image file is decoded to for this detector (one model, one geometry)."""
+        return [self.modality_.file_geometry()]
+
+    def _score_decoded(self, images):
+        """Scores of image files decoded at ``_file_geometries()`` (``(n, side, side, C)`` uint8), as
+        ``score_paths`` scores them."""
+        return self._score_tensor(self.modality_.files_to_network(images))
+
     @requires("images")
     def read_images(self, paths, *, n_jobs=0, follow_links=False):
         """Decode image files the way this detector reads them, into the layout given to ``fit``.

@@ -8,6 +8,7 @@ skipped, never a crash and never a silent drop.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -154,7 +155,8 @@ def _walk(root: Path, skipped: list[Skipped], follow_links: bool):
 
 
 def load_image(path, image_size: int, channels: int) -> np.ndarray:
-    """Decode one file to a ``(image_size, image_size, channels)`` uint8 array.
+    """Decode one file (a path, or an ``io.BytesIO`` of its bytes) to a ``(image_size, image_size, channels)``
+    uint8 array.
 
     Only the raster formats of :data:`PIL_FORMATS` are opened, whatever the file's name. An image
     of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (about 89 million, where PIL warns of a
@@ -186,7 +188,7 @@ def load_image(path, image_size: int, channels: int) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ValueError(f"refused as a possible decompression bomb: {error}") from None
     except UnidentifiedImageError:
-        if Path(path).stat().st_size == 0:
+        if (path.getbuffer().nbytes if isinstance(path, io.BytesIO) else Path(path).stat().st_size) == 0:
             raise ValueError("empty file") from None
         raise ValueError(f"not an image file of a format read here ({', '.join(PIL_FORMATS)})") from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError) as error:

@@ -254,12 +254,14 @@ class ExportedDetector(_Calibrated):
         The score ``score_samples`` returns.
     kind : str
         "image", "tabular" or "features": what the detector models.
+    images : bool
+        Whether it scores images (``score_paths``), or a table's rows.
     """
 
     def __init__(self, session, fields: dict):
         self._session, self.fields = session, fields
         self._model = _Model(fields["model"])
-        self.kind = self._model.kind
+        self.kind, self.images = self._model.kind, not self._model.rows
         self._offset, self._score_method = self._model.offset, self._model.score_method
         self._calibration_scores = self._model.calibration_scores
 
@@ -274,22 +276,23 @@ class ExportedDetector(_Calibrated):
         """Normality score of each sample (higher = more normal), as the fitted detector's ``score_samples``."""
         return self._scores_of_network_input(self._model.network_input(self._model.check(X)))
 
+    def _file_geometries(self) -> list[tuple[int, int]]:
+        return [self._model.file_geometry()]
+
+    def _score_decoded(self, images) -> np.ndarray:
+        """Scores of image files decoded at ``_file_geometries()``."""
+        return self._scores_of_network_input(self._model.network_input(images, _decoded_layout(*self._file_geometries()[0])))
+
     def score_paths(self, paths, *, follow_links=False):
         """Score the image files under ``paths``: the score table of ``VAEDetector.score_paths`` (path, score,
         p_value, is_outlier, error); a file that cannot be read gets its reason and no score."""
         from . import schema
 
-        geometry = self._model.file_geometry()
         rows = {"path": [], "score": [], "error": []}
-        for paths_, images, errors in self._decoded(paths, follow_links, [geometry]):
+        for paths_, images, errors in self._decoded(paths, follow_links, self._file_geometries()):
             rows["path"] += paths_
-            if images is None:
-                rows["score"] += [np.nan] * len(paths_)
-                rows["error"] += errors
-                continue
-            x = self._model.network_input(images[0], _decoded_layout(*geometry))
-            rows["score"] += list(self._scores_of_network_input(x))
-            rows["error"] += [""] * len(paths_)
+            rows["score"] += [np.nan] * len(paths_) if images is None else list(self._score_decoded(images[0]))
+            rows["error"] += errors if images is None else [""] * len(paths_)
         return schema.build(rows, self)
 
 
@@ -300,7 +303,7 @@ class ExportedCombined(_Calibrated):
     def __init__(self, session, fields: dict):
         self._session, self.fields = session, fields
         self._pixel, self._features = _Model(fields["pixel"]), _Model(fields["features"])
-        self.kind = "combined"
+        self.kind, self.images = "combined", True
         calibration = fields["calibration"]
         self._offset, self._score_method = float(calibration["offset"]), "combined"
         self._calibration_scores = np.asarray(calibration["scores"], dtype=np.float64)
@@ -327,23 +330,28 @@ class ExportedCombined(_Calibrated):
         raw = self._raw_scores(self._pixel.network_input(X), self._features.network_input(X, self._pixel.layout))
         return self.evidence(raw).min(axis=1)
 
+    def _file_geometries(self) -> list[tuple[int, int]]:
+        return [self._pixel.file_geometry(), self._features.file_geometry()]
+
+    def _raw_decoded(self, pixels, photos) -> np.ndarray:
+        """Both models' own scores of image files decoded at ``_file_geometries()``."""
+        geometries = self._file_geometries()
+        return self._raw_scores(self._pixel.network_input(pixels, _decoded_layout(*geometries[0])),
+                                self._features.network_input(photos, _decoded_layout(*geometries[1])))
+
+    def _score_decoded(self, pixels, photos) -> np.ndarray:
+        return self.evidence(self._raw_decoded(pixels, photos)).min(axis=1)
+
     def score_paths(self, paths, *, follow_links=False):
         """Score the image files under ``paths``: the score table of ``CombinedDetector.score_paths``."""
         from . import schema
 
-        geometries = [self._pixel.file_geometry(), self._features.file_geometry()]
         rows = {"path": [], "error": []}
         raw = [np.empty((0, 2))]
-        for paths_, images, errors in self._decoded(paths, follow_links, geometries):
+        for paths_, images, errors in self._decoded(paths, follow_links, self._file_geometries()):
             rows["path"] += paths_
-            if images is None:
-                raw.append(np.full((len(paths_), 2), np.nan))
-                rows["error"] += errors
-                continue
-            pixels = self._pixel.network_input(images[0], _decoded_layout(*geometries[0]))
-            photos = self._features.network_input(images[1], _decoded_layout(*geometries[1]))
-            raw.append(self._raw_scores(pixels, photos))
-            rows["error"] += [""] * len(paths_)
+            raw.append(np.full((len(paths_), 2), np.nan) if images is None else self._raw_decoded(*images))
+            rows["error"] += errors if images is None else [""] * len(paths_)
         raw = np.concatenate(raw)
         evidence = self.evidence(raw)
         with warnings.catch_warnings():
