@@ -163,7 +163,7 @@ def test_the_runtime_refuses_an_onnx_file_vaedetect_did_not_write(tmp_path):
 
 def test_the_runtime_refuses_samples_of_another_shape_naming_both(fitted_tabular, tmp_path):
     detector, _ = fitted_tabular
-    with pytest.raises(ValueError, match=r"shape \(3, 4\).*\(5,\)"):
+    with pytest.raises(ValueError, match="X has 4 features, but VAEDetector is expecting 5"):
         _exported(detector, tmp_path).score_samples(np.zeros((3, 4)))
 
 

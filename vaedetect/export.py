@@ -15,6 +15,7 @@ combined detector's graph takes ``pixels`` and ``photos`` and gives ``pixel_scor
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -49,7 +50,8 @@ class _ScoreGraph(nn.Module):
         super().__init__()
         from .registry import get_score
 
-        self.network = detector._network().cpu().float().eval()
+        # copies on the CPU: the detector keeps scoring where it lives
+        self.network = copy.deepcopy(detector._network()).cpu().float().eval()
         self.function = get_score(score).load()
         self.options = detector._score_options(score)
         self.likelihood = detector.settings_.likelihood
@@ -68,8 +70,11 @@ class _FeatureGraph(nn.Module):
     def __init__(self, detector):
         super().__init__()
         extractor, modality = detector.modality_.extractor, detector.modality_
-        self.backbone = extractor.backbone_.network.cpu().float().eval()
-        self.stage_maps, self.stages = extractor.backbone_.stage_maps, extractor.backbone_.stages
+        self.backbone = copy.deepcopy(extractor.backbone_.network).cpu().float().eval()
+        # the named maps of the copy: a Lite network's own method, or a torchvision extractor (or a network) itself
+        method = getattr(extractor.backbone_.stage_maps, "__name__", None)
+        self.stage_maps = getattr(self.backbone, method) if method == "stages" else _call_maps(extractor, self.backbone)
+        self.stages = extractor.backbone_.stages
         self.normalize, self.side = extractor.normalize, extractor.image_size_
         self.register_buffer("mean", torch.tensor(extractor.backbone_.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(extractor.backbone_.std).view(1, 3, 1, 1))
@@ -85,6 +90,14 @@ class _FeatureGraph(nn.Module):
         features = _pooled(self.stage_maps((images - self.mean) / self.std), self.stages, self.normalize)
         scaled = (features.double() - self.feature_mean) / self.feature_scale
         return scaled.clamp(-SCALED_LIMIT, SCALED_LIMIT).float()
+
+
+def _call_maps(extractor, network):
+    """``stage_maps`` of a backbone that is not a Lite network, run on ``network`` (a copy of it): a torchvision
+    extractor returns its named maps itself; a network given whole returns its output, named "output"."""
+    if extractor.backbone_.stage_maps is extractor.backbone_.network:
+        return network
+    return lambda x: {"output": network(x)}
 
 
 class _CombinedGraph(nn.Module):

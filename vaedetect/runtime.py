@@ -28,7 +28,7 @@ import numpy as np
 
 from .codecs import bits_per_dim, lossless_bits_per_dim
 from .conformal import conformal_p_values, log_tail_probability
-from .data import InputLayout, images_to_unit_range, scaled_rows
+from .data import InputLayout, check_layout_matches, check_value_range, images_to_unit_range, scaled_rows
 
 FORMAT, FORMAT_VERSION = "vaedetect-onnx", 1
 # What the graph holds is checked by onnxruntime; the metadata is vaedetect's JSON, at most this long.
@@ -113,16 +113,13 @@ class _Model:
                 raise ValueError(f"X's columns {list(X.columns)[:5]}... are not the {len(names)} columns the detector "
                                  f"was fitted on ({names[:5]}...).")
         X = np.asarray(X)
-        expected = _array_shape(self.layout)
-        if X.ndim != len(expected) + 1 or tuple(X.shape[1:]) != expected:
-            raise ValueError(f"X has shape {X.shape}; the detector was fitted on samples of shape {expected}.")
-        if not np.issubdtype(X.dtype, np.number) and X.dtype != bool:
+        X = X.astype(np.float64) if X.dtype == bool else X  # booleans count as numbers, as in fit
+        if not np.issubdtype(X.dtype, np.number):
             raise ValueError(f"X must be numeric, got dtype {X.dtype}.")
-        if not self.rows and self.layout.integer != np.issubdtype(X.dtype, np.integer):
-            raise ValueError("The detector was fitted on " + ("integer images (0..255)" if self.layout.integer
-                                                              else "float images in [0, 1]") + f"; X is {X.dtype}.")
         if not np.isfinite(X).all():
             raise ValueError("X holds NaN or infinite values.")
+        check_layout_matches(X, self.layout)  # the checks of the PyTorch path
+        check_value_range(X, self.layout)
         return X
 
     def network_input(self, X, layout: InputLayout | None = None) -> np.ndarray:
@@ -163,15 +160,6 @@ class _Model:
         if height != width:
             raise ValueError(f"Image files are read square, but the detector was fitted on {height}x{width} images.")
         return channels, height
-
-
-def _array_shape(layout: InputLayout) -> tuple[int, ...]:
-    """The shape of one sample of ``X`` in ``layout``."""
-    if len(layout.shape) == 1:  # a table's rows
-        return tuple(layout.shape)
-    channels, height, width = layout.shape
-    return {"flat": (channels * height * width,), "nhw": (height, width), "nchw": (channels, height, width),
-            "nhwc": (height, width, channels)}[layout.form]
 
 
 def _p_values(calibration_scores: np.ndarray, scores) -> np.ndarray:
