@@ -605,3 +605,23 @@ def test_table_scoring_times_the_command_line_and_the_api_on_the_same_rows(tmp_p
     assert results["score_samples"]["n_rows"] == 3000 and results["score_samples"]["seconds"] > 0
     assert all(row["peak_rss_mb"] > 50 for row in results["command_line"])  # torch alone takes more
     assert "Targets: every run up to 3,000 rows under 1.5 GB" in page.read_text()
+
+
+def test_leaving_one_data_set_out_scores_each_set_with_the_candidate_the_others_chose():
+    from benchmarks.tabular_selection import leave_one_set_out
+
+    def entry(**auc):
+        return {"methods": {method: [{"seed": 0, "roc_auc": value}] for method, value in auc.items()}}
+
+    # "broad" wins on three sets, "narrow" only on "d", by a margin that lifts its mean over the others of a, b
+    # or c: left out, each of those is scored by "narrow" (the others average 0.797 against 0.700); "d" left out,
+    # the others choose "broad" (0.80 against 0.70), which fails on "d"
+    results = {"a": entry(broad=0.80, narrow=0.70, isolation_forest=0.75),
+               "b": entry(broad=0.80, narrow=0.70, isolation_forest=0.75),
+               "c": entry(broad=0.80, narrow=0.70, isolation_forest=0.75),
+               "d": entry(broad=0.50, narrow=0.99, isolation_forest=0.75)}
+    outcome = leave_one_set_out(results, ["broad", "narrow"])
+    assert outcome["chosen"] == {"a": "narrow", "b": "narrow", "c": "narrow", "d": "broad"}
+    assert outcome["mean"] == pytest.approx((0.70 * 3 + 0.50) / 4)
+    assert outcome["ratio"] == pytest.approx(outcome["mean"] / 0.75)
+    assert outcome["worst_set"] == "d" and outcome["worst_gap"] == pytest.approx(0.50 - 0.75)
