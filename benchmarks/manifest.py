@@ -87,6 +87,8 @@ PAGES = (
          quick=("--suites", "tabular", "--seeds", "0"), needs="mnist/, cifar10/, adbench/; hours on a laptop CPU"),
     Page("tabular_adbench", "benchmarks/tabular_adbench.md", "tabular_adbench.json", "benchmarks.__main__",
          ("--suites", "tabular", "--seeds", "0", "1", "2"), quick=("--quick",), needs="adbench/, adbench_dev/"),
+    Page("tabular_peers", "benchmarks/tabular_peers.md", "tabular_peers.json", "benchmarks.tabular_peers",
+         quick=("--sets", "WBC", "glass"), needs="adbench/, adbench_dev/ and the bench extra (PyOD)", notes=True),
     Page("tabular_scale", "benchmarks/tabular_scale.md", "tabular_scale.json", "benchmarks.tabular_scale",
          quick=("--shares", "0.01"),
          needs="adbench_large/", notes=True),

@@ -625,3 +625,22 @@ def test_leaving_one_data_set_out_scores_each_set_with_the_candidate_the_others_
     assert outcome["mean"] == pytest.approx((0.70 * 3 + 0.50) / 4)
     assert outcome["ratio"] == pytest.approx(outcome["mean"] / 0.75)
     assert outcome["worst_set"] == "d" and outcome["worst_gap"] == pytest.approx(0.50 - 0.75)
+
+
+def test_peers_rank_by_their_mean_rank_over_the_sets_each_ran_on():
+    from benchmarks.tabular_peers import markdown_page, ranking
+
+    def run(auc, ap=0.5, seconds=1.0):
+        return [{"seed": 0, "roc_auc": auc, "average_precision": ap, "fit_seconds": seconds, "score_seconds": 0.0}]
+
+    results = {"seed": 0, "sets": {
+        "a": {"methods": {"vaedetect": run(0.9), "pyod_ecod": run(0.8), "pyod_mcd": run(0.7)}, "errors": {}},
+        "b": {"methods": {"vaedetect": run(0.6), "pyod_ecod": run(0.7)}, "errors": {"pyod_mcd": "ValueError: singular"}},
+    }}
+    rows = {row["method"]: row for row in ranking(results)}
+    assert rows["vaedetect"]["mean_rank"] == 1.5 and rows["pyod_ecod"]["mean_rank"] == 1.5
+    assert rows["pyod_mcd"]["mean_rank"] == 3 and rows["pyod_mcd"]["failed"] == 1 and rows["pyod_mcd"]["n_sets"] == 1
+    assert rows["vaedetect"]["worst_set"] == "b" and rows["vaedetect"]["roc_auc"] == pytest.approx(0.75)
+    page = markdown_page({**results, "command": "python -m benchmarks.tabular_peers", "date": "today",
+                          "machine": "a machine", "versions": {"vaedetect": "0", "torch": "0"}})
+    assert "- `pyod_mcd` on b: ValueError: singular" in page and "| **vaedetect** |" in page

@@ -111,8 +111,8 @@ def test_scoring_files_exported_gives_the_detectors_score_table(tmp_path):
         Image.fromarray((image * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
     (folder / "broken.png").write_bytes(b"not a picture")
     detector = _combined(_smooth_images(120, 0))
-    expected = detector.score_paths(folder).sort_values("path").reset_index(drop=True)
-    found = _exported(detector, tmp_path).score_paths(folder).sort_values("path").reset_index(drop=True)
+    expected, found = detector.score_paths(folder), _exported(detector, tmp_path).score_paths(folder)
+    assert list(found["path"]) == list(expected["path"]) == sorted(expected["path"])
     assert list(found.columns) == list(expected.columns)
     assert found.loc[found["path"].str.endswith("broken.png"), "error"].item() != ""
     np.testing.assert_allclose(found["score"], expected["score"], rtol=RELATIVE)

@@ -171,6 +171,13 @@ def _p_values(calibration_scores: np.ndarray, scores) -> np.ndarray:
     return p_values
 
 
+def _sorted_by_path(rows: dict) -> dict:
+    """The columns of a score table with their entries in the order of ``rows["path"]``, as ``score_paths``
+    sorts them."""
+    order = sorted(range(len(rows["path"])), key=rows["path"].__getitem__)
+    return {name: [values[i] for i in order] for name, values in rows.items()}
+
+
 def _decoded_layout(channels: int, side: int) -> InputLayout:
     return InputLayout("image", "nhwc", True, (channels, side, side))
 
@@ -281,7 +288,7 @@ class ExportedDetector(_Calibrated):
             rows["path"] += paths_
             rows["score"] += [np.nan] * len(paths_) if images is None else list(self._score_decoded(images[0]))
             rows["error"] += errors if images is None else [""] * len(paths_)
-        return schema.build(rows, self)
+        return schema.build(_sorted_by_path(rows), self)
 
 
 class ExportedCombined(_Calibrated):
@@ -351,6 +358,6 @@ class ExportedCombined(_Calibrated):
                     feature_p_value=self._features.p_values(raw[:, 1]),
                     evidence=["+".join(name for name, hit in zip(_EVIDENCE, row) if hit) if is_flagged else ""
                               for row, is_flagged in zip(below, flagged)])
-        return schema.build(rows, self, evidence=True)
+        return schema.build(_sorted_by_path(rows), self, evidence=True)
 
 
