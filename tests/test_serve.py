@@ -189,9 +189,9 @@ def test_the_page_scores_a_dropped_photo_in_headless_chromium(pixel_model, tmp_p
         page = urllib.request.urlopen(f"{url}/", timeout=30).read().decode()
         # the page as served, from the service's address, given a photo as a person's drop gives it; the title
         # reports what the page then shows
-        probe = page.replace("<head>", f'<head><base href="{url}/">').replace("describe();", f"""describe();
+        probe = page.replace("<head>", f'<head><base href="{url}/">').replace("describe();", f"""
 const bytes = Uint8Array.from(atob("{bright}"), c => c.charCodeAt(0));
-score([new File([bytes], "bright.png", {{type: "image/png"}})]).then(() => {{
+Promise.all([describe(), score([new File([bytes], "bright.png", {{type: "image/png"}})])]).then(() => {{
   const cells = [...document.querySelectorAll("#results tbody td")].map(td => td.textContent);
   const maps = document.querySelectorAll("#results img").length;
   document.title = "scored " + cells[0] + " " + cells[3] + " maps " + maps + " | " +
