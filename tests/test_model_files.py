@@ -242,3 +242,16 @@ def test_every_field_of_a_header_is_declared_and_a_value_of_another_type_is_refu
     forged["fitted"]["calibration"]["evil"] = 1
     with pytest.raises(ValueError, match=r"header\['fitted'\]\['calibration'\] holds unknown field\(s\) \['evil'\]"):
         header_schema.check(forged, header_schema.DETECTOR)
+
+
+def test_a_rate_too_small_for_the_calibration_scores_saves_and_loads_as_flagging_nothing(fitted_tabular, tmp_path):
+    import copy
+
+    detector, X = fitted_tabular
+    strict = copy.deepcopy(detector)
+    with pytest.warns(UserWarning, match="nothing will be flagged"):
+        strict.set_threshold(fpr=1e-6)
+    strict.save(tmp_path / "strict.vae")
+    loaded = VAEDetector.load(tmp_path / "strict.vae")
+    assert loaded.offset_ == -np.inf and loaded.calibration_.rule == {"fpr": 1e-6}
+    assert (loaded.predict(X) == 1).all()

@@ -215,3 +215,17 @@ def test_the_command_line_serves_on_localhost_by_default():
     help_text = CliRunner().invoke(main, ["serve", "--help"]).output
     assert "--host" in help_text and "127.0.0.1" in help_text and "413" in help_text
     assert Path(__file__).parent.joinpath("..", "vaedetect", "serve_page.html").is_file()
+
+
+def test_a_threshold_that_flags_nothing_is_described_as_json_can_hold_it(pixel_model, tmp_path):
+    import copy
+
+    pytest.importorskip("onnxruntime")
+    detector, _ = pixel_model
+    unreachable = copy.deepcopy(detector)
+    with pytest.warns(UserWarning, match="nothing will be flagged"):
+        unreachable.set_threshold(fpr=1e-6)  # too few calibration scores for that rate: the threshold is -inf
+    unreachable.export_onnx(tmp_path / "strict.onnx")  # a model file draws it again at load; an export keeps it
+    with running(tmp_path / "strict.onnx") as url:
+        status, model = _request(f"{url}/model")
+    assert status == 200 and model["threshold"] == "-inf"

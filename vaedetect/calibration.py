@@ -176,7 +176,10 @@ class Calibration:
 
     def state(self) -> tuple[dict, dict]:
         """``(JSON fields, arrays)`` for a model file; ``Calibration(**fields, **arrays)`` reads them back."""
-        fields = {"score_method": self.score_method, "source": self.source, "rule": self.rule, "offset": self.offset}
+        # an unreachable rate flags nothing (offset -inf), which a header's finite number cannot hold; that rule is
+        # drawn again at load (:meth:`restore`), so the lowest score stands in for it in the file
+        offset = self.offset if math.isfinite(self.offset) else float(self.scores.min())
+        fields = {"score_method": self.score_method, "source": self.source, "rule": self.rule, "offset": offset}
         return fields, {"scores": self.scores}
 
 

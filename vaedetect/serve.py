@@ -54,12 +54,12 @@ class Scorer:
         if self.exported:
             fields = self.model.fields
             return {"file": self.path.name, "exported": True, "detector": fields["detector"], "kind": self.model.kind,
-                    "score_method": self.model.score_method_, "threshold": self.model.offset_,
+                    "score_method": self.model.score_method_, "threshold": _number(self.model.offset_),
                     "vaedetect_version": fields["vaedetect_version"], "inputs": "images" if self.images else "rows"}
         calibration = self.model.calibration_
         return {"file": self.path.name, "exported": False, "detector": type(self.model).__name__,
                 "kind": self.model.modality_.name, "input": self.model.modality_.describe(),
-                "score_method": calibration.score_method, "threshold": calibration.offset,
+                "score_method": calibration.score_method, "threshold": _number(calibration.offset),
                 "rule": calibration.describe_rule(), "calibration": calibration.describe(),
                 "inputs": "images" if self.images else "rows"}
 
