@@ -67,7 +67,7 @@ def digit_split(digit: int, images, labels, protocol: str, seed: int, n_others: 
 def run_split(digit: int, images, labels, protocol: str, seed: int, validation: float, calibration: float,
               n_others: int) -> dict:
     from vaedetect import VAEDetector
-    from vaedetect.calibration import conformal_p_values
+    from vaedetect.conformal import conformal_p_values
 
     fit, fresh, others = digit_split(digit, images, labels, protocol, seed, n_others)
 

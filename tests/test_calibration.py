@@ -51,7 +51,7 @@ def test_set_threshold_moves_offset_without_refitting(fitted_tabular):
 
 
 def test_p_values_count_held_out_scores_at_or_below():
-    from vaedetect.calibration import conformal_p_values, conformal_threshold
+    from vaedetect.conformal import conformal_p_values, conformal_threshold
 
     calibration = np.array([1.0, 2.0, 3.0, 4.0])
     np.testing.assert_allclose(conformal_p_values(calibration, [0.5, 2.0, 9.0]), [1 / 5, 3 / 5, 5 / 5])

@@ -158,10 +158,10 @@ def test_constant_training_columns_and_rows_far_outside_them_get_finite_scores_b
 
 
 def test_a_score_that_is_not_finite_all_the_same_is_minus_infinity_and_flagged_with_a_warning():
-    from vaedetect.inference import _fail_closed
+    from vaedetect.conformal import fail_closed
 
     with pytest.warns(UserWarning, match="2 of 3 samples is not finite"):
-        scores = _fail_closed([np.nan, 1.0, np.inf], "elbo")
+        scores = fail_closed([np.nan, 1.0, np.inf], "elbo")
     assert scores.tolist() == [-np.inf, 1.0, -np.inf]
 
 

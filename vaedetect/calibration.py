@@ -24,7 +24,7 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
-from .conformal import conformal_p_values, conformal_threshold, flagged_among
+from .conformal import conformal_threshold, flagged_among, p_values_keeping_nan
 from .settings import resolve_contamination
 
 # The constraint of every detector's ``contamination`` parameter (and of ``set_threshold``'s).
@@ -148,11 +148,7 @@ class Calibration:
 
     def p_values(self, scores) -> np.ndarray:
         """Split-conformal p-values of ``scores`` (:func:`~vaedetect.conformal.conformal_p_values`); NaN stays NaN."""
-        scores = np.asarray(scores, dtype=np.float64)
-        p_values = np.full(scores.shape, np.nan)
-        known = ~np.isnan(scores)
-        p_values[known] = conformal_p_values(self.scores, scores[known])
-        return p_values
+        return p_values_keeping_nan(self.scores, scores)
 
     def verdicts(self, scores) -> dict:
         """The verdict columns of a score table: ``p_value`` and ``is_outlier`` (NaN scores, entries that

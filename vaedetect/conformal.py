@@ -1,4 +1,4 @@
-"""Conformal statistics of calibration scores, in numpy alone (the torch-free runtime reads them too).
+"""Scores and their conformal statistics, in numpy alone (the torch-free runtime reads them too).
 
 Split-conformal p-values and the threshold of a false-positive rate (Vovk et al., "Algorithmic Learning in a
 Random World", 2005; for outlier detection Bates et al., "Testing for outliers with conformal p-values",
@@ -9,6 +9,7 @@ Annals of Statistics, 2023), and the tail probabilities of a score among referen
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -26,6 +27,35 @@ def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np
     calibration = np.sort(np.asarray(calibration_scores, dtype=np.float64))
     at_or_below = np.searchsorted(calibration, np.asarray(scores, dtype=np.float64), side="right")
     return (1.0 + at_or_below) / (len(calibration) + 1.0)
+
+
+def p_values_keeping_nan(calibration_scores: np.ndarray, scores) -> np.ndarray:
+    """:func:`conformal_p_values` of ``scores``, NaN (an entry that could not be scored) staying NaN."""
+    scores = np.asarray(scores, dtype=np.float64)
+    p_values = np.full(scores.shape, np.nan)
+    known = ~np.isnan(scores)
+    p_values[known] = conformal_p_values(calibration_scores, scores[known])
+    return p_values
+
+
+def fail_closed(scores, method: str) -> np.ndarray:
+    """Scores with every non-finite value set to -inf, the most anomalous score, and a warning.
+
+    A score overflows to NaN or infinity only for inputs far outside anything the model was fitted on
+    (e.g. features a thousand orders of magnitude off): such an input must never pass as normal.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    broken = ~np.isfinite(scores)
+    if broken.any():
+        warnings.warn(
+            f"The {method!r} score of {int(broken.sum())} of {len(scores)} samples is not finite (the input lies far "
+            "outside what the model was fitted on, and its evaluation overflowed); it is set to -inf, the most "
+            "anomalous score, so that these samples are flagged.",
+            UserWarning,
+            stacklevel=3,
+        )
+        scores = np.where(broken, -np.inf, scores)
+    return scores
 
 
 def flagged_among(n: int, fpr: float) -> int:

@@ -11,7 +11,6 @@ the fitted state ``fit`` leaves: ``modality_``, ``settings_``, ``model_``, ``ref
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_X
 from .acceleration import inference_network, use_channels_last
+from .conformal import fail_closed
 from .data import arrange_like
 from .losses import elementwise_log_likelihood
 from .modality import requires
@@ -30,26 +30,6 @@ from .scoring import anomaly_map, anomaly_map_and_kl, bits_per_dim, latent_noise
 # beyond a cache-friendly size, bigger batches only cost memory (docs/experiments/usage_notes.md, "Inference batch size").
 _INFERENCE_BATCH_VALUES = 2**18
 _MAX_INFERENCE_BATCH = 256
-
-
-def _fail_closed(scores, method) -> np.ndarray:
-    """Scores with every non-finite value set to -inf, the most anomalous score, and a warning.
-
-    A score overflows to NaN or infinity only for inputs far outside anything the model was fitted on
-    (e.g. features a thousand orders of magnitude off): such an input must never pass as normal.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    broken = ~np.isfinite(scores)
-    if broken.any():
-        warnings.warn(
-            f"The {method!r} score of {int(broken.sum())} of {len(scores)} samples is not finite (the input lies far "
-            "outside what the model was fitted on, and its evaluation overflowed); it is set to -inf, the most "
-            "anomalous score, so that these samples are flagged.",
-            UserWarning,
-            stacklevel=3,
-        )
-        scores = np.where(broken, -np.inf, scores)
-    return scores
 
 
 class InferenceMixin:
@@ -88,7 +68,7 @@ class InferenceMixin:
     def _score_tensor(self, x, score=None):
         """Scores of network inputs ``x`` by the method ``score`` (default: the calibrated one), fail-closed."""
         score = score or self.calibration_.score_method
-        return _fail_closed(score_batches(self._network(), x, score, self._latent_noise(), self.settings_.likelihood,
+        return fail_closed(score_batches(self._network(), x, score, self._latent_noise(), self.settings_.likelihood,
                                           self._inference_batch_size(), self.device_, **self._score_options(score)),
                             score)
 
@@ -214,7 +194,7 @@ class InferenceMixin:
             both = map_batches(lambda model, batch: anomaly_map_and_kl(model, batch, noise, likelihood), self._network(),
                                x, self._inference_batch_size(), self.device_).numpy()
             nll, kl = both[:, :-1], both[:, -1]
-            scores = _fail_closed(-nll.sum(axis=1) - (kl if method == "elbo" else 0.0), method)
+            scores = fail_closed(-nll.sum(axis=1) - (kl if method == "elbo" else 0.0), method)
         else:
             nll = self._anomaly_map_tensor(x).reshape(len(x), -1)
             scores = self._score_tensor(x) if return_scores else None
@@ -278,7 +258,7 @@ class InferenceMixin:
             elif name in shares_elbo:
                 columns = method.load_from_elbo()(elbo, x, **self._score_options(name))
                 # computed here, not by _score_tensor, which closes its own scores
-                columns[name] = _fail_closed(columns[name], name)
+                columns[name] = fail_closed(columns[name], name)
             else:
                 columns = {name: self._score_tensor(x, name)}
             if self.modality_.pixels and method.log_likelihood:

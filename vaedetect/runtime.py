@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .codecs import bits_per_dim, lossless_bits_per_dim
-from .conformal import conformal_p_values, log_tail_probability
+from .conformal import fail_closed, log_tail_probability, p_values_keeping_nan
 from .data import InputLayout, check_layout_matches, check_value_range, images_to_unit_range, scaled_rows
 
 FORMAT, FORMAT_VERSION = "vaedetect-onnx", 1
@@ -79,16 +79,6 @@ def _session(path: Path, providers):
         raise ValueError(f"{str(path)!r} holds export format {fields.get('format')!r} {fields.get('format_version')}; "
                          f"this vaedetect reads {FORMAT!r} {FORMAT_VERSION}.")
     return session, fields
-
-
-def _fail_closed(scores: np.ndarray, method: str) -> np.ndarray:
-    """Non-finite scores set to -inf, the most anomalous, with a warning (as the PyTorch path does)."""
-    broken = ~np.isfinite(scores)
-    if broken.any():
-        warnings.warn(f"The {method!r} score of {int(broken.sum())} of {len(scores)} samples is not finite; it is "
-                      "set to -inf, the most anomalous score, so that these samples are flagged.", UserWarning,
-                      stacklevel=3)
-    return np.where(broken, -np.inf, scores)
 
 
 class _Model:
@@ -145,10 +135,10 @@ class _Model:
             pairs = np.column_stack([bits_per_dim(scores, network_input[0].size), lossless_bits_per_dim(pixels, bits["codec"])])
             centred = pairs - np.asarray(bits["location"])
             scores = -np.einsum("bi,ij,bj->b", centred, np.asarray(bits["precision"]), centred)
-        return _fail_closed(scores, self.score_method)
+        return fail_closed(scores, self.score_method)
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
-        return _p_values(self.calibration_scores, scores)
+        return p_values_keeping_nan(self.calibration_scores, scores)
 
     def file_geometry(self) -> tuple[int, int]:
         """``(channels, side)`` files are decoded to for this model."""
@@ -160,15 +150,6 @@ class _Model:
         if height != width:
             raise ValueError(f"Image files are read square, but the detector was fitted on {height}x{width} images.")
         return channels, height
-
-
-def _p_values(calibration_scores: np.ndarray, scores) -> np.ndarray:
-    """Conformal p-values of ``scores``; NaN (an entry that could not be scored) stays NaN."""
-    scores = np.asarray(scores, dtype=np.float64)
-    p_values = np.full(scores.shape, np.nan)
-    known = ~np.isnan(scores)
-    p_values[known] = conformal_p_values(calibration_scores, scores[known])
-    return p_values
 
 
 def _sorted_by_path(rows: dict) -> dict:
@@ -209,7 +190,7 @@ class _Calibrated:
         return self._p_values(self.score_samples(X))
 
     def _p_values(self, scores) -> np.ndarray:
-        return _p_values(self._calibration_scores, scores)
+        return p_values_keeping_nan(self._calibration_scores, scores)
 
     def verdicts(self, scores) -> dict:
         """The score table's verdict columns (as ``Calibration.verdicts``)."""
