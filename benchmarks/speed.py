@@ -89,13 +89,14 @@ def default_network():
     """The network configuration and batch size ``VAEDetector()`` uses for images by default."""
     from vaedetect import VAEDetector
     from vaedetect.networks import NetworkConfig
+    from vaedetect.settings import resolve_batch_size
 
     defaults = VAEDetector().get_params()
     config = NetworkConfig(latent_dim=defaults["latent_dim"], base_channels=defaults["base_channels"],
                            n_stages=defaults["n_stages"], residual=defaults["residual"],
                            spatial_latent=defaults["spatial_latent"], skip_connections=defaults["skip_connections"],
                            activation=defaults["activation"])
-    return config, defaults["batch_size"]
+    return config, resolve_batch_size(defaults["batch_size"], "image", n_train=0)
 
 
 def default_model(image_size: int, seed: int = 0):

@@ -187,25 +187,59 @@ class MinimumSteps(_ChosenEpochs):
 
         from vaedetect import settings
 
-        steps_per_epoch = math.ceil(n_train / vae.batch_size)
-        auto = settings.epochs_within_budget(n_train, vae.batch_size, settings.AUTO_MAX_EPOCHS, settings.AUTO_MAX_STEPS)
-        return max(auto if vae.epochs == "auto" else vae.epochs, math.ceil(self.value / steps_per_epoch))
+        batch_size = settings.resolve_batch_size(vae.batch_size, "tabular", n_train)
+        auto = settings.epochs_within_budget(n_train, batch_size, *settings.epoch_budget("tabular"))
+        return max(auto if vae.epochs == "auto" else vae.epochs, math.ceil(self.value / math.ceil(n_train / batch_size)))
 
 
 class EpochCap(_ChosenEpochs):
-    """``epochs="auto"`` resolved under an epoch cap of ``value`` instead of ``AUTO_MAX_EPOCHS``, within the
-    same step budget: tables of fewer than ``AUTO_MAX_STEPS * batch_size / AUTO_MAX_EPOCHS`` training rows
-    train for more epochs, larger ones as before."""
+    """``epochs="auto"`` resolved under an epoch cap of ``value`` instead of ``TABULAR_MAX_EPOCHS``, within the
+    same step budget: tables small enough for the budget train for ``value`` epochs, larger ones as before."""
 
     def epochs_for(self, vae, n_train):
         from vaedetect import settings
-        from vaedetect.settings import epochs_within_budget
 
-        return epochs_within_budget(n_train, vae.batch_size, self.value, settings.AUTO_MAX_STEPS)
+        batch_size = settings.resolve_batch_size(vae.batch_size, "tabular", n_train)
+        return settings.epochs_within_budget(n_train, batch_size, self.value, settings.TABULAR_MAX_STEPS)
+
+
+class StepCap(_ChosenEpochs):
+    """``epochs="auto"`` resolved within a budget of ``value`` optimiser steps instead of ``AUTO_MAX_STEPS``."""
+
+    def epochs_for(self, vae, n_train):
+        from vaedetect import settings
+
+        batch_size = settings.resolve_batch_size(vae.batch_size, "tabular", n_train)
+        return settings.epochs_within_budget(n_train, batch_size, settings.TABULAR_MAX_EPOCHS, self.value)
+
+
+class EpochSteps:
+    """``batch_size`` raised so that an epoch takes at most ``value`` optimiser steps (at least 32 rows, or the
+    VAE's own batch size where it is set): the epoch count, and ``epochs="auto"``'s cap of 25, then bound the steps
+    whatever the number of rows. ``VAEDetector``'s ``batch_size="auto"`` is this rule for 16 steps, at most 256
+    rows."""
+
+    def __init__(self, value: int, make_vae):
+        self.value, self.make_vae = value, make_vae
+
+    def fit(self, X):
+        import math
+
+        from vaedetect.settings import BATCH_SIZE
+
+        vae = self.make_vae()
+        n_train = len(vae._seeds_and_splits(len(X))[1][0])
+        smallest = BATCH_SIZE if vae.batch_size == "auto" else vae.batch_size
+        self.vae_ = vae.set_params(batch_size=max(smallest, math.ceil(n_train / self.value))).fit(X)
+        return self
+
+    def score_samples(self, X):
+        return self.vae_.score_samples(X)
 
 
 # Settings that wrap the VAE instead of configuring it: ideas screened without changing vaedetect.
-WRAPPERS = ("preprocess", "ensemble", "ensemble_raw", "refit_drop", "min_steps", "clip", "max_epochs")
+WRAPPERS = ("preprocess", "ensemble", "ensemble_raw", "refit_drop", "min_steps", "clip", "max_epochs",
+            "epoch_steps", "max_steps")
 
 
 DEVELOPMENT = ("toy", "adbench_dev")
@@ -304,6 +338,10 @@ def candidate_maker(params: dict):
             return Clipped(float(wrapper["clip"]), lambda: VAEDetector(random_state=seed, **vae_params))
         if "min_steps" in wrapper:
             return MinimumSteps(int(wrapper["min_steps"]), lambda: VAEDetector(random_state=seed, **vae_params))
+        if "epoch_steps" in wrapper:
+            return EpochSteps(int(wrapper["epoch_steps"]), lambda: VAEDetector(random_state=seed, **vae_params))
+        if "max_steps" in wrapper:
+            return StepCap(int(wrapper["max_steps"]), lambda: VAEDetector(random_state=seed, **vae_params))
         if "max_epochs" in wrapper:
             return EpochCap(int(wrapper["max_epochs"]), lambda: VAEDetector(random_state=seed, **vae_params))
         return VAEDetector(random_state=seed, **vae_params)
@@ -337,8 +375,11 @@ WRAPPER_TEXT = {
     "refit_drop": "`refit_drop=Q` fits, drops the share Q of training rows that score lowest and fits a "
                   "fresh VAE on the rest",
     "min_steps": "`min_steps=N` raises `epochs` so that training takes at least N optimiser steps",
-    "max_epochs": "`max_epochs=N` resolves `epochs=\"auto\"` with at most N epochs instead of 25, within "
-                  "the same 2,500-step budget",
+    "max_epochs": "`max_epochs=N` resolves `epochs=\"auto\"` with at most N epochs instead of the tables' "
+                  "default, within the same step budget",
+    "epoch_steps": "`epoch_steps=S` raises `batch_size` to the training rows divided by S where that is "
+                   "larger, so that an epoch takes at most S optimiser steps",
+    "max_steps": "`max_steps=N` resolves `epochs=\"auto\"` within a budget of N optimiser steps",
     "clip": "`clip=M` clips each feature of the rows scored to its training range widened by M times its "
             "1st-to-99th-percentile range on each side",
 }
@@ -399,6 +440,11 @@ def markdown_page(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _only(sets: dict, names) -> dict:
+    """``sets`` restricted to ``names`` (all of them for None)."""
+    return sets if names is None else {name: data for name, data in sets.items() if name in names}
+
+
 def main(argv=None) -> int:
     parser = benchmark_parser(__doc__, "adbench/ and adbench_dev/")
     parser.add_argument("--candidate", nargs="+", action="append", required=True, metavar="NAME [KEY=VALUE]",
@@ -409,20 +455,22 @@ def main(argv=None) -> int:
                         help="toy: tasks from scikit-learn's bundled data; adbench_dev: the 17 ADBench sets kept "
                              "for choosing settings")
     parser.add_argument("--confirm", action="store_true", help="also run the candidates on the ADBench sets")
+    parser.add_argument("--sets", nargs="+", metavar="NAME", help="only these data sets (ADBench names or toy tasks)")
     args = parser.parse_args(argv)
     makers = candidate_makers(args.candidate)
     results = {"benchmark": "tabular_selection", **describe_run("python -m benchmarks.tabular_selection", argv),
                "candidates": {name: " ".join(settings) for name, *settings in args.candidate}}
     results["development"] = {}
     if "toy" in args.development:
-        results["development"] |= tabular.evaluate(development_sets(), makers, args.seeds, prefix="development")
+        results["development"] |= tabular.evaluate(_only(development_sets(), args.sets), makers, args.seeds,
+                                                    prefix="development")
     if "adbench_dev" in args.development:
-        sets = tabular.load_adbench(data_dir(args.data_dir) / "adbench_dev")
+        sets = _only(tabular.load_adbench(data_dir(args.data_dir) / "adbench_dev"), args.sets)
         results["adbench_dev"] = sorted(sets)
         results["development"] |= tabular.evaluate(sets, makers, args.seeds, prefix="adbench_dev")
     if args.confirm:
         try:
-            sets = tabular.load_adbench(data_dir(args.data_dir) / "adbench")
+            sets = _only(tabular.load_adbench(data_dir(args.data_dir) / "adbench"), args.sets)
         except FileNotFoundError as error:
             print(f"confirmation skipped: {error}", file=sys.stderr)
         else:

@@ -78,7 +78,7 @@ def test_auto_likelihood_is_laplace_for_rows_and_gaussian_for_images(data, likel
 
 
 def test_auto_epochs_train_within_the_optimiser_step_budget(monkeypatch):
-    monkeypatch.setattr(vaedetect.settings, "AUTO_MAX_STEPS", 12)
+    monkeypatch.setattr(vaedetect.settings, "TABULAR_MAX_STEPS", 12)
     X = np.random.RandomState(0).normal(size=(120, 5))
     detector = VAEDetector(**{**TINY, "epochs": "auto", "batch_size": 32, "early_stopping": False}).fit(X)
     # 96 training rows after 12 validation and 12 calibration rows are 3 batches of 32: 4 epochs fill the 12 steps
@@ -86,10 +86,18 @@ def test_auto_epochs_train_within_the_optimiser_step_budget(monkeypatch):
     assert len(detector.history_) == 4
 
 
+def test_a_table_at_auto_batch_size_trains_16_epochs_of_16_steps():
+    X = np.random.RandomState(0).normal(size=(1000, 3))
+    detector = VAEDetector(**{**TINY, "batch_size": "auto", "epochs": "auto", "early_stopping": False}).fit(X)
+    # 800 training rows after 100 validation and 100 calibration rows: batches of 50
+    assert (detector.settings_.batch_size, detector.settings_.epochs) == (50, 16)
+    assert len(detector.history_) == 16
+
+
 def test_auto_epochs_cut_one_epoch_short_where_it_alone_exceeds_the_budget(monkeypatch):
     import vaedetect.training
 
-    monkeypatch.setattr(vaedetect.settings, "AUTO_MAX_STEPS", 2)
+    monkeypatch.setattr(vaedetect.settings, "TABULAR_MAX_STEPS", 2)
     taken, batches = [], vaedetect.training._batches
 
     def counted(*args):
@@ -157,11 +165,11 @@ def _resolved(params, kind):
 
 
 def test_tables_train_at_the_faster_learning_rate(fitted_tabular, fitted_images):
-    assert _resolved(fitted_tabular[0].get_params(), "tabular").learning_rate == 1e-3
+    assert _resolved(fitted_tabular[0].get_params(), "tabular").learning_rate == 2e-3
     assert _resolved(fitted_images[0].get_params(), "image").learning_rate == 5e-4
     assert _resolved({**fitted_images[0].get_params(), "learning_rate": 0.01}, "image").learning_rate == 0.01
-    assert fitted_tabular[0].history_["lr"].iloc[0] == pytest.approx(1e-3)
-    assert fitted_tabular[0].settings_.learning_rate == 1e-3  # what fit resolved, kept
+    assert fitted_tabular[0].history_["lr"].iloc[0] == pytest.approx(2e-3)
+    assert fitted_tabular[0].settings_.learning_rate == 2e-3  # what fit resolved, kept
 
 
 def test_tables_train_on_trimmed_batches_and_images_on_whole_ones(fitted_tabular, fitted_images):

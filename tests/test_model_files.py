@@ -255,3 +255,16 @@ def test_a_rate_too_small_for_the_calibration_scores_saves_and_loads_as_flagging
     loaded = VAEDetector.load(tmp_path / "strict.vae")
     assert loaded.offset_ == -np.inf and loaded.calibration_.rule == {"fpr": 1e-6}
     assert (loaded.predict(X) == 1).all()
+
+
+def test_a_file_written_before_batch_size_auto_loads_with_the_batch_size_of_its_parameters(fitted_tabular, tmp_path):
+    detector, X = fitted_tabular
+    detector.save(tmp_path / "now.vae")
+
+    def before_auto(header):
+        del header["fitted"]["settings"]["batch_size"]
+
+    rewrite(tmp_path / "now.vae", tmp_path / "before.vae", edit_header=before_auto)
+    loaded = VAEDetector.load(tmp_path / "before.vae")
+    assert loaded.settings_.batch_size == detector.batch_size == TINY["batch_size"]
+    np.testing.assert_array_equal(loaded.score_samples(X), detector.score_samples(X))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vaedetect.networks import VAE, NetworkConfig
-from vaedetect.settings import epochs_within_budget
+from vaedetect.settings import epochs_within_budget, resolve_batch_size
 from vaedetect.training import TrainConfig, augment_images, resolve_device, train
 
 
@@ -122,6 +122,21 @@ def test_epoch_budget_caps_optimiser_steps_for_large_training_sets(n_train, expe
     assert epochs == 1 or epochs * -(-n_train // 32) <= 2500
 
 
+@pytest.mark.parametrize("kind", ["image", "features"])
+def test_auto_batch_size_of_images_and_backbone_features_is_32(kind):
+    assert resolve_batch_size("auto", kind, 100_000) == 32
+
+
+@pytest.mark.parametrize(("n_train", "batch_size"), [(100, 32), (512, 32), (513, 33), (4000, 250), (4096, 256),
+                                                     (10**7, 256)])
+def test_auto_batch_size_of_a_table_makes_an_epoch_16_steps_of_at_most_256_rows(n_train, batch_size):
+    assert resolve_batch_size("auto", "tabular", n_train) == batch_size
+
+
+def test_a_batch_size_given_is_kept():
+    assert resolve_batch_size(64, "tabular", 4000) == 64
+
+
 def test_train_config_defaults_are_the_estimators():
     from dataclasses import fields
 
@@ -130,9 +145,10 @@ def test_train_config_defaults_are_the_estimators():
 
     params = VAEDetector().get_params()
     shared = [field for field in fields(TrainConfig) if field.name in params and params[field.name] != "auto"]
-    assert len(shared) >= 9
+    assert len(shared) >= 8
     assert {field.name: field.default for field in shared} == {field.name: params[field.name] for field in shared}
     assert TrainConfig().epochs == AUTO_MAX_EPOCHS  # the most epochs="auto" trains
+    assert TrainConfig().batch_size == resolve_batch_size("auto", "image", 1000)
 
 
 def test_an_epoch_ends_at_its_step_budget_on_a_random_share_of_the_rows():

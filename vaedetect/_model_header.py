@@ -112,12 +112,14 @@ MODALITY = Fields({"kind": [StrOptions({"image", "tabular", "features"})], "layo
 NETWORK = Fields({"latent_dim": _ints(1, MAX_LATENT_DIM), "base_channels": _ints(1, MAX_BASE_CHANNELS),
                   "n_stages": _ints(1, 8), "residual": BOOLEAN, "spatial_latent": BOOLEAN, "skip_connections": BOOLEAN,
                   "activation": [StrOptions(set(ACTIVATIONS))], "members": _ints(1, MAX_MEMBERS)})
-SETTINGS = Fields({"likelihood": [StrOptions(set(LIKELIHOODS))], "n_samples": _ints(1, MAX_DRAWS), "augment": BOOLEAN,
+SETTINGS = Fields({"likelihood": [StrOptions(set(LIKELIHOODS))], "batch_size": _ints(2, 10**9),
+                   "n_samples": _ints(1, MAX_DRAWS), "augment": BOOLEAN,
                    "scaling": [StrOptions(set(SCALINGS))], "n_estimators": _ints(1, MAX_MEMBERS),
                    "learning_rate": POSITIVE, "trim_fraction": [Interval(Real, 0, 0.5, closed="left")],
                    "epochs": _ints(1, 10**9), "max_steps_per_epoch": [None, *_ints(1, 10**12)],
                    "mixed_precision": BOOLEAN, "contamination": [Interval(Real, 0, 0.5, closed="right")],
-                   "score_method": SCORE})
+                   "score_method": SCORE},
+                  optional=frozenset({"batch_size"}))  # files written before batch_size="auto" lack it
 RULE = Fields({"contamination": [Interval(Real, 0, 0.5, closed="right")], "fpr": [Interval(Real, 0, 1, closed="neither")],
                "threshold": FINITE, "labels": _ints(1, 10**12)},
               optional=frozenset({"contamination", "fpr", "threshold", "labels"}))

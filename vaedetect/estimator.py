@@ -137,16 +137,22 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         KL weight over epochs: linear warm-up over the first quarter, the tutorial's cyclical
         ``max(0.2, 0.5 (1 + sin(2 pi epoch / 20)))``, or constant 1.
     epochs : int or "auto", default="auto"
-        Training epochs at most. "auto" is 25 epochs, or fewer so that training takes at most 2,500
-        optimiser steps: unchanged up to 3,200 training samples at ``batch_size=32``, then a training
-        time that stops growing with the data set; beyond 80,000 training samples (one epoch of 2,500
-        steps) the one epoch ends at 2,500 steps, having seen a random share of the samples. Measured
-        in docs/experiments/auto_epochs.md, docs/experiments/default_epochs.md and docs/benchmarks/tabular_scale.md.
-    batch_size : int, default=32
+        Training epochs at most. "auto" is 25 epochs for images and backbone features, 16 for tables, or fewer
+        so that training takes at most 2,500 optimiser steps: unchanged up to 3,200 training samples at batches
+        of 32 (4,096 rows of a table at its automatic batch size), then a training time that stops growing with
+        the data set; where one epoch alone would take more steps, it ends at 2,500 steps, having seen a random
+        share of the samples. Measured in docs/experiments/auto_epochs.md, docs/experiments/default_epochs.md,
+        docs/experiments/tabular_batch_size.md and docs/benchmarks/tabular_scale.md.
+    batch_size : int or "auto", default="auto"
+        Training samples per optimiser step. "auto" is 32 for images and backbone features; for a table, the
+        batch that makes an epoch 16 steps, at least 32 and at most 256 rows (32 up to 512 training rows): a
+        small network's step costs about the same on a CPU up to a few hundred rows, so that a table of a few
+        thousand rows trains in a sixth of the steps of batches of 32 (docs/experiments/tabular_batch_size.md).
     learning_rate : float or "auto", default="auto"
-        AdamW learning rate, decayed to 1e-6 by a cosine schedule. "auto" is 1e-3 for tables, where
-        2,500 steps at 5e-4 left some sets under-trained (docs/experiments/tabular_dev_settings.md), and 5e-4 for
-        images and backbone features.
+        AdamW learning rate, decayed to 1e-6 by a cosine schedule. "auto" is 2e-3 for tables, whose 16 epochs
+        of 16 steps at 1e-3 trained less well than 25 epochs of batches of 32 (docs/experiments/tabular_batch_size.md;
+        at batches of 32, 1e-3 had replaced 5e-4: docs/experiments/tabular_dev_settings.md), and 5e-4 for images and
+        backbone features.
     weight_decay : float, default=1e-5
     trim_fraction : float or "auto", default="auto"
         Share of each training batch's rows left out of its loss (``loss="elbo"``): those with the largest
@@ -365,7 +371,7 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         "perceptual_weight": [Interval(Real, 0, None, closed="left")],
         "kl_schedule": [StrOptions(set(KL_SCHEDULES))],
         "epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left"), StrOptions({"auto"})],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "trim_fraction": [Interval(Real, 0, 0.5, closed="left"), StrOptions({"auto"})],
@@ -409,7 +415,7 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         perceptual_weight=0.3,
         kl_schedule="warmup",
         epochs="auto",
-        batch_size=32,
+        batch_size="auto",
         learning_rate="auto",
         weight_decay=1e-5,
         trim_fraction="auto",
@@ -656,7 +662,7 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         return TrainConfig(
             label=label,
             epochs=settings.epochs,
-            batch_size=self.batch_size,
+            batch_size=settings.batch_size,
             learning_rate=settings.learning_rate,
             weight_decay=self.weight_decay,
             trim_fraction=settings.trim_fraction,

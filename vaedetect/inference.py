@@ -54,7 +54,7 @@ class InferenceMixin:
         # bigger temporaries fragment the CPU allocator's heap (measured in docs/benchmarks/tabular_scale.md)
         members = self.model_.members
         by_size = _INFERENCE_BATCH_VALUES // max(self.modality_.layout.n_features * members, 1)
-        return max(self.batch_size, min(by_size, _MAX_INFERENCE_BATCH // members))
+        return max(self.settings_.batch_size, min(by_size, _MAX_INFERENCE_BATCH // members))
 
     def _check_input(self, X):
         """Validated ``X`` in the layout given to ``fit`` -> the network's float32 CPU tensor."""

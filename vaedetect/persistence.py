@@ -42,7 +42,7 @@ from .calibration import Calibration
 from .networks import VAE, NetworkConfig
 from .registry import applies, get_score
 from .scoring import Reference
-from .settings import Resolved
+from .settings import BATCH_SIZE, Resolved
 from .training import resolve_device
 
 MAX_HEADER_BYTES = 16 * 2**20
@@ -226,8 +226,12 @@ def _build(model: dict, tensors: dict, prefix: str, path, estimator: type, devic
     """The fitted detector of ``model`` (``{"params", "fitted"}``) and its ``prefix``-ed tensors."""
     params = _params(model["params"], estimator, path)
     target = resolve_device(device or params.get("device", "auto"))
+    fitted = model["fitted"]
+    if "batch_size" not in fitted["settings"]:  # written before batch_size="auto": trained at its parameter's
+        trained = params["batch_size"] if params["batch_size"] != "auto" else BATCH_SIZE
+        fitted = {**fitted, "settings": {**fitted["settings"], "batch_size": trained}}
     with _naming(path):
-        state = _state(model["fitted"], {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+        state = _state(fitted, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
                        target)
     return estimator._from_fitted_state(params, state, target)
 

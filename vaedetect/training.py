@@ -190,10 +190,21 @@ def _clip_gradients(model, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         return
     blocks = [p.grad.view(members, -1) for p in model.parameters() if p.grad is not None]
-    norms = torch.stack([block.pow(2).sum(1) for block in blocks]).sum(0).sqrt()
+    # one concatenation and one multi-tensor product: a per-tensor loop costs more than the arithmetic here
+    norms = torch.cat(blocks, dim=1).pow(2).sum(1).sqrt()
     factors = (max_norm / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1)
-    for block in blocks:
-        block.mul_(factors)
+    torch._foreach_mul_(blocks, [factors] * len(blocks))
+
+
+def adamw(parameters, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW in its fused implementation where this torch has one for the parameters' device (CPUs from torch
+    2.4), else the multi-tensor one: a small tabular network spends much of each step in the optimiser's
+    per-tensor operator calls on a CPU, which both avoid (torch picks neither for CPU tensors by default)."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # "fused=True requires all the params to be ... of supported devices"
+        return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, foreach=True)
 
 
 def _respect_floor(model, floor: torch.Tensor | None) -> None:
@@ -237,10 +248,7 @@ def train(model, x_train, x_val, config: TrainConfig, generator: torch.Generator
     """
     from tqdm.auto import tqdm
 
-    # foreach: the multi-tensor implementation, the same arithmetic in fewer operator calls (torch picks it only
-    # for GPU tensors by default); small tabular networks spend much of each step in those calls on the CPU
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
-                                  foreach=True)
+    optimizer = adamw(model.parameters(), config.learning_rate, config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_learning_rate)
     network = model if world is None else world.wrap(model)
     min_batch = 2 if world is None else 2 * world.size
