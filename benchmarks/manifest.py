@@ -172,6 +172,7 @@ RECORDS = {
         "python -m benchmarks.tabular_selection (written on the page; `auto` was then 25 epochs at 1e-3)",
     "experiments/tabular_batch_size_first.md":
         "python -m benchmarks.tabular_selection (written on the page; before AdamW was fused)",
+    "experiments/tabular_rate_epochs.md": "python -m benchmarks.tabular_selection (written on the page)",
     "experiments/tabular_step_budget.md": "python -m benchmarks.tabular_selection (written on the page)",
     "experiments/tabular_draws.md": "python -m benchmarks compare (written on the page)",
     "experiments/tabular_latent.md": "python -m benchmarks.tabular_selection (written on the page)",
