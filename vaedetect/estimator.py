@@ -139,7 +139,7 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
     epochs : int or "auto", default="auto"
         Training epochs at most. "auto" is 25 epochs for images and backbone features, 16 for tables, or fewer
         so that training takes at most 2,500 optimiser steps: unchanged up to 3,200 training samples at batches
-        of 32 (4,096 rows of a table at its automatic batch size), then a training time that stops growing with
+        of 32 (about 40,000 rows of a table at its automatic batch size), then a training time that stops growing with
         the data set; where one epoch alone would take more steps, it ends at 2,500 steps, having seen a random
         share of the samples. Measured in docs/experiments/auto_epochs.md, docs/experiments/default_epochs.md,
         docs/experiments/tabular_batch_size.md and docs/benchmarks/tabular_scale.md.
