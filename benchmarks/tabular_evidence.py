@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from . import _tables, tabular
 from ._data import data_dir
-from ._provenance import benchmark_parser, describe_run, generated_by, write_results
+from ._provenance import benchmark_parser, generated_by, run_benchmark
 from .tabular_selection import against_isolation_forest, leave_one_set_out, parse_setting
 
 # The network's own scores read by the rules (registered score methods of vaedetect).
@@ -118,25 +118,20 @@ def markdown_page(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run(args) -> dict:
+    folder = data_dir(args.data_dir)
+    sets = tabular.load_adbench(folder / "adbench") | tabular.load_adbench(folder / "adbench_dev")
+    settings = dict(parse_setting(text) for text in args.setting)
+    return {"settings": settings, "sets": evaluate(sets, args.seeds, settings)}
+
+
 def main(argv=None) -> int:
     parser = benchmark_parser(__doc__, "adbench/ and adbench_dev/")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--setting", nargs="*", default=[], metavar="KEY=VALUE",
                         help="VAEDetector settings other than the defaults")
     args = parser.parse_args(argv)
-    folder = data_dir(args.data_dir)
-    try:
-        sets = tabular.load_adbench(folder / "adbench") | tabular.load_adbench(folder / "adbench_dev")
-    except FileNotFoundError as error:
-        print(f"skipped: {error}", file=sys.stderr)
-        return 0
-    settings = dict(parse_setting(text) for text in args.setting)
-    results = {"benchmark": "tabular_evidence", **describe_run("python -m benchmarks.tabular_evidence", argv),
-               "settings": settings, "sets": evaluate(sets, args.seeds, settings)}
-    page = markdown_page(results)
-    print(page)
-    write_results(results, args.out, args.markdown, page)
-    return 0
+    return run_benchmark("tabular_evidence", argv, args, run, markdown_page)
 
 
 if __name__ == "__main__":

@@ -146,8 +146,8 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
     batch_size : int or "auto", default="auto"
         Training samples per optimiser step. "auto" is 32 for images and backbone features; for a table, the
         batch that makes an epoch 16 steps, at least 32 and at most 256 rows (32 up to 512 training rows): a
-        small network's step costs about the same on a CPU up to a few hundred rows, so that a table of a few
-        thousand rows trains in a sixth of the steps of batches of 32 (docs/experiments/tabular_batch_size.md).
+        table of a few thousand rows trains in a tenth of the steps of batches of 32, at the same quality
+        (docs/experiments/tabular_batch_size.md) and in a quarter of the time (docs/benchmarks/tabular_fit_speed.md).
     learning_rate : float or "auto", default="auto"
         AdamW learning rate, decayed to 1e-6 by a cosine schedule. "auto" is 2e-3 for tables, whose 16 epochs
         of 16 steps at 1e-3 trained less well than 25 epochs of batches of 32 (docs/experiments/tabular_batch_size.md;

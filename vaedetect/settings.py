@@ -46,11 +46,11 @@ AUTO_MAX_STEPS = 2500
 TABULAR_MAX_EPOCHS = 16
 TABULAR_MAX_STEPS = AUTO_MAX_STEPS
 # batch_size="auto": BATCH_SIZE for images and backbone features. Tables take a batch that makes an epoch
-# TABULAR_EPOCH_STEPS optimiser steps, between BATCH_SIZE and TABULAR_MAX_BATCH rows: a table of a few thousand
-# rows makes the same passes as batches of 32 made, in a sixth of the steps, whose fixed cost dominates a small
-# network's training on a CPU. Beyond 4,096 training rows the batch stays at TABULAR_MAX_BATCH and epochs grow
-# longer (the step budget takes over above about 40,000), since fewer, larger steps lost quality there
-# (docs/experiments/tabular_batch_size_first.md).
+# TABULAR_EPOCH_STEPS optimiser steps, between BATCH_SIZE and TABULAR_MAX_BATCH rows: a small network's step on a
+# CPU is mostly the fixed cost of its operator calls, so that fewer, larger steps train a table of a few thousand
+# rows in a quarter of the time (docs/benchmarks/tabular_fit_speed.md). Beyond 4,096 training rows the batch
+# stays at TABULAR_MAX_BATCH and epochs grow longer (the step budget takes over above about 40,000), since fewer,
+# larger steps lost quality there (docs/experiments/tabular_batch_size_first.md).
 BATCH_SIZE = 32
 TABULAR_EPOCH_STEPS = 16
 TABULAR_MAX_BATCH = 256
