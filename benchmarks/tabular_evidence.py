@@ -8,9 +8,10 @@ single one may dominate: each score is standardised by its own median and interq
 training rows, and the combination is the mean of the standardised scores.
 
 Here every rule is computed from the *same* fit per data set and seed, so the rules differ only in how
-they read the network. The rules are compared on every set of ``adbench/`` and ``adbench_dev/`` and
-chosen by leaving one data set out (``benchmarks.tabular_selection.leave_one_set_out``): each set is
-scored with the rule the others chose.
+they read the network; two more kinds of evidence are distances to the nearest training rows, in the
+network's latent space and (for reference) in the input space. The rules are compared on every set of
+``adbench/`` and ``adbench_dev/`` and chosen by leaving one data set out
+(``benchmarks.tabular_selection.leave_one_set_out``): each set is scored with the rule the others chose.
 
 Usage::
 
@@ -33,6 +34,11 @@ from .tabular_selection import against_isolation_forest, leave_one_set_out, pars
 
 # The network's own scores read by the rules (registered score methods of vaedetect).
 SCORES = ("elbo", "reconstruction", "latent", "reconstruction_probability")
+# Evidence computed here rather than by vaedetect: minus the mean distance to the K nearest training rows, in the
+# network's latent space (its latent means, every member's side by side) or, for reference, in the input space
+# (features scaled by their training median and interquartile range). K is PyOD's kNN default.
+NEIGHBOURS = ("latent_knn", "input_knn")
+KNN_NEIGHBOURS = 5
 # Each rule: the scores it averages after standardising them on the training rows.
 RULES = {
     "elbo": ("elbo",),
@@ -43,6 +49,11 @@ RULES = {
     "elbo+reconstruction": ("elbo", "reconstruction"),
     "reconstruction+latent": ("reconstruction", "latent"),
     "elbo+reconstruction+latent": ("elbo", "reconstruction", "latent"),
+    "latent_knn": ("latent_knn",),
+    "elbo+latent_knn": ("elbo", "latent_knn"),
+    "elbo+reconstruction+latent_knn": ("elbo", "reconstruction", "latent_knn"),
+    "input_knn": ("input_knn",),
+    "elbo+input_knn": ("elbo", "input_knn"),
 }
 
 
@@ -50,6 +61,27 @@ def standardised(scores: np.ndarray, training: np.ndarray) -> np.ndarray:
     """``scores`` centred on the training scores' median and divided by their interquartile range."""
     q25, median, q75 = np.percentile(training, [25, 50, 75])
     return (scores - median) / max(q75 - q25, 1e-12)
+
+
+def knn_scores(reference: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+    """Minus the mean distance of each row of ``X`` to its ``KNN_NEIGHBOURS`` nearest rows of ``reference``;
+    without ``X``, of each reference row to its nearest *other* reference rows."""
+    from sklearn.neighbors import NearestNeighbors
+
+    extra = int(X is None)  # a reference row is its own nearest neighbour: skip it
+    search = NearestNeighbors(n_neighbors=KNN_NEIGHBOURS + extra).fit(reference)
+    distances, _ = search.kneighbors(reference if X is None else X)
+    return -distances[:, extra:].mean(axis=1)
+
+
+def neighbour_evidence(detector, X_train, X_test) -> tuple[dict, dict]:
+    """``({name: test scores}, {name: training scores})`` for the ``NEIGHBOURS`` evidence."""
+    codes_train, codes_test = detector.transform(X_train), detector.transform(X_test)
+    q25, median, q75 = np.percentile(X_train, [25, 50, 75], axis=0)
+    scale = np.where(q75 > q25, q75 - q25, 1.0)
+    rows_train, rows_test = (X_train - median) / scale, (X_test - median) / scale
+    return ({"latent_knn": knn_scores(codes_train, codes_test), "input_knn": knn_scores(rows_train, rows_test)},
+            {"latent_knn": knn_scores(codes_train), "input_knn": knn_scores(rows_train)})
 
 
 def rule_scores(test: dict, training: dict) -> dict[str, np.ndarray]:
@@ -78,7 +110,9 @@ def evaluate(sets: dict, seeds, settings: dict, log=print) -> dict:
             test = detector.score_table(X_test, methods=list(SCORES))
             score_seconds = time.perf_counter() - started
             training = detector.score_table(X_train, methods=list(SCORES))
-            columns = rule_scores({s: test[s].to_numpy() for s in SCORES}, {s: training[s].to_numpy() for s in SCORES})
+            test_knn, training_knn = neighbour_evidence(detector, X_train, X_test)
+            columns = rule_scores({s: test[s].to_numpy() for s in SCORES} | test_knn,
+                                  {s: training[s].to_numpy() for s in SCORES} | training_knn)
             for rule, scores in columns.items():
                 entry["methods"].setdefault(rule, []).append(
                     _tables.evaluation(y_test, scores, seed=seed, fit_seconds=fit_seconds, score_seconds=score_seconds))
@@ -104,6 +138,10 @@ def markdown_page(results: dict) -> str:
         "once per data set and seed on the tabular suite's split (70/30 stratified, `random_state=0`; fit on the "
         "training part without labels, ROC AUC on the test part); every rule reads that same fit. A rule averages "
         "its score methods after standardising each by its median and interquartile range over the training rows. "
+        f"`latent_knn` and `input_knn` are computed by the benchmark, not by vaedetect: minus the mean distance to the "
+        f"{KNN_NEIGHBOURS} nearest training rows, among the network's latent means (every member's side by side) and, "
+        "for reference, among the rows scaled by their training median and interquartile range (PyOD's kNN, "
+        "scaled). "
         f"Sets: `adbench/` and `adbench_dev/`; mean over {_tables.seeds_text(sets)}.", "",
         _tables.markdown(sets), "",
         "## Choosing by held-out data sets", "",

@@ -627,6 +627,16 @@ def test_leaving_one_data_set_out_scores_each_set_with_the_candidate_the_others_
     assert outcome["worst_set"] == "d" and outcome["worst_gap"] == pytest.approx(0.50 - 0.75)
 
 
+def test_nearest_neighbour_evidence_leaves_a_training_row_out_of_its_own_neighbours():
+    from benchmarks.tabular_evidence import KNN_NEIGHBOURS, knn_scores
+
+    reference = np.arange(10, dtype=float)[:, None]  # rows 0, 1, ..., 9 on a line
+    # row 0's five nearest other rows are 1..5: mean distance 3; without leaving itself out it would be 2
+    assert knn_scores(reference)[0] == pytest.approx(-3.0) and KNN_NEIGHBOURS == 5
+    # new rows: 20 is 11..15 from its five nearest (9..5), mean 13; 4.5 is 0.5, 0.5, 1.5, 1.5, 2.5 away, mean 1.3
+    assert knn_scores(reference, np.array([[20.0], [4.5]])) == pytest.approx([-13.0, -1.3])
+
+
 def test_peers_rank_by_their_mean_rank_over_the_sets_each_ran_on():
     from benchmarks.tabular_peers import markdown_page, ranking
 

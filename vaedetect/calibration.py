@@ -24,7 +24,7 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
-from .conformal import conformal_threshold, flagged_among, p_values_keeping_nan
+from .conformal import conformal_threshold, flagged_among, p_values_keeping_nan, verdict_columns
 from .settings import resolve_contamination
 
 # The constraint of every detector's ``contamination`` parameter (and of ``set_threshold``'s).
@@ -153,8 +153,7 @@ class Calibration:
     def verdicts(self, scores) -> dict:
         """The verdict columns of a score table: ``p_value`` and ``is_outlier`` (NaN scores, entries that
         could not be scored, get no p-value and are not outliers)."""
-        scores = np.asarray(scores, dtype=np.float64)
-        return {"p_value": self.p_values(scores), "is_outlier": scores < self.offset}
+        return verdict_columns(self.scores, self.offset, scores)
 
     def describe_rule(self) -> str:
         """How ``offset`` was drawn, in words."""

@@ -38,6 +38,13 @@ def p_values_keeping_nan(calibration_scores: np.ndarray, scores) -> np.ndarray:
     return p_values
 
 
+def verdict_columns(calibration_scores: np.ndarray, offset: float, scores) -> dict:
+    """The verdict columns of a score table: ``p_value`` and ``is_outlier`` (a score below ``offset``). NaN
+    scores, entries that could not be scored, get no p-value and are not outliers."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return {"p_value": p_values_keeping_nan(calibration_scores, scores), "is_outlier": scores < offset}
+
+
 def fail_closed(scores, method: str) -> np.ndarray:
     """Scores with every non-finite value set to -inf, the most anomalous score, and a warning.
 

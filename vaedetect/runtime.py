@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .codecs import bits_per_dim, lossless_bits_per_dim
-from .conformal import fail_closed, log_tail_probability, p_values_keeping_nan
+from .conformal import fail_closed, log_tail_probability, p_values_keeping_nan, verdict_columns
 from .data import InputLayout, check_layout_matches, check_value_range, images_to_unit_range, scaled_rows
 
 FORMAT, FORMAT_VERSION = "vaedetect-onnx", 1
@@ -193,9 +193,8 @@ class _Calibrated:
         return p_values_keeping_nan(self._calibration_scores, scores)
 
     def verdicts(self, scores) -> dict:
-        """The score table's verdict columns (as ``Calibration.verdicts``)."""
-        scores = np.asarray(scores, dtype=np.float64)
-        return {"p_value": self._p_values(scores), "is_outlier": scores < self.offset_}
+        """The score table's verdict columns (:func:`~vaedetect.conformal.verdict_columns`)."""
+        return verdict_columns(self._calibration_scores, self.offset_, scores)
 
     def _decoded(self, paths, follow_links: bool, geometries):
         """The image files under ``paths``, decoded in batches at each of ``geometries`` (``(channels, side)``):
