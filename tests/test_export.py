@@ -1,5 +1,6 @@
 """ONNX export and the torch-free runtime: the same scores and verdicts as the fitted detector."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -173,6 +174,68 @@ def test_the_runtime_refuses_an_onnx_file_vaedetect_did_not_write(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="junk.onnx.*not a readable ONNX model"):
         runtime.load(tmp_path / "junk.onnx")
+
+
+def _with_metadata(source, target, edit):
+    """A copy of the exported file ``source`` at ``target`` whose vaedetect metadata is ``edit(fields)``."""
+    import onnx
+
+    model = onnx.load(source)
+    entry, = [entry for entry in model.metadata_props if entry.key == "vaedetect"]
+    entry.value = json.dumps(edit(json.loads(entry.value)))
+    onnx.save(model, target)
+    return target
+
+
+def _without_model(fields):
+    return {key: value for key, value in fields.items() if key != "model"}
+
+
+def _huge_batches(fields):
+    fields["model"]["batch_size"] = 10**9  # would decode every file of a folder at once
+    return fields
+
+
+@pytest.mark.parametrize("edit, reason", [(_without_model, "KeyError: 'model'"),
+                                          (_huge_batches, "batch_size must be an integer in \\[1, 4096\\]")])
+def test_the_runtime_refuses_metadata_that_is_json_but_not_what_export_writes(fitted_tabular, tmp_path, edit, reason):
+    detector, _ = fitted_tabular
+    detector.export_onnx(tmp_path / "model.onnx")
+    forged = _with_metadata(tmp_path / "model.onnx", tmp_path / "forged.onnx", edit)
+    with pytest.raises(ValueError, match=f"forged.onnx.*incomplete or malformed.*{reason}"):
+        runtime.load(forged)
+
+
+def test_an_exported_detector_scores_in_the_fitted_detectors_batches(fitted_tabular, tmp_path):
+    detector, _ = fitted_tabular
+    assert _exported(detector, tmp_path).batch_size == detector.settings_.batch_size
+
+
+def test_info_describes_an_exported_table_model_as_scoring_would_read_it(fitted_tabular, tmp_path):
+    detector, _ = fitted_tabular
+    detector.export_onnx(tmp_path / "model.onnx")
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "model.onnx")])
+    assert result.exit_code == 0, result.output
+    n = len(detector.calibration_.scores)
+    assert "exported: scored with onnxruntime, without torch" in result.output
+    method = detector.calibration_.score_method
+    assert f"score:        {method} (higher = more normal), of tabular inputs of shape (5,)" in result.output
+    assert f"threshold:    {detector.offset_:.6g} (scores below it are outliers; contamination" in result.output
+    assert f"calibration:  {n} scores of normal data" in result.output
+
+
+def test_info_refuses_an_exported_file_whose_calibration_is_forged(fitted_tabular, tmp_path):
+    detector, _ = fitted_tabular
+    detector.export_onnx(tmp_path / "model.onnx")
+
+    def unknown_rule(fields):
+        fields["model"]["calibration"]["rule"] = {"vibes": 1}
+        return fields
+
+    forged = _with_metadata(tmp_path / "model.onnx", tmp_path / "forged.onnx", unknown_rule)
+    result = CliRunner().invoke(main, ["info", str(forged)])
+    assert result.exit_code == 2
+    assert "forged.onnx" in result.output and "incomplete or malformed (KeyError: 'vibes')" in result.output
 
 
 def test_the_runtime_refuses_samples_of_another_shape_naming_both(fitted_tabular, tmp_path):

@@ -956,10 +956,13 @@ def serve(model, host, port, max_request_mb, max_files):
 def info(model):
     """Show a model file's parameters, training data, threshold and versions.
 
-    The file is checked as fully as for scoring: an invalid or broken model exits with code 2.
+    MODEL may also be an .onnx file `vaedetect export` wrote: its score, threshold, calibration and input. The
+    file is checked as fully as for scoring: an invalid or broken model exits with code 2.
     """
     from .persistence import read_model
 
+    if model.suffix.lower() == ".onnx":
+        return _info_exported(model)
     detector = _load_model(model)  # refuses what scoring would refuse: forged headers, NaN weights...
     header, _ = _usage(read_model, model)
     click.echo(f"model file:   {printable(model)}")
@@ -978,11 +981,49 @@ def info(model):
 
 def _echo_verdict(detector):
     """The lines of `vaedetect info` on what scoring writes: the score, the threshold and its calibration."""
-    calibration = detector.calibration_
-    click.echo(f"score:        {calibration.score_method} (higher = more normal), of "
-               f"{printable(detector.modality_.describe())}")
-    click.echo(f"threshold:    {calibration.offset:.6g} (scores below it are outliers; {calibration.describe_rule()})")
-    click.echo(f"calibration:  {calibration.describe()}")
+    click.echo("\n".join(_calibration_lines(detector.calibration_, detector.modality_.describe())))
+
+
+def _calibration_lines(calibration, scored: str) -> list[str]:
+    return [f"score:        {printable(calibration.score_method)} (higher = more normal), of {printable(scored)}",
+            f"threshold:    {calibration.offset:.6g} (scores below it are outliers; {calibration.describe_rule()})",
+            f"calibration:  {calibration.describe()}"]
+
+
+def _info_exported(path):
+    """`vaedetect info` of an exported detector: what its metadata says, once onnxruntime has read the graph."""
+    from . import runtime
+
+    try:
+        detector = _usage(runtime.load, path)  # the graph is read and checked, as for scoring
+    except ImportError as error:
+        raise Refused(str(error)) from None
+    try:
+        lines = _exported_lines(path, detector.fields)
+    except (KeyError, TypeError, ValueError) as error:  # fields the runtime does not read itself
+        raise Refused(printable(str(runtime.malformed_metadata(path, error)))) from None
+    click.echo("\n".join(lines))
+
+
+def _exported_lines(path, fields: dict) -> list[str]:
+    from .calibration import Calibration
+
+    lines = [f"model file:   {printable(path)} (exported: scored with onnxruntime, without torch)",
+             f"written by:   vaedetect {printable(fields['vaedetect_version'])}, torch {printable(fields['torch_version'])} "
+             f"(format {printable(fields['format'])} {fields['format_version']})"]
+    if "pixel" not in fields:
+        model = fields["model"]
+        return lines + _calibration_lines(Calibration(**model["calibration"]), _exported_input(model))
+    lines += _calibration_lines(Calibration(**fields["calibration"]), "images, the pixel and the feature models' evidence")
+    return lines + [f"{name} model:  {printable(fields[part]['score_method'])}, of {printable(_exported_input(fields[part]))}"
+                    for part, name in (("pixel", "pixel"), ("features", "feature"))]
+
+
+def _exported_input(model_fields: dict) -> str:
+    """An exported model's input in words: what it models and the shape of one sample."""
+    from .data import InputLayout
+
+    return f"{model_fields['kind']} inputs of shape {InputLayout.from_dict(model_fields['input_layout']).shape}"
 
 
 def _training_text(summary: dict) -> str:

@@ -128,6 +128,7 @@ def _model_fields(detector) -> dict:
     names = getattr(detector, "feature_names_in_", None)
     fields = {**detector.modality_.export_fields(), "score_method": score_method,
               "graph_score": graph_score(score_method), "n_features_in": int(detector.n_features_in_),
+              "batch_size": int(detector.settings_.batch_size),
               "feature_names": None if names is None else [str(name) for name in names],
               "calibration": _calibration_fields(detector.calibration_)}
     if score_method == "bits_typicality":

@@ -33,6 +33,9 @@ from .data import InputLayout, check_layout_matches, check_value_range, images_t
 FORMAT, FORMAT_VERSION = "vaedetect-onnx", 1
 # What the graph holds is checked by onnxruntime; the metadata is vaedetect's JSON, at most this long.
 MAX_METADATA_BYTES = 256 * 2**20
+# Rows or files a graph takes at once: the fitted detector's inference batch (its ``settings_.batch_size``),
+# recorded at export; files exported before it was recorded take BATCH_SIZE, the batch images are fitted on.
+BATCH_SIZE, MAX_BATCH_SIZE = 32, 4096
 _EVIDENCE = ("pixels", "features")
 
 
@@ -52,10 +55,20 @@ def load(path, *, providers=None):
     -------
     detector : ExportedDetector or ExportedCombined
     """
-    session, fields = _session(Path(path), providers)
-    if fields["detector"] == "CombinedDetector":
-        return ExportedCombined(session, fields)
-    return ExportedDetector(session, fields)
+    path = Path(path)
+    session, fields = _session(path, providers)
+    try:
+        if fields["detector"] == "CombinedDetector":
+            return ExportedCombined(session, fields)
+        return ExportedDetector(session, fields)
+    except (KeyError, TypeError, ValueError) as error:  # metadata that is JSON, but not what export writes
+        raise malformed_metadata(path, error) from None
+
+
+def malformed_metadata(path: Path, error: Exception) -> ValueError:
+    """The error for an exported file whose vaedetect metadata is JSON, but not what export writes."""
+    return ValueError(f"{str(path)!r} holds vaedetect metadata that is incomplete or malformed "
+                      f"({type(error).__name__}: {error}).")
 
 
 def _session(path: Path, providers):
@@ -74,7 +87,12 @@ def _session(path: Path, providers):
     text = session.get_modelmeta().custom_metadata_map.get("vaedetect")
     if text is None or len(text) > MAX_METADATA_BYTES:
         raise ValueError(f"{str(path)!r} is an ONNX model but not one vaedetect exported (no vaedetect metadata).")
-    fields = json.loads(text)
+    try:
+        fields = json.loads(text)
+    except ValueError as error:
+        raise malformed_metadata(path, error) from None
+    if not isinstance(fields, dict):
+        raise malformed_metadata(path, TypeError(f"a JSON {type(fields).__name__}, not an object"))
     if fields.get("format") != FORMAT or fields.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{str(path)!r} holds export format {fields.get('format')!r} {fields.get('format_version')}; "
                          f"this vaedetect reads {FORMAT!r} {FORMAT_VERSION}.")
@@ -92,6 +110,9 @@ class _Model:
         self.layout = InputLayout.from_dict(fields["input_layout"])
         self.calibration_scores = np.asarray(fields["calibration"]["scores"], dtype=np.float64)
         self.offset = float(fields["calibration"]["offset"])
+        self.batch_size = fields.get("batch_size", BATCH_SIZE)
+        if type(self.batch_size) is not int or not 1 <= self.batch_size <= MAX_BATCH_SIZE:  # bool is no batch size
+            raise ValueError(f"batch_size must be an integer in [1, {MAX_BATCH_SIZE}]; got {self.batch_size!r}")
 
     # inputs ---------------------------------------------------------------------------------------
 
@@ -166,7 +187,7 @@ def _decoded_layout(channels: int, side: int) -> InputLayout:
 class _Calibrated:
     """What both exported detectors share: the threshold, the verdicts and p-values of their scores."""
 
-    batch_size = 64
+    batch_size = BATCH_SIZE
 
     @property
     def offset_(self) -> float:
@@ -236,6 +257,7 @@ class ExportedDetector(_Calibrated):
     def __init__(self, session, fields: dict):
         self._session, self.fields = session, fields
         self._model = _Model(fields["model"])
+        self.batch_size = self._model.batch_size
         self.kind, self.images = self._model.kind, not self._model.rows
         self._offset, self._score_method = self._model.offset, self._model.score_method
         self._calibration_scores = self._model.calibration_scores
@@ -278,6 +300,7 @@ class ExportedCombined(_Calibrated):
     def __init__(self, session, fields: dict):
         self._session, self.fields = session, fields
         self._pixel, self._features = _Model(fields["pixel"]), _Model(fields["features"])
+        self.batch_size = min(self._pixel.batch_size, self._features.batch_size)
         self.kind, self.images = "combined", True
         calibration = fields["calibration"]
         self._offset, self._score_method = float(calibration["offset"]), "combined"
