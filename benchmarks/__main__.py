@@ -441,7 +441,8 @@ def markdown_page(results: dict) -> str:
             f"test part (anomaly = positive), mean ± standard deviation over "
             f"{_tables.seeds_text(results['suites']['tabular'])}, with average precision",
             "and fit + score seconds. `vaedetect` is `VAEDetector(random_state=seed)` with default settings",
-            f"({tabular_likelihood_text(results)}; the score is its ELBO); the `vaedetect_*` columns are other",
+            f"({tabular_likelihood_text(results)}; the score is its default `score_method`: `min_evidence` in runs "
+            "from 2026-12-05 11:00 UTC on, the ELBO before); the `vaedetect_*` columns are other",
             "scores of the same fitted network;",
             "`pca` is PCA(0.9) reconstruction error on standardised features; `lof` is",
             "`LocalOutlierFactor(novelty=True)` and `knn` the distance to the 5th nearest training row (PyOD's",

@@ -4,7 +4,7 @@ A default picked for its score on the sets it is reported on would be fitted to 
 settings are compared on development tasks: toy tasks built from scikit-learn's bundled data sets (no
 download), the way many ODDS and ADBench sets were made from classification data (one class is the
 anomaly, drawn to a few percent of the rows and mixed into the other classes, the normal data), and
-with ``--development adbench_dev`` the 17 ADBench sets of ``adbench_dev/``. The protocol is
+with ``--development adbench_dev`` the 17 ADBench sets of ``adbench_dev/`` (``adbench_large``: the 6 large ones). The protocol is
 the tabular suite's (70/30 stratified split, fit on the training part without labels, anomalies
 included; ROC AUC on the test part), with IsolationForest as the reference. ``--confirm`` then runs
 the same candidates once on the ADBench sets.
@@ -242,7 +242,7 @@ WRAPPERS = ("preprocess", "ensemble", "ensemble_raw", "refit_drop", "min_steps",
             "epoch_steps", "max_steps")
 
 
-DEVELOPMENT = ("toy", "adbench_dev")
+DEVELOPMENT = ("toy", "adbench_dev", "adbench_large")
 
 
 def against_isolation_forest(results: dict, names) -> dict[str, dict]:
@@ -396,7 +396,8 @@ def _wrapper_text(settings) -> str:
 
 
 def _development_text(results: dict) -> str:
-    toy = any(name not in results.get("adbench_dev", ()) for name in results["development"])
+    toy = any(name not in (*results.get("adbench_dev", ()), *results.get("adbench_large", ()))
+              for name in results["development"])
     parts = []
     if toy:
         parts.append("Toy development tasks come from scikit-learn's bundled data sets: in each, one class is the "
@@ -405,6 +406,9 @@ def _development_text(results: dict) -> str:
                      + ") and mixed into the other classes.")
     if results.get("adbench_dev"):
         parts.append("The ADBench development sets are those of `adbench_dev/`, kept for choosing settings.")
+    if results.get("adbench_large"):
+        parts.append("The large ADBench sets are those of `adbench_large/` (95,000 to 620,000 rows), on which no "
+                     "setting was chosen.")
     return " ".join(parts)
 
 
@@ -453,7 +457,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--development", nargs="+", choices=DEVELOPMENT, default=["toy"],
                         help="toy: tasks from scikit-learn's bundled data; adbench_dev: the 17 ADBench sets kept "
-                             "for choosing settings")
+                             "for choosing settings; adbench_large: the 6 large ADBench sets")
     parser.add_argument("--confirm", action="store_true", help="also run the candidates on the ADBench sets")
     parser.add_argument("--sets", nargs="+", metavar="NAME", help="only these data sets (ADBench names or toy tasks)")
     args = parser.parse_args(argv)
@@ -464,10 +468,11 @@ def main(argv=None) -> int:
     if "toy" in args.development:
         results["development"] |= tabular.evaluate(_only(development_sets(), args.sets), makers, args.seeds,
                                                     prefix="development")
-    if "adbench_dev" in args.development:
-        sets = _only(tabular.load_adbench(data_dir(args.data_dir) / "adbench_dev"), args.sets)
-        results["adbench_dev"] = sorted(sets)
-        results["development"] |= tabular.evaluate(sets, makers, args.seeds, prefix="adbench_dev")
+    for folder in ("adbench_dev", "adbench_large"):
+        if folder in args.development:
+            sets = _only(tabular.load_adbench(data_dir(args.data_dir) / folder), args.sets)
+            results[folder] = sorted(sets)
+            results["development"] |= tabular.evaluate(sets, makers, args.seeds, prefix=folder)
     if args.confirm:
         try:
             sets = _only(tabular.load_adbench(data_dir(args.data_dir) / "adbench"), args.sets)

@@ -134,9 +134,9 @@ def test_a_score_method_set_after_fit_takes_effect_when_calibrate_recalibrates(f
     detector, X = copy.deepcopy(fitted_tabular[0]), fitted_tabular[1]
     before, offset = detector.score_samples(X), detector.offset_
     detector.set_params(score_method="latent")
-    # as for every parameter, the fitted detector is unchanged: it scores and thresholds the ELBO
+    # as for every parameter, the fitted detector is unchanged: it scores and thresholds what "auto" was at fit
     np.testing.assert_array_equal(detector.score_samples(X), before)
-    assert detector.score_method_ == "elbo" and detector.offset_ == offset
+    assert detector.score_method_ == "min_evidence" and detector.offset_ == offset
     X_normal = np.random.RandomState(5).normal(size=(300, 5))
     detector.calibrate(X_normal)
     assert detector.score_method_ == detector.calibration_.score_method == "latent"

@@ -63,6 +63,12 @@ def test_the_residual_score_of_a_table_scores_the_same_exported(tmp_path):
     _assert_same_scoring(detector, _exported(detector, tmp_path), np.random.RandomState(1).normal(size=(30, 4)) * 2)
 
 
+def test_the_min_evidence_score_of_a_table_scores_the_same_exported(tmp_path):
+    X = np.random.RandomState(0).normal(size=(150, 4))
+    detector = VAEDetector(**TINY, score_method="min_evidence").fit(X)
+    _assert_same_scoring(detector, _exported(detector, tmp_path), np.random.RandomState(1).normal(size=(30, 4)) * 2)
+
+
 def test_a_pixel_model_scores_the_same_exported_with_the_codec_lengths_added_by_the_runtime(fitted_images, tmp_path):
     detector, X = fitted_images
     assert detector.calibration_.score_method == "bits_typicality"  # the graph gives the ELBO, the runtime the rest

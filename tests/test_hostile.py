@@ -527,6 +527,32 @@ def test_a_table_without_rows_fails_the_gate_like_an_empty_folder(table_model, t
     assert "hold no rows to score" in _one_line_error(result)
 
 
+def _more_neighbour_codes(tensors):
+    tensors["reference.neighbour_codes"] = tensors["reference.neighbour_codes"].repeat(1000, 1)  # 160,000 codes
+
+
+def _no_spread(tensors):
+    tensors["reference.evidence_scale"] = tensors["reference.evidence_scale"] * 0
+
+
+def _no_codes(tensors):
+    del tensors["reference.neighbour_codes"]
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (_more_neighbour_codes, "holds 160000 codes, more than the 4096 a fit keeps"),
+    (_no_spread, "'reference.evidence_scale' must be positive"),
+    (_no_codes, "must come together"),
+])
+def test_forged_min_evidence_statistics_in_a_table_model_are_refused_by_name(table_model, tmp_path, edit, reason):
+    from tests.hostile import rewrite
+
+    rewrite(table_model / "model.vae", tmp_path / "forged.vae", edit_tensors=edit)
+    result = _cli("score", tmp_path / "forged.vae", table_model / "new.csv", "--fail-on-outlier")
+    assert result.exit_code == 2
+    assert "forged.vae" in _one_line_error(result) and reason in _one_line_error(result)
+
+
 def test_a_forged_threshold_drawn_by_a_rate_is_drawn_again_and_the_gate_holds(model, tmp_path):
     from tests.hostile import rewrite
 
@@ -727,7 +753,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_model_is_read(mo
 def test_help_says_what_auto_is_for_every_kind_of_data():
     fit_help, score_help = _cli("fit", "--help").output, _cli("score", "--help").output
     assert "on for images, off for tables and backbone features" in " ".join(fit_help.split())
-    assert "bits_typicality for images, elbo for tables, residual for backbone features" in " ".join(fit_help.split())
+    assert "bits_typicality for images, min_evidence for tables, residual for backbone features" in " ".join(fit_help.split())
     assert "top_features" in score_help
     for command in ("generate", "interpolate", "demo"):
         options = [line.split() for line in _cli(command, "--help").output.splitlines() if line.strip().startswith("--")]

@@ -69,7 +69,7 @@ def test_each_kind_of_input_gets_its_modality_and_its_auto_settings(detectors):
     settings = {kind: detector.settings_ for kind, detector in detectors.items()}
     assert [settings[k].likelihood for k in ("image", "tabular", "features")] == ["gaussian", "laplace", "gaussian"]
     assert [settings[k].scaling for k in ("image", "tabular", "features")] == ["standard", "standard", "common"]
-    assert [settings[k].score_method for k in ("image", "tabular", "features")] == ["bits_typicality", "elbo",
+    assert [settings[k].score_method for k in ("image", "tabular", "features")] == ["bits_typicality", "min_evidence",
                                                                                     "residual"]
 
 

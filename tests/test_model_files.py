@@ -14,7 +14,7 @@ from vaedetect import VAEDetector
 from vaedetect import _model_header as header_schema
 
 from .conftest import TINY, needs_lite0
-from .data.make_format2_models import probe_images, probe_rows
+from .data.make_format2_models import probe_images, probe_rows, table_rows
 from .hostile import read_model_file, rewrite, rewrite_format2
 
 DATA = Path(__file__).parent / "data"
@@ -132,6 +132,13 @@ def test_a_format2_file_written_with_the_old_score_parameter_loads(tmp_path):
     old = vaedetect.load(tmp_path / "old.vae")
     assert old.score_method == "auto" and old.score_method_ == "elbo"
     np.testing.assert_allclose(old.score_samples(probe_rows()), RECORDED["table"]["score_samples"], rtol=1e-6)
+
+
+def test_a_table_file_fitted_before_min_evidence_calibrates_again_on_the_score_it_was_fitted_with():
+    old = vaedetect.load(DATA / "table_format2.vae")
+    assert old.score_method == "auto" and old.reference_.neighbour_codes is None
+    old.calibrate(table_rows(2, 40))
+    assert old.score_method_ == "elbo" and old.calibration_.source == "calibrate(X)"
 
 
 def test_a_combined_file_whose_model_was_swapped_is_refused(tmp_path):

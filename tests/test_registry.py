@@ -75,4 +75,4 @@ def test_an_unregistered_score_is_refused_by_name():
 
 def test_scores_are_offered_for_the_data_they_are_defined_for():
     assert set(score_names()) - set(score_names(pixels=False)) == {"complexity", "bits_typicality"}
-    assert set(score_names()) - set(score_names(pixels=True)) == {"residual"}
+    assert set(score_names()) - set(score_names(pixels=True)) == {"residual", "min_evidence"}

@@ -95,8 +95,8 @@ _FIT_OPTIONS = [
     ("--n-samples", "n_samples", click.IntRange(min=1), "auto",
      "Latent draws per input when scoring (auto: 1 per image, 16 per row of a table or of backbone features)."),
     ("--score-method", "score_method", _LiveChoice(ScoreMethodChoices), "auto",
-     "Score written by `vaedetect score` (auto: bits_typicality for images, elbo for tables, residual for backbone "
-     "features)."),
+     "Score written by `vaedetect score` (auto: bits_typicality for images, min_evidence for tables, residual for "
+     "backbone features)."),
     ("--regret-steps", "regret_steps", click.IntRange(min=1), 20, "Optimiser steps per image of --score-method regret."),
     ("--complexity-codec", "complexity_codec", click.Choice(settings.CODECS), "png", "Codec of --score-method complexity."),
     ("--contamination", "contamination", None, "auto", "Expected share of outliers: 'auto' (0.01) or a float in (0, 0.5]."),

@@ -194,11 +194,12 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         (measured in docs/guide/scores.md and docs/experiments/tabular_draws.md), for each member of a table
         (``n_estimators``).
     score_method : {"auto", "elbo", "iwae", "kl", "reconstruction", "reconstruction_probability", "latent", \
-            "typicality", "complexity", "bits_typicality", "regret", "residual"}, default="auto"
+            "typicality", "complexity", "bits_typicality", "regret", "residual", "min_evidence"}, default="auto"
         What ``score_samples`` returns, higher = more normal. "auto" is ``"bits_typicality"`` for
-        images and ``"elbo"`` for tabular data, the best of the measured methods on out-of-distribution
-        images and one-class MNIST (docs/guide/scores.md) and on tabular development tasks
-        (docs/experiments/tabular_scores.md):
+        images, ``"min_evidence"`` for tabular data and ``"residual"`` for backbone features, the best of the
+        measured methods on out-of-distribution images and one-class MNIST (docs/guide/scores.md), on
+        ADBench sets held out from the choice (docs/experiments/tabular_evidence.md) and on image embeddings
+        (docs/benchmarks/features_one_class.md):
 
         - ``"elbo"``: the evidence lower bound, in nats per sample;
         - ``"iwae"``: the importance-weighted bound with ``n_samples`` draws;
@@ -220,6 +221,9 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
           each input's posterior alone;
         - ``"residual"`` (tabular only): minus the Mahalanobis distance of the reconstruction
           residual from the training rows' residuals, a full-covariance decoder likelihood.
+        - ``"min_evidence"`` (tabular only): the least normal of the ELBO, the reconstruction score and
+          minus the mean distance of the latent mean to the 5 nearest training codes, each standardised
+          by its training rows' median and interquartile range.
 
         ``score_table`` gives them all at once; docs/guide/scores.md compares them. Resolved by ``fit`` (and
         :meth:`calibrate`, which re-calibrates under it): set after ``fit``, it takes effect there, as the
@@ -730,6 +734,8 @@ class VAEDetector(FolderMixin, InspectionMixin, CalibratedMixin, ClassNamePrefix
         """
         x = self._check_input(X)
         score_method, contamination = self.modality_.resolve_calibration(self.get_params())
+        if self.score_method == "auto":  # what fit made of it: a model file older than today's default keeps its own
+            score_method = self.settings_.score_method
         self._calibrate(x, score_method, "calibrate(X)", contamination)
         return self
 

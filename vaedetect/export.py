@@ -29,7 +29,7 @@ FORMAT, FORMAT_VERSION = "vaedetect-onnx", 1
 OPSET = 18  # Resize with antialiasing, which a backbone's resizing needs
 # Score methods the graph computes whole; bits_typicality's graph gives the ELBO and the runtime adds the
 # codec's lengths (Pillow) and their distance from the training pairs.
-IN_GRAPH = ("elbo", "reconstruction_probability", "iwae", "kl", "reconstruction", "residual", "latent")
+IN_GRAPH = ("elbo", "reconstruction_probability", "iwae", "kl", "reconstruction", "residual", "latent", "min_evidence")
 COMPLETED_BY_RUNTIME = ("bits_typicality",)
 EXPORTABLE = IN_GRAPH + COMPLETED_BY_RUNTIME
 

@@ -237,8 +237,8 @@ class TabularModality:
         return log_scale_floor(feature_resolution(values) / self.feature_scale, likelihood).repeat(members)
 
     def reference_options(self, params: dict) -> dict:
-        """The ``residual`` score's statistics, up to its size limit."""
-        return {"residuals_up_to": settings.MAX_RESIDUAL_FEATURES}
+        """The ``residual`` score's statistics, up to its size limit, and ``min_evidence``'s."""
+        return {"residuals_up_to": settings.MAX_RESIDUAL_FEATURES, "evidence": True}
 
     def state(self) -> tuple[dict, dict]:
         arrays = {"feature_mean": self.feature_mean, "feature_scale": self.feature_scale}

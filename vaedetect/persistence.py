@@ -41,7 +41,7 @@ from .backbones import FeatureExtractor, extractor_from_settings, extractor_sett
 from .calibration import Calibration
 from .networks import VAE, NetworkConfig
 from .registry import applies, get_score
-from .scoring import Reference
+from .scoring import EVIDENCE, MAX_NEIGHBOUR_ROWS, Reference
 from .settings import BATCH_SIZE, Resolved
 from .training import resolve_device
 
@@ -267,10 +267,13 @@ def _state(fitted: dict, tensors: dict, device) -> FittedState:
     weights = _weights(tensors, skeleton)
     latent, n = math.prod(skeleton.latent_shape), skeleton.log_scale.numel()  # n: the residual score's outputs
     shapes = {"latent_location": (latent,), "latent_precision": (latent, latent), "bits_location": (2,),
-              "bits_precision": (2, 2), "residual_location": (n,), "residual_precision": (n, n)}
+              "bits_precision": (2, 2), "residual_location": (n,), "residual_precision": (n, n),
+              "neighbour_codes": (None, latent), "evidence_location": (len(EVIDENCE),),
+              "evidence_scale": (len(EVIDENCE),)}
     reference = Reference(**fitted["reference"], **{name: _finite(tensors, f"reference.{name}", shape,
                                                                   required=name.startswith("latent"))
                                                     for name, shape in shapes.items()})
+    _check_evidence(reference)
     scores = _finite(tensors, "calibration.scores", (None,)).double().numpy()
     baseline = _finite(tensors, "maps.baseline", shape[1:], required=fitted["map_scale"] is not None)
     schema._require((baseline is None) == (fitted["map_scale"] is None), "'maps.baseline' and 'map_scale' must come "
@@ -296,6 +299,20 @@ def _state(fitted: dict, tensors: dict, device) -> FittedState:
         n_features_in=fitted["n_features_in"], feature_names_in=names, history=fitted["history"],
         training_summary=fitted["training_summary"], map_baseline=None if baseline is None else baseline.numpy(),
         map_scale=fitted["map_scale"], decision_scores=decision_scores)
+
+
+def _check_evidence(reference: Reference) -> None:
+    """``min_evidence``'s statistics (absent from files written before it): all three or none, at most
+    ``MAX_NEIGHBOUR_ROWS`` codes, so that scoring a row costs what it did at fit, and positive spreads."""
+    present = [value is not None for value in (reference.neighbour_codes, reference.evidence_location,
+                                               reference.evidence_scale)]
+    schema._require(all(present) or not any(present), "'reference.neighbour_codes', 'reference.evidence_location' "
+                    "and 'reference.evidence_scale' must come together")
+    if all(present):
+        schema._require(len(reference.neighbour_codes) <= MAX_NEIGHBOUR_ROWS, f"tensor 'reference.neighbour_codes' "
+                        f"holds {len(reference.neighbour_codes)} codes, more than the {MAX_NEIGHBOUR_ROWS} a fit keeps")
+        schema._require(bool((reference.evidence_scale > 0).all()), "tensor 'reference.evidence_scale' must be "
+                        f"positive: one spread for each of {list(EVIDENCE)}")
 
 
 def _decision_scores(tensors: dict, training_summary: dict) -> np.ndarray | None:

@@ -140,5 +140,6 @@ for _method in (
                 from_elbo=f"{_SCORING}:bits_typicality_columns"),
     ScoreMethod("regret", f"{_SCORING}:regret_score", options={"steps": "regret_steps"}, needs_grad=True),
     ScoreMethod("residual", f"{_SCORING}:residual_score", tabular_only=True, needs_reference=True),
+    ScoreMethod("min_evidence", f"{_SCORING}:min_evidence_score", tabular_only=True, needs_reference=True),
 ):
     register_score(_method)
