@@ -24,7 +24,8 @@ from .data import arrange_like
 from .losses import elementwise_log_likelihood
 from .modality import requires
 from .registry import get_score, score_names
-from .scoring import anomaly_map, anomaly_map_and_kl, bits_per_dim, latent_noise, map_batches, score_batches
+from .scoring import (anomaly_map, anomaly_map_and_kl, anomaly_map_and_min_evidence, bits_per_dim, latent_noise,
+                      map_batches, score_batches)
 
 # Inference batches hold about this many input values (and at most _MAX_INFERENCE_BATCH samples):
 # beyond a cache-friendly size, bigger batches only cost memory (docs/experiments/usage_notes.md, "Inference batch size").
@@ -166,8 +167,8 @@ class InferenceMixin:
         X : array-like of shape (n_samples, n_features)
             Rows in the layout given to ``fit``.
         return_scores : bool, default=False
-            Also return ``score_samples(X)``, from the same pass over the network where the score method is the
-            ELBO or the reconstruction probability (half the time of two calls).
+            Also return ``score_samples(X)``, from the same latent draws where the score method is the ELBO, the
+            reconstruction probability or ``min_evidence`` (about half the time of two calls).
 
         Returns
         -------
@@ -189,12 +190,17 @@ class InferenceMixin:
         """
         x = self._check_input(X)
         method = self.calibration_.score_method
+        noise, likelihood = self._latent_noise(), self.settings_.likelihood
         if return_scores and method in ("elbo", "reconstruction_probability"):
-            noise, likelihood = self._latent_noise(), self.settings_.likelihood
             both = map_batches(lambda model, batch: anomaly_map_and_kl(model, batch, noise, likelihood), self._network(),
                                x, self._inference_batch_size(), self.device_).numpy()
             nll, kl = both[:, :-1], both[:, -1]
             scores = fail_closed(-nll.sum(axis=1) - (kl if method == "elbo" else 0.0), method)
+        elif return_scores and method == "min_evidence":
+            both = map_batches(lambda model, batch: anomaly_map_and_min_evidence(
+                model, batch, noise, likelihood, reference=self.reference_), self._network(), x,
+                self._inference_batch_size(), self.device_).numpy()
+            nll, scores = both[:, :-1], fail_closed(both[:, -1], method)
         else:
             nll = self._anomaly_map_tensor(x).reshape(len(x), -1)
             scores = self._score_tensor(x) if return_scores else None

@@ -388,20 +388,31 @@ def min_evidence_score(model, x, noise, likelihood="gaussian", *, reference: Ref
     anomaly that sits in a crowd but breaks the relations between the columns. Chosen for tables on data
     sets that did not choose it (docs/experiments/tabular_evidence.md).
     """
+    mean, logvar, features = model.encode(x)
+    elbo = _elbo_given_posterior(model, x, mean, logvar, features, noise, likelihood).double()
+    return _least_standardised_evidence(model, x, mean, features, elbo, reference)
+
+
+def anomaly_map_and_min_evidence(model, x, noise, likelihood="gaussian", *, reference: Reference) -> torch.Tensor:
+    """:func:`anomaly_map` of rows ``x`` flattened, with the ``min_evidence`` score as a last column, from one pass
+    of latent draws (as :func:`anomaly_map_and_kl` for the ELBO): ``(B, values + 1)``."""
+    mean, logvar, features = model.encode(x)
+    logits, _ = _decode_posterior(model, mean, logvar, features, noise)
+    nll = -elementwise_log_likelihood(*_in_float64(model, x, logits), likelihood, model.bounded).mean(0).flatten(1)
+    elbo = -nll.sum(1) - kl_divergence(mean.double(), logvar.double())
+    return torch.cat([nll, _least_standardised_evidence(model, x, mean, features, elbo, reference)[:, None]], dim=1)
+
+
+def _least_standardised_evidence(model, x, mean, features, elbo, reference: Reference) -> torch.Tensor:
+    """The least of the ELBO ``elbo``, the reconstruction score and minus the mean distance to the nearest codes,
+    each standardised by ``reference``'s training statistics."""
     if reference.neighbour_codes is None:
         raise ValueError("The min_evidence score needs a detector fitted on tabular data or backbone features; "
                          "model files written before the score existed lack its statistics: fit again.")
-    return _evidence(model, x, noise, likelihood, reference).sub(reference.evidence_location.to(x.device)).div(
-        reference.evidence_scale.to(x.device)).amin(dim=1)
-
-
-def _evidence(model, x, noise, likelihood, reference: Reference) -> torch.Tensor:
-    """``(n, 3)`` float64: the ELBO, the reconstruction score and minus the mean distance to the nearest codes."""
-    mean, logvar, features = model.encode(x)
-    elbo = _elbo_given_posterior(model, x, mean, logvar, features, noise, likelihood).double()
     reconstruction = -_residuals_given_posterior(model, x, mean, features).pow(2).flatten(1).mean(-1)
     distances = _mean_neighbour_distance(mean.flatten(1).double(), reference.neighbour_codes)
-    return torch.stack([elbo, reconstruction, -distances], dim=1)
+    evidence = torch.stack([elbo, reconstruction, -distances], dim=1)
+    return evidence.sub(reference.evidence_location.to(x.device)).div(reference.evidence_scale.to(x.device)).amin(dim=1)
 
 
 def _mean_neighbour_distance(codes: torch.Tensor, neighbour_codes: torch.Tensor, skip_self: bool = False) -> torch.Tensor:

@@ -2,8 +2,10 @@
 Which columns made a row anomalous
 ==================================
 
-For a table, ``feature_contributions`` splits each row's score over the columns, in nats: 0 where the model
-reconstructs the column exactly, large where the column deviates in the column's own learned scale. Here two
+For a table, ``feature_contributions`` splits the decoder's evidence about each row over the columns, in nats: 0
+where the model reconstructs the column exactly, large where the column deviates in the column's own learned
+scale (a row's contributions sum to minus its reconstruction probability, less a constant). The score printed
+beside them is the detector's own, ``min_evidence`` for tables. Here two
 of five columns are tied together in normal rows; anomalous rows break that tie or take an extreme value.
 """
 
@@ -35,4 +37,4 @@ print(contributions.round(1))
 # ----------------------
 ax = contributions.T.plot.bar(figsize=(8, 4), rot=0)
 ax.set_ylabel("contribution to the anomaly, nats")
-ax.set_title("feature_contributions: each row's score split over the columns")
+ax.set_title("feature_contributions: each row's reconstruction evidence over the columns")
