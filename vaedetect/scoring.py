@@ -421,9 +421,11 @@ def _mean_neighbour_distance(codes: torch.Tensor, neighbour_codes: torch.Tensor,
     at a time: the distances are a ``(len(codes), len(neighbour_codes))`` matrix."""
     neighbour_codes = neighbour_codes.to(codes)
     k = min(NEIGHBOURS + skip_self, len(neighbour_codes))
-    # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one matrix product, which an ONNX graph holds as it is
-    squared = (codes.pow(2).sum(1, keepdim=True) + neighbour_codes.pow(2).sum(1) - 2 * codes @ neighbour_codes.T)
-    nearest = torch.topk(squared.clamp_min(0), k, dim=1, largest=False).values.sqrt()
+    # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one matrix product, which an ONNX graph holds as it is, then updated in
+    # place: one (len(codes), len(neighbour_codes)) matrix per batch, not five, for the allocator to reuse
+    squared = codes @ neighbour_codes.T
+    squared.mul_(-2).add_(codes.pow(2).sum(1, keepdim=True)).add_(neighbour_codes.pow(2).sum(1)).clamp_min_(0)
+    nearest = torch.topk(squared, k, dim=1, largest=False).values.sqrt()
     return nearest[:, int(skip_self):].mean(1)
 
 
