@@ -11,6 +11,7 @@ the fitted state ``fit`` leaves: ``modality_``, ``settings_``, ``model_``, ``ref
 
 from __future__ import annotations
 
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -190,17 +191,15 @@ class InferenceMixin:
         """
         x = self._check_input(X)
         method = self.calibration_.score_method
-        noise, likelihood = self._latent_noise(), self.settings_.likelihood
-        if return_scores and method in ("elbo", "reconstruction_probability"):
-            both = map_batches(lambda model, batch: anomaly_map_and_kl(model, batch, noise, likelihood), self._network(),
-                               x, self._inference_batch_size(), self.device_).numpy()
-            nll, kl = both[:, :-1], both[:, -1]
-            scores = fail_closed(-nll.sum(axis=1) - (kl if method == "elbo" else 0.0), method)
-        elif return_scores and method == "min_evidence":
-            both = map_batches(lambda model, batch: anomaly_map_and_min_evidence(
-                model, batch, noise, likelihood, reference=self.reference_), self._network(), x,
-                self._inference_batch_size(), self.device_).numpy()
-            nll, scores = both[:, :-1], fail_closed(both[:, -1], method)
+        if return_scores and method in ("elbo", "reconstruction_probability", "min_evidence"):
+            # each feature's share and, last, the score (min_evidence) or the KL (the ELBO is minus the sum of all)
+            options = {"noise": self._latent_noise(), "likelihood": self.settings_.likelihood}
+            one_pass = (partial(anomaly_map_and_min_evidence, reference=self.reference_, **options)
+                        if method == "min_evidence" else partial(anomaly_map_and_kl, **options))
+            both = map_batches(one_pass, self._network(), x, self._inference_batch_size(), self.device_).numpy()
+            nll, last = both[:, :-1], both[:, -1]
+            score = last if method == "min_evidence" else -nll.sum(axis=1) - (last if method == "elbo" else 0.0)
+            scores = fail_closed(score, method)
         else:
             nll = self._anomaly_map_tensor(x).reshape(len(x), -1)
             scores = self._score_tensor(x) if return_scores else None

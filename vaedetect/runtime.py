@@ -185,9 +185,8 @@ def _decoded_layout(channels: int, side: int) -> InputLayout:
 
 
 class _Calibrated:
-    """What both exported detectors share: the threshold, the verdicts and p-values of their scores."""
-
-    batch_size = BATCH_SIZE
+    """What both exported detectors share: the threshold, the verdicts and p-values of their scores; each sets
+    ``batch_size``, the rows or files its graph takes at once."""
 
     @property
     def offset_(self) -> float:
